@@ -1,0 +1,256 @@
+//! Command-line flags. `perf` mirrors `evalscope perf` flag for flag (names, types,
+//! defaults, multi-value pairing; see perf-parameters.md), plus evalscope's newer
+//! `--warmup-num`, `--open-loop`, `--duration`, `--swanlab-host`,
+//! `--sla-fixed-parallel`, and our own `--sim-args`. Validation that needs more than
+//! one flag lives in `config::RunConfig::resolve`.
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::sim::SimConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "perfscope",
+    version,
+    about = "Load generator and benchmark for LLM serving endpoints"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Benchmark an endpoint (drop-in for `evalscope perf`).
+    Perf(Box<PerfArgs>),
+    /// Run the simulated OpenAI-compatible LLM server.
+    Sim(SimArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Address to bind (loopback by default; bind a public interface only on purpose).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8877)]
+    pub port: u16,
+    /// Runtime worker threads for the server.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[command(flatten)]
+    pub config: SimConfig,
+}
+
+fn parse_header(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() => Ok(s.to_string()),
+        _ => Err(format!("expected key=value, got `{s}`")),
+    }
+}
+
+fn parse_json_object(s: &str) -> Result<String, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(_)) => Ok(s.to_string()),
+        Ok(_) => Err("expected a JSON object such as '{\"ignore_eos\": true}'".into()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct PerfArgs {
+    // ---- Model and API
+    /// Model name or path (sent as the body's `model`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// API protocol: openai, sim (built-in simulator), local, local_vllm, dashscope,
+    /// embedding, rerank, custom.
+    #[arg(long, default_value = "openai")]
+    pub api: String,
+    /// API endpoint URL (completed with /v1/chat/completions when it has no API path).
+    #[arg(long, default_value = "http://127.0.0.1:8877/v1/chat/completions")]
+    pub url: String,
+    /// Port for a local inference server (--api local / local_vllm).
+    #[arg(long, default_value_t = 8877)]
+    pub port: u16,
+    /// API key, sent as `Authorization: Bearer <key>`.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Tokenizer for token-unit prompt lengths and token counting.
+    #[arg(long)]
+    pub tokenizer_path: Option<String>,
+    /// Attention implementation (--api local only).
+    #[arg(long)]
+    pub attn_implementation: Option<String>,
+
+    // ---- Connection
+    /// Extra HTTP headers: --headers key1=val1 key2=val2.
+    #[arg(long, num_args = 1.., value_parser = parse_header)]
+    pub headers: Vec<String>,
+    /// Connection timeout, seconds.
+    #[arg(long)]
+    pub connect_timeout: Option<f64>,
+    /// Socket read timeout (longest silence while reading), seconds.
+    #[arg(long)]
+    pub read_timeout: Option<f64>,
+    /// Total timeout per request, seconds.
+    #[arg(long, default_value_t = 21600.0)]
+    pub total_timeout: f64,
+    /// Skip the connection test before the benchmark.
+    #[arg(long)]
+    pub no_test_connection: bool,
+
+    // ---- Load
+    /// Concurrency per run; several values make a sweep paired with --number.
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [1i64])]
+    pub parallel: Vec<i64>,
+    /// Requests per run, paired positionally with --parallel.
+    #[arg(short = 'n', long, num_args = 1.., value_delimiter = ',', default_values_t = [1000u64])]
+    pub number: Vec<u64>,
+    /// Request arrival rate, req/s (-1 = no pacing); one value or one per run.
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [-1.0f64], allow_negative_numbers = true)]
+    pub rate: Vec<f64>,
+    /// Seconds to sleep between consecutive runs.
+    #[arg(long, default_value_t = 5.0)]
+    pub sleep_interval: f64,
+    /// Warmup requests before each run (>=1 a count, (0,1) a share of --number);
+    /// excluded from metrics and the database.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_num: f64,
+    /// Fire requests on the --rate schedule without a concurrency cap.
+    #[arg(long)]
+    pub open_loop: bool,
+    /// Wall-clock cap per run, seconds: stop dispatching, let in-flight requests finish.
+    #[arg(long)]
+    pub duration: Option<f64>,
+
+    // ---- SLA auto-tune
+    #[arg(long)]
+    pub sla_auto_tune: bool,
+    #[arg(long, default_value = "parallel")]
+    pub sla_variable: String,
+    #[arg(long)]
+    pub sla_params: Option<String>,
+    #[arg(long, default_value_t = 3)]
+    pub sla_num_runs: u32,
+    #[arg(long, default_value_t = 65536)]
+    pub sla_upper_bound: u64,
+    #[arg(long, default_value_t = 1)]
+    pub sla_lower_bound: u64,
+    #[arg(long)]
+    pub sla_number_multiplier: Option<f64>,
+    #[arg(long)]
+    pub sla_fixed_parallel: Option<u64>,
+
+    // ---- Dataset / prompt
+    /// Dataset: openqa, line_by_line, random, longalpaca, speed_benchmark, random_vl,
+    /// flickr8k, embedding_dataset, rerank_dataset, custom.
+    #[arg(long, default_value = "openqa")]
+    pub dataset: String,
+    #[arg(long)]
+    pub dataset_path: Option<String>,
+    /// A fixed prompt for every request, or @file (takes priority over --dataset).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[arg(long)]
+    pub query_template: Option<String>,
+    /// Send chat messages (default: when the URL ends with chat/completions).
+    #[arg(long, overrides_with = "no_apply_chat_template")]
+    pub apply_chat_template: bool,
+    #[arg(long, overrides_with = "apply_chat_template")]
+    pub no_apply_chat_template: bool,
+    #[arg(long, default_value_t = 0)]
+    pub min_prompt_length: u64,
+    #[arg(long, default_value_t = i64::MAX as u64)]
+    pub max_prompt_length: u64,
+    #[arg(long, default_value_t = 0)]
+    pub prefix_length: u64,
+
+    // ---- Vision
+    #[arg(long, default_value_t = 224)]
+    pub image_width: u32,
+    #[arg(long, default_value_t = 224)]
+    pub image_height: u32,
+    #[arg(long, default_value = "RGB")]
+    pub image_format: String,
+    #[arg(long, default_value_t = 1)]
+    pub image_num: u32,
+    #[arg(long, default_value_t = 28)]
+    pub image_patch_size: u32,
+
+    // ---- Response
+    /// Maximum output tokens, or two values MIN MAX sampled per request.
+    #[arg(long, num_args = 1..=2, default_values_t = [2048u64])]
+    pub max_tokens: Vec<u64>,
+    #[arg(long)]
+    pub min_tokens: Option<u64>,
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_k: Option<i64>,
+    /// Stream responses (default).
+    #[arg(long, overrides_with = "no_stream")]
+    pub stream: bool,
+    #[arg(long, overrides_with = "stream")]
+    pub no_stream: bool,
+    #[arg(long, allow_negative_numbers = true)]
+    pub frequency_penalty: Option<f64>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f64>,
+    #[arg(long)]
+    pub n_choices: Option<u64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, num_args = 0..)]
+    pub stop: Vec<String>,
+    #[arg(long, num_args = 0..)]
+    pub stop_token_ids: Vec<String>,
+    #[arg(long)]
+    pub logprobs: bool,
+    /// JSON object merged last into every request body.
+    #[arg(long, default_value = "{}", value_parser = parse_json_object)]
+    pub extra_args: String,
+
+    // ---- Output
+    #[arg(long, default_value = "outputs")]
+    pub outputs_dir: String,
+    #[arg(long)]
+    pub no_timestamp: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub debug: bool,
+    #[arg(long, default_value_t = 10)]
+    pub log_every_n_query: u64,
+    #[arg(long)]
+    pub enable_progress_tracker: bool,
+
+    // ---- Visualizers
+    #[arg(long)]
+    pub visualizer: Option<String>,
+    #[arg(long)]
+    pub wandb_api_key: Option<String>,
+    #[arg(long)]
+    pub swanlab_api_key: Option<String>,
+    #[arg(long)]
+    pub swanlab_host: Option<String>,
+
+    // ---- Tuning knobs
+    /// Most rows per SQLite transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub db_commit_interval: i64,
+    /// Finished-record queue = parallel × this.
+    #[arg(long, default_value_t = 5)]
+    pub queue_size_multiplier: i64,
+    /// At most parallel × this requests dispatched (in flight or waiting for a slot).
+    #[arg(long, default_value_t = 2)]
+    pub in_flight_task_multiplier: i64,
+
+    // ---- perfscope's own
+    /// Simulator settings for --api sim, as JSON with the `perfscope sim` flag names in
+    /// snake_case, e.g. '{"ttft_ms": 100, "itl_ms": 10}'.
+    #[arg(long, value_parser = parse_json_object)]
+    pub sim_args: Option<String>,
+}

@@ -1,0 +1,166 @@
+//! Incremental Server-Sent Events decoder over raw bytes.
+//!
+//! Works on bytes, not text: line terminators (`\n`, `\r\n`, `\r`) are ASCII and can
+//! never occur inside a multi-byte UTF-8 sequence, so a character split across two
+//! reads simply stays in the line buffer until its line is complete. A `\r` at the
+//! end of one read followed by `\n` at the start of the next is one terminator.
+//!
+//! Field handling follows the WHATWG EventSource rules: `:` starts a comment, one
+//! optional space after the colon is removed, several `data:` lines of one event are
+//! joined with `\n` (evalscope joins them with nothing; for JSON payloads the two are
+//! equivalent because a newline is whitespace), and other fields (`event`, `id`,
+//! `retry`) are ignored. An event is dispatched at a blank line.
+
+#[derive(Default)]
+pub struct SseDecoder {
+    line: Vec<u8>,
+    data: Vec<u8>,
+    has_data: bool,
+    /// The previous byte was a `\r`: a following `\n` belongs to the same terminator.
+    after_cr: bool,
+    started: bool,
+}
+
+impl SseDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes; calls `on_event` with the data of every completed event.
+    pub fn feed<F: FnMut(&[u8])>(&mut self, mut bytes: &[u8], mut on_event: F) {
+        if !self.started && !bytes.is_empty() {
+            // A UTF-8 byte order mark at the very start of the stream is ignored.
+            self.started = true;
+            if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+                bytes = rest;
+            }
+        }
+        while !bytes.is_empty() {
+            if self.after_cr {
+                self.after_cr = false;
+                if bytes[0] == b'\n' {
+                    bytes = &bytes[1..];
+                    continue;
+                }
+            }
+            match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    if self.line.is_empty() {
+                        self.process_line_slice(&bytes[..i], &mut on_event);
+                    } else {
+                        self.line.extend_from_slice(&bytes[..i]);
+                        let line = std::mem::take(&mut self.line);
+                        self.process_line_slice(&line, &mut on_event);
+                        self.line = line;
+                        self.line.clear();
+                    }
+                    self.after_cr = bytes[i] == b'\r';
+                    bytes = &bytes[i + 1..];
+                }
+                None => {
+                    self.line.extend_from_slice(bytes);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// End of stream. An event whose blank line never arrived is still dispatched when
+    /// it holds data (evalscope emits such a leftover if it is `[DONE]` or JSON; the
+    /// caller validates the payload either way).
+    pub fn finish<F: FnMut(&[u8])>(&mut self, mut on_event: F) {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.process_line_slice(&line, &mut on_event);
+        }
+        if self.has_data {
+            on_event(&self.data);
+            self.data.clear();
+            self.has_data = false;
+        }
+    }
+
+    fn process_line_slice<F: FnMut(&[u8])>(&mut self, line: &[u8], on_event: &mut F) {
+        if line.is_empty() {
+            if self.has_data {
+                on_event(&self.data);
+                self.data.clear();
+                self.has_data = false;
+            }
+            return;
+        }
+        if line[0] == b':' {
+            return; // comment, e.g. a keep-alive ping
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        if field == b"data" {
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(value);
+            self.has_data = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(parts: &[&[u8]]) -> Vec<String> {
+        let mut d = SseDecoder::new();
+        let mut out = Vec::new();
+        for p in parts {
+            d.feed(p, |e| out.push(String::from_utf8_lossy(e).into_owned()));
+        }
+        d.finish(|e| out.push(String::from_utf8_lossy(e).into_owned()));
+        out
+    }
+
+    #[test]
+    fn basic_events_and_terminators() {
+        let s = b"data: a\n\ndata: b\r\n\r\ndata: c\r\rdata:d\n\n";
+        assert_eq!(decode_all(&[s]), vec!["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn cr_lf_split_across_reads_is_one_terminator() {
+        let out = decode_all(&[b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n"]);
+        assert_eq!(out, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn comments_other_fields_and_multiline_data() {
+        let s = b": ping\nevent: message\nid: 7\ndata: {\"a\":\ndata: 1}\nretry: 10\n\n";
+        assert_eq!(decode_all(&[s]), vec!["{\"a\":\n1}"]);
+    }
+
+    #[test]
+    fn utf8_split_inside_character() {
+        let s = "data: {\"c\":\"熵é\"}\n\n".as_bytes();
+        for i in 0..s.len() {
+            let out = decode_all(&[&s[..i], &s[i..]]);
+            assert_eq!(out, vec!["{\"c\":\"熵é\"}"], "split at {i}");
+        }
+    }
+
+    #[test]
+    fn leftover_without_blank_line_is_flushed_at_finish() {
+        assert_eq!(
+            decode_all(&[b"data: x\n\ndata: [DONE]"]),
+            vec!["x", "[DONE]"]
+        );
+        assert_eq!(decode_all(&[b"data: x\n"]), vec!["x"]);
+    }
+
+    #[test]
+    fn bom_and_empty_data() {
+        assert_eq!(decode_all(&[b"\xEF\xBB\xBFdata\n\n"]), vec![""]);
+    }
+}

@@ -1,0 +1,596 @@
+//! `RunConfig`: the validated, resolved configuration the engine consumes and the
+//! results store (secrets masked). Parse (cli), then resolve (here).
+
+use anyhow::{bail, Context, Result};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+use crate::cli::PerfArgs;
+use crate::sim::SimConfig;
+
+pub const MASK: &str = "**********";
+/// Header names whose values are masked when shown or stored (evalscope's list).
+const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-auth-token",
+];
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Api {
+    OpenAi,
+    Sim,
+}
+
+impl Api {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Api::OpenAi => "openai",
+            Api::Sim => "sim",
+        }
+    }
+}
+
+/// Generation parameters mapped into each request body.
+#[derive(Clone, Debug)]
+pub struct GenParams {
+    pub model: String,
+    /// (min, max); equal for a fixed value.
+    pub max_tokens: (u64, u64),
+    pub min_tokens: Option<u64>,
+    pub temperature: f64,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub frequency_penalty: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub n_choices: Option<u64>,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    pub stop_token_ids: Vec<String>,
+    pub logprobs: bool,
+    pub stream: bool,
+    pub extra_args: Map<String, Value>,
+}
+
+/// One point of a sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepPoint {
+    /// -1 in open loop (no cap), shown as INF.
+    pub parallel: i64,
+    pub number: u64,
+    /// -1 = no pacing.
+    pub rate: f64,
+}
+
+impl SweepPoint {
+    /// evalscope's run directory name.
+    pub fn dir_name(&self, open_loop: bool) -> String {
+        if open_loop {
+            format!("rate_{}_number_{}", py_float(self.rate), self.number)
+        } else {
+            format!("parallel_{}_number_{}", self.parallel, self.number)
+        }
+    }
+}
+
+/// Formats a float as Python's `str(float)` does for ordinary values (`5.0`, `2.5`).
+pub fn py_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum DatasetKind {
+    OpenQa,
+    LineByLine,
+    Random,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatasetConfig {
+    pub kind: DatasetKind,
+    pub name: String,
+    pub path: Option<String>,
+    /// `--prompt` text (already read from @file).
+    pub prompt: Option<String>,
+    pub min_prompt_length: u64,
+    pub max_prompt_length: u64,
+    pub prefix_length: u64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub model: String,
+    /// basename(model), or --name: the output sub-directory.
+    pub model_id: String,
+    pub name: Option<String>,
+    pub api: Api,
+    pub url: String,
+    /// Datasets yield chat messages (true) or plain prompts (false).
+    pub chat: bool,
+    /// All headers sent (including Authorization from --api-key).
+    pub headers: Vec<(String, String)>,
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub total_timeout: Duration,
+    pub test_connection: bool,
+    pub points: Vec<SweepPoint>,
+    pub sleep_interval: f64,
+    pub warmup_num: f64,
+    pub open_loop: bool,
+    pub duration: Option<f64>,
+    pub dataset: DatasetConfig,
+    pub gen: GenParams,
+    pub outputs_dir: String,
+    pub no_timestamp: bool,
+    pub debug: bool,
+    pub log_every_n_query: u64,
+    pub db_commit_interval: usize,
+    pub queue_size_multiplier: usize,
+    pub in_flight_task_multiplier: usize,
+    pub sim: Option<SimConfig>,
+    /// The flags as given, secrets masked: written to benchmark_args.json and the DB.
+    pub args_json: Map<String, Value>,
+}
+
+fn not_yet(flag: &str, what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{flag}: {what} is not available in this version of perfscope; \
+         remove {flag} (see README, \"Status\")"
+    )
+}
+
+/// evalscope replaces `<>:"|?*\/` and NUL in --name with `_`.
+pub fn sanitize_name(s: &str) -> String {
+    s.chars()
+        .map(|c| if "<>:\"|?*\\/\0".contains(c) { '_' } else { c })
+        .collect()
+}
+
+/// evalscope §1.10: append the API path when the URL has none.
+pub fn complete_url(url: &str) -> String {
+    const SUFFIXES: [&str; 6] = [
+        "/chat/completions",
+        "/completions",
+        "/responses",
+        "/embeddings",
+        "/reranks",
+        "/rerank",
+    ];
+    let trimmed = url.trim_end_matches('/');
+    if SUFFIXES.iter().any(|s| trimmed.ends_with(s)) {
+        return url.to_string();
+    }
+    if trimmed.ends_with("/v1") {
+        format!("{trimmed}/chat/completions")
+    } else {
+        format!("{trimmed}/v1/chat/completions")
+    }
+}
+
+fn read_at_file(flag: &str, v: &str) -> Result<String> {
+    match v.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("{flag}: cannot read file `{path}`; check the path after @")),
+        None => Ok(v.to_string()),
+    }
+}
+
+impl RunConfig {
+    pub fn resolve(a: &PerfArgs) -> Result<RunConfig> {
+        // Features that belong to later releases fail fast, naming the flag.
+        let api = match a.api.as_str() {
+            "openai" => Api::OpenAi,
+            "sim" => Api::Sim,
+            "local" | "local_vllm" | "dashscope" | "embedding" | "openai_embedding" | "rerank"
+            | "openai_rerank" | "custom" => {
+                return Err(not_yet("--api", &format!("the `{}` API", a.api)))
+            }
+            other => bail!(
+                "--api: unknown API `{other}`; use one of openai, sim, local, local_vllm, \
+                 dashscope, embedding, rerank, custom"
+            ),
+        };
+        if a.tokenizer_path.is_some() {
+            return Err(not_yet(
+                "--tokenizer-path",
+                "token-unit prompts and token counting",
+            ));
+        }
+        if a.attn_implementation.is_some() {
+            return Err(not_yet(
+                "--attn-implementation",
+                "the local inference server",
+            ));
+        }
+        if a.query_template.is_some() {
+            return Err(not_yet("--query-template", "request body templates"));
+        }
+        if a.sla_auto_tune {
+            return Err(not_yet("--sla-auto-tune", "SLA auto-tuning"));
+        }
+        if a.enable_progress_tracker {
+            return Err(not_yet("--enable-progress-tracker", "progress.json"));
+        }
+        if a.visualizer.is_some() {
+            return Err(not_yet("--visualizer", "W&B/SwanLab/ClearML logging"));
+        }
+        if a.wandb_api_key.is_some() {
+            return Err(not_yet("--wandb-api-key", "W&B logging"));
+        }
+        if a.swanlab_api_key.is_some() || a.swanlab_host.is_some() {
+            return Err(not_yet(
+                "--swanlab-api-key/--swanlab-host",
+                "SwanLab logging",
+            ));
+        }
+        if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
+            bail!(
+                "--sla-variable: expected `parallel` or `rate`, got `{}`",
+                a.sla_variable
+            );
+        }
+        let kind = match a.dataset.as_str() {
+            "openqa" => DatasetKind::OpenQa,
+            "line_by_line" => DatasetKind::LineByLine,
+            "random" => DatasetKind::Random,
+            "longalpaca"
+            | "speed_benchmark"
+            | "speed_benchmark_long"
+            | "random_vl"
+            | "flickr8k"
+            | "embedding_dataset"
+            | "rerank_dataset"
+            | "custom" => {
+                return Err(not_yet(
+                    "--dataset",
+                    &format!("the `{}` dataset", a.dataset),
+                ))
+            }
+            other => bail!(
+                "--dataset: unknown dataset `{other}`; use openqa, line_by_line, random, \
+                 longalpaca, speed_benchmark, random_vl, flickr8k, embedding_dataset, \
+                 rerank_dataset or custom"
+            ),
+        };
+        if matches!(kind, DatasetKind::LineByLine) && a.dataset_path.is_none() && a.prompt.is_none()
+        {
+            bail!("--dataset line_by_line needs --dataset-path FILE (one prompt per line)");
+        }
+        if a.min_prompt_length > a.max_prompt_length {
+            bail!(
+                "--min-prompt-length ({}) is greater than --max-prompt-length ({})",
+                a.min_prompt_length,
+                a.max_prompt_length
+            );
+        }
+        let model = match (&a.model, &api) {
+            (Some(m), _) if !m.trim().is_empty() => m.clone(),
+            (_, Api::Sim) => "sim-7b".to_string(),
+            _ => bail!(
+                "--model is required (the model name the server expects, e.g. --model qwen2.5-7b)"
+            ),
+        };
+        let model_id = model
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(&model)
+            .to_string();
+
+        // Sweep pairing (evalscope: closed loop needs len(number) == len(parallel);
+        // open loop pairs number with rate and forces parallel to -1).
+        let rates = &a.rate;
+        for r in rates {
+            if !(r.is_finite() && (*r > 0.0 || *r == -1.0)) {
+                bail!("--rate: {r} is not a rate; give a positive req/s or -1 for no pacing");
+            }
+        }
+        let mut points = Vec::new();
+        if a.open_loop {
+            if a.number.len() != rates.len() {
+                bail!(
+                    "--open-loop pairs --number with --rate: got {} numbers and {} rates",
+                    a.number.len(),
+                    rates.len()
+                );
+            }
+            if rates.iter().any(|r| *r <= 0.0) {
+                bail!("--open-loop needs a positive --rate for every run (requests are fired on that schedule)");
+            }
+            for (n, r) in a.number.iter().zip(rates) {
+                points.push(SweepPoint {
+                    parallel: -1,
+                    number: *n,
+                    rate: *r,
+                });
+            }
+        } else {
+            if a.number.len() != a.parallel.len() {
+                bail!(
+                    "--parallel and --number are paired positionally: got {} parallel values ({:?}) and {} number values ({:?})",
+                    a.parallel.len(), a.parallel, a.number.len(), a.number
+                );
+            }
+            if rates.len() != 1 && rates.len() != a.parallel.len() {
+                bail!(
+                    "--rate: give one value or one per run ({} runs), got {}",
+                    a.parallel.len(),
+                    rates.len()
+                );
+            }
+            for (i, (p, n)) in a.parallel.iter().zip(&a.number).enumerate() {
+                if *p <= 0 {
+                    bail!("--parallel: {p} is not a concurrency; give a value >= 1");
+                }
+                let rate = if rates.len() == 1 { rates[0] } else { rates[i] };
+                points.push(SweepPoint {
+                    parallel: *p,
+                    number: *n,
+                    rate,
+                });
+            }
+        }
+        if points.iter().any(|p| p.number == 0) {
+            bail!("--number: every run needs at least one request");
+        }
+        if let Some(d) = a.duration {
+            if !(d > 0.0 && d.is_finite()) {
+                bail!("--duration: {d} is not a positive number of seconds");
+            }
+        }
+        if !(a.warmup_num >= 0.0 && a.warmup_num.is_finite()) {
+            bail!("--warmup-num: {} must be >= 0", a.warmup_num);
+        }
+        if !(a.sleep_interval >= 0.0 && a.sleep_interval.is_finite()) {
+            bail!("--sleep-interval: {} must be >= 0", a.sleep_interval);
+        }
+
+        let mut url = a.url.clone();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--url: `{url}` must start with http:// or https://");
+        }
+        url = complete_url(&url);
+        let chat = if a.apply_chat_template {
+            true
+        } else if a.no_apply_chat_template {
+            false
+        } else {
+            url.trim_end_matches('/').ends_with("chat/completions")
+        };
+
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for h in &a.headers {
+            if let Some((k, v)) = h.split_once('=') {
+                headers.push((k.trim().to_string(), v.to_string()));
+            }
+        }
+        if let Some(key) = &a.api_key {
+            // --api-key overrides any Authorization given in --headers (evalscope).
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+            headers.push(("Authorization".into(), format!("Bearer {key}")));
+        }
+        for (k, v) in &headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(v).is_err()
+            {
+                bail!("--headers: `{k}` is not a valid HTTP header name/value");
+            }
+        }
+
+        let secs = |flag: &str, v: Option<f64>| -> Result<Option<Duration>> {
+            match v {
+                None => Ok(None),
+                Some(s) if s > 0.0 && s.is_finite() => Ok(Some(Duration::from_secs_f64(s))),
+                Some(s) => bail!("{flag}: {s} is not a positive number of seconds"),
+            }
+        };
+        let total_timeout =
+            secs("--total-timeout", Some(a.total_timeout))?.unwrap_or(Duration::from_secs(21600));
+
+        let max_tokens = match a.max_tokens.as_slice() {
+            [v] => (*v, *v),
+            [lo, hi] if lo <= hi => (*lo, *hi),
+            [lo, hi] => bail!("--max-tokens: MIN {lo} is greater than MAX {hi}"),
+            _ => bail!("--max-tokens: give one value or MIN MAX"),
+        };
+        let extra_args = match serde_json::from_str::<Value>(&a.extra_args) {
+            Ok(Value::Object(m)) => m,
+            _ => bail!("--extra-args: expected a JSON object"),
+        };
+        let sim = match (&api, &a.sim_args) {
+            (Api::Sim, Some(s)) => {
+                let cfg: SimConfig = serde_json::from_str(s).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--sim-args: {e} (keys are the `perfscope sim` flags in snake_case)"
+                    )
+                })?;
+                cfg.validate()
+                    .map_err(|e| anyhow::anyhow!("--sim-args: {e}"))?;
+                Some(cfg)
+            }
+            (Api::Sim, None) => Some(SimConfig::default()),
+            (_, Some(_)) => bail!("--sim-args only applies with --api sim"),
+            _ => None,
+        };
+        let prompt = a
+            .prompt
+            .as_deref()
+            .map(|p| read_at_file("--prompt", p))
+            .transpose()?;
+        let dataset = DatasetConfig {
+            kind,
+            name: a.dataset.clone(),
+            path: a.dataset_path.clone(),
+            prompt,
+            min_prompt_length: a.min_prompt_length,
+            max_prompt_length: a.max_prompt_length,
+            prefix_length: a.prefix_length,
+            seed: a.seed.unwrap_or(0),
+        };
+        let gen = GenParams {
+            model: model.clone(),
+            max_tokens,
+            min_tokens: a.min_tokens,
+            temperature: a.temperature,
+            top_p: a.top_p,
+            top_k: a.top_k,
+            frequency_penalty: a.frequency_penalty,
+            repetition_penalty: a.repetition_penalty,
+            n_choices: a.n_choices,
+            seed: a.seed,
+            stop: a.stop.clone(),
+            stop_token_ids: a.stop_token_ids.clone(),
+            logprobs: a.logprobs,
+            stream: !a.no_stream,
+            extra_args,
+        };
+        let name = a.name.as_deref().map(sanitize_name);
+        Ok(RunConfig {
+            model_id: name.clone().unwrap_or(model_id),
+            name,
+            model,
+            api,
+            url,
+            chat,
+            headers,
+            connect_timeout: secs("--connect-timeout", a.connect_timeout)?,
+            read_timeout: secs("--read-timeout", a.read_timeout)?,
+            total_timeout,
+            test_connection: !a.no_test_connection,
+            points,
+            sleep_interval: a.sleep_interval,
+            warmup_num: a.warmup_num,
+            open_loop: a.open_loop,
+            duration: a.duration,
+            dataset,
+            gen,
+            outputs_dir: a.outputs_dir.clone(),
+            no_timestamp: a.no_timestamp,
+            debug: a.debug,
+            log_every_n_query: a.log_every_n_query.max(1),
+            // evalscope coerces values <= 0 to 1.
+            db_commit_interval: a.db_commit_interval.max(1) as usize,
+            queue_size_multiplier: a.queue_size_multiplier.max(1) as usize,
+            in_flight_task_multiplier: a.in_flight_task_multiplier.max(1) as usize,
+            sim,
+            args_json: masked_args(a),
+        })
+    }
+
+    /// Warmup requests for a run of `number` (evalscope: >=1 absolute, (0,1) a ratio
+    /// with at least one).
+    pub fn warmup_for(&self, number: u64) -> u64 {
+        let w = self.warmup_num;
+        if w <= 0.0 {
+            0
+        } else if w < 1.0 {
+            ((w * number as f64) as u64).max(1)
+        } else {
+            w as u64
+        }
+    }
+
+    /// Headers with secret values masked, for logs.
+    pub fn masked_headers(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| {
+                let secret = SECRET_HEADERS.contains(&k.to_ascii_lowercase().as_str());
+                (k.clone(), if secret { MASK.to_string() } else { v.clone() })
+            })
+            .collect()
+    }
+
+    /// benchmark_args.json for one run: the flags with this run's parallel/number/rate.
+    pub fn args_for_run(&self, point: &SweepPoint) -> Map<String, Value> {
+        let mut m = self.args_json.clone();
+        m.insert("model_id".into(), self.model_id.clone().into());
+        m.insert("url".into(), self.url.clone().into());
+        m.insert("apply_chat_template".into(), self.chat.into());
+        m.insert("parallel".into(), point.parallel.into());
+        m.insert("number".into(), point.number.into());
+        m.insert("rate".into(), point.rate.into());
+        m
+    }
+}
+
+fn masked_args(a: &PerfArgs) -> Map<String, Value> {
+    let mut m = match serde_json::to_value(a) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for k in ["api_key", "wandb_api_key", "swanlab_api_key"] {
+        if m.get(k).is_some_and(|v| !v.is_null()) {
+            m.insert(k.into(), MASK.into());
+        }
+    }
+    let headers: Map<String, Value> = a
+        .headers
+        .iter()
+        .filter_map(|h| h.split_once('='))
+        .map(|(k, v)| {
+            let secret = SECRET_HEADERS.contains(&k.trim().to_ascii_lowercase().as_str());
+            (
+                k.trim().to_string(),
+                Value::String(if secret { MASK.into() } else { v.into() }),
+            )
+        })
+        .collect();
+    m.insert("headers".into(), Value::Object(headers));
+    m.insert("stream".into(), (!a.no_stream).into());
+    m.shift_remove("no_stream");
+    m.shift_remove("no_apply_chat_template");
+    if let [single] = a.max_tokens.as_slice() {
+        m.insert("max_tokens".into(), (*single).into());
+    }
+    for k in ["stop", "stop_token_ids"] {
+        if m.get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.is_empty())
+        {
+            m.insert(k.into(), Value::Null);
+        }
+    }
+    if let Ok(Value::Object(x)) = serde_json::from_str::<Value>(&a.extra_args) {
+        m.insert("extra_args".into(), Value::Object(x));
+    }
+    if let Some(Ok(v)) = a.sim_args.as_deref().map(serde_json::from_str::<Value>) {
+        m.insert("sim_args".into(), v);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_completion() {
+        assert_eq!(complete_url("http://h:1"), "http://h:1/v1/chat/completions");
+        assert_eq!(
+            complete_url("http://h:1/v1"),
+            "http://h:1/v1/chat/completions"
+        );
+        assert_eq!(
+            complete_url("http://h:1/v1/completions"),
+            "http://h:1/v1/completions"
+        );
+        assert_eq!(
+            complete_url("http://h:1/v1/chat/completions"),
+            "http://h:1/v1/chat/completions"
+        );
+    }
+
+    #[test]
+    fn names_and_floats() {
+        assert_eq!(sanitize_name("a/b:c"), "a_b_c");
+        assert_eq!(py_float(5.0), "5.0");
+        assert_eq!(py_float(2.5), "2.5");
+    }
+}

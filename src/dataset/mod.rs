@@ -1,0 +1,166 @@
+//! Datasets: where prompts come from (evalscope §5). Each kind materialises a list of
+//! prompts; the engine cycles over it until a run has its number of requests.
+//!
+//! Prompt lengths are in characters here (no tokenizer), as evalscope's
+//! `--min/--max-prompt-length` without `--tokenizer-path`.
+
+mod openqa;
+mod random;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{Map, Value};
+
+use crate::config::{DatasetConfig, DatasetKind};
+
+/// What a dataset yields for one request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompt {
+    /// Plain prompt: body `prompt` (completions).
+    Text(String),
+    /// Chat messages, sent verbatim as body `messages`.
+    Messages(Value),
+    /// A whole request body (JSON-object lines of `line_by_line`); CLI parameters are
+    /// merged with set-default semantics.
+    Body(Map<String, Value>),
+}
+
+impl Prompt {
+    fn wrap(text: String, chat: bool) -> Prompt {
+        if chat {
+            Prompt::Messages(serde_json::json!([{"role": "user", "content": text}]))
+        } else {
+            Prompt::Text(text)
+        }
+    }
+}
+
+fn in_range(text: &str, cfg: &DatasetConfig) -> bool {
+    let n = text.chars().count() as u64;
+    n >= cfg.min_prompt_length && n <= cfg.max_prompt_length
+}
+
+/// Builds up to `count` prompts for run number `run_index` (0-based; random prompts
+/// differ between runs so a prefix cache cannot serve later runs).
+pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Result<Vec<Prompt>> {
+    if let Some(p) = &cfg.prompt {
+        // --prompt takes priority over --dataset; one prompt re-sent N times.
+        return Ok(vec![Prompt::wrap(p.clone(), chat)]);
+    }
+    let prompts = match cfg.kind {
+        DatasetKind::OpenQa => {
+            let questions = match &cfg.path {
+                Some(path) => openqa::read_jsonl(path)?,
+                None => openqa::bundled(),
+            };
+            questions
+                .into_iter()
+                .filter(|q| in_range(q, cfg))
+                .take(count as usize)
+                .map(|q| Prompt::wrap(q, chat))
+                .collect::<Vec<_>>()
+        }
+        DatasetKind::LineByLine => {
+            let path = cfg
+                .path
+                .as_deref()
+                .context("--dataset line_by_line needs --dataset-path FILE")?;
+            line_by_line(path, cfg, chat, count)?
+        }
+        DatasetKind::Random => random::generate(cfg, chat, count, run_index)?,
+    };
+    if prompts.is_empty() {
+        let source = cfg.path.as_deref().unwrap_or("the bundled questions");
+        bail!(
+            "--dataset {}: no prompts left from {source} after the length filter \
+             [--min-prompt-length {}, --max-prompt-length {}] (characters)",
+            cfg.name,
+            cfg.min_prompt_length,
+            cfg.max_prompt_length
+        );
+    }
+    Ok(prompts)
+}
+
+/// evalscope's line_by_line: each non-empty line is plain text (a prompt, length
+/// filtered), a JSON array (chat messages, verbatim) or a JSON object (a whole body).
+fn line_by_line(path: &str, cfg: &DatasetConfig, chat: bool, count: u64) -> Result<Vec<Prompt>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("--dataset-path: cannot read `{path}` (UTF-8 text, one prompt per line)")
+    })?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if out.len() as u64 >= count {
+            break;
+        }
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        // A line that looks like JSON but does not parse is treated as text, as
+        // evalscope does (it falls back on a JSON decode error).
+        let parsed = if l.starts_with('[') || l.starts_with('{') {
+            serde_json::from_str::<Value>(l).ok()
+        } else {
+            None
+        };
+        match parsed {
+            Some(Value::Array(a)) => out.push(Prompt::Messages(Value::Array(a))),
+            Some(Value::Object(o)) => out.push(Prompt::Body(o)),
+            _ => {
+                if in_range(l, cfg) {
+                    out.push(Prompt::wrap(l.to_string(), chat));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(kind: DatasetKind) -> DatasetConfig {
+        DatasetConfig {
+            kind,
+            name: "x".into(),
+            path: None,
+            prompt: None,
+            min_prompt_length: 0,
+            max_prompt_length: u64::MAX,
+            prefix_length: 0,
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn line_by_line_kinds_and_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.txt");
+        std::fs::write(
+            &p,
+            "hello there\n\n[{\"role\":\"user\",\"content\":\"hi\"}]\n{\"prompt\":\"x\",\"max_tokens\":3}\n[not json\nab\n",
+        )
+        .unwrap();
+        let mut c = cfg(DatasetKind::LineByLine);
+        c.path = Some(p.to_string_lossy().into_owned());
+        c.min_prompt_length = 3;
+        let out = load(&c, false, 100, 0).unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0], Prompt::Text("hello there".into()));
+        assert!(matches!(out[1], Prompt::Messages(_)));
+        assert!(matches!(out[2], Prompt::Body(_)));
+        assert_eq!(out[3], Prompt::Text("[not json".into()));
+    }
+
+    #[test]
+    fn openqa_bundled_and_filter_error() {
+        let c = cfg(DatasetKind::OpenQa);
+        let out = load(&c, true, 5, 0).unwrap();
+        assert_eq!(out.len(), 5);
+        let mut c = cfg(DatasetKind::OpenQa);
+        c.max_prompt_length = 2;
+        let err = load(&c, true, 5, 0).unwrap_err().to_string();
+        assert!(err.contains("--max-prompt-length 2"), "{err}");
+    }
+}

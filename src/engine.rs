@@ -1,0 +1,542 @@
+//! Wires a benchmark: output tree, optional in-process simulator, connection test,
+//! the sweep, one run per point (warmup, dispatch, record, report), Ctrl-C.
+//!
+//! Dispatch (the scheduler decides *when*, the client *how*):
+//! - closed loop: at most `parallel × --in-flight-task-multiplier` requests exist; a
+//!   semaphore of `parallel` slots wraps only the HTTP call, as evalscope;
+//! - `--rate`: requests are released on an absolute Poisson schedule (and still capped
+//!   by `parallel` in closed loop); each record keeps its intended start;
+//! - `--open-loop`: released on the schedule with no cap;
+//! - `--duration`: dispatch stops at the deadline, in-flight requests finish.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::client::{self, Cancel, Ticket};
+use crate::config::{Api, RunConfig, SweepPoint};
+use crate::dataset::{self, Prompt};
+use crate::protocol::openai;
+use crate::record::{Clock, RequestRecord};
+use crate::recorder::{self, sqlite};
+use crate::report::{self, log, RunResult};
+use crate::scheduler;
+use crate::stats;
+
+/// How long in-flight requests may finish after Ctrl-C before they are cancelled.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+
+/// Exit codes.
+pub const EXIT_OK: i32 = 0;
+/// A run finished with no successful request.
+pub const EXIT_NO_SUCCESS: i32 = 3;
+/// Interrupted (Ctrl-C); what completed was stored and summarised.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Clone, Default)]
+pub struct Stop {
+    /// Stop releasing new requests.
+    pub dispatch: Cancel,
+    /// Cancel requests in flight (recorded as `cancelled`).
+    pub abort: Cancel,
+}
+
+struct Ctx {
+    cfg: RunConfig,
+    http: reqwest::Client,
+    url: Arc<str>,
+    clock: Clock,
+    stop: Stop,
+}
+
+/// What a finished invocation produced.
+pub struct Outcome {
+    pub exit_code: i32,
+    pub dir: PathBuf,
+    pub runs: Vec<RunResult>,
+}
+
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/')
+        .map_or("/v1/chat/completions", |i| &rest[i..])
+}
+
+/// The output directory of an invocation: `<outputs-dir>/<YYYYmmdd_HHMMSS>/<name|model_id>`.
+pub fn output_root(cfg: &RunConfig) -> PathBuf {
+    let mut p = PathBuf::from(&cfg.outputs_dir);
+    if !cfg.no_timestamp {
+        p.push(chrono::Local::now().format("%Y%m%d_%H%M%S").to_string());
+    }
+    p.push(&cfg.model_id);
+    p
+}
+
+/// Runs the whole invocation. `stop` lets the caller (Ctrl-C handler, tests) interrupt.
+pub async fn run(cfg: RunConfig, stop: Stop) -> Result<Outcome> {
+    let root = output_root(&cfg);
+    for p in &cfg.points {
+        let d = root.join(p.dir_name(cfg.open_loop));
+        if d.join("benchmark_data.db").exists() {
+            bail!(
+                "{} already holds a run; choose another --outputs-dir or --name, or drop --no-timestamp",
+                d.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("--outputs-dir: cannot create {}", root.display()))?;
+    log::set_debug(cfg.debug);
+    log::to_file(&root.join("benchmark.log"))
+        .with_context(|| format!("cannot write {}", root.join("benchmark.log").display()))?;
+    log::info(format!(
+        "Starting benchmark with args: {}",
+        serde_json::Value::Object(cfg.args_json.clone())
+    ));
+    let result = run_inner(cfg, stop, &root).await;
+    log::close_file();
+    result
+}
+
+async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
+    let clock = Clock::start();
+    let mut _sim = None;
+    let url: Arc<str> = match (&cfg.api, &cfg.sim) {
+        (Api::Sim, Some(sc)) => {
+            let h = crate::sim::spawn("127.0.0.1:0".parse()?, sc.clone(), 1)?;
+            let u = format!("{}{}", h.base_url(), url_path(&cfg.url));
+            log::info(format!(
+                "Simulator listening on {} (settings: {})",
+                h.base_url(),
+                serde_json::to_string(sc).unwrap_or_default()
+            ));
+            _sim = Some(h);
+            u.into()
+        }
+        _ => cfg.url.clone().into(),
+    };
+    let max_par = cfg.points.iter().map(|p| p.parallel).max().unwrap_or(1);
+    let pool = if max_par > 0 { max_par as usize } else { 1024 };
+    let http = client::build_http(&cfg, pool)?;
+    if !cfg.masked_headers().is_empty() {
+        log::debug(format!("headers: {:?}", cfg.masked_headers()));
+    }
+    let ctx = Arc::new(Ctx {
+        cfg,
+        http,
+        url,
+        clock,
+        stop: stop.clone(),
+    });
+    if ctx.cfg.test_connection {
+        connection_test(&ctx).await?;
+    }
+    let mut runs = Vec::new();
+    for (i, point) in ctx.cfg.points.clone().iter().enumerate() {
+        if ctx.stop.dispatch.is_cancelled() {
+            break;
+        }
+        if i > 0 && ctx.cfg.sleep_interval > 0.0 {
+            log::info(format!(
+                "Sleeping {} s before the next run (--sleep-interval)",
+                ctx.cfg.sleep_interval
+            ));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(ctx.cfg.sleep_interval)) => {}
+                _ = ctx.stop.dispatch.cancelled() => break,
+            }
+        }
+        runs.push(run_point(&ctx, point, i as u64, root).await?);
+    }
+    if !runs.is_empty() {
+        let text = report::multi_run_summary(
+            &runs,
+            &ctx.cfg.model_id,
+            &ctx.cfg.dataset.name,
+            ctx.cfg.api.as_str(),
+            root,
+        );
+        log::block(&text);
+        std::fs::write(root.join("performance_summary.txt"), format!("{text}\n")).with_context(
+            || {
+                format!(
+                    "cannot write {}",
+                    root.join("performance_summary.txt").display()
+                )
+            },
+        )?;
+    }
+    let exit_code = if ctx.stop.dispatch.is_cancelled() {
+        EXIT_INTERRUPTED
+    } else if runs.iter().any(|r| r.num("Success Requests") == 0.0) {
+        EXIT_NO_SUCCESS
+    } else {
+        EXIT_OK
+    };
+    log::info(format!("Results written to {}", root.display()));
+    Ok(Outcome {
+        exit_code,
+        dir: root.to_path_buf(),
+        runs,
+    })
+}
+
+/// A cheap request (max_tokens 1) before the benchmark: a few tries, then an error
+/// naming the URL. evalscope sends a full request and retries for up to 6 hours.
+async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
+    let body = openai::connection_test_body(ctx.cfg.chat, &ctx.cfg.gen);
+    let body: Arc<str> = serde_json::Value::Object(body).to_string().into();
+    let timeout = ctx.cfg.total_timeout.min(Duration::from_secs(60));
+    let mut last = String::new();
+    for attempt in 1..=3u32 {
+        let ticket = Ticket {
+            seq: 0,
+            intended_start: ctx.clock.now(),
+            body: body.clone(),
+            stream_requested: ctx.cfg.gen.stream,
+        };
+        let r = client::execute(
+            &ctx.http,
+            &ctx.url,
+            timeout,
+            &ctx.clock,
+            ticket,
+            false,
+            &ctx.stop.abort,
+        )
+        .await;
+        if r.success {
+            log::info(format!("Connection test passed: {}", ctx.url));
+            return Ok(());
+        }
+        last = r.error.unwrap_or_default();
+        if let Some(s) = r.http_status {
+            if (400..500).contains(&s) && s != 429 {
+                bail!(
+                    "connection test to {} failed with HTTP {s}: {last}\nCheck --model, --url and --api (or skip the test with --no-test-connection)",
+                    ctx.url
+                );
+            }
+        }
+        if ctx.stop.dispatch.is_cancelled() {
+            break;
+        }
+        log::warn(format!(
+            "Connection test attempt {attempt}/3 to {} failed: {last}; retrying",
+            ctx.url
+        ));
+        tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
+    }
+    bail!(
+        "connection test to {} failed after 3 attempts: {last}\nIs the server up? Check --url (or skip the test with --no-test-connection)",
+        ctx.url
+    )
+}
+
+/// Builds request bodies lazily, so memory does not grow with --number.
+struct Bodies {
+    prompts: Vec<Prompt>,
+    /// Pre-serialised bodies when every request for a prompt is identical.
+    fixed: Option<Vec<Arc<str>>>,
+    rng: fastrand::Rng,
+}
+
+impl Bodies {
+    fn new(ctx: &Ctx, prompts: Vec<Prompt>, seed: u64) -> Bodies {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let p = &ctx.cfg.gen;
+        // --prompt: evalscope builds the body once and re-sends it (a --max-tokens
+        // range is sampled once too).
+        let fixed =
+            (p.max_tokens.0 == p.max_tokens.1 || ctx.cfg.dataset.prompt.is_some()).then(|| {
+                prompts
+                    .iter()
+                    .map(|pr| {
+                        serde_json::Value::Object(openai::build_body(pr, p, &mut rng))
+                            .to_string()
+                            .into()
+                    })
+                    .collect()
+            });
+        Bodies {
+            prompts,
+            fixed,
+            rng,
+        }
+    }
+    fn get(&mut self, i: u64, ctx: &Ctx) -> Arc<str> {
+        let k = (i % self.prompts.len() as u64) as usize;
+        match &self.fixed {
+            Some(f) => f[k].clone(),
+            None => serde_json::Value::Object(openai::build_body(
+                &self.prompts[k],
+                &ctx.cfg.gen,
+                &mut self.rng,
+            ))
+            .to_string()
+            .into(),
+        }
+    }
+}
+
+async fn run_point(
+    ctx: &Arc<Ctx>,
+    point: &SweepPoint,
+    index: u64,
+    root: &Path,
+) -> Result<RunResult> {
+    let cfg = &ctx.cfg;
+    let name = point.dir_name(cfg.open_loop);
+    let dir = root.join(&name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let warmup = cfg.warmup_for(point.number);
+    let prompts = dataset::load(&cfg.dataset, cfg.chat, point.number + warmup, index)?;
+    let mut bodies = Bodies::new(ctx, prompts, cfg.dataset.seed ^ index);
+    let args = cfg.args_for_run(point);
+    let meta = sqlite::RunMeta {
+        run_id: format!("{}/{}", root.display(), name),
+        name: cfg.name.clone().unwrap_or_else(|| cfg.model_id.clone()),
+        model: cfg.model.clone(),
+        api: cfg.api.as_str().into(),
+        url: cfg.url.clone(),
+        parallel: point.parallel,
+        number: point.number,
+        rate: point.rate,
+        config_json: serde_json::Value::Object(args.clone()).to_string(),
+    };
+    let cap = if point.parallel > 0 {
+        point.parallel as usize
+    } else {
+        1024
+    };
+    let writer = sqlite::Writer::start(
+        dir.join("benchmark_data.db"),
+        &meta,
+        ctx.clock,
+        cfg.db_commit_interval,
+        cap * cfg.queue_size_multiplier,
+    )?;
+    log::info(format!(
+        "Run {name}: parallel={}, number={}, rate={}{}",
+        point.parallel,
+        point.number,
+        point.rate,
+        if warmup > 0 {
+            format!(", warmup={warmup}")
+        } else {
+            String::new()
+        }
+    ));
+    if warmup > 0 {
+        let (tx, mut rx) = mpsc::channel::<RequestRecord>(cap * cfg.queue_size_multiplier);
+        let drain = tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut ok = 0u64;
+            while let Some(r) = rx.recv().await {
+                n += 1;
+                ok += r.success as u64;
+            }
+            (n, ok)
+        });
+        let bar = recorder::progress_bar(&format!("Warmup[{name}]"), warmup);
+        log::set_bar(Some(bar.clone()));
+        dispatch(ctx, point, warmup, &mut bodies, 0, tx, &bar, false).await;
+        bar.finish_and_clear();
+        let (n, ok) = drain.await.unwrap_or((0, 0));
+        log::info(format!("Warmup done: {ok}/{n} succeeded (not recorded)"));
+    }
+    let (tx, rx) = mpsc::channel::<RequestRecord>(cap * cfg.queue_size_multiplier);
+    let bar = recorder::progress_bar(&format!("Processing[{name}]"), point.number);
+    log::set_bar(Some(bar.clone()));
+    let fan = tokio::spawn(recorder::fanout(
+        rx,
+        writer.sender(),
+        bar.clone(),
+        cfg.log_every_n_query,
+        name.clone(),
+    ));
+    let sent = dispatch(
+        ctx,
+        point,
+        point.number,
+        &mut bodies,
+        warmup,
+        tx,
+        &bar,
+        true,
+    )
+    .await;
+    let live = fan.await.unwrap_or_default();
+    log::set_bar(None);
+    let status = if ctx.stop.dispatch.is_cancelled() {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    let rows_written = writer.finish(status)?;
+    if rows_written != sent || live.total != sent {
+        log::error(format!(
+            "{sent} requests sent but {rows_written} rows stored"
+        ));
+    }
+    let conn = sqlite::open(&dir.join("benchmark_data.db"))?;
+    let rows = stats::load_rows(&conn)?;
+    drop(conn);
+    let summary = stats::summary(
+        &rows,
+        &stats::RunInputs {
+            parallel: point.parallel,
+            rate: point.rate,
+        },
+    );
+    let columns = stats::percentile_columns(&rows);
+    let result = RunResult {
+        point: point.clone(),
+        summary,
+        columns,
+        dir: dir.clone(),
+    };
+    let any_success = rows.iter().any(|r| r.success);
+    report::write_run_files(&result, &args, any_success)?;
+    log::info(format!("Benchmarking summary ({name}):"));
+    log::block(&report::summary_table(&result));
+    if any_success {
+        log::info("Percentile results:");
+        log::block(&report::percentile_table(&result));
+    } else {
+        log::warn(format!(
+            "{name}: no request succeeded; see the error column in {}",
+            dir.join("benchmark_data.db").display()
+        ));
+    }
+    Ok(result)
+}
+
+/// Releases `count` requests per the load shape; returns how many were sent. Every
+/// sent request produces exactly one record on `out`.
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    point: &SweepPoint,
+    count: u64,
+    bodies: &mut Bodies,
+    body_offset: u64,
+    out: mpsc::Sender<RequestRecord>,
+    bar: &indicatif::ProgressBar,
+    measured: bool,
+) -> u64 {
+    let cfg = &ctx.cfg;
+    let closed = point.parallel > 0;
+    let slots = Arc::new(Semaphore::new(if closed {
+        point.parallel as usize
+    } else {
+        Semaphore::MAX_PERMITS
+    }));
+    let tasks = Arc::new(Semaphore::new(if closed {
+        point.parallel as usize * cfg.in_flight_task_multiplier
+    } else {
+        Semaphore::MAX_PERMITS
+    }));
+    let schedule = (point.rate > 0.0).then(|| {
+        scheduler::poisson_schedule(
+            count as usize,
+            point.rate,
+            cfg.dataset.seed ^ body_offset ^ (point.number << 20),
+        )
+    });
+    let anchor = ctx.clock.now();
+    let deadline = if measured {
+        cfg.duration.map(|d| anchor + d)
+    } else {
+        None
+    };
+    let mut set = JoinSet::new();
+    let mut sent = 0u64;
+    let _ = bar;
+    for i in 0..count {
+        if ctx.stop.dispatch.is_cancelled() {
+            break;
+        }
+        let now = ctx.clock.now();
+        if deadline.is_some_and(|d| now >= d) {
+            log::info(format!(
+                "--duration reached after {sent} requests; waiting for in-flight requests"
+            ));
+            break;
+        }
+        let intended = schedule.as_ref().map(|s| anchor + s[i as usize]);
+        if let Some(t) = intended {
+            let wake = deadline.map_or(t, |d| t.min(d));
+            if wake > now {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(ctx.clock.instant(wake).into()) => {}
+                    _ = ctx.stop.dispatch.cancelled() => break,
+                }
+            }
+            if deadline.is_some_and(|d| t >= d) {
+                log::info(format!(
+                    "--duration reached after {sent} requests; waiting for in-flight requests"
+                ));
+                break;
+            }
+        }
+        let permit = tokio::select! {
+            p = tasks.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = ctx.stop.dispatch.cancelled() => break,
+        };
+        let body = bodies.get(body_offset + i, ctx);
+        let (ctx2, slots, out) = (ctx.clone(), slots.clone(), out.clone());
+        let seq = i;
+        set.spawn(async move {
+            let slot = slots.acquire_owned().await.ok();
+            let c = &ctx2.cfg;
+            let ticket = Ticket {
+                seq,
+                intended_start: intended.unwrap_or_else(|| ctx2.clock.now()),
+                body,
+                stream_requested: c.gen.stream,
+            };
+            let rec = client::execute(
+                &ctx2.http,
+                &ctx2.url,
+                c.total_timeout,
+                &ctx2.clock,
+                ticket,
+                c.debug,
+                &ctx2.stop.abort,
+            )
+            .await;
+            drop(slot);
+            let _ = out.send(rec).await;
+            drop(permit);
+        });
+        sent += 1;
+        while set.try_join_next().is_some() {}
+    }
+    drop(out);
+    while set.join_next().await.is_some() {}
+    sent
+}
+
+/// Installs the Ctrl-C behaviour: stop dispatching, give in-flight requests
+/// `INTERRUPT_GRACE`, then cancel them; a second Ctrl-C cancels at once.
+pub fn install_ctrl_c(stop: Stop) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        log::warn(format!(
+            "Interrupted: no new requests; waiting up to {} s for in-flight requests (Ctrl-C again to stop now)",
+            INTERRUPT_GRACE.as_secs()
+        ));
+        stop.dispatch.cancel();
+        tokio::select! {
+            _ = tokio::time::sleep(INTERRUPT_GRACE) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        stop.abort.cancel();
+    });
+}

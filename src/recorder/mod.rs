@@ -1,0 +1,109 @@
+//! Fan-out of finished records (DESIGN principle 5): every record goes to the SQLite
+//! writer (canonical; waits, never drops) and updates the live view (progress bar or
+//! log lines every `--log-every-n-query`). The request tasks only push into a bounded
+//! queue after releasing their concurrency slot, so nothing here delays a request.
+
+pub mod sqlite;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use tokio::sync::mpsc;
+
+use crate::record::RequestRecord;
+use crate::report::log;
+
+/// Running totals for the live log line: O(1) per record (evalscope recomputes
+/// its ITL mean over every value so far on each request, §10).
+#[derive(Default, Debug, Clone)]
+pub struct Live {
+    pub total: u64,
+    pub success: u64,
+    pub latency_sum: f64,
+    pub ttft_sum: f64,
+    pub ttft_n: u64,
+    pub output_tokens: u64,
+    pub first_send: Option<f64>,
+    pub last_end: f64,
+}
+
+impl Live {
+    pub fn add(&mut self, r: &RequestRecord) {
+        self.total += 1;
+        let send = r.timeline.send;
+        self.first_send = Some(self.first_send.map_or(send, |f| f.min(send)));
+        self.last_end = self.last_end.max(r.timeline.end);
+        if r.success {
+            self.success += 1;
+            self.latency_sum += r.latency().unwrap_or(0.0);
+            if let Some(t) = r.ttft() {
+                self.ttft_sum += t;
+                self.ttft_n += 1;
+            }
+            self.output_tokens += r.completion_tokens.unwrap_or(0);
+        }
+    }
+    pub fn line(&self) -> String {
+        let wall = (self.last_end - self.first_send.unwrap_or(0.0)).max(1e-9);
+        let avg = |s: f64, n: u64| if n > 0 { s / n as f64 } else { 0.0 };
+        serde_json::json!({
+            "Total Requests": self.total,
+            "Success Requests": self.success,
+            "Failed Requests": self.total - self.success,
+            "Req Throughput (req/s)": crate::stats::round(self.success as f64 / wall, 4),
+            "Avg Latency (s)": crate::stats::round(avg(self.latency_sum, self.success), 4),
+            "Avg TTFT (ms)": crate::stats::round(avg(self.ttft_sum, self.ttft_n) * 1000.0, 2),
+            "Output Throughput (tok/s)": crate::stats::round(self.output_tokens as f64 / wall, 4),
+        })
+        .to_string()
+    }
+}
+
+pub fn progress_bar(label: &str, total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix}: {percent:>3}%|{wide_bar}| {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]",
+    ) {
+        pb.set_style(style);
+    }
+    pb.set_prefix(label.to_string());
+    pb
+}
+
+/// Consumes records until every sender is gone; returns the live totals.
+pub async fn fanout(
+    mut rx: mpsc::Receiver<RequestRecord>,
+    db: mpsc::Sender<RequestRecord>,
+    bar: ProgressBar,
+    log_every: u64,
+    label: String,
+) -> Live {
+    let mut live = Live::default();
+    while let Some(r) = rx.recv().await {
+        live.add(&r);
+        bar.inc(1);
+        if live.total % log_every == 0 {
+            if bar.is_hidden() {
+                log::info(format!("{label}: {}", live.line()));
+            } else {
+                log::debug(format!("{label}: {}", live.line()));
+            }
+        }
+        if !r.success {
+            log::debug(format!(
+                "request {} failed ({}): {}",
+                r.seq,
+                r.failure.map_or("other", |k| k.as_str()),
+                r.error.as_deref().unwrap_or("")
+            ));
+        }
+        if db.send(r).await.is_err() {
+            log::error("the SQLite writer stopped; remaining records are not stored");
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    live
+}

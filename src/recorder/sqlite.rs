@@ -1,0 +1,258 @@
+//! The canonical store: one SQLite database per run (`benchmark_data.db`), written by
+//! one thread that owns the connection. Group commit: rows queued while a
+//! transaction is open join it, up to `--db-commit-interval` rows; the transaction
+//! commits as soon as the queue is empty or the limit is reached, so a slow disk
+//! slows commits, never requests.
+//!
+//! The `result` table is evalscope's, column for column, followed by our additions.
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection};
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+
+use crate::record::{Clock, RequestRecord};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS result(
+  request TEXT,
+  start_time REAL,
+  inter_token_latencies TEXT,
+  success INTEGER,
+  response_messages TEXT,
+  completed_time REAL,
+  latency REAL,
+  first_chunk_latency REAL,
+  prompt_tokens INTEGER,
+  completion_tokens INTEGER,
+  max_gpu_memory_cost REAL,
+  time_per_output_token REAL,
+  request_id TEXT,
+  is_stream INTEGER,
+  seq INTEGER,
+  intended_start REAL,
+  headers_time REAL,
+  first_event_time REAL,
+  first_token_time REAL,
+  end_time REAL,
+  time_to_first_event REAL,
+  http_status INTEGER,
+  failure_kind TEXT,
+  error TEXT,
+  cached_tokens INTEGER,
+  output_chunks INTEGER,
+  finish_reason TEXT,
+  trace_id TEXT,
+  start_unix REAL,
+  end_unix REAL
+);
+CREATE TABLE IF NOT EXISTS run(
+  run_id TEXT,
+  name TEXT,
+  model TEXT,
+  api TEXT,
+  url TEXT,
+  parallel INTEGER,
+  number INTEGER,
+  rate REAL,
+  started_unix REAL,
+  finished_unix REAL,
+  status TEXT,
+  requests INTEGER,
+  config_json TEXT
+);
+";
+
+const INSERT: &str = "INSERT INTO result(request,start_time,inter_token_latencies,success,
+ response_messages,completed_time,latency,first_chunk_latency,prompt_tokens,completion_tokens,
+ max_gpu_memory_cost,time_per_output_token,request_id,is_stream,seq,intended_start,headers_time,
+ first_event_time,first_token_time,end_time,time_to_first_event,http_status,failure_kind,error,
+ cached_tokens,output_chunks,finish_reason,trace_id,start_unix,end_unix)
+ VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)";
+
+pub fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot create the database {}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// Run metadata written when the run starts and updated when it ends.
+pub struct RunMeta {
+    pub run_id: String,
+    pub name: String,
+    pub model: String,
+    pub api: String,
+    pub url: String,
+    pub parallel: i64,
+    pub number: u64,
+    pub rate: f64,
+    pub config_json: String,
+}
+
+pub struct Writer {
+    tx: Option<mpsc::Sender<RequestRecord>>,
+    handle: Option<std::thread::JoinHandle<Result<u64>>>,
+    pub path: PathBuf,
+}
+
+fn json_list(v: &[f64]) -> String {
+    let mut s = String::with_capacity(v.len() * 12 + 2);
+    s.push('[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&serde_json::Number::from_f64(*x).map_or("null".into(), |n| n.to_string()));
+    }
+    s.push(']');
+    s
+}
+
+fn insert(tx: &rusqlite::Transaction, clock: &Clock, r: &RequestRecord) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(INSERT)?;
+    let tl = &r.timeline;
+    let latency = r.latency();
+    let ttft = if r.success { r.ttft() } else { None };
+    st.execute(params![
+        &*r.request,
+        tl.send,
+        json_list(&r.itl),
+        r.success as i64,
+        r.response_messages,
+        if r.success { tl.end } else { 0.0 },
+        latency,
+        ttft,
+        if r.success {
+            r.prompt_tokens.map(|v| v as i64)
+        } else {
+            None
+        },
+        if r.success {
+            r.completion_tokens.map(|v| v as i64)
+        } else {
+            None
+        },
+        if r.success { Some(0.0) } else { None },
+        r.tpot(),
+        r.request_id,
+        r.is_stream as i64,
+        r.seq as i64,
+        tl.intended_start,
+        tl.headers,
+        tl.first_event,
+        tl.first_output,
+        tl.end,
+        tl.first_event.map(|t| t - tl.send),
+        r.http_status,
+        r.failure.map(|k| k.as_str()),
+        r.error,
+        r.cached_tokens.map(|v| v as i64),
+        r.output_chunks,
+        r.finish_reason,
+        Option::<String>::None,
+        clock.unix(tl.send),
+        clock.unix(tl.end),
+    ])?;
+    Ok(())
+}
+
+impl Writer {
+    /// Creates the database (it must not exist: one database per run) and starts the
+    /// writer thread.
+    pub fn start(
+        path: PathBuf,
+        meta: &RunMeta,
+        clock: Clock,
+        commit_every: usize,
+        queue: usize,
+    ) -> Result<Writer> {
+        if path.exists() {
+            anyhow::bail!(
+                "{} already exists; choose another --outputs-dir or --name, or drop --no-timestamp",
+                path.display()
+            );
+        }
+        let mut conn = open(&path)?;
+        conn.execute(
+            "INSERT INTO run(run_id,name,model,api,url,parallel,number,rate,started_unix,status,config_json)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,'running',?10)",
+            params![
+                meta.run_id,
+                meta.name,
+                meta.model,
+                meta.api,
+                meta.url,
+                meta.parallel,
+                meta.number as i64,
+                meta.rate,
+                clock.unix(0.0),
+                meta.config_json
+            ],
+        )?;
+        let (tx, mut rx) = mpsc::channel::<RequestRecord>(queue.max(1));
+        let handle = std::thread::Builder::new()
+            .name("perfscope-sqlite".into())
+            .spawn(move || -> Result<u64> {
+                let mut rows = 0u64;
+                while let Some(first) = rx.blocking_recv() {
+                    let t = conn.transaction()?;
+                    insert(&t, &clock, &first)?;
+                    let mut n = 1;
+                    while n < commit_every {
+                        match rx.try_recv() {
+                            Ok(r) => {
+                                insert(&t, &clock, &r)?;
+                                n += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    t.commit()?;
+                    rows += n as u64;
+                }
+                Ok(rows)
+            })?;
+        Ok(Writer {
+            tx: Some(tx),
+            handle: Some(handle),
+            path,
+        })
+    }
+
+    pub fn sender(&self) -> mpsc::Sender<RequestRecord> {
+        self.tx.clone().expect("writer already finished")
+    }
+
+    /// Closes the queue, waits for the last commit, marks the run finished.
+    pub fn finish(mut self, status: &str) -> Result<u64> {
+        drop(self.tx.take());
+        let rows = match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r?,
+            Some(Err(_)) => anyhow::bail!("the SQLite writer thread panicked"),
+            None => 0,
+        };
+        let conn = open(&self.path)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        conn.execute(
+            "UPDATE run SET finished_unix=?1, status=?2, requests=?3",
+            params![now, status, rows as i64],
+        )?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_list_format_matches_python() {
+        assert_eq!(super::json_list(&[0.5, 0.25]), "[0.5, 0.25]");
+        assert_eq!(super::json_list(&[]), "[]");
+    }
+}

@@ -1,0 +1,486 @@
+//! Reports computed from stored rows: evalscope's JSON files, the per-run console
+//! tables (§4.3) and the multi-run summary (§4.4) written to performance_summary.txt.
+
+pub mod log;
+pub mod table;
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+use crate::config::{py_float, SweepPoint};
+use crate::stats::{Column, PERCENTILES};
+use table::{render, Line};
+
+/// The results of one sweep point.
+pub struct RunResult {
+    pub point: SweepPoint,
+    pub summary: Map<String, Value>,
+    pub columns: Vec<Column>,
+    pub dir: std::path::PathBuf,
+}
+
+impl RunResult {
+    pub fn num(&self, key: &str) -> f64 {
+        self.summary.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+    }
+    fn col(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+    /// A percentile of a column (label as in PERCENTILES), NaN when absent.
+    pub fn pct(&self, name: &str, label: &str) -> f64 {
+        let i = PERCENTILES.iter().position(|p| p.1 == label).unwrap_or(0);
+        self.col(name).map_or(f64::NAN, |c| c.values[i])
+    }
+    pub fn success_rate(&self) -> f64 {
+        let t = self.num("Total Requests");
+        if t > 0.0 {
+            100.0 * self.num("Success Requests") / t
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Writes JSON as Python's `json.dump(..., indent=4, ensure_ascii=False)`, with
+/// non-finite floats as the bare `NaN` token Python writes.
+pub fn to_py_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_value(v, 0, &mut out);
+    out
+}
+
+fn write_value(v: &Value, indent: usize, out: &mut String) {
+    let pad = |n: usize| "    ".repeat(n);
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, x)) in m.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                write_value(x, indent + 1, out);
+                if i + 1 < m.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push_str("[\n");
+            for (i, x) in a.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                write_value(x, indent + 1, out);
+                if i + 1 < a.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A float cell of the percentile file: rounded to 2 dp, NaN as Python writes it.
+fn pct_value(v: f64) -> Value {
+    serde_json::Number::from_f64(crate::stats::round(v, 2))
+        .map(Value::Number)
+        // serde_json cannot hold NaN; a sentinel string is swapped for the bare token.
+        .unwrap_or_else(|| Value::String("\u{0}NaN".into()))
+}
+
+pub fn percentile_json(columns: &[Column]) -> String {
+    let rows: Vec<Value> = PERCENTILES
+        .iter()
+        .enumerate()
+        .map(|(i, (_, label))| {
+            let mut m = Map::new();
+            m.insert("Percentiles".into(), Value::String(label.to_string()));
+            for c in columns {
+                m.insert(c.name.into(), pct_value(c.values[i]));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    to_py_json(&Value::Array(rows)).replace("\"\\u0000NaN\"", "NaN")
+}
+
+pub fn write_run_files(r: &RunResult, args: &Map<String, Value>, any_success: bool) -> Result<()> {
+    let w = |name: &str, text: String| -> Result<()> {
+        let p = r.dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
+    };
+    w(
+        "benchmark_args.json",
+        to_py_json(&Value::Object(args.clone())),
+    )?;
+    w(
+        "benchmark_summary.json",
+        to_py_json(&Value::Object(r.summary.clone())),
+    )?;
+    // evalscope writes the percentile file only when there are successful rows.
+    if any_success {
+        w("benchmark_percentile.json", percentile_json(&r.columns))?;
+    }
+    Ok(())
+}
+
+fn fmt_num(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(0.0);
+            format!("{f:.4}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        }
+        other => other.to_string().trim_matches('"').to_string(),
+    }
+}
+
+/// The per-run "Benchmarking summary" table (evalscope §4.3 layout, plus our rows).
+pub fn summary_table(r: &RunResult) -> String {
+    let s = &r.summary;
+    let g = |k: &str| s.get(k).map(fmt_num).unwrap_or_default();
+    let cell = |k: &str, v: String| Line::Cells(vec![k.to_string(), v]);
+    let mut lines = vec![Line::Section("── General ──".into())];
+    lines.push(cell("Test Duration (s)", g("Test Duration (s)")));
+    lines.push(cell(
+        "Concurrency",
+        if r.point.parallel < 0 {
+            "INF".into()
+        } else {
+            g("Concurrency")
+        },
+    ));
+    lines.push(cell("Request Rate (req/s)", g("Request Rate (req/s)")));
+    lines.push(cell(
+        "Total / Success / Failed",
+        format!(
+            "{} / {} / {}",
+            g("Total Requests"),
+            g("Success Requests"),
+            g("Failed Requests")
+        ),
+    ));
+    if r.num("Stream Requests") > 0.0 && r.num("Non-Stream Requests") > 0.0 {
+        lines.push(cell(
+            "Stream / Non-Stream",
+            format!("{} / {}", g("Stream Requests"), g("Non-Stream Requests")),
+        ));
+    }
+    lines.push(cell("Req Throughput (req/s)", g("Req Throughput (req/s)")));
+    lines.push(cell(
+        "Measured Request Rate (req/s)",
+        g("Measured Request Rate (req/s)"),
+    ));
+    lines.push(cell(
+        "Measured Concurrency (avg / peak)",
+        format!(
+            "{} / {}",
+            g("Measured Concurrency (avg)"),
+            g("Measured Concurrency (peak)")
+        ),
+    ));
+    lines.push(Line::Section("── Latency ──".into()));
+    lines.push(cell("Avg Latency (s)", g("Avg Latency (s)")));
+    for k in [
+        "Avg TTFT (ms)",
+        "Avg Time to First Event (ms)",
+        "Avg TPOT (ms)",
+        "Avg ITL (ms)",
+    ] {
+        if r.num(k) != 0.0 {
+            lines.push(cell(k, g(k)));
+        }
+    }
+    if r.num("Avg Schedule Lag (ms)") > 0.0 {
+        lines.push(cell("Avg Schedule Lag (ms)", g("Avg Schedule Lag (ms)")));
+    }
+    lines.push(Line::Section("── Tokens ──".into()));
+    for k in [
+        "Avg Input Tokens",
+        "Avg Output Tokens",
+        "Output Throughput (tok/s)",
+        "Total Throughput (tok/s)",
+    ] {
+        lines.push(cell(k, g(k)));
+    }
+    if let Some(Value::String(t)) = s.get("Token Counts") {
+        if t != "server usage" {
+            lines.push(cell(
+                "Token Counts",
+                "UNKNOWN for some requests (no usage from server)".into(),
+            ));
+        }
+    }
+    if let Some(Value::Object(kinds)) = s.get("Failures by Kind") {
+        if !kinds.is_empty() {
+            lines.push(Line::Section("── Failures ──".into()));
+            for (k, v) in kinds {
+                lines.push(cell(k, v.to_string()));
+            }
+        }
+    }
+    render(None, &["Key", "Value"], &lines)
+}
+
+fn fmt2(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// "Percentile results": rows = metrics, columns = min … max (evalscope §4.3).
+pub fn percentile_table(r: &RunResult) -> String {
+    let mut headers = vec!["Metrics"];
+    headers.extend(PERCENTILES.iter().map(|p| p.1));
+    let lines: Vec<Line> = r
+        .columns
+        .iter()
+        .map(|c| {
+            let mut cells = vec![c.name.to_string()];
+            cells.extend(c.values.iter().map(|v| fmt2(*v)));
+            Line::Cells(cells)
+        })
+        .collect();
+    render(None, &headers, &lines)
+}
+
+fn dash(v: f64) -> String {
+    if v == -1.0 {
+        "-".into()
+    } else {
+        py_float(v).trim_end_matches(".0").to_string()
+    }
+}
+
+fn conc(p: &SweepPoint) -> String {
+    if p.parallel < 0 {
+        "-".into()
+    } else {
+        p.parallel.to_string()
+    }
+}
+
+/// The multi-run "Performance Test Summary Report" (evalscope §4.4), plus the best
+/// configuration and recommendations evalscope shows in its HTML report.
+pub fn multi_run_summary(
+    runs: &[RunResult],
+    model_id: &str,
+    dataset: &str,
+    api: &str,
+    out_path: &Path,
+) -> String {
+    let mut sorted: Vec<&RunResult> = runs.iter().collect();
+    let inf = |v: f64| if v < 0.0 { f64::INFINITY } else { v };
+    sorted.sort_by(|a, b| {
+        inf(a.point.parallel as f64)
+            .total_cmp(&inf(b.point.parallel as f64))
+            .then(inf(a.point.rate).total_cmp(&inf(b.point.rate)))
+    });
+    let mut out = Vec::new();
+    out.push("Performance Test Summary Report".to_string());
+    let generated: f64 = runs
+        .iter()
+        .map(|r| r.num("Avg Output Tokens").max(0.0) * r.num("Success Requests"))
+        .sum();
+    let total_time: f64 = runs.iter().map(|r| r.num("Test Duration (s)")).sum();
+    let info = vec![
+        Line::Cells(vec!["Model".into(), model_id.into()]),
+        Line::Cells(vec!["Test Dataset".into(), dataset.into()]),
+        Line::Cells(vec!["API Type".into(), api.into()]),
+        Line::Cells(vec![
+            "Total Generated".into(),
+            format!("{generated:.1} tokens"),
+        ]),
+        Line::Cells(vec![
+            "Avg Output Rate".into(),
+            format!(
+                "{:.2} tokens/sec",
+                if total_time > 0.0 {
+                    generated / total_time
+                } else {
+                    0.0
+                }
+            ),
+        ]),
+        Line::Cells(vec![
+            "Total Test Time".into(),
+            format!("{total_time:.2} seconds"),
+        ]),
+        Line::Cells(vec!["Output Path".into(), out_path.display().to_string()]),
+    ];
+    out.push(render(Some("Basic Information"), &["Item", "Value"], &info));
+    let overview: Vec<Line> = sorted
+        .iter()
+        .map(|r| {
+            Line::Cells(vec![
+                conc(&r.point),
+                dash(r.point.rate),
+                format!("{}", r.num("Total Requests")),
+                format!("{:.2}", r.num("Req Throughput (req/s)")),
+                format!("{:.2}", r.num("Output Throughput (tok/s)")),
+                format!("{:.1}%", r.success_rate()),
+            ])
+        })
+        .collect();
+    out.push(render(
+        Some("Performance Overview"),
+        &["Conc.", "Rate", "Num", "RPS", "Gen/s", "Success"],
+        &overview,
+    ));
+    let mut detail = Vec::new();
+    for r in &sorted {
+        let metric = |name: &str, avg_key: &str, col: &str, dp: usize| {
+            let f = |v: f64| {
+                if v == 0.0 || v.is_nan() {
+                    "-".to_string()
+                } else {
+                    format!("{v:.dp$}")
+                }
+            };
+            Line::Cells(vec![
+                conc(&r.point),
+                dash(r.point.rate),
+                name.into(),
+                f(r.num(avg_key)),
+                f(r.pct(col, "50%")),
+                f(r.pct(col, "99%")),
+                f(r.pct(col, "max")),
+            ])
+        };
+        detail.push(metric("Latency (s)", "Avg Latency (s)", "Latency (s)", 3));
+        detail.push(metric("TTFT (ms)", "Avg TTFT (ms)", "TTFT (ms)", 2));
+        detail.push(metric("TPOT (ms)", "Avg TPOT (ms)", "TPOT (ms)", 2));
+        detail.push(metric(
+            "Input Tokens",
+            "Avg Input Tokens",
+            "Input tokens",
+            1,
+        ));
+        detail.push(metric(
+            "Output Tokens",
+            "Avg Output Tokens",
+            "Output tokens",
+            1,
+        ));
+        let tpot = r.num("Avg TPOT (ms)");
+        if tpot > 0.0 {
+            detail.push(Line::Cells(vec![
+                conc(&r.point),
+                dash(r.point.rate),
+                "Decode toks/s".into(),
+                format!("{:.2}", 1000.0 / tpot),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]));
+        }
+    }
+    out.push(render(
+        Some("Per-Request Metrics"),
+        &["Conc.", "Rate", "Metric", "avg", "p50", "p99", "max"],
+        &detail,
+    ));
+    out.push(recommendations(&sorted).join("\n"));
+    out.join("\n\n")
+}
+
+/// evalscope's best-configuration and recommendation rules (§4.4).
+pub fn recommendations(sorted: &[&RunResult]) -> Vec<String> {
+    let mut out = vec!["Best Performance Configuration".to_string()];
+    let label = |r: &RunResult| {
+        if r.point.parallel < 0 {
+            format!("rate={}", dash(r.point.rate))
+        } else {
+            format!("concurrency={}", r.point.parallel)
+        }
+    };
+    let Some(best_rps) = sorted.iter().enumerate().max_by(|a, b| {
+        a.1.num("Req Throughput (req/s)")
+            .total_cmp(&b.1.num("Req Throughput (req/s)"))
+    }) else {
+        return out;
+    };
+    out.push(format!(
+        "  Highest RPS: {} ({:.2} req/sec)",
+        label(best_rps.1),
+        best_rps.1.num("Req Throughput (req/s)")
+    ));
+    if let Some(low) = sorted
+        .iter()
+        .filter(|r| r.num("Avg Latency (s)") >= 0.0)
+        .min_by(|a, b| {
+            a.num("Avg Latency (s)")
+                .total_cmp(&b.num("Avg Latency (s)"))
+        })
+    {
+        out.push(format!(
+            "  Lowest Latency: {} ({:.3} seconds)",
+            label(low),
+            low.num("Avg Latency (s)")
+        ));
+    }
+    out.push(String::new());
+    out.push("Performance Recommendations".to_string());
+    if sorted.len() >= 2 {
+        let i = best_rps.0;
+        if i + 1 == sorted.len() {
+            out.push("  • The system seems not to have reached its performance bottleneck, try higher concurrency".into());
+        } else if i == 0 {
+            out.push("  • Consider lowering concurrency, current load may be too high".into());
+        } else {
+            out.push(format!(
+                "  • Optimal concurrency range is around {}",
+                label(sorted[i])
+            ));
+        }
+        let (first, last) = (
+            sorted[0].num("Avg Latency (s)"),
+            sorted[sorted.len() - 1].num("Avg Latency (s)"),
+        );
+        if first > 0.0 && last / first > 3.0 {
+            out.push(format!(
+                "  • Latency grew {:.1}× from lowest to highest load",
+                last / first
+            ));
+        }
+    } else {
+        out.push(
+            "  • Run several --parallel values (a sweep) to find the best configuration".into(),
+        );
+    }
+    if let Some(last) = sorted.last() {
+        if last.success_rate() < 95.0 {
+            out.push("  • Success rate is low at high concurrency, check system resources or reduce concurrency".into());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn py_json_layout_and_nan() {
+        let v = serde_json::json!({"a": 1, "b": [1.5, "x"], "c": {}});
+        assert_eq!(
+            to_py_json(&v),
+            "{\n    \"a\": 1,\n    \"b\": [\n        1.5,\n        \"x\"\n    ],\n    \"c\": {}\n}"
+        );
+        let cols = vec![Column {
+            name: "TTFT (ms)",
+            values: vec![f64::NAN; 11],
+        }];
+        let j = percentile_json(&cols);
+        assert!(j.contains("\"TTFT (ms)\": NaN"), "{j}");
+    }
+}
