@@ -163,4 +163,53 @@ mod tests {
     fn bom_and_empty_data() {
         assert_eq!(decode_all(&[b"\xEF\xBB\xBFdata\n\n"]), vec![""]);
     }
+
+    /// A recorded vLLM-style stream with every feature the decoder must handle.
+    fn recorded(eol: &str) -> (Vec<u8>, Vec<String>) {
+        let events = vec![
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#.to_string(),
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":"思考"}}]}"#.to_string(),
+            r#"{"choices":[{"index":0,"delta":{"content":"熵 é ü"}}]}"#.to_string(),
+            "{\"choices\":[{\"index\":0,\n\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}".to_string(),
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#.to_string(),
+            "[DONE]".to_string(),
+        ];
+        let mut s = format!(": keep-alive{eol}{eol}");
+        for (i, e) in events.iter().enumerate() {
+            if i == 2 {
+                s.push_str(&format!("event: message{eol}id: {i}{eol}"));
+            }
+            for line in e.split('\n') {
+                s.push_str(&format!("data: {line}{eol}"));
+            }
+            s.push_str(eol);
+        }
+        (s.into_bytes(), events)
+    }
+
+    #[test]
+    fn property_any_split_gives_the_same_events() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        for eol in ["\n", "\r\n", "\r"] {
+            let (bytes, events) = recorded(eol);
+            assert_eq!(decode_all(&[&bytes]), events, "whole, eol {eol:?}");
+            for _ in 0..2000 {
+                let mut cuts: Vec<usize> = (0..rng.usize(1..12))
+                    .map(|_| rng.usize(0..=bytes.len()))
+                    .collect();
+                cuts.sort_unstable();
+                let mut parts: Vec<&[u8]> = Vec::new();
+                let mut prev = 0;
+                for c in cuts {
+                    parts.push(&bytes[prev..c]);
+                    prev = c;
+                }
+                parts.push(&bytes[prev..]);
+                assert_eq!(decode_all(&parts), events, "eol {eol:?}");
+            }
+            // Byte by byte.
+            let parts: Vec<&[u8]> = bytes.chunks(1).collect();
+            assert_eq!(decode_all(&parts), events);
+        }
+    }
 }

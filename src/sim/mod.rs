@@ -14,6 +14,7 @@
 pub mod config;
 pub mod engine;
 pub mod stream;
+pub mod ticker;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -37,6 +38,7 @@ pub struct Sim {
     cfg: SimConfig,
     counter: AtomicU64,
     engine: Option<mpsc::UnboundedSender<Seq>>,
+    ticker: Option<std::sync::Mutex<std::sync::mpsc::Sender<ticker::Job>>>,
     pub state: Arc<EngineState>,
     created: u64,
     /// Tokens generated and prompt tokens received, for tests and logs.
@@ -83,13 +85,18 @@ impl Sim {
     /// Must be called inside a tokio runtime (the batching engine is a task).
     pub fn new(cfg: SimConfig) -> Arc<Sim> {
         let state = Arc::new(EngineState::default());
-        let engine = (!cfg.zero_delay && cfg.ttft_ms.is_none() && cfg.itl_ms.is_none())
-            .then(|| engine::spawn(cfg.clone(), state.clone()));
+        let fixed = cfg.ttft_ms.is_some() || cfg.itl_ms.is_some();
+        let engine = (!cfg.zero_delay && !fixed).then(|| engine::spawn(cfg.clone(), state.clone()));
+        let ticker = (!cfg.zero_delay && fixed)
+            .then(ticker::start)
+            .and_then(Result::ok)
+            .map(std::sync::Mutex::new);
         Arc::new(Sim {
             created: chrono::Utc::now().timestamp().max(0) as u64,
             cfg,
             counter: AtomicU64::new(0),
             engine,
+            ticker,
             state,
             prompt_tokens_total: AtomicU64::new(0),
             generation_tokens_total: AtomicU64::new(0),
@@ -115,15 +122,25 @@ pub async fn serve(
         .await
 }
 
+/// Binds with a deep accept backlog: std's default of 128 drops SYNs when hundreds
+/// of benchmark connections open at once, and the retransmit (~1 s) would show up as
+/// a fake TTFT.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}
+
 /// Starts the simulator on its own thread and runtime (so its work does not share the
 /// client's scheduler), bound to `addr` (port 0 = any free port).
 pub fn spawn(addr: SocketAddr, cfg: SimConfig, threads: usize) -> anyhow::Result<SimHandle> {
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("simulator settings: {e}"))?;
-    let std_listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| anyhow::anyhow!("simulator: cannot bind {addr}: {e}"))?;
-    std_listener.set_nonblocking(true)?;
-    let local = std_listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (sim_tx, sim_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -142,25 +159,32 @@ pub fn spawn(addr: SocketAddr, cfg: SimConfig, threads: usize) -> anyhow::Result
                 }
             };
             rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                let listener = match bind(addr) {
                     Ok(l) => l,
+                    Err(e) => {
+                        let _ = sim_tx.send(Err(format!("cannot bind {addr}: {e}")));
+                        return;
+                    }
+                };
+                let local = match listener.local_addr() {
+                    Ok(a) => a,
                     Err(e) => {
                         let _ = sim_tx.send(Err(e.to_string()));
                         return;
                     }
                 };
                 let sim = Sim::new(cfg);
-                let _ = sim_tx.send(Ok(sim.clone()));
+                let _ = sim_tx.send(Ok((sim.clone(), local)));
                 let _ = serve(listener, sim, async {
                     let _ = rx.await;
                 })
                 .await;
             });
         })?;
-    let sim = sim_rx
+    let (sim, local) = sim_rx
         .recv()
         .map_err(|_| anyhow::anyhow!("simulator thread exited"))?
-        .map_err(|e| anyhow::anyhow!("simulator runtime: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("simulator: {e}"))?;
     Ok(SimHandle {
         addr: local,
         sim,
@@ -244,6 +268,8 @@ fn prompt_text(req: &Value, chat: bool) -> Option<String> {
 }
 
 async fn handle(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
+    // Injected delays count from here, before any parsing.
+    let arrived = Instant::now();
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
@@ -358,27 +384,23 @@ async fn handle(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
         return sse_response(body);
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    match (&sim.engine, cfg.ttft_ms, cfg.itl_ms) {
-        (Some(engine), _, _) => {
-            let _ = engine.send(Seq {
-                tx,
-                prompt: prompt_tokens,
-                target,
-                generated: 0,
-            });
-        }
-        (None, ttft, itl) => {
-            let (ttft, itl) = (ttft.unwrap_or(0.0), itl.unwrap_or(0.0));
-            tokio::spawn(async move {
-                let start = Instant::now();
-                for i in 0..target {
-                    let at = start + Duration::from_secs_f64((ttft + itl * i as f64) / 1000.0);
-                    tokio::time::sleep_until(at.into()).await;
-                    if tx.send(Ev::Token).is_err() {
-                        return;
-                    }
-                }
-            });
+    if let Some(engine) = &sim.engine {
+        let _ = engine.send(Seq {
+            tx,
+            prompt: prompt_tokens,
+            target,
+            generated: 0,
+        });
+    } else if let Some(t) = &sim.ticker {
+        let ms = |v: Option<f64>| Duration::from_secs_f64(v.unwrap_or(0.0) / 1000.0);
+        let job = ticker::Job {
+            first: arrived + ms(cfg.ttft_ms),
+            gap: ms(cfg.itl_ms),
+            tokens: target,
+            tx,
+        };
+        if let Ok(t) = t.lock() {
+            let _ = t.send(job);
         }
     }
     sim.generation_tokens_total

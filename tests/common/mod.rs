@@ -1,0 +1,67 @@
+//! Shared helpers: run `perfscope perf` in-process against an in-process simulator on
+//! 127.0.0.1:0, and read the results back.
+#![allow(dead_code)]
+
+use clap::Parser;
+use perfscope::cli::{Cli, Command};
+use perfscope::config::RunConfig;
+use perfscope::engine::{self, Outcome, Stop};
+use perfscope::sim::{self, SimConfig, SimHandle};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Engine runs in one test binary are serialised: the log sink is process-wide and
+/// timing tests should not share the two cores with another load test.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn start_sim(cfg: SimConfig) -> SimHandle {
+    sim::spawn("127.0.0.1:0".parse().unwrap(), cfg, 1).expect("simulator starts")
+}
+
+pub fn resolve(args: &[&str]) -> anyhow::Result<RunConfig> {
+    let mut argv = vec!["perfscope", "perf"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv)?;
+    let Command::Perf(a) = cli.command else {
+        anyhow::bail!("not perf")
+    };
+    RunConfig::resolve(&a)
+}
+
+pub fn run_with(args: &[&str], stop: Stop) -> anyhow::Result<Outcome> {
+    let cfg = resolve(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(engine::run(cfg, stop))
+}
+
+pub fn run(args: &[&str]) -> anyhow::Result<Outcome> {
+    run_with(args, Stop::default())
+}
+
+pub fn db(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("benchmark_data.db")).expect("db opens")
+}
+
+pub fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Python-style NaN tokens are valid for evalscope's readers; map them for serde.
+    serde_json::from_str(&text.replace(": NaN", ": null")).expect("valid JSON")
+}
+
+/// Every single-run directory under an invocation's output directory.
+pub fn run_dirs(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,273 @@
+//! Every failure kind is a record with its kind and text; injected faults at scale.
+mod common;
+
+use perfscope::client::{self, Cancel, Ticket};
+use perfscope::record::{Clock, FailureKind};
+use perfscope::sim::SimConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A raw HTTP/1.1 server answering by request path with canned bytes.
+async fn mock() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let sse = |body: &str| {
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                };
+                let tok = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+                let resp = match path.as_str() {
+                    "/ok" => sse(&format!("{tok}data: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"stop\"}}],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":1}}}}\n\ndata: [DONE]\n\n")),
+                    "/incomplete" => sse(tok),
+                    "/inband" => sse(&format!("{tok}data: {{\"error\":{{\"message\":\"engine overloaded\"}}}}\n\n")),
+                    "/malformed" => sse(&format!("{tok}data: {{\"choices\":[\n\n")),
+                    "/400" => "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 22\r\n\r\n{\"error\":\"bad model\"}\n".to_string(),
+                    "/text" => "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi".to_string(),
+                    "/transport" => {
+                        // Chunked body cut off in the middle of a chunk.
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n40\r\ndata: {\"choices\"").await;
+                        return;
+                    }
+                    "/stall" => {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await;
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    }
+                    _ => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string(),
+                };
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn every_failure_kind_is_classified_with_text() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let addr = mock().await;
+    let http = reqwest::Client::new();
+    let clock = Clock::start();
+    let never = Cancel::new();
+    let body: Arc<str> = "{}".into();
+    let go = |path: String, timeout: Duration, cancel: Cancel| {
+        let (http, body) = (http.clone(), body.clone());
+        async move {
+            let t = Ticket {
+                seq: 0,
+                intended_start: 0.0,
+                body,
+                stream_requested: true,
+            };
+            client::execute(&http, &path, timeout, &clock, t, false, &cancel).await
+        }
+    };
+    let base = format!("http://{addr}");
+    let ok = go(format!("{base}/ok"), Duration::from_secs(5), never.clone()).await;
+    assert!(ok.success, "{:?}", ok.error);
+    assert_eq!((ok.prompt_tokens, ok.completion_tokens), (Some(1), Some(1)));
+    assert!(ok.ttft().unwrap() > 0.0);
+
+    let cases: Vec<(&str, FailureKind, &str)> = vec![
+        (
+            "/incomplete",
+            FailureKind::IncompleteStream,
+            "without [DONE]",
+        ),
+        ("/inband", FailureKind::InBandError, "engine overloaded"),
+        ("/malformed", FailureKind::MalformedChunk, "malformed chunk"),
+        ("/400", FailureKind::Http4xx, "bad model"),
+        ("/text", FailureKind::Other, "text/plain"),
+        ("/transport", FailureKind::Transport, "reading the stream"),
+    ];
+    for (path, kind, text) in cases {
+        let r = go(
+            format!("{base}{path}"),
+            Duration::from_secs(5),
+            never.clone(),
+        )
+        .await;
+        assert!(!r.success, "{path}");
+        assert_eq!(r.failure, Some(kind), "{path}: {:?}", r.error);
+        let e = r.error.unwrap_or_default();
+        assert!(e.contains(text), "{path}: {e}");
+    }
+    let r = go(
+        format!("{base}/stall"),
+        Duration::from_millis(300),
+        never.clone(),
+    )
+    .await;
+    assert_eq!(r.failure, Some(FailureKind::Timeout), "{:?}", r.error);
+    assert!(r.timeline.end - r.timeline.send >= 0.29);
+
+    let cancel = Cancel::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c2.cancel();
+    });
+    let r = go(format!("{base}/stall"), Duration::from_secs(20), cancel).await;
+    assert_eq!(r.failure, Some(FailureKind::Cancelled));
+
+    // Nothing listens on a port we just released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let r = go(
+        format!("http://{closed}/v1/chat/completions"),
+        Duration::from_secs(5),
+        never.clone(),
+    )
+    .await;
+    assert_eq!(r.failure, Some(FailureKind::Connect), "{:?}", r.error);
+    assert!(r.error.unwrap_or_default().contains(&closed.to_string()));
+}
+
+#[test]
+fn injected_faults_every_sent_request_is_a_row() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        error_rate: 0.05,
+        drop_rate: 0.05,
+        malformed_rate: 0.02,
+        in_band_error_rate: 0.02,
+        rate_limit_rate: 0.02,
+        seed: 11,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let o = common::run(&[
+        "--url",
+        &url,
+        "--model",
+        "m",
+        "--parallel",
+        "16",
+        "--number",
+        "500",
+        "--outputs-dir",
+        out.path().to_str().unwrap(),
+        "--no-test-connection",
+    ])
+    .unwrap();
+    // The run completed with successes: exit code 0, failures are data.
+    assert_eq!(o.exit_code, 0);
+    let sent = sim
+        .sim
+        .requests_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sent, 500);
+    let dir = o.dir.join("parallel_16_number_500");
+    let conn = common::db(&dir);
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM result", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows as u64, sent);
+    let mut st = conn
+        .prepare("SELECT failure_kind, COUNT(*), SUM(error IS NULL OR error = '') FROM result WHERE success=0 GROUP BY failure_kind")
+        .unwrap();
+    let kinds: Vec<(String, i64, i64)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|x| x.unwrap())
+        .collect();
+    let names: Vec<&str> = kinds.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "http_429",
+            "http_5xx",
+            "in_band_error",
+            "malformed_chunk",
+            "transport"
+        ],
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.iter().all(|k| k.2 == 0),
+        "every failure has error text: {kinds:?}"
+    );
+    let failed: i64 = kinds.iter().map(|k| k.1).sum();
+    assert!((40..=100).contains(&failed), "about 16% injected: {failed}");
+    let s = common::json(&dir.join("benchmark_summary.json"));
+    assert_eq!(s["Failed Requests"].as_i64().unwrap(), failed);
+}
+
+#[test]
+fn all_failing_run_exits_3() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        error_rate: 1.0,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let o = common::run(&[
+        "--url",
+        &url,
+        "--model",
+        "m",
+        "--number",
+        "5",
+        "--no-test-connection",
+        "--outputs-dir",
+        out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 3);
+    let dir = o.dir.join("parallel_1_number_5");
+    let s = common::json(&dir.join("benchmark_summary.json"));
+    assert_eq!(s["Success Requests"], 0);
+    assert_eq!(s["Avg Latency (s)"], -1.0);
+    assert!(!dir.join("benchmark_percentile.json").exists());
+}
+
+#[test]
+fn connection_test_names_the_url() {
+    let _g = common::lock();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("http://{closed}/v1/chat/completions");
+    let err = common::run(&[
+        "--url",
+        &url,
+        "--model",
+        "m",
+        "--number",
+        "1",
+        "--outputs-dir",
+        out.path().to_str().unwrap(),
+    ])
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains(&url) && err.contains("--no-test-connection"),
+        "{err}"
+    );
+}

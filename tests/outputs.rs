@@ -1,0 +1,378 @@
+//! Output files and numbers: the summary and percentiles recomputed independently
+//! from the SQLite rows; evalscope's tree and keys; request bodies as sent.
+mod common;
+
+use perfscope::sim::SimConfig;
+use serde_json::Value;
+
+/// Floor-index percentile, written independently of the crate's implementation.
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((v.len() as f64) * p / 100.0).floor() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn r(x: f64, dp: i32) -> f64 {
+    let m = 10f64.powi(dp);
+    (x * m).round() / m
+}
+
+#[test]
+fn summary_and_percentiles_recomputed_from_sqlite() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        error_rate: 0.1,
+        seed: 3,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let o = common::run(&[
+        "--url",
+        &url,
+        "--model",
+        "m",
+        "--parallel",
+        "2",
+        "6",
+        "--number",
+        "12",
+        "60",
+        "--outputs-dir",
+        out.path().to_str().unwrap(),
+        "--no-test-connection",
+        "--sleep-interval",
+        "0",
+        "--name",
+        "my/run",
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    // <outputs-dir>/<timestamp>/<name sanitised>/parallel_P_number_N/
+    assert_eq!(o.dir.file_name().unwrap(), "my_run");
+    assert_eq!(o.dir.parent().unwrap().parent().unwrap(), out.path());
+    let ts = o
+        .dir
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(ts.len(), 15, "{ts}");
+    for f in ["benchmark.log", "performance_summary.txt"] {
+        assert!(o.dir.join(f).is_file(), "{f}");
+    }
+    let dirs = common::run_dirs(&o.dir);
+    assert_eq!(
+        dirs.iter()
+            .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+        vec!["parallel_2_number_12", "parallel_6_number_60"]
+    );
+    let dir = &dirs[1];
+    let conn = common::db(dir);
+    let s = common::json(&dir.join("benchmark_summary.json"));
+    let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        &keys[..18],
+        &[
+            "Test Duration (s)",
+            "Concurrency",
+            "Request Rate (req/s)",
+            "Total Requests",
+            "Success Requests",
+            "Failed Requests",
+            "Stream Requests",
+            "Non-Stream Requests",
+            "Req Throughput (req/s)",
+            "Avg Latency (s)",
+            "Avg Input Tokens",
+            "Output Throughput (tok/s)",
+            "Total Throughput (tok/s)",
+            "Avg TTFT (ms)",
+            "Avg TPOT (ms)",
+            "Avg ITL (ms)",
+            "Avg Output Tokens",
+            "Input Throughput (tok/s)"
+        ]
+    );
+    let q = |sql: &str| -> f64 { conn.query_row(sql, [], |r| r.get::<_, f64>(0)).unwrap() };
+    let total = q("SELECT COUNT(*) FROM result");
+    let succ = q("SELECT SUM(success) FROM result");
+    assert_eq!(total, 60.0);
+    assert!(succ < 60.0 && succ > 40.0, "10% injected errors: {succ}");
+    let dur = q("SELECT MAX(completed_time) FROM result WHERE success=1")
+        - q("SELECT MIN(start_time) FROM result");
+    let comp = q("SELECT SUM(completion_tokens) FROM result WHERE success=1");
+    let prompt = q("SELECT SUM(prompt_tokens) FROM result WHERE success=1");
+    assert_eq!(s["Total Requests"], 60);
+    assert_eq!(s["Success Requests"].as_f64().unwrap(), succ);
+    assert_eq!(s["Failed Requests"].as_f64().unwrap(), total - succ);
+    assert_eq!(s["Concurrency"], 6);
+    assert_eq!(s["Request Rate (req/s)"], -1.0);
+    assert_eq!(s["Test Duration (s)"].as_f64().unwrap(), r(dur, 4));
+    assert_eq!(
+        s["Req Throughput (req/s)"].as_f64().unwrap(),
+        r(succ / dur, 4)
+    );
+    assert_eq!(
+        s["Output Throughput (tok/s)"].as_f64().unwrap(),
+        r(comp / dur, 4)
+    );
+    assert_eq!(
+        s["Total Throughput (tok/s)"].as_f64().unwrap(),
+        r((comp + prompt) / dur, 4)
+    );
+    assert_eq!(
+        s["Avg Latency (s)"].as_f64().unwrap(),
+        r(q("SELECT AVG(latency) FROM result WHERE success=1"), 4)
+    );
+    assert_eq!(s["Avg Output Tokens"].as_f64().unwrap(), r(comp / succ, 4));
+    assert_eq!(s["Avg Input Tokens"].as_f64().unwrap(), r(prompt / succ, 4));
+    assert_eq!(
+        s["Avg TTFT (ms)"].as_f64().unwrap(),
+        r(
+            q("SELECT AVG(first_chunk_latency) FROM result WHERE success=1 AND is_stream=1")
+                * 1000.0,
+            2
+        )
+    );
+    let tpot = q("SELECT AVG((latency-first_chunk_latency)/(completion_tokens-1)) FROM result WHERE success=1 AND completion_tokens>1");
+    assert!((s["Avg TPOT (ms)"].as_f64().unwrap() - tpot * 1000.0).abs() < 0.006);
+    assert_eq!(
+        s["Failures by Kind"]["http_5xx"].as_f64().unwrap(),
+        total - succ
+    );
+
+    // Percentiles from the rows.
+    let col = |sql: &str| -> Vec<f64> {
+        let mut st = conn.prepare(sql).unwrap();
+        st.query_map([], |r| r.get::<_, f64>(0))
+            .unwrap()
+            .map(|x| x.unwrap())
+            .collect()
+    };
+    let lat = col("SELECT latency FROM result WHERE success=1");
+    let ttft: Vec<f64> =
+        col("SELECT first_chunk_latency FROM result WHERE success=1 AND is_stream=1")
+            .into_iter()
+            .map(|v| v * 1000.0)
+            .collect();
+    let mut itl = Vec::new();
+    for t in conn
+        .prepare("SELECT inter_token_latencies FROM result WHERE success=1")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+    {
+        itl.extend(
+            serde_json::from_str::<Vec<f64>>(&t.unwrap())
+                .unwrap()
+                .into_iter()
+                .map(|v| v * 1000.0),
+        );
+    }
+    let p = common::json(&dir.join("benchmark_percentile.json"));
+    let rows = p.as_array().unwrap();
+    let labels: Vec<&str> = rows
+        .iter()
+        .map(|x| x["Percentiles"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["min", "1%", "5%", "10%", "25%", "50%", "75%", "90%", "95%", "99%", "max"]
+    );
+    let points = [
+        0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 100.0,
+    ];
+    for (row, pt) in rows.iter().zip(points) {
+        assert_eq!(
+            row["Latency (s)"].as_f64().unwrap(),
+            r(pct(lat.clone(), pt), 2),
+            "{row}"
+        );
+        assert_eq!(
+            row["TTFT (ms)"].as_f64().unwrap(),
+            r(pct(ttft.clone(), pt), 2),
+            "{row}"
+        );
+        assert_eq!(
+            row["ITL (ms)"].as_f64().unwrap(),
+            r(pct(itl.clone(), pt), 2),
+            "{row}"
+        );
+    }
+    let keys: Vec<&str> = rows[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        &keys[..10],
+        &[
+            "Percentiles",
+            "Latency (s)",
+            "TTFT (ms)",
+            "ITL (ms)",
+            "TPOT (ms)",
+            "Input tokens",
+            "Output tokens",
+            "Output (tok/s)",
+            "Total (tok/s)",
+            "Decode (tok/s)"
+        ]
+    );
+    // Failures carry their status and text; successes their unix times.
+    let (st, err): (i64, String) = conn
+        .query_row(
+            "SELECT http_status, error FROM result WHERE success=0 LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(st, 500);
+    assert!(err.contains("simulated internal error"), "{err}");
+    let run_rows: i64 = conn
+        .query_row(
+            "SELECT requests FROM run WHERE status='completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(run_rows, 60);
+    let args = common::json(&dir.join("benchmark_args.json"));
+    assert_eq!(args["parallel"], 6);
+    assert_eq!(args["number"], 60);
+    let txt = std::fs::read_to_string(o.dir.join("performance_summary.txt")).unwrap();
+    assert!(
+        txt.contains("Performance Overview") && txt.contains("Per-Request Metrics"),
+        "{txt}"
+    );
+    assert!(txt.contains("Highest RPS"), "{txt}");
+}
+
+#[test]
+fn request_bodies_secrets_and_non_stream() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/completions", sim.base_url());
+    let o = common::run(&[
+        "--url",
+        &url,
+        "--model",
+        "m",
+        "--parallel",
+        "2",
+        "--number",
+        "4",
+        "--no-stream",
+        "--prompt",
+        "hello world",
+        "--max-tokens",
+        "7",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "1",
+        "--extra-args",
+        r#"{"ignore_eos": true}"#,
+        "--api-key",
+        "sk-SECRET-123",
+        "--headers",
+        "x-api-key=other-SECRET",
+        "x-custom=1",
+        "--outputs-dir",
+        out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    let dir = o.dir.join("parallel_2_number_4");
+    let conn = common::db(&dir);
+    let body: String = conn
+        .query_row("SELECT request FROM result LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        body,
+        r#"{"prompt":"hello world","model":"m","max_tokens":7,"seed":1,"stream":false,"temperature":0.0,"top_p":0.9,"ignore_eos":true}"#
+    );
+    let s = common::json(&dir.join("benchmark_summary.json"));
+    assert_eq!(s["Non-Stream Requests"], 4);
+    assert_eq!(s["Avg Output Tokens"], 7.0);
+    // No secret anywhere in the outputs.
+    for entry in walk(&o.dir) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("SECRET"),
+            "secret leaked into {}",
+            entry.display()
+        );
+    }
+    let args = common::json(&dir.join("benchmark_args.json"));
+    assert_eq!(args["api_key"], "**********");
+    assert_eq!(args["headers"]["x-api-key"], "**********");
+    assert_eq!(args["headers"]["x-custom"], "1");
+}
+
+fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_usage_means_unknown_tokens_not_a_crash() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        no_usage: true,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let o = common::run(&[
+        "--url",
+        &url,
+        "--model",
+        "m",
+        "--number",
+        "3",
+        "--outputs-dir",
+        out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    let dir = o.dir.join("parallel_1_number_3");
+    let s = common::json(&dir.join("benchmark_summary.json"));
+    assert_eq!(s["Success Requests"], 3);
+    assert_eq!(s["Avg Output Tokens"], -1.0);
+    assert!(
+        s["Token Counts"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown for 3 of 3"),
+        "{s}"
+    );
+    let nulls: i64 = common::db(&dir)
+        .query_row(
+            "SELECT COUNT(*) FROM result WHERE completion_tokens IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(nulls, 3);
+    let _ = Value::Null;
+}
