@@ -102,10 +102,10 @@ pub struct PerfArgs {
 
     // ---- Load
     /// Concurrency per run; several values make a sweep paired with --number.
-    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [1i64])]
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [1i64], allow_negative_numbers = true)]
     pub parallel: Vec<i64>,
     /// Requests per run, paired positionally with --parallel.
-    #[arg(short = 'n', long, num_args = 1.., value_delimiter = ',', default_values_t = [1000u64])]
+    #[arg(short = 'n', long, num_args = 1.., value_delimiter = ',', default_values_t = [1000u64], allow_negative_numbers = true)]
     pub number: Vec<u64>,
     /// Request arrival rate, req/s (-1 = no pacing); one value or one per run.
     #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [-1.0f64], allow_negative_numbers = true)]
@@ -180,7 +180,7 @@ pub struct PerfArgs {
 
     // ---- Response
     /// Maximum output tokens, or two values MIN MAX sampled per request.
-    #[arg(long, num_args = 1..=2, default_values_t = [2048u64])]
+    #[arg(long, num_args = 1.., default_values_t = [2048u64])]
     pub max_tokens: Vec<u64>,
     #[arg(long)]
     pub min_tokens: Option<u64>,

@@ -25,68 +25,60 @@ pub fn build_body(prompt: &Prompt, p: &GenParams, rng: &mut fastrand::Rng) -> Ma
         Prompt::Body(b) => (b.clone(), true),
     };
     // evalscope: user bodies (JSON-object lines) keep their own values: setdefault.
-    let mut put = |k: &str, v: Value| {
+    let put = |body: &mut Map<String, Value>, k: &str, v: Value| {
         if user_body {
             body.entry(k.to_string()).or_insert(v);
         } else {
             body.insert(k.to_string(), v);
         }
     };
-    put("model", Value::String(p.model.clone()));
+    put(&mut body, "model", Value::String(p.model.clone()));
     let max_tokens = match p.max_tokens {
         (lo, hi) if hi > lo => rng.u64(lo..=hi),
         (lo, _) => lo,
     };
-    put("max_tokens", max_tokens.into());
+    put(&mut body, "max_tokens", max_tokens.into());
     if let Some(v) = p.min_tokens {
-        put("min_tokens", v.into());
+        put(&mut body, "min_tokens", v.into());
     }
     if let Some(v) = p.frequency_penalty {
-        put("frequency_penalty", v.into());
+        put(&mut body, "frequency_penalty", v.into());
     }
     if let Some(v) = p.repetition_penalty {
-        put("repetition_penalty", v.into());
+        put(&mut body, "repetition_penalty", v.into());
     }
     if p.logprobs {
-        put("logprobs", true.into());
+        put(&mut body, "logprobs", true.into());
     }
     if let Some(v) = p.n_choices {
-        put("n", v.into());
+        put(&mut body, "n", v.into());
     }
     if let Some(v) = p.seed {
-        put("seed", v.into());
+        put(&mut body, "seed", v.into());
     }
     if !p.stop.is_empty() {
-        put("stop", p.stop.clone().into());
+        put(&mut body, "stop", p.stop.clone().into());
     }
-    put("stream", p.stream.into());
-    drop(put);
+    put(&mut body, "stream", p.stream.into());
     if p.stream {
         body.entry("stream_options")
             .or_insert_with(|| serde_json::json!({"include_usage": true}));
     } else {
-        body.remove("stream_options");
+        body.shift_remove("stream_options");
     }
-    let mut put = |k: &str, v: Value| {
-        if user_body {
-            body.entry(k.to_string()).or_insert(v);
-        } else {
-            body.insert(k.to_string(), v);
-        }
-    };
     if !p.stop_token_ids.is_empty() {
         // evalscope sends these as a list of strings, unconverted.
-        put("stop_token_ids", p.stop_token_ids.clone().into());
+        put(&mut body, "stop_token_ids", p.stop_token_ids.clone().into());
     }
-    put("temperature", p.temperature.into());
+    put(&mut body, "temperature", p.temperature.into());
     if let Some(v) = p.top_p {
-        put("top_p", v.into());
+        put(&mut body, "top_p", v.into());
     }
     if let Some(v) = p.top_k {
-        put("top_k", v.into());
+        put(&mut body, "top_k", v.into());
     }
     for (k, v) in &p.extra_args {
-        put(k, v.clone());
+        put(&mut body, k, v.clone());
     }
     body
 }
@@ -103,8 +95,8 @@ pub fn connection_test_body(chat: bool, p: &GenParams) -> Map<String, Value> {
     params.max_tokens = (1, 1);
     params.min_tokens = None;
     let mut body = build_body(&prompt, &params, &mut fastrand::Rng::with_seed(0));
-    body.remove("min_tokens");
-    body.remove("ignore_eos");
+    body.shift_remove("min_tokens");
+    body.shift_remove("ignore_eos");
     body.insert("max_tokens".into(), 1.into());
     body
 }

@@ -1,0 +1,215 @@
+//! Every flag of evalscope's parameter reference is accepted; bad values name the flag.
+mod common;
+
+use clap::Parser;
+use perfscope::cli::Cli;
+
+/// (flag, type column) for every table row of the reference.
+fn reference_flags() -> Vec<(String, String)> {
+    let text = include_str!("fixtures/perf-parameters.md");
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 || !cells[1].starts_with('`') {
+            continue;
+        }
+        let ty = cells[2].to_string();
+        for part in cells[1].split(['/', ',']) {
+            let f = part.trim().trim_matches('`').trim();
+            if f.starts_with("--") {
+                out.push((f.to_string(), ty.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn sample(flag: &str, ty: &str) -> Vec<String> {
+    let v: &[&str] = match (flag, ty) {
+        ("--api", _) => &["openai"],
+        ("--dataset", _) => &["openqa"],
+        ("--sla-variable", _) => &["rate"],
+        ("--sla-params", _) => &[r#"[{"name":"ttft","operator":"<=","value":0.5}]"#],
+        ("--extra-args", _) => &[r#"{"ignore_eos": true}"#],
+        ("--max-tokens", _) => &["16"],
+        (_, "flag") => &[],
+        (_, t) if t.starts_with("int") => &["3"],
+        (_, t) if t.starts_with("float") => &["0.5"],
+        (_, t) if t.starts_with("key=value") => &["k1=v1", "k2=v2"],
+        (_, t) if t.starts_with("str (multiple)") => &["a", "b"],
+        _ => &["x"],
+    };
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn every_reference_flag_parses() {
+    let flags = reference_flags();
+    assert!(flags.len() >= 60, "found only {} flags", flags.len());
+    for (flag, ty) in &flags {
+        let mut argv = vec!["perfscope".to_string(), "perf".into(), flag.clone()];
+        argv.extend(sample(flag, ty));
+        if flag == "--parallel" || flag == "--number" {
+            // Keep the pairing valid.
+            argv.extend([
+                "--parallel".into(),
+                "3".into(),
+                "--number".into(),
+                "3".into(),
+            ]);
+        }
+        if let Err(e) = Cli::try_parse_from(&argv) {
+            panic!("{flag} ({ty}) rejected: {e}");
+        }
+    }
+    for f in ["--warmup-num", "--open-loop", "--duration", "-n"] {
+        let mut argv = vec!["perfscope", "perf", f];
+        if f != "--open-loop" {
+            argv.push("2");
+        }
+        assert!(Cli::try_parse_from(&argv).is_ok(), "{f}");
+    }
+}
+
+#[test]
+fn defaults_match_the_reference() {
+    let cfg = common::resolve(&["--model", "m"]).unwrap();
+    assert_eq!(cfg.url, "http://127.0.0.1:8877/v1/chat/completions");
+    assert!(cfg.chat && cfg.test_connection && cfg.gen.stream);
+    assert_eq!(cfg.points.len(), 1);
+    assert_eq!(
+        (
+            cfg.points[0].parallel,
+            cfg.points[0].number,
+            cfg.points[0].rate
+        ),
+        (1, 1000, -1.0)
+    );
+    assert_eq!(cfg.gen.max_tokens, (2048, 2048));
+    assert_eq!(cfg.gen.temperature, 0.0);
+    assert_eq!(cfg.total_timeout.as_secs(), 21600);
+    assert_eq!(cfg.sleep_interval, 5.0);
+    assert_eq!(
+        (
+            cfg.db_commit_interval,
+            cfg.queue_size_multiplier,
+            cfg.in_flight_task_multiplier
+        ),
+        (1000, 5, 2)
+    );
+    assert_eq!(cfg.log_every_n_query, 10);
+    assert_eq!(cfg.outputs_dir, "outputs");
+    assert_eq!(cfg.dataset.name, "openqa");
+    assert_eq!(cfg.dataset.max_prompt_length, i64::MAX as u64);
+    // Sweep pairing, both spellings.
+    let cfg = common::resolve(&[
+        "--model",
+        "m",
+        "--parallel",
+        "1",
+        "5",
+        "10",
+        "--number",
+        "100,500,1000",
+    ])
+    .unwrap();
+    let pairs: Vec<(i64, u64)> = cfg.points.iter().map(|p| (p.parallel, p.number)).collect();
+    assert_eq!(pairs, vec![(1, 100), (5, 500), (10, 1000)]);
+    // URL completion and chat detection (evalscope §1.10).
+    let cfg = common::resolve(&["--model", "m", "--url", "http://h:9/v1/completions"]).unwrap();
+    assert!(!cfg.chat);
+    let cfg = common::resolve(&["--model", "m", "--url", "http://h:9"]).unwrap();
+    assert_eq!(cfg.url, "http://h:9/v1/chat/completions");
+}
+
+fn err(args: &[&str]) -> String {
+    match common::resolve(args) {
+        Ok(_) => panic!("{args:?} accepted"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn bad_values_name_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--model", "m", "--parallel", "abc"], "--parallel"),
+        (&["--model", "m", "--number", "-3"], "--number"),
+        (&["--model", "m", "--rate", "fast"], "--rate"),
+        (
+            &["--model", "m", "--max-tokens", "1", "2", "3"],
+            "--max-tokens",
+        ),
+        (&["--model", "m", "--temperature", "hot"], "--temperature"),
+        (&["--model", "m", "--extra-args", "{nope"], "--extra-args"),
+        (&["--model", "m", "--headers", "novalue"], "--headers"),
+        (
+            &["--model", "m", "--parallel", "1", "2", "--number", "10"],
+            "--parallel",
+        ),
+        (&["--model", "m", "--parallel", "0"], "--parallel"),
+        (&["--model", "m", "--api", "grpc"], "--api"),
+        (&["--model", "m", "--dataset", "nope"], "--dataset"),
+        (&["--model", "m", "--url", "localhost:8000"], "--url"),
+        (
+            &["--model", "m", "--open-loop", "--number", "10", "20"],
+            "--open-loop",
+        ),
+        (&["--model", "m", "--duration", "0"], "--duration"),
+        (
+            &["--model", "m", "--dataset", "line_by_line"],
+            "--dataset-path",
+        ),
+        (
+            &[
+                "--model",
+                "m",
+                "--min-prompt-length",
+                "10",
+                "--max-prompt-length",
+                "5",
+            ],
+            "--min-prompt-length",
+        ),
+        (
+            &["--api", "sim", "--sim-args", r#"{"ttft": 1}"#],
+            "--sim-args",
+        ),
+        (&["--parallel", "1"], "--model"),
+    ];
+    for (args, flag) in cases {
+        let e = err(args);
+        assert!(e.contains(flag), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn later_features_fail_fast_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--tokenizer-path", "t"], "--tokenizer-path"),
+        (&["--attn-implementation", "eager"], "--attn-implementation"),
+        (&["--query-template", "{}"], "--query-template"),
+        (&["--sla-auto-tune"], "--sla-auto-tune"),
+        (&["--enable-progress-tracker"], "--enable-progress-tracker"),
+        (&["--visualizer", "wandb"], "--visualizer"),
+        (&["--wandb-api-key", "k"], "--wandb-api-key"),
+        (&["--swanlab-api-key", "k"], "--swanlab-api-key"),
+        (&["--api", "dashscope"], "--api"),
+        (&["--api", "local"], "--api"),
+        (&["--api", "embedding"], "--api"),
+        (&["--dataset", "random_vl"], "--dataset"),
+        (&["--dataset", "speed_benchmark"], "--dataset"),
+    ];
+    for (args, flag) in cases {
+        let mut a = vec!["--model", "m"];
+        a.extend_from_slice(args);
+        let e = err(&a);
+        assert!(
+            e.contains(flag) && e.contains("not available"),
+            "{args:?}: {e}"
+        );
+        assert!(
+            !e.contains(" k ") && !e.contains("k\n"),
+            "no secret echoed: {e}"
+        );
+    }
+}
