@@ -48,6 +48,8 @@ struct Ctx {
     cfg: RunConfig,
     http: reqwest::Client,
     url: Arc<str>,
+    /// Parsed once: reqwest would otherwise parse the string for every request.
+    parsed_url: reqwest::Url,
     clock: Clock,
     stop: Stop,
 }
@@ -73,6 +75,25 @@ pub fn output_root(cfg: &RunConfig) -> PathBuf {
     }
     p.push(&cfg.model_id);
     p
+}
+
+/// Builds the runtime and runs the invocation as a task on it. The engine must not
+/// run in `block_on` on the calling thread: every request completion would then wake
+/// that thread across threads (a futex call and a context switch per request).
+pub fn run_blocking(cfg: RunConfig, stop: Stop, ctrl_c: bool) -> Result<Outcome> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        if ctrl_c {
+            install_ctrl_c(stop.clone());
+        }
+        match tokio::spawn(run(cfg, stop)).await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the benchmark task failed: {e}")),
+        }
+    })
 }
 
 /// Runs the whole invocation. `stop` lets the caller (Ctrl-C handler, tests) interrupt.
@@ -124,10 +145,13 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     if !cfg.masked_headers().is_empty() {
         log::debug(format!("headers: {:?}", cfg.masked_headers()));
     }
+    let parsed_url =
+        reqwest::Url::parse(&url).with_context(|| format!("--url: `{url}` is not a valid URL"))?;
     let ctx = Arc::new(Ctx {
         cfg,
         http,
         url,
+        parsed_url,
         clock,
         stop: stop.clone(),
     });
@@ -200,7 +224,7 @@ async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
         };
         let r = client::execute(
             &ctx.http,
-            &ctx.url,
+            &ctx.parsed_url,
             timeout,
             &ctx.clock,
             ticket,
@@ -501,7 +525,7 @@ async fn dispatch(
             };
             let rec = client::execute(
                 &ctx2.http,
-                &ctx2.url,
+                &ctx2.parsed_url,
                 c.total_timeout,
                 &ctx2.clock,
                 ticket,

@@ -7,45 +7,36 @@ use perfscope::engine::{self, Stop};
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let code = rt.block_on(async move {
-        match cli.command {
-            Command::Perf(args) => {
-                let cfg = match RunConfig::resolve(&args) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        return 2;
-                    }
-                };
-                let stop = Stop::default();
-                engine::install_ctrl_c(stop.clone());
-                match engine::run(cfg, stop).await {
-                    Ok(o) => o.exit_code,
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        1
-                    }
-                }
+    let code = match cli.command {
+        Command::Perf(args) => match RunConfig::resolve(&args) {
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                2
             }
-            Command::Sim(a) => match run_sim(a).await {
-                Ok(()) => 0,
+            Ok(cfg) => match engine::run_blocking(cfg, Stop::default(), true) {
+                Ok(o) => o.exit_code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     1
                 }
             },
+        },
+        Command::Sim(a) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match rt
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(run_sim(a)))
+            {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
         }
-    });
+    };
     std::process::exit(code);
 }
 

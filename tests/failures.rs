@@ -76,7 +76,16 @@ async fn every_failure_kind_is_classified_with_text() {
                 body,
                 stream_requested: true,
             };
-            client::execute(&http, &path, timeout, &clock, t, false, &cancel).await
+            client::execute(
+                &http,
+                &reqwest::Url::parse(&path).unwrap(),
+                timeout,
+                &clock,
+                t,
+                false,
+                &cancel,
+            )
+            .await
         }
     };
     let base = format!("http://{addr}");

@@ -160,7 +160,7 @@ impl Reading {
             if u.completion_tokens.is_some() {
                 self.usage_completion = u.completion_tokens;
             }
-            if let Some(c) = u.prompt_tokens_details.and_then(|d| d.cached_tokens) {
+            if let Some(c) = u.cached_tokens {
                 self.cached = Some(c);
             }
         }
@@ -198,7 +198,7 @@ fn error_text(e: &dyn std::error::Error) -> String {
 /// record. `cancel` aborts the request (recorded as `cancelled`).
 pub async fn execute(
     http: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     total_timeout: std::time::Duration,
     clock: &Clock,
     ticket: Ticket,
@@ -273,14 +273,14 @@ pub async fn execute(
 
 async fn read_response(
     http: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     body: Bytes,
     clock: &Clock,
     r: &mut Reading,
     status_out: &mut Option<u16>,
     is_stream: &mut bool,
 ) {
-    let mut resp = match http.post(url).body(body).send().await {
+    let mut resp = match http.post(url.clone()).body(body).send().await {
         Ok(resp) => resp,
         Err(e) => {
             r.tl.end = clock.now();

@@ -11,6 +11,29 @@
 //! equivalent because a newline is whitespace), and other fields (`event`, `id`,
 //! `retry`) are ignored. An event is dispatched at a blank line.
 
+/// Index of the first `\n` or `\r`, eight bytes at a time.
+#[inline]
+fn find_eol(b: &[u8]) -> Option<usize> {
+    #[inline]
+    fn zero_bytes(v: u64) -> u64 {
+        v.wrapping_sub(0x0101_0101_0101_0101) & !v & 0x8080_8080_8080_8080
+    }
+    let mut i = 0;
+    while let Some(word) = b.get(i..i + 8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(word);
+        let w = u64::from_le_bytes(a);
+        if zero_bytes(w ^ 0x0A0A_0A0A_0A0A_0A0A) | zero_bytes(w ^ 0x0D0D_0D0D_0D0D_0D0D) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    b[i..]
+        .iter()
+        .position(|&c| c == b'\n' || c == b'\r')
+        .map(|p| p + i)
+}
+
 #[derive(Default)]
 pub struct SseDecoder {
     line: Vec<u8>,
@@ -43,7 +66,11 @@ impl SseDecoder {
                     continue;
                 }
             }
-            match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            if let Some(rest) = self.whole_event(bytes, &mut on_event) {
+                bytes = rest;
+                continue;
+            }
+            match find_eol(bytes) {
                 Some(i) => {
                     if self.line.is_empty() {
                         self.process_line_slice(&bytes[..i], &mut on_event);
@@ -63,6 +90,41 @@ impl SseDecoder {
                 }
             }
         }
+    }
+
+    /// Fast path for the common case, a complete `data: X` line followed by a blank
+    /// line with nothing pending: the payload is handed over without being copied.
+    /// Returns the bytes after the event, or None to take the general path.
+    #[inline]
+    fn whole_event<'b, F: FnMut(&[u8])>(
+        &mut self,
+        bytes: &'b [u8],
+        on_event: &mut F,
+    ) -> Option<&'b [u8]> {
+        if !self.line.is_empty() || self.has_data || !bytes.starts_with(b"data:") {
+            return None;
+        }
+        let i = find_eol(bytes)?;
+        let next = if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            i + 2
+        } else {
+            i + 1
+        };
+        let t2 = *bytes.get(next)?;
+        if t2 != b'\n' && t2 != b'\r' {
+            return None;
+        }
+        let v = &bytes[5..i];
+        on_event(v.strip_prefix(b" ").unwrap_or(v));
+        let mut end = next + 1;
+        if t2 == b'\r' {
+            if bytes.get(end) == Some(&b'\n') {
+                end += 1;
+            } else if end == bytes.len() {
+                self.after_cr = true;
+            }
+        }
+        Some(&bytes[end..])
     }
 
     /// End of stream. An event whose blank line never arrived is still dispatched when

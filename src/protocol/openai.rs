@@ -2,9 +2,7 @@
 //! evalscope's field order and defaults (§6.1), and chunk interpretation as evalscope
 //! 1.14's `default_api.py`.
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 
 use crate::config::GenParams;
 use crate::dataset::Prompt;
@@ -101,159 +99,7 @@ pub fn connection_test_body(chat: bool, p: &GenParams) -> Map<String, Value> {
     body
 }
 
-#[derive(Deserialize, Default)]
-pub struct Usage {
-    #[serde(default)]
-    pub prompt_tokens: Option<u64>,
-    #[serde(default)]
-    pub completion_tokens: Option<u64>,
-    #[serde(default)]
-    pub prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Deserialize, Default)]
-pub struct PromptDetails {
-    #[serde(default)]
-    pub cached_tokens: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-struct FunctionCall<'a> {
-    #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    arguments: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Default)]
-struct ToolCall<'a> {
-    #[serde(default, borrow)]
-    function: Option<FunctionCall<'a>>,
-}
-
-#[derive(Deserialize, Default)]
-struct ReasoningDetail<'a> {
-    #[serde(default, borrow)]
-    text: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Default)]
-struct Delta<'a> {
-    #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    reasoning: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
-    #[serde(default, borrow)]
-    reasoning_details: Option<Vec<ReasoningDetail<'a>>>,
-}
-
-impl Delta<'_> {
-    fn output_chars(&self) -> usize {
-        let s = |o: &Option<Cow<str>>| o.as_deref().map_or(0, |x| x.chars().count());
-        let mut n = s(&self.content) + s(&self.reasoning_content) + s(&self.reasoning);
-        for tc in self.tool_calls.iter().flatten() {
-            if let Some(f) = &tc.function {
-                n += s(&f.name) + s(&f.arguments);
-            }
-        }
-        for rd in self.reasoning_details.iter().flatten() {
-            n += s(&rd.text);
-        }
-        n
-    }
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(default, borrow)]
-    delta: Option<Delta<'a>>,
-    #[serde(default, borrow)]
-    message: Option<Delta<'a>>,
-    #[serde(default, borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(default, borrow)]
-    object: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    choices: Option<Vec<Choice<'a>>>,
-    #[serde(default)]
-    usage: Option<Usage>,
-    #[serde(default)]
-    error: Option<Value>,
-    #[serde(default, borrow)]
-    message: Option<Cow<'a, str>>,
-}
-
-/// What one payload (an SSE data event or a whole non-stream body) contributed.
-#[derive(Default)]
-pub struct ChunkInfo {
-    pub has_choices: bool,
-    /// Characters of output text (content, reasoning, tool-call name/arguments,
-    /// reasoning_details text); > 0 means the chunk carries output (evalscope 1.14's
-    /// TTFT/ITL rule).
-    pub output_chars: usize,
-    pub finish_reason: Option<String>,
-    pub usage: Option<Usage>,
-    /// In-band error text: `{"error": ...}` or `{"object": "error"}`.
-    pub error: Option<String>,
-}
-
-/// Parses one JSON payload. `Err` = not valid JSON (a malformed chunk).
-pub fn parse_payload(data: &[u8]) -> Result<ChunkInfo, String> {
-    let chunk: Chunk = serde_json::from_slice(data).map_err(|e| {
-        let shown = String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned();
-        format!("malformed chunk ({e}): {shown}")
-    })?;
-    let mut info = ChunkInfo::default();
-    if chunk.error.as_ref().is_some_and(|e| !e.is_null())
-        || chunk.object.as_deref() == Some("error")
-    {
-        let text = match &chunk.error {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Object(o)) => o
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| Value::Object(o.clone()).to_string()),
-            Some(v) if !v.is_null() => v.to_string(),
-            _ => chunk
-                .message
-                .as_deref()
-                .unwrap_or("error object in stream")
-                .to_string(),
-        };
-        info.error = Some(text);
-        return Ok(info);
-    }
-    if let Some(choices) = &chunk.choices {
-        if let Some(c) = choices.first() {
-            info.has_choices = true;
-            let text_completion = chunk.object.as_deref() == Some("text_completion");
-            let mut n = c.text.as_deref().map_or(0, |t| t.chars().count());
-            if !text_completion || n == 0 {
-                n += c.delta.as_ref().map_or(0, Delta::output_chars);
-                n += c.message.as_ref().map_or(0, Delta::output_chars);
-            }
-            info.output_chars = n;
-        }
-        for c in choices {
-            if let Some(f) = &c.finish_reason {
-                info.finish_reason = Some(f.to_string());
-            }
-        }
-    }
-    info.usage = chunk.usage;
-    Ok(info)
-}
+pub use super::chunk::{parse_payload, ChunkInfo, Usage};
 
 #[cfg(test)]
 mod tests {
@@ -343,36 +189,5 @@ mod tests {
             seen.insert(b["max_tokens"].as_u64().unwrap_or(0));
         }
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![10, 11, 12]);
-    }
-
-    #[test]
-    fn chunk_kinds() {
-        let role =
-            parse_payload(br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
-        assert!(role.has_choices && role.output_chars == 0);
-        let c = parse_payload(br#"{"choices":[{"delta":{"content":"ab"}}]}"#).unwrap();
-        assert_eq!(c.output_chars, 2);
-        let r = parse_payload(br#"{"choices":[{"delta":{"reasoning_content":"xyz"}}]}"#).unwrap();
-        assert_eq!(r.output_chars, 3);
-        let t = parse_payload(
-            br#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}}]}"#,
-        )
-        .unwrap();
-        assert_eq!(t.output_chars, 3);
-        let tc = parse_payload(
-            br#"{"object":"text_completion","choices":[{"text":"hey","finish_reason":"length"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(tc.output_chars, 3);
-        assert_eq!(tc.finish_reason.as_deref(), Some("length"));
-        let u = parse_payload(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":1}}}"#).unwrap();
-        assert!(!u.has_choices);
-        let u = u.usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(3), Some(4)));
-        let e = parse_payload(br#"{"error":{"message":"overloaded","code":503}}"#).unwrap();
-        assert_eq!(e.error.as_deref(), Some("overloaded"));
-        let e = parse_payload(br#"{"object":"error","message":"bad"}"#).unwrap();
-        assert_eq!(e.error.as_deref(), Some("bad"));
-        assert!(parse_payload(b"{not json").is_err());
     }
 }

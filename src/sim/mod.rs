@@ -45,6 +45,8 @@ pub struct Sim {
     pub prompt_tokens_total: AtomicU64,
     pub generation_tokens_total: AtomicU64,
     pub requests_total: AtomicU64,
+    /// Fixed-delay mode: actual first-token delay per request id.
+    pub first_tokens: Arc<stream::FirstTokenLog>,
 }
 
 /// A running simulator.
@@ -101,6 +103,7 @@ impl Sim {
             prompt_tokens_total: AtomicU64::new(0),
             generation_tokens_total: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
+            first_tokens: Arc::default(),
         })
     }
 }
@@ -406,7 +409,11 @@ async fn handle(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
     sim.generation_tokens_total
         .fetch_add(target, Ordering::Relaxed);
     if stream {
-        return sse_response(Body::new(SseBody::new(rx, fmt, fault)));
+        let mut body = SseBody::new(rx, fmt, fault);
+        if sim.ticker.is_some() {
+            body.first_token_log = Some((sim.first_tokens.clone(), arrived));
+        }
+        return sse_response(Body::new(body));
     }
     let mut got = 0;
     while got < target {

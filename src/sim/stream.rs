@@ -9,6 +9,7 @@ use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
@@ -177,6 +178,17 @@ pub struct SseBody {
     pub done: bool,
     pub stall: Option<Pin<Box<Sleep>>>,
     pub stalled: bool,
+    /// Where to report when the first token actually left (fixed-delay mode).
+    pub first_token_log: Option<(Arc<FirstTokenLog>, Instant)>,
+}
+
+/// The delay each request's first token actually had inside the simulator, from
+/// the handler's start to the frame being handed to the connection. A machine that
+/// pauses the process shows up here, so tests can tell the server's own lateness
+/// from the client's measurement error.
+#[derive(Default)]
+pub struct FirstTokenLog {
+    pub entries: std::sync::Mutex<Vec<(u64, f64)>>,
 }
 
 impl SseBody {
@@ -190,6 +202,7 @@ impl SseBody {
             done: false,
             stall: None,
             stalled: false,
+            first_token_log: None,
         }
     }
 }
@@ -249,6 +262,13 @@ impl Body for SseBody {
         loop {
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(Ev::Token)) => {
+                    if this.sent == 0 {
+                        if let Some((log, arrived)) = this.first_token_log.take() {
+                            if let Ok(mut e) = log.entries.lock() {
+                                e.push((this.fmt.id, arrived.elapsed().as_secs_f64()));
+                            }
+                        }
+                    }
                     this.fmt.token(this.sent, &mut out);
                     this.sent += 1;
                     if this.sent == this.fmt.target {

@@ -19,7 +19,7 @@ pub fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 pub fn start_sim(cfg: SimConfig) -> SimHandle {
-    sim::spawn("127.0.0.1:0".parse().unwrap(), cfg, 1).expect("simulator starts")
+    sim::spawn("127.0.0.1:0".parse().unwrap(), cfg, 2).expect("simulator starts")
 }
 
 pub fn resolve(args: &[&str]) -> anyhow::Result<RunConfig> {
