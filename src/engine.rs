@@ -407,23 +407,22 @@ async fn run_point(
         ));
     }
     let conn = sqlite::open(&dir.join("benchmark_data.db"))?;
-    let rows = stats::load_rows(&conn)?;
-    drop(conn);
     let summary = stats::summary(
-        &rows,
+        &conn,
         &stats::RunInputs {
             parallel: point.parallel,
             rate: point.rate,
         },
-    );
-    let columns = stats::percentile_columns(&rows);
+    )?;
+    let columns = stats::percentile_columns(&conn)?;
+    drop(conn);
     let result = RunResult {
         point: point.clone(),
         summary,
         columns,
         dir: dir.clone(),
     };
-    let any_success = rows.iter().any(|r| r.success);
+    let any_success = result.num("Success Requests") > 0.0;
     report::write_run_files(&result, &args, any_success)?;
     log::info(format!("Benchmarking summary ({name}):"));
     log::block(&report::summary_table(&result));

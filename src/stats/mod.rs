@@ -1,4 +1,4 @@
-//! Summary and percentile computation, from the rows stored in SQLite (the canonical
+//! Summary and percentile computation from the rows stored in SQLite (the canonical
 //! store), with evalscope 1.14's definitions (§3.2, §3.3):
 //!
 //! - `Test Duration (s)` = max(completed_time over successes) − min(start_time over all
@@ -11,13 +11,16 @@
 //!   and max at the ends, NaN values removed first (evalscope sorts them in
 //!   unpredictably), rounded to 2 dp.
 //!
+//! Everything is a SQL aggregate or an ordered scan that SQLite sorts itself, so
+//! reporting a run of 200,000 requests (12 million ITL values) needs no more memory
+//! than one of 1,000.
+//!
 //! Requests whose token counts are unknown (server sent no usage and no tokenizer)
 //! are left out of token averages and the summary says so.
 
 use anyhow::Result;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 
 pub const PERCENTILES: [(u32, &str); 11] = [
     (0, "min"),
@@ -33,61 +36,6 @@ pub const PERCENTILES: [(u32, &str); 11] = [
     (100, "max"),
 ];
 
-/// One stored request, as read back for reporting.
-#[derive(Clone, Debug, Default)]
-pub struct Row {
-    pub success: bool,
-    pub is_stream: bool,
-    pub start_time: f64,
-    pub completed_time: f64,
-    pub end_time: f64,
-    pub intended_start: f64,
-    pub latency: Option<f64>,
-    pub ttft: Option<f64>,
-    pub ttfe: Option<f64>,
-    pub tpot: Option<f64>,
-    pub itl: Vec<f64>,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
-    pub cached_tokens: Option<u64>,
-    pub output_chunks: u64,
-    pub failure_kind: Option<String>,
-}
-
-pub fn load_rows(conn: &Connection) -> Result<Vec<Row>> {
-    let mut st = conn.prepare(
-        "SELECT success, is_stream, start_time, completed_time, end_time, intended_start, latency,
-                first_chunk_latency, time_to_first_event, time_per_output_token,
-                inter_token_latencies, prompt_tokens, completion_tokens, cached_tokens,
-                output_chunks, failure_kind
-         FROM result ORDER BY seq",
-    )?;
-    let rows = st.query_map([], |r| {
-        let itl: Option<String> = r.get(10)?;
-        Ok(Row {
-            success: r.get::<_, i64>(0)? != 0,
-            is_stream: r.get::<_, Option<i64>>(1)?.unwrap_or(0) != 0,
-            start_time: r.get::<_, Option<f64>>(2)?.unwrap_or(0.0),
-            completed_time: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
-            end_time: r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
-            intended_start: r.get::<_, Option<f64>>(5)?.unwrap_or(0.0),
-            latency: r.get(6)?,
-            ttft: r.get(7)?,
-            ttfe: r.get(8)?,
-            tpot: r.get(9)?,
-            itl: itl
-                .and_then(|s| serde_json::from_str::<Vec<f64>>(&s).ok())
-                .unwrap_or_default(),
-            prompt_tokens: r.get::<_, Option<i64>>(11)?.map(|v| v.max(0) as u64),
-            completion_tokens: r.get::<_, Option<i64>>(12)?.map(|v| v.max(0) as u64),
-            cached_tokens: r.get::<_, Option<i64>>(13)?.map(|v| v.max(0) as u64),
-            output_chunks: r.get::<_, Option<i64>>(14)?.unwrap_or(0).max(0) as u64,
-            failure_kind: r.get(15)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-}
-
 /// Python's `round(x, dp)` for the values we produce (correctly rounded decimal).
 pub fn round(x: f64, dp: usize) -> f64 {
     if !x.is_finite() {
@@ -96,41 +44,77 @@ pub fn round(x: f64, dp: usize) -> f64 {
     format!("{x:.dp$}").parse().unwrap_or(x)
 }
 
-/// evalscope's floor-index percentile over NaN-free data (sorted here).
-pub fn percentile_values(mut data: Vec<f64>) -> Vec<f64> {
-    data.retain(|v| v.is_finite());
-    data.sort_by(|a, b| a.total_cmp(b));
-    let n = data.len();
+/// Floor-index positions of the percentile points in `n` sorted values.
+fn positions(n: usize) -> Vec<usize> {
     PERCENTILES
         .iter()
-        .map(|&(p, _)| {
-            if n == 0 {
-                f64::NAN
-            } else if p == 0 {
-                data[0]
-            } else if p == 100 {
-                data[n - 1]
-            } else {
-                data[((n as f64 * p as f64 / 100.0) as usize).min(n - 1)]
-            }
+        .map(|&(p, _)| match p {
+            0 => 0,
+            100 => n - 1,
+            _ => ((n as f64 * p as f64 / 100.0) as usize).min(n - 1),
         })
         .collect()
 }
 
-fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
-    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    (n > 0).then(|| s / n as f64)
+/// evalscope's floor-index percentiles of values arriving in ascending order.
+pub fn percentiles_of_sorted(n: usize, sorted: impl Iterator<Item = f64>) -> Vec<f64> {
+    if n == 0 {
+        return vec![f64::NAN; PERCENTILES.len()];
+    }
+    let want = positions(n);
+    let mut out = vec![f64::NAN; want.len()];
+    let mut k = 0;
+    for (i, v) in sorted.enumerate() {
+        while k < want.len() && want[k] == i {
+            out[k] = v;
+            k += 1;
+        }
+        if k == want.len() {
+            break;
+        }
+    }
+    out
 }
 
-/// Rows whose TTFT/TPOT statistics count: successful streams, else all successes.
-fn ttft_subset(rows: &[Row]) -> Vec<&Row> {
-    let ok: Vec<&Row> = rows.iter().filter(|r| r.success).collect();
-    let streams: Vec<&Row> = ok.iter().copied().filter(|r| r.is_stream).collect();
-    if streams.is_empty() {
-        ok
+/// Percentiles of an unsorted vector (NaN removed first).
+pub fn percentile_values(mut data: Vec<f64>) -> Vec<f64> {
+    data.retain(|v| v.is_finite());
+    data.sort_by(|a, b| a.total_cmp(b));
+    percentiles_of_sorted(data.len(), data.into_iter())
+}
+
+/// The WHERE clause selecting rows that count for TTFT/TPOT: successful streams,
+/// or all successes when no stream succeeded.
+fn ttft_filter(conn: &Connection) -> Result<&'static str> {
+    let streams: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM result WHERE success=1 AND is_stream=1",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(if streams > 0 {
+        "success=1 AND is_stream=1"
     } else {
-        streams
-    }
+        "success=1"
+    })
+}
+
+/// Percentiles of one SQL expression (`SELECT <expr> AS v FROM ... WHERE ...`),
+/// sorted by SQLite and streamed.
+fn sql_percentiles(conn: &Connection, from_where: &str, expr: &str) -> Result<Vec<f64>> {
+    let base = format!("SELECT {expr} AS v FROM {from_where}");
+    let n: i64 = conn.query_row(
+        &format!("SELECT COUNT(*) FROM ({base}) WHERE v IS NOT NULL"),
+        [],
+        |r| r.get(0),
+    )?;
+    let mut st = conn.prepare(&format!(
+        "SELECT v FROM ({base}) WHERE v IS NOT NULL ORDER BY v"
+    ))?;
+    let rows = st.query_map([], |r| r.get::<_, f64>(0))?;
+    Ok(percentiles_of_sorted(
+        n.max(0) as usize,
+        rows.filter_map(|r| r.ok()),
+    ))
 }
 
 pub struct RunInputs {
@@ -138,25 +122,35 @@ pub struct RunInputs {
     pub rate: f64,
 }
 
+fn one<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Result<Option<T>> {
+    Ok(conn
+        .query_row(sql, [], |r| r.get::<_, Option<T>>(0))
+        .optional()?
+        .flatten())
+}
+
 /// benchmark_summary.json, keys in evalscope's order, then our additions.
-pub fn summary(rows: &[Row], run: &RunInputs) -> Map<String, Value> {
-    let ok: Vec<&Row> = rows.iter().filter(|r| r.success).collect();
-    let total = rows.len() as u64;
-    let succ = ok.len() as u64;
-    let start = rows
-        .iter()
-        .map(|r| r.start_time)
-        .fold(f64::INFINITY, f64::min);
-    let end = if ok.is_empty() {
-        rows.iter()
-            .map(|r| r.end_time)
-            .fold(f64::NEG_INFINITY, f64::max)
-    } else {
-        ok.iter()
-            .map(|r| r.completed_time)
-            .fold(f64::NEG_INFINITY, f64::max)
+pub fn summary(conn: &Connection, run: &RunInputs) -> Result<Map<String, Value>> {
+    let count = |w: &str| -> Result<u64> {
+        Ok(
+            one::<i64>(conn, &format!("SELECT COUNT(*) FROM result WHERE {w}"))?.unwrap_or(0)
+                as u64,
+        )
     };
-    let duration = if rows.is_empty() {
+    let total = count("1")?;
+    let succ = count("success=1")?;
+    let streams = count("is_stream=1")?;
+    let start = one::<f64>(conn, "SELECT MIN(start_time) FROM result")?.unwrap_or(0.0);
+    let end = if succ > 0 {
+        one::<f64>(
+            conn,
+            "SELECT MAX(completed_time) FROM result WHERE success=1",
+        )?
+    } else {
+        one::<f64>(conn, "SELECT MAX(end_time) FROM result")?
+    }
+    .unwrap_or(start);
+    let duration = if total == 0 {
         0.0
     } else {
         (end - start).max(0.0)
@@ -164,25 +158,38 @@ pub fn summary(rows: &[Row], run: &RunInputs) -> Map<String, Value> {
     let per_dur = |x: f64| if duration > 0.0 { x / duration } else { -1.0 };
     let per_succ = |x: f64| if succ > 0 { x / succ as f64 } else { -1.0 };
 
-    let known: Vec<&Row> = ok
-        .iter()
-        .copied()
-        .filter(|r| r.prompt_tokens.is_some() && r.completion_tokens.is_some())
-        .collect();
-    let sum_prompt: u64 = known.iter().filter_map(|r| r.prompt_tokens).sum();
-    let sum_completion: u64 = known.iter().filter_map(|r| r.completion_tokens).sum();
+    let known = "success=1 AND prompt_tokens IS NOT NULL AND completion_tokens IS NOT NULL";
+    let n_known = count(known)?;
+    let sum_prompt = one::<i64>(
+        conn,
+        &format!("SELECT SUM(prompt_tokens) FROM result WHERE {known}"),
+    )?
+    .unwrap_or(0) as f64;
+    let sum_completion = one::<i64>(
+        conn,
+        &format!("SELECT SUM(completion_tokens) FROM result WHERE {known}"),
+    )?
+    .unwrap_or(0) as f64;
     let per_known = |x: f64| {
-        if known.is_empty() {
-            -1.0
+        if n_known > 0 {
+            x / n_known as f64
         } else {
-            x / known.len() as f64
+            -1.0
         }
     };
-    let sub = ttft_subset(rows);
-    let avg_ttft = mean(sub.iter().filter_map(|r| r.ttft)).map_or(-1.0, |v| v * 1000.0);
-    let avg_tpot = mean(sub.iter().filter_map(|r| r.tpot)).map_or(-1.0, |v| v * 1000.0);
-    let itls = ok.iter().flat_map(|r| r.itl.iter().copied());
-    let avg_itl = mean(itls).map_or(0.0, |v| v * 1000.0);
+    let sub = ttft_filter(conn)?;
+    let avg = |expr: &str, w: &str| -> Result<Option<f64>> {
+        one::<f64>(conn, &format!("SELECT AVG({expr}) FROM result WHERE {w}"))
+    };
+    let avg_ttft = avg("first_chunk_latency", sub)?.map_or(-1.0, |v| v * 1000.0);
+    let avg_tpot = avg("time_per_output_token", sub)?.map_or(-1.0, |v| v * 1000.0);
+    let avg_itl = one::<f64>(
+        conn,
+        "SELECT AVG(j.value) FROM result, json_each(result.inter_token_latencies) AS j WHERE success=1",
+    )?
+    .map_or(0.0, |v| v * 1000.0);
+    let sum_latency =
+        one::<f64>(conn, "SELECT SUM(latency) FROM result WHERE success=1")?.unwrap_or(0.0);
 
     let mut m = Map::new();
     let f = |x: f64, dp: usize| Value::from(round(x, dp));
@@ -192,43 +199,37 @@ pub fn summary(rows: &[Row], run: &RunInputs) -> Map<String, Value> {
     m.insert("Total Requests".into(), total.into());
     m.insert("Success Requests".into(), succ.into());
     m.insert("Failed Requests".into(), (total - succ).into());
-    let streams = rows.iter().filter(|r| r.is_stream).count() as u64;
     m.insert("Stream Requests".into(), streams.into());
     m.insert("Non-Stream Requests".into(), (total - streams).into());
     m.insert("Req Throughput (req/s)".into(), f(per_dur(succ as f64), 4));
-    m.insert(
-        "Avg Latency (s)".into(),
-        f(per_succ(ok.iter().filter_map(|r| r.latency).sum()), 4),
-    );
-    m.insert(
-        "Avg Input Tokens".into(),
-        f(per_known(sum_prompt as f64), 4),
-    );
+    m.insert("Avg Latency (s)".into(), f(per_succ(sum_latency), 4));
+    m.insert("Avg Input Tokens".into(), f(per_known(sum_prompt), 4));
     m.insert(
         "Output Throughput (tok/s)".into(),
-        f(per_dur(sum_completion as f64), 4),
+        f(per_dur(sum_completion), 4),
     );
     m.insert(
         "Total Throughput (tok/s)".into(),
-        f(per_dur((sum_prompt + sum_completion) as f64), 4),
+        f(per_dur(sum_prompt + sum_completion), 4),
     );
     m.insert("Avg TTFT (ms)".into(), f(avg_ttft, 2));
     m.insert("Avg TPOT (ms)".into(), f(avg_tpot, 2));
     m.insert("Avg ITL (ms)".into(), f(avg_itl, 2));
-    m.insert(
-        "Avg Output Tokens".into(),
-        f(per_known(sum_completion as f64), 4),
-    );
+    m.insert("Avg Output Tokens".into(), f(per_known(sum_completion), 4));
     // evalscope emits the embedding-only key as 0.0 for LLM runs.
     m.insert("Input Throughput (tok/s)".into(), Value::from(0.0));
-    let cached: Vec<&Row> = ok
-        .iter()
-        .copied()
-        .filter(|r| r.cached_tokens.is_some())
-        .collect();
-    if !cached.is_empty() {
-        let c: u64 = cached.iter().filter_map(|r| r.cached_tokens).sum();
-        let p: u64 = cached.iter().filter_map(|r| r.prompt_tokens).sum();
+    let cached_w = "success=1 AND cached_tokens IS NOT NULL";
+    if count(cached_w)? > 0 {
+        let c = one::<i64>(
+            conn,
+            &format!("SELECT SUM(cached_tokens) FROM result WHERE {cached_w}"),
+        )?
+        .unwrap_or(0);
+        let p = one::<i64>(
+            conn,
+            &format!("SELECT SUM(prompt_tokens) FROM result WHERE {cached_w}"),
+        )?
+        .unwrap_or(0);
         let rate = if p > 0 {
             100.0 * c as f64 / p as f64
         } else {
@@ -236,175 +237,136 @@ pub fn summary(rows: &[Row], run: &RunInputs) -> Map<String, Value> {
         };
         m.insert("KV Cache Hit Rate (%)".into(), f(rate, 4));
     }
-    let ls: Vec<f64> = ok
-        .iter()
-        .filter_map(|r| {
-            let n = r.completion_tokens?;
-            (n > 1 && r.output_chunks > 1).then(|| (n - 1) as f64 / (r.output_chunks - 1) as f64)
-        })
-        .filter(|l| *l > 1.0)
-        .collect();
-    if let Some(l) = mean(ls.iter().copied()) {
+    // Decoded tokens per engine iteration L = (tokens − 1)/(chunks − 1), over requests
+    // with L > 1 (speculative decoding or multi-token chunks).
+    if let Some(l) = one::<f64>(
+        conn,
+        "SELECT AVG(l) FROM (SELECT (completion_tokens - 1) * 1.0 / (output_chunks - 1) AS l FROM result
+         WHERE success=1 AND completion_tokens > 1 AND output_chunks > 1) WHERE l > 1",
+    )? {
         m.insert("Avg Decoded Tok/Iter".into(), f(l, 4));
-        m.insert(
-            "Spec. Accept Rate".into(),
-            f((1.0 - 1.0 / l).clamp(0.0, 1.0), 4),
-        );
+        m.insert("Spec. Accept Rate".into(), f((1.0 - 1.0 / l).clamp(0.0, 1.0), 4));
     }
 
     // ---- perfscope additions (extra keys only)
-    let sends: Vec<f64> = rows.iter().map(|r| r.start_time).collect();
-    let first_send = sends.iter().copied().fold(f64::INFINITY, f64::min);
-    let last_send = sends.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let measured_rate = if rows.len() > 1 && last_send > first_send {
-        (rows.len() - 1) as f64 / (last_send - first_send)
+    let first_send = start;
+    let last_send = one::<f64>(conn, "SELECT MAX(start_time) FROM result")?.unwrap_or(0.0);
+    let measured_rate = if total > 1 && last_send > first_send {
+        (total - 1) as f64 / (last_send - first_send)
     } else {
         -1.0
     };
     m.insert("Measured Request Rate (req/s)".into(), f(measured_rate, 4));
-    let busy: f64 = rows
-        .iter()
-        .map(|r| (r.end_time - r.start_time).max(0.0))
-        .sum();
+    let busy = one::<f64>(
+        conn,
+        "SELECT SUM(MAX(end_time - start_time, 0)) FROM result",
+    )?
+    .unwrap_or(0.0);
     m.insert("Measured Concurrency (avg)".into(), f(per_dur(busy), 4));
     m.insert(
         "Measured Concurrency (peak)".into(),
-        peak_concurrency(rows).into(),
+        peak_concurrency(conn)?.into(),
     );
-    let ttfe = mean(sub.iter().filter_map(|r| r.ttfe)).map_or(-1.0, |v| v * 1000.0);
+    let ttfe = avg("time_to_first_event", sub)?.map_or(-1.0, |v| v * 1000.0);
     m.insert("Avg Time to First Event (ms)".into(), f(ttfe, 2));
-    let lag = mean(
-        rows.iter()
-            .map(|r| (r.start_time - r.intended_start).max(0.0)),
-    )
-    .unwrap_or(0.0);
+    let lag = avg("MAX(start_time - intended_start, 0)", "1")?.unwrap_or(0.0);
     m.insert("Avg Schedule Lag (ms)".into(), f(lag * 1000.0, 2));
-    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
-    for r in rows.iter().filter(|r| !r.success) {
-        *kinds
-            .entry(r.failure_kind.clone().unwrap_or_else(|| "other".into()))
-            .or_default() += 1;
+    let mut kinds = Map::new();
+    let mut st = conn.prepare(
+        "SELECT COALESCE(failure_kind, 'other'), COUNT(*) FROM result WHERE success=0 GROUP BY 1 ORDER BY 1",
+    )?;
+    for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (k, n) = row?;
+        kinds.insert(k, n.into());
     }
-    m.insert(
-        "Failures by Kind".into(),
-        Value::Object(kinds.into_iter().map(|(k, v)| (k, v.into())).collect()),
-    );
-    let unknown = ok.len() - known.len();
+    m.insert("Failures by Kind".into(), Value::Object(kinds));
+    let unknown = succ - n_known;
     m.insert(
         "Token Counts".into(),
         if unknown == 0 {
             "server usage".into()
         } else {
             format!(
-                "unknown for {unknown} of {} successful requests (the server sent no usage; \
-                 token averages and throughputs cover the rest)",
-                ok.len()
+                "unknown for {unknown} of {succ} successful requests (the server sent no usage; \
+                 token averages and throughputs cover the rest)"
             )
             .into()
         },
     );
-    m
+    Ok(m)
 }
 
-/// Most requests in flight at once (send to end), from the stored times.
-pub fn peak_concurrency(rows: &[Row]) -> u64 {
-    let mut ev: Vec<(f64, i64)> = Vec::with_capacity(rows.len() * 2);
-    for r in rows {
-        ev.push((r.start_time, 1));
-        ev.push((r.end_time.max(r.start_time), -1));
-    }
-    // Ends sort before starts at the same instant.
-    ev.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let (mut cur, mut peak) = (0i64, 0i64);
-    for (_, d) in ev {
-        cur += d;
-        peak = peak.max(cur);
-    }
-    peak as u64
+/// Most requests in flight at once (send to end), by a running sum over start (+1)
+/// and end (−1) events in time order; ends sort before starts at the same instant.
+pub fn peak_concurrency(conn: &Connection) -> Result<u64> {
+    Ok(one::<i64>(
+        conn,
+        "SELECT MAX(c) FROM (SELECT SUM(d) OVER (ORDER BY t, d ROWS UNBOUNDED PRECEDING) AS c FROM (
+            SELECT start_time AS t, 1 AS d FROM result
+            UNION ALL SELECT MAX(end_time, start_time) AS t, -1 AS d FROM result))",
+    )?
+    .unwrap_or(0)
+    .max(0) as u64)
 }
 
-/// One percentile column: name and values (seconds already scaled).
+/// One percentile column: name and values at the PERCENTILES points.
 pub struct Column {
     pub name: &'static str,
     pub values: Vec<f64>,
 }
 
 /// benchmark_percentile.json's columns, in evalscope's order, then our additions.
-pub fn percentile_columns(rows: &[Row]) -> Vec<Column> {
-    let ok: Vec<&Row> = rows.iter().filter(|r| r.success).collect();
-    let sub = ttft_subset(rows);
-    let col = |name, data: Vec<f64>| Column {
-        name,
-        values: percentile_values(data),
-    };
-    let per_lat = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<f64> {
-        ok.iter()
-            .filter_map(|r| {
-                let lat = r.latency?;
-                let v = f(r)?;
-                Some(if lat > 0.0 { v / lat } else { f64::NAN })
-            })
-            .collect()
-    };
-    vec![
-        col("Latency (s)", ok.iter().filter_map(|r| r.latency).collect()),
-        col(
-            "TTFT (ms)",
-            sub.iter()
-                .filter_map(|r| r.ttft.map(|v| v * 1000.0))
-                .collect(),
-        ),
-        col(
+pub fn percentile_columns(conn: &Connection) -> Result<Vec<Column>> {
+    let sub = ttft_filter(conn)?;
+    let ok = "result WHERE success=1";
+    let subset = format!("result WHERE {sub}");
+    let specs: [(&'static str, &str, &str); 11] = [
+        ("Latency (s)", ok, "latency"),
+        ("TTFT (ms)", &subset, "first_chunk_latency * 1000"),
+        (
             "ITL (ms)",
-            ok.iter()
-                .flat_map(|r| r.itl.iter().map(|v| v * 1000.0))
-                .collect(),
+            "result, json_each(result.inter_token_latencies) AS j WHERE success=1",
+            "j.value * 1000",
         ),
-        col(
-            "TPOT (ms)",
-            sub.iter()
-                .filter_map(|r| r.tpot.map(|v| v * 1000.0))
-                .collect(),
-        ),
-        col(
-            "Input tokens",
-            ok.iter()
-                .filter_map(|r| r.prompt_tokens.map(|v| v as f64))
-                .collect(),
-        ),
-        col(
-            "Output tokens",
-            ok.iter()
-                .filter_map(|r| r.completion_tokens.map(|v| v as f64))
-                .collect(),
-        ),
-        col(
+        ("TPOT (ms)", &subset, "time_per_output_token * 1000"),
+        ("Input tokens", ok, "prompt_tokens * 1.0"),
+        ("Output tokens", ok, "completion_tokens * 1.0"),
+        // NULL (excluded) when latency is 0: evalscope's NaN.
+        (
             "Output (tok/s)",
-            per_lat(&|r| r.completion_tokens.map(|v| v as f64)),
+            ok,
+            "completion_tokens * 1.0 / NULLIF(latency, 0)",
         ),
-        col(
+        (
             "Total (tok/s)",
-            per_lat(&|r| Some((r.prompt_tokens? + r.completion_tokens?) as f64)),
+            ok,
+            "(prompt_tokens + completion_tokens) * 1.0 / NULLIF(latency, 0)",
         ),
-        col(
+        (
             "Decode (tok/s)",
-            sub.iter()
-                .filter_map(|r| r.tpot.map(|t| if t > 0.0 { 1.0 / t } else { f64::NAN }))
-                .collect(),
+            &subset,
+            "1.0 / NULLIF(time_per_output_token, 0)",
         ),
-        col(
+        (
             "Time to First Event (ms)",
-            sub.iter()
-                .filter_map(|r| r.ttfe.map(|v| v * 1000.0))
-                .collect(),
+            &subset,
+            "time_to_first_event * 1000",
         ),
-        col(
+        (
             "Schedule Lag (ms)",
-            rows.iter()
-                .map(|r| (r.start_time - r.intended_start).max(0.0) * 1000.0)
-                .collect(),
+            "result",
+            "MAX(start_time - intended_start, 0) * 1000",
         ),
-    ]
+    ];
+    specs
+        .into_iter()
+        .map(|(name, from, expr)| {
+            Ok(Column {
+                name,
+                values: sql_percentiles(conn, from, expr)?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -422,6 +384,7 @@ mod tests {
         );
         assert!(percentile_values(vec![]).iter().all(|v| v.is_nan()));
         assert_eq!(percentile_values(vec![f64::NAN, 3.0])[0], 3.0);
+        assert_eq!(percentile_values(vec![7.0]), vec![7.0; 11]);
     }
 
     #[test]
@@ -431,15 +394,27 @@ mod tests {
     }
 
     #[test]
-    fn peak() {
-        let r = |s, e| Row {
-            start_time: s,
-            end_time: e,
-            ..Default::default()
-        };
-        assert_eq!(
-            peak_concurrency(&[r(0.0, 2.0), r(1.0, 3.0), r(2.0, 4.0)]),
-            2
-        );
+    fn peak_and_sql_percentiles() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(crate::recorder::sqlite::SCHEMA).unwrap();
+        for (s, e, itl) in [
+            (0.0, 2.0, "[0.1, 0.3]"),
+            (1.0, 3.0, "[0.2]"),
+            (2.0, 4.0, "[]"),
+        ] {
+            conn.execute(
+                "INSERT INTO result(start_time,end_time,success,is_stream,inter_token_latencies,latency) VALUES (?1,?2,1,1,?3,?4)",
+                rusqlite::params![s, e, itl, e - s],
+            )
+            .unwrap();
+        }
+        assert_eq!(peak_concurrency(&conn).unwrap(), 2);
+        let cols = percentile_columns(&conn).unwrap();
+        let itl = cols.iter().find(|c| c.name == "ITL (ms)").unwrap();
+        assert_eq!(itl.values[0], 100.0);
+        assert_eq!(itl.values[5], 200.0);
+        assert_eq!(itl.values[10], 300.0);
+        let ttft = cols.iter().find(|c| c.name == "TTFT (ms)").unwrap();
+        assert!(ttft.values.iter().all(|v| v.is_nan()));
     }
 }
