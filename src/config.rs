@@ -546,6 +546,13 @@ fn masked_args(a: &PerfArgs) -> Map<String, Value> {
     m.insert("stream".into(), (!a.no_stream).into());
     m.shift_remove("no_stream");
     m.shift_remove("no_apply_chat_template");
+    // None = decided from the URL (evalscope); the per-run args hold the outcome.
+    let chat = match (a.apply_chat_template, a.no_apply_chat_template) {
+        (true, _) => Value::Bool(true),
+        (_, true) => Value::Bool(false),
+        _ => Value::Null,
+    };
+    m.insert("apply_chat_template".into(), chat);
     if let [single] = a.max_tokens.as_slice() {
         m.insert("max_tokens".into(), (*single).into());
     }

@@ -1,0 +1,148 @@
+//! The simulator's timing model and faults, observed through perfscope itself.
+mod common;
+
+use perfscope::sim::SimConfig;
+
+fn summary(o: &perfscope::engine::Outcome, dir: &str) -> serde_json::Value {
+    common::json(&o.dir.join(dir).join("benchmark_summary.json"))
+}
+
+#[test]
+fn continuous_batching_saturates() {
+    let _g = common::lock();
+    // 8 batch slots, 4 ms + 0.5 ms per sequence per step, 20 tokens per answer.
+    let sim = common::start_sim(SimConfig {
+        max_num_seqs: 8,
+        decode_base_ms: 4.0,
+        decode_ms_per_seq: 0.5,
+        min_output_len: 20,
+        max_output_len: 20,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--parallel", "2", "8", "32", "--number", "16", "64", "256",
+        "--sleep-interval", "0", "--no-test-connection", "--outputs-dir", out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    let (a, b, c) = (
+        summary(&o, "parallel_2_number_16"),
+        summary(&o, "parallel_8_number_64"),
+        summary(&o, "parallel_32_number_256"),
+    );
+    let rps = |s: &serde_json::Value| s["Req Throughput (req/s)"].as_f64().unwrap();
+    let ttft = |s: &serde_json::Value| s["Avg TTFT (ms)"].as_f64().unwrap();
+    // Below the slot count throughput grows with concurrency...
+    assert!(rps(&b) > 2.5 * rps(&a), "{} vs {}", rps(&b), rps(&a));
+    // ...beyond it, it levels off: 8 sequences x 20 tokens per (4 + 8 x 0.5) ms x 20 steps.
+    let cap = 8.0 / (20.0 * 0.008);
+    assert!(rps(&c) < cap * 1.1, "{} vs cap {cap}", rps(&c));
+    assert!(rps(&c) < rps(&b) * 1.3, "{} vs {}", rps(&c), rps(&b));
+    // and requests queue for a slot: TTFT grows several-fold.
+    assert!(ttft(&c) > 3.0 * ttft(&b), "{} vs {}", ttft(&c), ttft(&b));
+}
+
+#[test]
+fn stall_hits_the_read_timeout_and_debug_keeps_chunks() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        ttft_ms: Some(1.0),
+        itl_ms: Some(1.0),
+        min_output_len: 10,
+        max_output_len: 10,
+        stall_rate: 0.5,
+        stall_ms: 3000.0,
+        seed: 5,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--parallel", "8", "--number", "16", "--read-timeout", "0.5",
+        "--debug", "--no-test-connection", "--outputs-dir", out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    let conn = common::db(&o.dir.join("parallel_8_number_16"));
+    let (timeouts, ok): (i64, i64) = conn
+        .query_row(
+            "SELECT SUM(failure_kind = 'timeout'), SUM(success) FROM result",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(timeouts >= 3 && ok >= 3, "timeouts {timeouts}, ok {ok}");
+    assert_eq!(timeouts + ok, 16);
+    // A stalled request failed after about the read timeout, not the 3 s stall.
+    let worst: f64 = conn
+        .query_row(
+            "SELECT MAX(end_time - start_time) FROM result WHERE success=0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(worst < 2.0, "{worst}");
+    // --debug keeps each response's chunks: prelude, 10 tokens, usage.
+    let msgs: String = conn
+        .query_row(
+            "SELECT response_messages FROM result WHERE success=1 LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&msgs).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 12);
+}
+
+#[test]
+fn sim_cli_seeded_and_models() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        seed: 42,
+        ..SimConfig::default()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let body = rt.block_on(async {
+        reqwest::get(format!("{}/v1/models", sim.base_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(body.contains("\"object\":\"list\""), "{body}");
+    // The same seed gives the same answer lengths.
+    let lens = |seed: u64| {
+        let s = common::start_sim(SimConfig {
+            zero_delay: true,
+            seed,
+            ..SimConfig::default()
+        });
+        let url = format!("{}/v1/chat/completions", s.base_url());
+        rt.block_on(async move {
+            let c = reqwest::Client::new();
+            let mut v = Vec::new();
+            for _ in 0..5 {
+                let text = c
+                    .post(&url)
+                    .body(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":500}"#)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+                v.push(r["usage"]["completion_tokens"].as_u64().unwrap_or(0));
+            }
+            v
+        })
+    };
+    let a = lens(1);
+    assert_eq!(a, lens(1));
+    assert_ne!(a, lens(2));
+    assert!(a.iter().all(|n| (16..=128).contains(n)), "{a:?}");
+}
