@@ -1,0 +1,112 @@
+//! The `perfscope` binary end to end: the quick start, exit codes, Ctrl-C.
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_perfscope"))
+}
+
+#[test]
+fn quick_start_shape_runs_and_prints_tables() {
+    let out = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let o = bin()
+        .args([
+            "perf", "--api", "sim", "--model", "sim-7b", "--parallel", "1", "4", "--number", "4", "16",
+            "--sleep-interval", "0", "--outputs-dir", out.path().to_str().unwrap(),
+            "--sim-args", r#"{"zero_delay": true}"#,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    for needle in [
+        "Performance Overview",
+        "Per-Request Metrics",
+        "Percentiles",
+        "Highest RPS",
+        "── General ──",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+    assert!(stderr.contains("Connection test passed"), "{stderr}");
+    // Not a terminal: progress is logged as lines every --log-every-n-query (10).
+    assert!(
+        stderr.contains("parallel_4_number_16: {\"Total Requests\":10"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn exit_code_2_for_bad_flags_naming_the_flag() {
+    let o = bin()
+        .args([
+            "perf",
+            "--model",
+            "m",
+            "--parallel",
+            "1",
+            "2",
+            "--number",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--parallel"));
+    let o = bin()
+        .args(["perf", "--model", "m", "--temperature", "warm"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--temperature"));
+}
+
+#[test]
+fn sigint_drains_writes_summary_and_exits_130() {
+    let out = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let mut child = bin()
+        .args([
+            "perf", "--api", "sim", "--parallel", "4", "--number", "100000", "--no-test-connection",
+            "--outputs-dir", out.path().to_str().unwrap(), "--no-timestamp",
+            "--sim-args", r#"{"ttft_ms": 10, "itl_ms": 10, "min_output_len": 10, "max_output_len": 10}"#,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let t = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    // In-flight requests (about 0.1 s each) finished well within the grace period.
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let dir = out.path().join("sim-7b").join("parallel_4_number_100000");
+    let conn = rusqlite::Connection::open(dir.join("benchmark_data.db")).unwrap();
+    let (rows, ok): (i64, i64) = conn
+        .query_row("SELECT COUNT(*), SUM(success) FROM result", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(rows > 10 && rows < 100000, "{rows}");
+    assert_eq!(
+        ok, rows,
+        "in-flight requests completed during the grace period"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("benchmark_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["Total Requests"].as_i64().unwrap(), rows);
+    assert!(out
+        .path()
+        .join("sim-7b")
+        .join("performance_summary.txt")
+        .exists());
+}
