@@ -24,7 +24,7 @@ fn quick_start_shape_runs_and_prints_tables() {
     for needle in [
         "Performance Overview",
         "Per-Request Metrics",
-        "Percentiles",
+        "│ Metrics ",
         "Highest RPS",
         "── General ──",
     ] {
