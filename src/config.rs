@@ -183,58 +183,7 @@ fn read_at_file(flag: &str, v: &str) -> Result<String> {
 
 impl RunConfig {
     pub fn resolve(a: &PerfArgs) -> Result<RunConfig> {
-        // Features that belong to later releases fail fast, naming the flag.
-        let api = match a.api.as_str() {
-            "openai" => Api::OpenAi,
-            "sim" => Api::Sim,
-            "local" | "local_vllm" | "dashscope" | "embedding" | "openai_embedding" | "rerank"
-            | "openai_rerank" | "custom" => {
-                return Err(not_yet("--api", &format!("the `{}` API", a.api)))
-            }
-            other => bail!(
-                "--api: unknown API `{other}`; use one of openai, sim, local, local_vllm, \
-                 dashscope, embedding, rerank, custom"
-            ),
-        };
-        if a.tokenizer_path.is_some() {
-            return Err(not_yet(
-                "--tokenizer-path",
-                "token-unit prompts and token counting",
-            ));
-        }
-        if a.attn_implementation.is_some() {
-            return Err(not_yet(
-                "--attn-implementation",
-                "the local inference server",
-            ));
-        }
-        if a.query_template.is_some() {
-            return Err(not_yet("--query-template", "request body templates"));
-        }
-        if a.sla_auto_tune {
-            return Err(not_yet("--sla-auto-tune", "SLA auto-tuning"));
-        }
-        if a.enable_progress_tracker {
-            return Err(not_yet("--enable-progress-tracker", "progress.json"));
-        }
-        if a.visualizer.is_some() {
-            return Err(not_yet("--visualizer", "W&B/SwanLab/ClearML logging"));
-        }
-        if a.wandb_api_key.is_some() {
-            return Err(not_yet("--wandb-api-key", "W&B logging"));
-        }
-        if a.swanlab_api_key.is_some() || a.swanlab_host.is_some() {
-            return Err(not_yet(
-                "--swanlab-api-key/--swanlab-host",
-                "SwanLab logging",
-            ));
-        }
-        if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
-            bail!(
-                "--sla-variable: expected `parallel` or `rate`, got `{}`",
-                a.sla_variable
-            );
-        }
+        let api = resolve_api(a)?;
         let kind = match a.dataset.as_str() {
             "openqa" => DatasetKind::OpenQa,
             "line_by_line" => DatasetKind::LineByLine,
@@ -283,62 +232,7 @@ impl RunConfig {
             .unwrap_or(&model)
             .to_string();
 
-        // Sweep pairing (evalscope: closed loop needs len(number) == len(parallel);
-        // open loop pairs number with rate and forces parallel to -1).
-        let rates = &a.rate;
-        for r in rates {
-            if !(r.is_finite() && (*r > 0.0 || *r == -1.0)) {
-                bail!("--rate: {r} is not a rate; give a positive req/s or -1 for no pacing");
-            }
-        }
-        let mut points = Vec::new();
-        if a.open_loop {
-            if a.number.len() != rates.len() {
-                bail!(
-                    "--open-loop pairs --number with --rate: got {} numbers and {} rates",
-                    a.number.len(),
-                    rates.len()
-                );
-            }
-            if rates.iter().any(|r| *r <= 0.0) {
-                bail!("--open-loop needs a positive --rate for every run (requests are fired on that schedule)");
-            }
-            for (n, r) in a.number.iter().zip(rates) {
-                points.push(SweepPoint {
-                    parallel: -1,
-                    number: *n,
-                    rate: *r,
-                });
-            }
-        } else {
-            if a.number.len() != a.parallel.len() {
-                bail!(
-                    "--parallel and --number are paired positionally: got {} parallel values ({:?}) and {} number values ({:?})",
-                    a.parallel.len(), a.parallel, a.number.len(), a.number
-                );
-            }
-            if rates.len() != 1 && rates.len() != a.parallel.len() {
-                bail!(
-                    "--rate: give one value or one per run ({} runs), got {}",
-                    a.parallel.len(),
-                    rates.len()
-                );
-            }
-            for (i, (p, n)) in a.parallel.iter().zip(&a.number).enumerate() {
-                if *p <= 0 {
-                    bail!("--parallel: {p} is not a concurrency; give a value >= 1");
-                }
-                let rate = if rates.len() == 1 { rates[0] } else { rates[i] };
-                points.push(SweepPoint {
-                    parallel: *p,
-                    number: *n,
-                    rate,
-                });
-            }
-        }
-        if points.iter().any(|p| p.number == 0) {
-            bail!("--number: every run needs at least one request");
-        }
+        let points = resolve_points(a)?;
         if let Some(d) = a.duration {
             if !(d > 0.0 && d.is_finite()) {
                 bail!("--duration: {d} is not a positive number of seconds");
@@ -364,25 +258,7 @@ impl RunConfig {
             url.trim_end_matches('/').ends_with("chat/completions")
         };
 
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for h in &a.headers {
-            if let Some((k, v)) = h.split_once('=') {
-                headers.push((k.trim().to_string(), v.to_string()));
-            }
-        }
-        if let Some(key) = &a.api_key {
-            // --api-key overrides any Authorization given in --headers (evalscope).
-            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
-            headers.push(("Authorization".into(), format!("Bearer {key}")));
-        }
-        for (k, v) in &headers {
-            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
-                || reqwest::header::HeaderValue::from_str(v).is_err()
-            {
-                bail!("--headers: `{k}` is not a valid HTTP header name/value");
-            }
-        }
-
+        let headers = resolve_headers(a)?;
         let secs = |flag: &str, v: Option<f64>| -> Result<Option<Duration>> {
             match v {
                 None => Ok(None),
@@ -518,6 +394,149 @@ impl RunConfig {
         m.insert("rate".into(), point.rate.into());
         m
     }
+}
+
+/// The API, after failing fast on flags whose feature is not available yet.
+fn resolve_api(a: &PerfArgs) -> Result<Api> {
+    // Features that belong to later releases fail fast, naming the flag.
+    let api = match a.api.as_str() {
+        "openai" => Api::OpenAi,
+        "sim" => Api::Sim,
+        "local" | "local_vllm" | "dashscope" | "embedding" | "openai_embedding" | "rerank"
+        | "openai_rerank" | "custom" => {
+            return Err(not_yet("--api", &format!("the `{}` API", a.api)))
+        }
+        other => bail!(
+            "--api: unknown API `{other}`; use one of openai, sim, local, local_vllm, \
+             dashscope, embedding, rerank, custom"
+        ),
+    };
+    if a.tokenizer_path.is_some() {
+        return Err(not_yet(
+            "--tokenizer-path",
+            "token-unit prompts and token counting",
+        ));
+    }
+    if a.attn_implementation.is_some() {
+        return Err(not_yet(
+            "--attn-implementation",
+            "the local inference server",
+        ));
+    }
+    if a.query_template.is_some() {
+        return Err(not_yet("--query-template", "request body templates"));
+    }
+    if a.sla_auto_tune {
+        return Err(not_yet("--sla-auto-tune", "SLA auto-tuning"));
+    }
+    if a.enable_progress_tracker {
+        return Err(not_yet("--enable-progress-tracker", "progress.json"));
+    }
+    if a.visualizer.is_some() {
+        return Err(not_yet("--visualizer", "W&B/SwanLab/ClearML logging"));
+    }
+    if a.wandb_api_key.is_some() {
+        return Err(not_yet("--wandb-api-key", "W&B logging"));
+    }
+    if a.swanlab_api_key.is_some() || a.swanlab_host.is_some() {
+        return Err(not_yet(
+            "--swanlab-api-key/--swanlab-host",
+            "SwanLab logging",
+        ));
+    }
+    if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
+        bail!(
+            "--sla-variable: expected `parallel` or `rate`, got `{}`",
+            a.sla_variable
+        );
+    }
+    Ok(api)
+}
+
+/// The sweep points: evalscope pairs --number with --parallel (closed loop) or with
+/// --rate (open loop, parallel forced to -1).
+fn resolve_points(a: &PerfArgs) -> Result<Vec<SweepPoint>> {
+    // Sweep pairing (evalscope: closed loop needs len(number) == len(parallel);
+    // open loop pairs number with rate and forces parallel to -1).
+    let rates = &a.rate;
+    for r in rates {
+        if !(r.is_finite() && (*r > 0.0 || *r == -1.0)) {
+            bail!("--rate: {r} is not a rate; give a positive req/s or -1 for no pacing");
+        }
+    }
+    let mut points = Vec::new();
+    if a.open_loop {
+        if a.number.len() != rates.len() {
+            bail!(
+                "--open-loop pairs --number with --rate: got {} numbers and {} rates",
+                a.number.len(),
+                rates.len()
+            );
+        }
+        if rates.iter().any(|r| *r <= 0.0) {
+            bail!("--open-loop needs a positive --rate for every run (requests are fired on that schedule)");
+        }
+        for (n, r) in a.number.iter().zip(rates) {
+            points.push(SweepPoint {
+                parallel: -1,
+                number: *n,
+                rate: *r,
+            });
+        }
+    } else {
+        if a.number.len() != a.parallel.len() {
+            bail!(
+                "--parallel and --number are paired positionally: got {} parallel values ({:?}) and {} number values ({:?})",
+                a.parallel.len(), a.parallel, a.number.len(), a.number
+            );
+        }
+        if rates.len() != 1 && rates.len() != a.parallel.len() {
+            bail!(
+                "--rate: give one value or one per run ({} runs), got {}",
+                a.parallel.len(),
+                rates.len()
+            );
+        }
+        for (i, (p, n)) in a.parallel.iter().zip(&a.number).enumerate() {
+            if *p <= 0 {
+                bail!("--parallel: {p} is not a concurrency; give a value >= 1");
+            }
+            let rate = if rates.len() == 1 { rates[0] } else { rates[i] };
+            points.push(SweepPoint {
+                parallel: *p,
+                number: *n,
+                rate,
+            });
+        }
+    }
+    if points.iter().any(|p| p.number == 0) {
+        bail!("--number: every run needs at least one request");
+    }
+    Ok(points)
+}
+
+/// --headers plus Authorization from --api-key, validated.
+fn resolve_headers(a: &PerfArgs) -> Result<Vec<(String, String)>> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for h in &a.headers {
+        if let Some((k, v)) = h.split_once('=') {
+            headers.push((k.trim().to_string(), v.to_string()));
+        }
+    }
+    if let Some(key) = &a.api_key {
+        // --api-key overrides any Authorization given in --headers (evalscope).
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+        headers.push(("Authorization".into(), format!("Bearer {key}")));
+    }
+    for (k, v) in &headers {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(v).is_err()
+        {
+            bail!("--headers: `{k}` is not a valid HTTP header name/value");
+        }
+    }
+
+    Ok(headers)
 }
 
 fn masked_args(a: &PerfArgs) -> Map<String, Value> {

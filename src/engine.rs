@@ -212,7 +212,7 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
 /// naming the URL. evalscope sends a full request and retries for up to 6 hours.
 async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
     let body = openai::connection_test_body(ctx.cfg.chat, &ctx.cfg.gen);
-    let body: Arc<str> = serde_json::Value::Object(body).to_string().into();
+    let body = bytes::Bytes::from(serde_json::Value::Object(body).to_string());
     let timeout = ctx.cfg.total_timeout.min(Duration::from_secs(60));
     let mut last = String::new();
     for attempt in 1..=3u32 {
@@ -264,7 +264,7 @@ async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
 struct Bodies {
     prompts: Vec<Prompt>,
     /// Pre-serialised bodies when every request for a prompt is identical.
-    fixed: Option<Vec<Arc<str>>>,
+    fixed: Option<Vec<bytes::Bytes>>,
     rng: fastrand::Rng,
 }
 
@@ -291,7 +291,7 @@ impl Bodies {
             rng,
         }
     }
-    fn get(&mut self, i: u64, ctx: &Ctx) -> Arc<str> {
+    fn get(&mut self, i: u64, ctx: &Ctx) -> bytes::Bytes {
         let k = (i % self.prompts.len() as u64) as usize;
         match &self.fixed {
             Some(f) => f[k].clone(),

@@ -137,8 +137,8 @@ pub struct Timeline {
 pub struct RequestRecord {
     /// 0-based dispatch sequence within the run (warmup excluded).
     pub seq: u64,
-    /// The JSON body exactly as sent.
-    pub request: std::sync::Arc<str>,
+    /// The JSON body exactly as sent (UTF-8: built by serde_json).
+    pub request: bytes::Bytes,
     pub timeline: Timeline,
     /// Gaps between consecutive output-carrying chunks, seconds.
     pub itl: Vec<f64>,

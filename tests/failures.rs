@@ -4,7 +4,6 @@ mod common;
 use perfscope::client::{self, Cancel, Ticket};
 use perfscope::record::{Clock, FailureKind};
 use perfscope::sim::SimConfig;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -66,7 +65,7 @@ async fn every_failure_kind_is_classified_with_text() {
     let http = reqwest::Client::new();
     let clock = Clock::start();
     let never = Cancel::new();
-    let body: Arc<str> = "{}".into();
+    let body = bytes::Bytes::from_static(b"{}");
     let go = |path: String, timeout: Duration, cancel: Cancel| {
         let (http, body) = (http.clone(), body.clone());
         async move {

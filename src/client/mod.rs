@@ -89,7 +89,8 @@ pub fn build_http(cfg: &RunConfig, pool: usize) -> anyhow::Result<reqwest::Clien
 pub struct Ticket {
     pub seq: u64,
     pub intended_start: f64,
-    pub body: Arc<str>,
+    /// The JSON body; `Bytes` so every request shares one buffer per distinct body.
+    pub body: Bytes,
     pub stream_requested: bool,
 }
 
@@ -224,7 +225,7 @@ pub async fn execute(
     };
     let mut status = None;
     let mut is_stream = ticket.stream_requested;
-    let body = Bytes::copy_from_slice(ticket.body.as_bytes());
+    let body = ticket.body.clone();
     r.tl.send = clock.now();
     let fut = read_response(http, url, body, clock, &mut r, &mut status, &mut is_stream);
     tokio::select! {

@@ -263,6 +263,20 @@ impl<'a> Scan<'a> {
             }
         }
     }
+    /// For an array value, visits the members of each object element (other
+    /// elements and non-array values are skipped).
+    fn objects_in_array(&mut self, mut f: impl FnMut(&mut Self, &'a [u8]) -> R<()>) -> R<()> {
+        if self.peek()? != b'[' {
+            return self.skip();
+        }
+        self.array(|s, _| {
+            if s.peek()? == b'{' {
+                s.object(&mut f)
+            } else {
+                s.skip()
+            }
+        })
+    }
     fn skip(&mut self) -> R<()> {
         match self.peek()? {
             b'{' => self.object(|s, _| s.skip()),
@@ -331,36 +345,26 @@ fn delta_chars(s: &mut Scan) -> R<usize> {
     s.object(|s, k| {
         match k {
             b"content" | b"reasoning_content" | b"reasoning" => n += s.text_chars()?,
-            b"tool_calls" if s.peek()? == b'[' => s.array(|s, _| {
-                if s.peek()? != b'{' {
-                    return s.skip();
-                }
-                s.object(|s, k| {
-                    if k == b"function" && s.peek()? == b'{' {
-                        s.object(|s, k| {
-                            match k {
-                                b"name" | b"arguments" => n += s.text_chars()?,
-                                _ => s.skip()?,
-                            }
-                            Ok(())
-                        })
-                    } else {
-                        s.skip()
-                    }
-                })
-            })?,
-            b"reasoning_details" if s.peek()? == b'[' => s.array(|s, _| {
-                if s.peek()? != b'{' {
-                    return s.skip();
-                }
-                s.object(|s, k| {
-                    if k == b"text" {
-                        n += s.text_chars()?;
+            b"tool_calls" => s.objects_in_array(|s, k| {
+                if k == b"function" && s.peek()? == b'{' {
+                    s.object(|s, k| {
+                        match k {
+                            b"name" | b"arguments" => n += s.text_chars()?,
+                            _ => s.skip()?,
+                        }
                         Ok(())
-                    } else {
-                        s.skip()
-                    }
-                })
+                    })
+                } else {
+                    s.skip()
+                }
+            })?,
+            b"reasoning_details" => s.objects_in_array(|s, k| {
+                if k == b"text" {
+                    n += s.text_chars()?;
+                    Ok(())
+                } else {
+                    s.skip()
+                }
             })?,
             _ => s.skip()?,
         }

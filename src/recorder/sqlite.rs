@@ -105,14 +105,22 @@ pub struct Writer {
     pub path: PathBuf,
 }
 
+/// A JSON list as Python's `json.dumps` writes it (`[0.5, 1e-05]`); `{:?}` is the
+/// shortest round-trip form, with an exponent for very small values, and allocates
+/// nothing per value.
 fn json_list(v: &[f64]) -> String {
-    let mut s = String::with_capacity(v.len() * 12 + 2);
+    use std::fmt::Write;
+    let mut s = String::with_capacity(v.len() * 24 + 2);
     s.push('[');
     for (i, x) in v.iter().enumerate() {
         if i > 0 {
             s.push_str(", ");
         }
-        s.push_str(&serde_json::Number::from_f64(*x).map_or("null".into(), |n| n.to_string()));
+        if x.is_finite() {
+            let _ = write!(s, "{x:?}");
+        } else {
+            s.push_str("null");
+        }
     }
     s.push(']');
     s
@@ -124,7 +132,7 @@ fn insert(tx: &rusqlite::Transaction, clock: &Clock, r: &RequestRecord) -> rusql
     let latency = r.latency();
     let ttft = if r.success { r.ttft() } else { None };
     st.execute(params![
-        &*r.request,
+        String::from_utf8_lossy(&r.request),
         tl.send,
         json_list(&r.itl),
         r.success as i64,
@@ -266,7 +274,12 @@ impl Writer {
 mod tests {
     #[test]
     fn json_list_format_matches_python() {
-        assert_eq!(super::json_list(&[0.5, 0.25]), "[0.5, 0.25]");
+        assert_eq!(
+            super::json_list(&[0.5, 0.25, 1e-5, 2.0]),
+            "[0.5, 0.25, 1e-5, 2.0]"
+        );
+        let back: Vec<f64> = serde_json::from_str(&super::json_list(&[0.1 + 0.2, 3e-7])).unwrap();
+        assert_eq!(back, vec![0.1 + 0.2, 3e-7]);
         assert_eq!(super::json_list(&[]), "[]");
     }
 }
