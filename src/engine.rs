@@ -367,7 +367,7 @@ async fn run_point(
         });
         let bar = recorder::progress_bar(&format!("Warmup[{name}]"), warmup);
         log::set_bar(Some(bar.clone()));
-        dispatch(ctx, point, warmup, &mut bodies, 0, tx, &bar, false).await;
+        dispatch(ctx, point, warmup, &mut bodies, 0, tx, false).await;
         bar.finish_and_clear();
         let (n, ok) = drain.await.unwrap_or((0, 0));
         log::info(format!("Warmup done: {ok}/{n} succeeded (not recorded)"));
@@ -382,18 +382,19 @@ async fn run_point(
         cfg.log_every_n_query,
         name.clone(),
     ));
-    let sent = dispatch(
-        ctx,
-        point,
-        point.number,
-        &mut bodies,
-        warmup,
-        tx,
-        &bar,
-        true,
-    )
-    .await;
+    let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
+    let sent = dispatch(ctx, point, point.number, &mut bodies, warmup, tx, true).await;
     let live = fan.await.unwrap_or_default();
+    if let (Some(a), Some(b)) = (cpu0, process_cpu_seconds()) {
+        // Whether the client could have been the bottleneck: its CPU time per request
+        // (with --api sim this includes the in-process simulator).
+        log::info(format!(
+            "{name}: {sent} requests in {:.2} s; process CPU {:.2} s ({:.0} µs per request)",
+            ctx.clock.now() - t0,
+            b - a,
+            (b - a) * 1e6 / sent.max(1) as f64
+        ));
+    }
     log::set_bar(None);
     let status = if ctx.stop.dispatch.is_cancelled() {
         "interrupted"
@@ -448,7 +449,6 @@ async fn dispatch(
     bodies: &mut Bodies,
     body_offset: u64,
     out: mpsc::Sender<RequestRecord>,
-    bar: &indicatif::ProgressBar,
     measured: bool,
 ) -> u64 {
     let cfg = &ctx.cfg;
@@ -478,7 +478,6 @@ async fn dispatch(
     };
     let mut set = JoinSet::new();
     let mut sent = 0u64;
-    let _ = bar;
     for i in 0..count {
         if ctx.stop.dispatch.is_cancelled() {
             break;
@@ -542,6 +541,17 @@ async fn dispatch(
     drop(out);
     while set.join_next().await.is_some() {}
     sent
+}
+
+/// User + system CPU seconds of this process (Linux `/proc/self/stat`; None elsewhere).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // The kernel reports in USER_HZ, 100 on every Linux ABI that matters here.
+    Some(ticks / 100.0)
 }
 
 /// Installs the Ctrl-C behaviour: stop dispatching, give in-flight requests

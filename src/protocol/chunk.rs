@@ -51,8 +51,10 @@ fn find_special(b: &[u8], mut i: usize) -> usize {
         let quote = zero_bytes(w ^ 0x2222_2222_2222_2222);
         let backslash = zero_bytes(w ^ 0x5C5C_5C5C_5C5C_5C5C);
         let control = w.wrapping_sub(0x2020_2020_2020_2020) & !w & 0x8080_8080_8080_8080;
-        if quote | backslash | control != 0 {
-            break;
+        let hit = quote | backslash | control;
+        if hit != 0 {
+            // The lowest flagged byte is exact (borrows only affect higher bytes).
+            return i + (hit.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
@@ -782,6 +784,20 @@ mod tests {
                 "{}",
                 &p[..cut]
             );
+        }
+    }
+
+    #[test]
+    fn find_special_matches_a_byte_loop() {
+        let mut rng = fastrand::Rng::with_seed(4);
+        let alphabet = b"ab \"\\\x01\x1f\x20\x7f\xc3\xa9";
+        for _ in 0..20_000 {
+            let v: Vec<u8> = (0..rng.usize(0..40)).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
+            let start = rng.usize(0..=v.len());
+            let naive = (start..v.len())
+                .find(|&i| v[i] == b'"' || v[i] == b'\\' || v[i] < 0x20)
+                .unwrap_or(v.len());
+            assert_eq!(find_special(&v, start), naive, "{v:?} from {start}");
         }
     }
 

@@ -85,11 +85,8 @@ pub async fn fanout(
         live.add(&r);
         bar.inc(1);
         if live.total % log_every == 0 {
-            if bar.is_hidden() {
-                log::info(format!("{label}: {}", live.line()));
-            } else {
-                log::debug(format!("{label}: {}", live.line()));
-            }
+            // Printed above the bar when one is drawn, as evalscope logs beside tqdm.
+            log::info(format!("{label}: {}", live.line()));
         }
         if !r.success {
             log::debug(format!(
