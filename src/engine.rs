@@ -240,7 +240,7 @@ async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
         if let Some(s) = r.http_status {
             if (400..500).contains(&s) && s != 429 {
                 bail!(
-                    "connection test to {} failed with HTTP {s}: {last}\nCheck --model, --url and --api (or skip the test with --no-test-connection)",
+                    "connection test to {} failed: {last}\nCheck --model, --url and --api (or skip the test with --no-test-connection)",
                     ctx.url
                 );
             }

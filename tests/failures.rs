@@ -7,6 +7,9 @@ use perfscope::sim::SimConfig;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Request heads and bodies the mock received, in order.
+static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// A raw HTTP/1.1 server answering by request path with canned bytes.
 async fn mock() -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -25,14 +28,34 @@ async fn mock() -> std::net::SocketAddr {
                         Ok(n) => buf.extend_from_slice(&tmp[..n]),
                     }
                 }
+                // Read the body too (content-length), then record head and body.
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                let head_len = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
+                let want = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_len + want {
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
                 let head = String::from_utf8_lossy(&buf).into_owned();
+                if let Ok(mut seen) = SEEN.lock() {
+                    seen.push(head.clone());
+                }
                 let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
                 let sse = |body: &str| {
                     format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
                 };
                 let tok = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
                 let resp = match path.as_str() {
-                    "/ok" => sse(&format!("{tok}data: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"stop\"}}],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":1}}}}\n\ndata: [DONE]\n\n")),
+                    "/ok" | "/v1/completions" => sse(&format!("{tok}data: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"stop\"}}],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":1}}}}\n\ndata: [DONE]\n\n")),
                     "/incomplete" => sse(tok),
                     "/inband" => sse(&format!("{tok}data: {{\"error\":{{\"message\":\"engine overloaded\"}}}}\n\n")),
                     "/malformed" => sse(&format!("{tok}data: {{\"choices\":[\n\n")),
@@ -148,6 +171,53 @@ async fn every_failure_kind_is_classified_with_text() {
     .await;
     assert_eq!(r.failure, Some(FailureKind::Connect), "{:?}", r.error);
     assert!(r.error.unwrap_or_default().contains(&closed.to_string()));
+}
+
+#[test]
+fn the_server_receives_headers_and_body_as_configured() {
+    let _g = common::lock();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt.block_on(mock());
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/v1/completions");
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--number", "2", "--prompt", "ping", "--api-key", "sk-test",
+        "--headers", "X-Team=bench", "Authorization=Basic dropped", "--max-tokens", "9",
+        "--outputs-dir", out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    let seen: Vec<String> = SEEN
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.starts_with("POST /v1/completions "))
+        .cloned()
+        .collect();
+    // The connection test, then the two requests.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let lower = seen[1].to_ascii_lowercase();
+    assert!(
+        lower.contains("authorization: bearer sk-test\r\n"),
+        "{}",
+        seen[1]
+    );
+    assert!(
+        !lower.contains("basic dropped"),
+        "--api-key replaces an Authorization header"
+    );
+    assert!(lower.contains("x-team: bench\r\n"));
+    assert!(lower.contains("content-type: application/json\r\n"));
+    assert!(lower.contains("user-agent: perfscope\r\n"));
+    // A completions URL: the prompt is sent as `prompt`, not chat messages.
+    let body = seen[1].split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(
+        body,
+        r#"{"prompt":"ping","model":"m","max_tokens":9,"stream":true,"stream_options":{"include_usage":true},"temperature":0.0}"#
+    );
+    let test_body = seen[0].split("\r\n\r\n").nth(1).unwrap();
+    assert!(test_body.contains(r#""max_tokens":1"#), "{test_body}");
 }
 
 #[test]

@@ -792,7 +792,9 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(4);
         let alphabet = b"ab \"\\\x01\x1f\x20\x7f\xc3\xa9";
         for _ in 0..20_000 {
-            let v: Vec<u8> = (0..rng.usize(0..40)).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
+            let v: Vec<u8> = (0..rng.usize(0..40))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
             let start = rng.usize(0..=v.len());
             let naive = (start..v.len())
                 .find(|&i| v[i] == b'"' || v[i] == b'\\' || v[i] < 0x20)
