@@ -154,6 +154,43 @@ mod tests {
     }
 
     #[test]
+    fn openqa_jsonl_question_field_and_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("open_qa.jsonl");
+        std::fs::write(
+            &p,
+            "{\"question\": \"  why?  \", \"human_answers\": []}\n\n{\"question\": \"how?\"}\n",
+        )
+        .unwrap();
+        let mut c = cfg(DatasetKind::OpenQa);
+        c.path = Some(p.to_string_lossy().into_owned());
+        assert_eq!(
+            load(&c, false, 10, 0).unwrap(),
+            vec![Prompt::Text("why?".into()), Prompt::Text("how?".into())]
+        );
+        std::fs::write(&p, "{\"question\": \"ok\"}\n{\"q\": 1}\n").unwrap();
+        let e = load(&c, false, 10, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("open_qa.jsonl:2") && e.contains("question"),
+            "{e}"
+        );
+        std::fs::write(&p, "not json\n").unwrap();
+        let e = format!("{:#}", load(&c, false, 10, 0).unwrap_err());
+        assert!(e.contains("open_qa.jsonl:1"), "{e}");
+        c.path = Some(
+            dir.path()
+                .join("missing.jsonl")
+                .to_string_lossy()
+                .into_owned(),
+        );
+        let e = load(&c, false, 10, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("--dataset-path") && e.contains("missing.jsonl"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn openqa_bundled_and_filter_error() {
         let c = cfg(DatasetKind::OpenQa);
         let out = load(&c, true, 5, 0).unwrap();
