@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::sim::SimConfig;
 
+/// `--metrics-addr` default: loopback only.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "perfscope",
@@ -249,6 +252,14 @@ pub struct PerfArgs {
     pub in_flight_task_multiplier: i64,
 
     // ---- perfscope's own
+    /// Serve live Prometheus metrics on this address during the whole command
+    /// (`off` disables). Loopback by default: bind a public interface only on purpose.
+    #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: String,
+    /// Keep serving /metrics this many seconds after the last run, so the final
+    /// scrape is not lost.
+    #[arg(long, default_value_t = 0.0)]
+    pub metrics_linger: f64,
     /// Simulator settings for --api sim, as JSON with the `perfscope sim` flag names in
     /// snake_case, e.g. '{"ttft_ms": 100, "itl_ms": 10}'.
     #[arg(long, value_parser = parse_json_object)]

@@ -134,6 +134,11 @@ pub struct RunConfig {
     pub queue_size_multiplier: usize,
     pub in_flight_task_multiplier: usize,
     pub sim: Option<SimConfig>,
+    /// Where to serve /metrics (None = off) and whether the address was given
+    /// explicitly (then failing to bind it is an error, not a warning).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub metrics_addr_explicit: bool,
+    pub metrics_linger: f64,
     /// The flags as given, secrets masked: written to benchmark_args.json and the DB.
     pub args_json: Map<String, Value>,
 }
@@ -327,6 +332,20 @@ impl RunConfig {
             extra_args,
         };
         let name = a.name.as_deref().map(sanitize_name);
+        let metrics_addr = match a.metrics_addr.as_str() {
+            "off" | "none" | "" => None,
+            v => Some(v.parse::<std::net::SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "--metrics-addr: `{v}` is not HOST:PORT (e.g. 127.0.0.1:9464) or `off`"
+                )
+            })?),
+        };
+        if !(a.metrics_linger >= 0.0 && a.metrics_linger.is_finite()) {
+            bail!(
+                "--metrics-linger: {} must be a number of seconds >= 0",
+                a.metrics_linger
+            );
+        }
         Ok(RunConfig {
             model_id: name.clone().unwrap_or(model_id),
             name,
@@ -355,6 +374,9 @@ impl RunConfig {
             queue_size_multiplier: a.queue_size_multiplier.max(1) as usize,
             in_flight_task_multiplier: a.in_flight_task_multiplier.max(1) as usize,
             sim,
+            metrics_addr,
+            metrics_addr_explicit: a.metrics_addr != crate::cli::DEFAULT_METRICS_ADDR,
+            metrics_linger: a.metrics_linger,
             args_json: masked_args(a),
         })
     }

@@ -21,10 +21,12 @@ use crate::config::{Api, RunConfig, SweepPoint};
 use crate::dataset::{self, Prompt};
 use crate::protocol::openai;
 use crate::record::{Clock, RequestRecord};
+use crate::recorder::prometheus::Metrics;
 use crate::recorder::{self, sqlite};
 use crate::report::{self, log, RunResult};
 use crate::scheduler;
 use crate::stats;
+use crate::telemetry::{RunInfoLabels, RunLabels};
 
 /// How long in-flight requests may finish after Ctrl-C before they are cancelled.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
@@ -52,6 +54,10 @@ struct Ctx {
     parsed_url: reqwest::Url,
     clock: Clock,
     stop: Stop,
+    /// Live Prometheus metrics, when `--metrics-addr` is not `off`.
+    metrics: Option<Arc<Metrics>>,
+    /// The `run` label: `<timestamp>/<name|model>`.
+    run_label: String,
 }
 
 /// What a finished invocation produced.
@@ -147,6 +153,12 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     }
     let parsed_url =
         reqwest::Url::parse(&url).with_context(|| format!("--url: `{url}` is not a valid URL"))?;
+    let run_label = root
+        .strip_prefix(&cfg.outputs_dir)
+        .unwrap_or(root)
+        .display()
+        .to_string();
+    let (metrics, metrics_server) = start_metrics(&cfg, &run_label, &url).await?;
     let ctx = Arc::new(Ctx {
         cfg,
         http,
@@ -154,6 +166,8 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
         parsed_url,
         clock,
         stop: stop.clone(),
+        metrics,
+        run_label,
     });
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;
@@ -201,11 +215,68 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
         EXIT_OK
     };
     log::info(format!("Results written to {}", root.display()));
+    if ctx.metrics.is_some() && ctx.cfg.metrics_linger > 0.0 && !ctx.stop.dispatch.is_cancelled() {
+        log::info(format!(
+            "Serving /metrics for {} more seconds (--metrics-linger)",
+            ctx.cfg.metrics_linger
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(ctx.cfg.metrics_linger)) => {}
+            _ = ctx.stop.dispatch.cancelled() => {}
+        }
+    }
+    drop(metrics_server);
     Ok(Outcome {
         exit_code,
         dir: root.to_path_buf(),
         runs,
     })
+}
+
+/// Starts the `/metrics` server. A busy default address is a warning (the benchmark
+/// still runs); an address given with --metrics-addr must work.
+async fn start_metrics(
+    cfg: &RunConfig,
+    run_label: &str,
+    url: &str,
+) -> Result<(
+    Option<Arc<Metrics>>,
+    Option<tokio::sync::oneshot::Sender<()>>,
+)> {
+    let Some(addr) = cfg.metrics_addr else {
+        return Ok((None, None));
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if cfg.metrics_addr_explicit => {
+            bail!("--metrics-addr: cannot listen on {addr}: {e}; choose another address or `off`")
+        }
+        Err(e) => {
+            log::warn(format!(
+                "Prometheus metrics disabled: cannot listen on {addr} ({e}); pass --metrics-addr HOST:PORT or off"
+            ));
+            return Ok((None, None));
+        }
+    };
+    let metrics = Arc::new(Metrics::new(RunInfoLabels {
+        run: run_label.to_string(),
+        model: cfg.model.clone(),
+        api: cfg.api.as_str().into(),
+        url: url.to_string(),
+        dataset: cfg.dataset.name.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let local = listener.local_addr().unwrap_or(addr);
+    tokio::spawn(recorder::prometheus::serve(
+        listener,
+        metrics.clone(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    log::info(format!("Prometheus metrics on http://{local}/metrics"));
+    Ok((Some(metrics), Some(tx)))
 }
 
 /// A cheap request (max_tokens 1) before the benchmark: a few tries, then an error
@@ -367,7 +438,7 @@ async fn run_point(
         });
         let bar = recorder::progress_bar(&format!("Warmup[{name}]"), warmup);
         log::set_bar(Some(bar.clone()));
-        dispatch(ctx, point, warmup, &mut bodies, 0, tx, false).await;
+        dispatch(ctx, point, warmup, &mut bodies, 0, tx, false, None).await;
         bar.finish_and_clear();
         let (n, ok) = drain.await.unwrap_or((0, 0));
         log::info(format!("Warmup done: {ok}/{n} succeeded (not recorded)"));
@@ -375,15 +446,42 @@ async fn run_point(
     let (tx, rx) = mpsc::channel::<RequestRecord>(cap * cfg.queue_size_multiplier);
     let bar = recorder::progress_bar(&format!("Processing[{name}]"), point.number);
     log::set_bar(Some(bar.clone()));
+    let labels = RunLabels {
+        run: ctx.run_label.clone(),
+        model: cfg.model.clone(),
+        api: cfg.api.as_str().into(),
+        stage: name.clone(),
+    };
+    let prom = ctx.metrics.clone().map(|m| {
+        m.target_concurrency
+            .get_or_create(&labels)
+            .set(point.parallel);
+        m.target_rate.get_or_create(&labels).set(point.rate);
+        (m, labels.clone())
+    });
+    let in_flight = prom
+        .as_ref()
+        .map(|(m, l)| m.in_flight.get_or_create(l).clone());
     let fan = tokio::spawn(recorder::fanout(
         rx,
         writer.sender(),
         bar.clone(),
         cfg.log_every_n_query,
         name.clone(),
+        prom,
     ));
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
-    let sent = dispatch(ctx, point, point.number, &mut bodies, warmup, tx, true).await;
+    let sent = dispatch(
+        ctx,
+        point,
+        point.number,
+        &mut bodies,
+        warmup,
+        tx,
+        true,
+        in_flight,
+    )
+    .await;
     let live = fan.await.unwrap_or_default();
     if let (Some(a), Some(b)) = (cpu0, process_cpu_seconds()) {
         // Whether the client could have been the bottleneck: its CPU time per request
@@ -450,6 +548,8 @@ async fn dispatch(
     body_offset: u64,
     out: mpsc::Sender<RequestRecord>,
     measured: bool,
+    // The in-flight gauge to maintain (measured requests with metrics on).
+    in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
 ) -> u64 {
     let cfg = &ctx.cfg;
     let closed = point.parallel > 0;
@@ -510,10 +610,14 @@ async fn dispatch(
             _ = ctx.stop.dispatch.cancelled() => break,
         };
         let body = bodies.get(body_offset + i, ctx);
-        let (ctx2, slots, out) = (ctx.clone(), slots.clone(), out.clone());
+        let (ctx2, slots, out, gauge) =
+            (ctx.clone(), slots.clone(), out.clone(), in_flight.clone());
         let seq = i;
         set.spawn(async move {
             let slot = slots.acquire_owned().await.ok();
+            if let Some(g) = &gauge {
+                g.inc();
+            }
             let c = &ctx2.cfg;
             let ticket = Ticket {
                 seq,
@@ -532,6 +636,9 @@ async fn dispatch(
             )
             .await;
             drop(slot);
+            if let Some(g) = &gauge {
+                g.dec();
+            }
             let _ = out.send(rec).await;
             drop(permit);
         });

@@ -23,3 +23,4 @@ pub mod report;
 pub mod scheduler;
 pub mod sim;
 pub mod stats;
+pub mod telemetry;

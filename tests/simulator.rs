@@ -104,6 +104,7 @@ fn sim_cli_seeded_and_models() {
         seed: 42,
         ..SimConfig::default()
     });
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let body = rt.block_on(async {
         reqwest::get(format!("{}/v1/models", sim.base_url()))

@@ -3,6 +3,7 @@
 //! log lines every `--log-every-n-query`). The request tasks only push into a bounded
 //! queue after releasing their concurrency slot, so nothing here delays a request.
 
+pub mod prometheus;
 pub mod sqlite;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -79,11 +80,18 @@ pub async fn fanout(
     bar: ProgressBar,
     log_every: u64,
     label: String,
+    prom: Option<(
+        std::sync::Arc<prometheus::Metrics>,
+        crate::telemetry::RunLabels,
+    )>,
 ) -> Live {
     let mut live = Live::default();
     while let Some(r) = rx.recv().await {
         live.add(&r);
         bar.inc(1);
+        if let Some((m, labels)) = &prom {
+            m.observe(&r, labels);
+        }
         if live.total % log_every == 0 {
             // Printed above the bar when one is drawn, as evalscope logs beside tqdm.
             log::info(format!("{label}: {}", live.line()));

@@ -1,0 +1,250 @@
+//! Live Prometheus metrics (`/metrics`, OpenMetrics with content negotiation).
+//!
+//! Records are observed by the fan-out task, never on the request path; the only
+//! per-request work in request tasks is the in-flight gauge (one atomic add).
+
+use prometheus_client::encoding::text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+use crate::record::RequestRecord;
+use crate::telemetry::{self as t, OutcomeLabels, RunInfoLabels, RunLabels};
+
+type Hist = Family<RunLabels, Histogram, fn() -> Histogram>;
+
+macro_rules! family {
+    ($b:expr) => {
+        Family::<RunLabels, Histogram, fn() -> Histogram>::new_with_constructor({
+            fn make() -> Histogram {
+                Histogram::new($b.iter().copied())
+            }
+            make
+        })
+    };
+}
+
+pub struct Metrics {
+    registry: Registry,
+    ttft: Hist,
+    ttfc: Hist,
+    itl: Hist,
+    tpot: Hist,
+    latency: Hist,
+    lag: Hist,
+    prompt_tokens: Hist,
+    output_tokens: Hist,
+    requests: Family<OutcomeLabels, Counter>,
+    prompt_total: Family<RunLabels, Counter>,
+    output_total: Family<RunLabels, Counter>,
+    pub in_flight: Family<RunLabels, Gauge>,
+    pub target_concurrency: Family<RunLabels, Gauge>,
+    pub target_rate: Family<RunLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl Metrics {
+    pub fn new(info: RunInfoLabels) -> Metrics {
+        let mut r = Registry::with_prefix(t::PREFIX);
+        let m = Metrics {
+            ttft: family!(t::TTFT_BUCKETS),
+            ttfc: family!(t::TTFT_BUCKETS),
+            itl: family!(t::ITL_BUCKETS),
+            tpot: family!(t::ITL_BUCKETS),
+            latency: family!(t::LATENCY_BUCKETS),
+            lag: family!(t::LAG_BUCKETS),
+            prompt_tokens: family!(t::TOKEN_BUCKETS),
+            output_tokens: family!(t::TOKEN_BUCKETS),
+            requests: Family::default(),
+            prompt_total: Family::default(),
+            output_total: Family::default(),
+            in_flight: Family::default(),
+            target_concurrency: Family::default(),
+            target_rate: Family::default(),
+            registry: Registry::default(),
+        };
+        let s = Unit::Seconds;
+        r.register_with_unit(
+            t::TTFT,
+            "Time to first output token (content, reasoning or tool-call text)",
+            s.clone(),
+            m.ttft.clone(),
+        );
+        r.register_with_unit(
+            t::TTFC,
+            "Time to the first SSE event of any kind",
+            s.clone(),
+            m.ttfc.clone(),
+        );
+        r.register_with_unit(
+            t::ITL,
+            "Gap between consecutive output chunks",
+            s.clone(),
+            m.itl.clone(),
+        );
+        r.register_with_unit(
+            t::TPOT,
+            "Per-request (latency - TTFT) / (output tokens - 1)",
+            s.clone(),
+            m.tpot.clone(),
+        );
+        r.register_with_unit(
+            t::LATENCY,
+            "Request latency, send to last event",
+            s.clone(),
+            m.latency.clone(),
+        );
+        r.register_with_unit(
+            t::SCHEDULE_LAG,
+            "Actual minus intended start",
+            s,
+            m.lag.clone(),
+        );
+        r.register(
+            t::REQUEST_PROMPT_TOKENS,
+            "Prompt tokens per successful request (server usage)",
+            m.prompt_tokens.clone(),
+        );
+        r.register(
+            t::REQUEST_OUTPUT_TOKENS,
+            "Output tokens per successful request (server usage)",
+            m.output_tokens.clone(),
+        );
+        r.register(
+            t::REQUESTS,
+            "Finished requests by outcome and failure kind",
+            m.requests.clone(),
+        );
+        r.register(
+            t::PROMPT_TOKENS,
+            "Prompt tokens of successful requests",
+            m.prompt_total.clone(),
+        );
+        r.register(
+            t::OUTPUT_TOKENS,
+            "Output tokens of successful requests",
+            m.output_total.clone(),
+        );
+        r.register(
+            t::IN_FLIGHT,
+            "Requests sent and not yet finished",
+            m.in_flight.clone(),
+        );
+        r.register(
+            t::TARGET_CONCURRENCY,
+            "Configured --parallel of the current stage (-1 = open loop)",
+            m.target_concurrency.clone(),
+        );
+        r.register(
+            t::TARGET_RATE,
+            "Configured --rate of the current stage (-1 = none)",
+            m.target_rate.clone(),
+        );
+        r.register(t::RUN, "The running benchmark", Info::new(info));
+        Metrics { registry: r, ..m }
+    }
+
+    /// Records one finished request.
+    pub fn observe(&self, r: &RequestRecord, l: &RunLabels) {
+        let outcome = OutcomeLabels {
+            run: l.run.clone(),
+            model: l.model.clone(),
+            api: l.api.clone(),
+            stage: l.stage.clone(),
+            outcome: if r.success { "success" } else { "failure" }.into(),
+            failure_kind: r.failure.map_or("", |k| k.as_str()).into(),
+        };
+        self.requests.get_or_create(&outcome).inc();
+        let tl = &r.timeline;
+        self.lag
+            .get_or_create(l)
+            .observe((tl.send - tl.intended_start).max(0.0));
+        if !r.success {
+            return;
+        }
+        if let Some(v) = r.latency() {
+            self.latency.get_or_create(l).observe(v);
+        }
+        if let Some(v) = r.ttft() {
+            self.ttft.get_or_create(l).observe(v);
+        }
+        if let Some(t) = tl.first_event {
+            self.ttfc.get_or_create(l).observe(t - tl.send);
+        }
+        if let Some(v) = r.tpot() {
+            self.tpot.get_or_create(l).observe(v);
+        }
+        let itl = self.itl.get_or_create(l);
+        for g in &r.itl {
+            itl.observe(*g);
+        }
+        if let Some(p) = r.prompt_tokens {
+            self.prompt_tokens.get_or_create(l).observe(p as f64);
+            self.prompt_total.get_or_create(l).inc_by(p);
+        }
+        if let Some(c) = r.completion_tokens {
+            self.output_tokens.get_or_create(l).observe(c as f64);
+            self.output_total.get_or_create(l).inc_by(c);
+        }
+    }
+
+    /// OpenMetrics text (ends with `# EOF`).
+    pub fn encode_openmetrics(&self) -> String {
+        let mut s = String::new();
+        let _ = text::encode(&mut s, &self.registry);
+        s
+    }
+
+    /// Prometheus text format 0.0.4, for scrapers that do not ask for OpenMetrics.
+    pub fn encode_prometheus(&self) -> String {
+        let mut s = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut s, &self.registry);
+        s
+    }
+}
+
+/// Serves `/metrics` on an already bound listener until `shutdown` resolves.
+/// OpenMetrics when the scraper asks for it (Prometheus does by default), else the
+/// Prometheus 0.0.4 text format.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{header, HeaderMap};
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: HeaderMap| {
+            let m = metrics.clone();
+            async move {
+                let om = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("application/openmetrics-text"));
+                if om {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode_openmetrics(),
+                    )
+                } else {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.encode_prometheus(),
+                    )
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
