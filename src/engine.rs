@@ -292,6 +292,7 @@ async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
             intended_start: ctx.clock.now(),
             body: body.clone(),
             stream_requested: ctx.cfg.gen.stream,
+            trace: None,
         };
         let r = client::execute(
             &ctx.http,
@@ -624,6 +625,7 @@ async fn dispatch(
                 intended_start: intended.unwrap_or_else(|| ctx2.clock.now()),
                 body,
                 stream_requested: c.gen.stream,
+                trace: Some(client::TraceContext::random()),
             };
             let rec = client::execute(
                 &ctx2.http,

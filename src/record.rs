@@ -160,6 +160,7 @@ pub struct RequestRecord {
     /// we store them on demand because they dominate the database size).
     pub response_messages: Option<String>,
     pub request_id: Option<String>,
+    pub trace: Option<crate::client::TraceContext>,
 }
 
 impl RequestRecord {

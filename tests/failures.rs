@@ -97,6 +97,7 @@ async fn every_failure_kind_is_classified_with_text() {
                 intended_start: 0.0,
                 body,
                 stream_requested: true,
+                trace: None,
             };
             client::execute(
                 &http,
@@ -216,6 +217,26 @@ fn the_server_receives_headers_and_body_as_configured() {
         body,
         r#"{"prompt":"ping","model":"m","max_tokens":9,"stream":true,"stream_options":{"include_usage":true},"temperature":0.0}"#
     );
+    // W3C trace context: the trace id sent is the one stored with the row.
+    let tp = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .unwrap_or_else(|| panic!("no traceparent in {}", seen[1]))
+        .trim()
+        .to_string();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!((parts[0], parts[3]), ("00", "01"));
+    assert!(parts[1].len() == 32 && parts[2].len() == 16, "{tp}");
+    let conn = common::db(&o.dir.join("parallel_1_number_2"));
+    let stored: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM result WHERE trace_id = ?1",
+            [parts[1]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 1);
     let test_body = seen[0].split("\r\n\r\n").nth(1).unwrap();
     assert!(test_body.contains(r#""max_tokens":1"#), "{test_body}");
 }

@@ -163,6 +163,28 @@ fn live_metrics_match_the_run_and_parse() {
             && om.contains("le=\"0.0005\"")
     );
 
+    // Request-level histograms carry exemplars whose trace ids are SQLite rows.
+    let exemplar = om
+        .lines()
+        .filter(|l| l.starts_with("perfscope_time_to_first_token_seconds_bucket{"))
+        .find_map(|l| {
+            l.split_once("# {trace_id=\"")
+                .map(|(_, rest)| rest[..32].to_string())
+        })
+        .unwrap_or_else(|| panic!("no exemplar in {om}"));
+    let rows: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM result WHERE trace_id = ?1 AND success = 1",
+            [&exemplar],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 1, "exemplar {exemplar}");
+    let with_trace: i64 = conn
+        .query_row("SELECT COUNT(trace_id) FROM result", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(with_trace, 200);
+
     // Without an OpenMetrics Accept header: Prometheus text 0.0.4.
     let (ct, prom) = get(&metrics_url, "text/plain").unwrap();
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");

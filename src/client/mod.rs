@@ -92,6 +92,33 @@ pub struct Ticket {
     /// The JSON body; `Bytes` so every request shares one buffer per distinct body.
     pub body: Bytes,
     pub stream_requested: bool,
+    /// W3C trace context for this request: sent as `traceparent` so a traced server
+    /// puts its spans in this trace, stored in SQLite and used as the exemplar.
+    pub trace: Option<TraceContext>,
+}
+
+/// A W3C trace id and the id of the client's (parent) span.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TraceContext {
+    pub trace_id: u128,
+    pub span_id: u64,
+}
+
+impl TraceContext {
+    /// Fresh random ids (never all-zero, which W3C reserves as invalid).
+    pub fn random() -> TraceContext {
+        TraceContext {
+            trace_id: fastrand::u128(1..),
+            span_id: fastrand::u64(1..),
+        }
+    }
+    /// `00-<trace-id>-<parent-id>-01` (version 00, sampled).
+    pub fn traceparent(&self) -> String {
+        format!("00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
+    }
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
 }
 
 /// Mutable per-request state while the response is read.
@@ -227,7 +254,17 @@ pub async fn execute(
     let mut is_stream = ticket.stream_requested;
     let body = ticket.body.clone();
     r.tl.send = clock.now();
-    let fut = read_response(http, url, body, clock, &mut r, &mut status, &mut is_stream);
+    let traceparent = ticket.trace.map(|t| t.traceparent());
+    let fut = read_response(
+        http,
+        url,
+        body,
+        traceparent,
+        clock,
+        &mut r,
+        &mut status,
+        &mut is_stream,
+    );
     tokio::select! {
         biased;
         _ = cancel.cancelled() => {
@@ -269,6 +306,7 @@ pub async fn execute(
         output_chars: r.output_chars,
         response_messages: r.messages.map(|m| format!("[{}]", m.join(","))),
         request_id: None,
+        trace: ticket.trace,
     }
 }
 
@@ -276,12 +314,17 @@ async fn read_response(
     http: &reqwest::Client,
     url: &reqwest::Url,
     body: Bytes,
+    traceparent: Option<String>,
     clock: &Clock,
     r: &mut Reading,
     status_out: &mut Option<u16>,
     is_stream: &mut bool,
 ) {
-    let mut resp = match http.post(url.clone()).body(body).send().await {
+    let mut req = http.post(url.clone()).body(body);
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
+    let mut resp = match req.send().await {
         Ok(resp) => resp,
         Err(e) => {
             r.tl.end = clock.now();

@@ -5,6 +5,7 @@
 
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -13,9 +14,26 @@ use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
 use crate::record::RequestRecord;
-use crate::telemetry::{self as t, OutcomeLabels, RunInfoLabels, RunLabels};
+use crate::telemetry::{self as t, OutcomeLabels, RunInfoLabels, RunLabels, TraceLabel};
 
 type Hist = Family<RunLabels, Histogram, fn() -> Histogram>;
+/// Request-level histograms: each bucket keeps the trace id of a request in it.
+type XHist = Family<
+    RunLabels,
+    HistogramWithExemplars<TraceLabel>,
+    fn() -> HistogramWithExemplars<TraceLabel>,
+>;
+
+macro_rules! exemplar_family {
+    ($b:expr) => {
+        XHist::new_with_constructor({
+            fn make() -> HistogramWithExemplars<TraceLabel> {
+                HistogramWithExemplars::new($b.iter().copied())
+            }
+            make
+        })
+    };
+}
 
 macro_rules! family {
     ($b:expr) => {
@@ -30,11 +48,11 @@ macro_rules! family {
 
 pub struct Metrics {
     registry: Registry,
-    ttft: Hist,
+    ttft: XHist,
     ttfc: Hist,
     itl: Hist,
-    tpot: Hist,
-    latency: Hist,
+    tpot: XHist,
+    latency: XHist,
     lag: Hist,
     prompt_tokens: Hist,
     output_tokens: Hist,
@@ -50,11 +68,11 @@ impl Metrics {
     pub fn new(info: RunInfoLabels) -> Metrics {
         let mut r = Registry::with_prefix(t::PREFIX);
         let m = Metrics {
-            ttft: family!(t::TTFT_BUCKETS),
+            ttft: exemplar_family!(t::TTFT_BUCKETS),
             ttfc: family!(t::TTFT_BUCKETS),
             itl: family!(t::ITL_BUCKETS),
-            tpot: family!(t::ITL_BUCKETS),
-            latency: family!(t::LATENCY_BUCKETS),
+            tpot: exemplar_family!(t::ITL_BUCKETS),
+            latency: exemplar_family!(t::LATENCY_BUCKETS),
             lag: family!(t::LAG_BUCKETS),
             prompt_tokens: family!(t::TOKEN_BUCKETS),
             output_tokens: family!(t::TOKEN_BUCKETS),
@@ -165,17 +183,24 @@ impl Metrics {
         if !r.success {
             return;
         }
+        // Per-token ITL observations carry no exemplar (too many); request-level
+        // histograms link a bucket to a trace and to the SQLite row.
+        let ex = || {
+            r.trace.map(|c| TraceLabel {
+                trace_id: c.trace_id_hex(),
+            })
+        };
         if let Some(v) = r.latency() {
-            self.latency.get_or_create(l).observe(v);
+            self.latency.get_or_create(l).observe(v, ex(), None);
         }
         if let Some(v) = r.ttft() {
-            self.ttft.get_or_create(l).observe(v);
+            self.ttft.get_or_create(l).observe(v, ex(), None);
         }
         if let Some(t) = tl.first_event {
             self.ttfc.get_or_create(l).observe(t - tl.send);
         }
         if let Some(v) = r.tpot() {
-            self.tpot.get_or_create(l).observe(v);
+            self.tpot.get_or_create(l).observe(v, ex(), None);
         }
         let itl = self.itl.get_or_create(l);
         for g in &r.itl {

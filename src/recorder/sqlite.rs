@@ -169,7 +169,7 @@ fn insert(tx: &rusqlite::Transaction, clock: &Clock, r: &RequestRecord) -> rusql
         r.cached_tokens.map(|v| v as i64),
         r.output_chunks,
         r.finish_reason,
-        Option::<String>::None,
+        r.trace.map(|t| t.trace_id_hex()),
         clock.unix(tl.send),
         clock.unix(tl.end),
     ])?;

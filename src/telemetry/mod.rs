@@ -83,6 +83,13 @@ pub struct OutcomeLabels {
     pub failure_kind: String,
 }
 
+/// Exemplar label: the request's W3C trace id (32 lowercase hex characters), the same
+/// value as the SQLite row's `trace_id`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabel {
+    pub trace_id: String,
+}
+
 /// `perfscope_run_info` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunInfoLabels {
