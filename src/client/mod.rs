@@ -252,19 +252,14 @@ pub async fn execute(
     };
     let mut status = None;
     let mut is_stream = ticket.stream_requested;
-    let body = ticket.body.clone();
+    // The request is built (body shared, trace header formatted) before the clock
+    // starts: like evalscope, `send` is taken immediately before the HTTP call.
+    let mut req = http.post(url.clone()).body(ticket.body.clone());
+    if let Some(t) = &ticket.trace {
+        req = req.header("traceparent", t.traceparent());
+    }
     r.tl.send = clock.now();
-    let traceparent = ticket.trace.map(|t| t.traceparent());
-    let fut = read_response(
-        http,
-        url,
-        body,
-        traceparent,
-        clock,
-        &mut r,
-        &mut status,
-        &mut is_stream,
-    );
+    let fut = read_response(req, url, clock, &mut r, &mut status, &mut is_stream);
     tokio::select! {
         biased;
         _ = cancel.cancelled() => {
@@ -311,19 +306,13 @@ pub async fn execute(
 }
 
 async fn read_response(
-    http: &reqwest::Client,
+    req: reqwest::RequestBuilder,
     url: &reqwest::Url,
-    body: Bytes,
-    traceparent: Option<String>,
     clock: &Clock,
     r: &mut Reading,
     status_out: &mut Option<u16>,
     is_stream: &mut bool,
 ) {
-    let mut req = http.post(url.clone()).body(body);
-    if let Some(tp) = traceparent {
-        req = req.header("traceparent", tp);
-    }
     let mut resp = match req.send().await {
         Ok(resp) => resp,
         Err(e) => {
