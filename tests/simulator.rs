@@ -147,3 +147,101 @@ fn sim_cli_seeded_and_models() {
     assert_ne!(a, lens(2));
     assert!(a.iter().all(|n| (16..=128).contains(n)), "{a:?}");
 }
+
+fn scrape(url: &str) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        c.get(url)
+            .header("accept", "application/openmetrics-text; version=1.0.0")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
+fn value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} missing from\n{text}"))
+}
+
+#[test]
+fn server_metrics_follow_vllm_names_and_real_state() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        max_num_seqs: 4,
+        min_output_len: 30,
+        max_output_len: 30,
+        ..SimConfig::default()
+    });
+    let metrics = format!("{}/metrics", sim.base_url());
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let outdir = out.path().to_str().unwrap().to_string();
+    let run = std::thread::spawn(move || {
+        #[rustfmt::skip]
+        let o = common::run(&[
+            "--url", &url, "--model", "m", "--parallel", "12", "--number", "36", "--no-test-connection",
+            "--outputs-dir", &outdir, "--metrics-addr", "off",
+        ]);
+        o.map(|o| o.dir)
+    });
+    // While the run is on: 4 sequences in the batch, the rest queued.
+    let mut seen_full = false;
+    for _ in 0..100 {
+        let t = scrape(&metrics);
+        if value(&t, "vllm:num_requests_running{") == 4.0
+            && value(&t, "vllm:num_requests_waiting{") > 0.0
+        {
+            seen_full = true;
+            assert!(value(&t, "vllm:kv_cache_usage_perc{") > 0.0);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(seen_full, "never saw a full batch with a queue");
+    let dir = run.join().unwrap().unwrap();
+    let t = scrape(&metrics);
+    let conn = common::db(&dir.join("parallel_12_number_36"));
+    let (completion, prompt): (i64, i64) = conn
+        .query_row(
+            "SELECT SUM(completion_tokens), SUM(prompt_tokens) FROM result",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        value(&t, "vllm:generation_tokens_total{") as i64,
+        completion
+    );
+    assert_eq!(value(&t, "vllm:prompt_tokens_total{") as i64, prompt);
+    assert_eq!(value(&t, "vllm:time_to_first_token_seconds_count{"), 36.0);
+    assert_eq!(value(&t, "vllm:e2e_request_latency_seconds_count{"), 36.0);
+    assert_eq!(
+        value(&t, "vllm:inter_token_latency_seconds_count{"),
+        36.0 * 29.0
+    );
+    assert_eq!(value(&t, "vllm:num_requests_running{"), 0.0);
+    assert!(t.contains("model_name=\"m\""), "{t}");
+    // The simulator's own TTFT agrees with the client's within the loopback hop.
+    let server_ttft = value(&t, "vllm:time_to_first_token_seconds_sum{") / 36.0;
+    let client_ttft: f64 = conn
+        .query_row("SELECT AVG(first_chunk_latency) FROM result", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        client_ttft >= server_ttft && client_ttft - server_ttft < 0.005,
+        "{client_ttft} vs {server_ttft}"
+    );
+}

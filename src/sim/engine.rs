@@ -91,5 +91,8 @@ async fn run(cfg: SimConfig, mut rx: mpsc::UnboundedReceiver<Seq>, state: Arc<En
                 true
             }
         });
+        // Reflect finished sequences at once (the loop may now go idle).
+        state.running.store(running.len() as u64, Ordering::Relaxed);
+        state.kv_used.store(kv_used, Ordering::Relaxed);
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod stream;
 pub mod ticker;
 
@@ -47,6 +48,8 @@ pub struct Sim {
     pub requests_total: AtomicU64,
     /// Fixed-delay mode: actual first-token delay per request id.
     pub first_tokens: Arc<stream::FirstTokenLog>,
+    /// The `vllm:*` metrics served on the simulator's own `/metrics`.
+    pub server_metrics: Arc<metrics::ServerMetrics>,
 }
 
 /// A running simulator.
@@ -80,6 +83,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(server_metrics))
         .with_state(sim)
 }
 
@@ -104,6 +108,7 @@ impl Sim {
             generation_tokens_total: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
             first_tokens: Arc::default(),
+            server_metrics: Arc::default(),
         })
     }
 }
@@ -203,6 +208,31 @@ async fn models(State(sim): State<Arc<Sim>>) -> Response {
         serde_json::json!({"object": "list", "data": [{"id": "sim-7b", "object": "model", "owned_by": "perfscope"}]})
             .to_string(),
     )
+}
+
+/// vLLM-compatible server metrics; OpenMetrics when asked for.
+async fn server_metrics(State(sim): State<Arc<Sim>>, headers: axum::http::HeaderMap) -> Response {
+    let om = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let labels = metrics::ServerLabels {
+        model_name: "sim-7b".into(),
+        engine: "0".into(),
+    };
+    let engine = sim.engine.as_ref().map(|_| &*sim.state);
+    let text = sim
+        .server_metrics
+        .encode(&labels, engine, sim.cfg.kv_cache_tokens, om);
+    let ct = if om {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, ct)
+        .body(Body::from(text))
+        .unwrap_or_default()
 }
 
 async fn chat(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -366,9 +396,36 @@ async fn handle(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
         target,
         finish,
     };
+    // Server metrics carry the model name the client asked for, as vLLM's
+    // `model_name` label does for its served model.
+    let labels = metrics::ServerLabels {
+        model_name: fmt.model.to_string(),
+        engine: "0".into(),
+    };
+    sim.server_metrics
+        .prompt_tokens
+        .get_or_create(&labels)
+        .inc_by(prompt_tokens);
+    let outside_engine = sim.engine.is_none();
+    let kv = (prompt_tokens + target) as i64;
+    if outside_engine {
+        sim.server_metrics.active.fetch_add(1, Ordering::Relaxed);
+        sim.server_metrics
+            .active_kv
+            .fetch_add(kv, Ordering::Relaxed);
+    }
+    let mut observe = stream::Observe {
+        metrics: sim.server_metrics.clone(),
+        labels,
+        arrived,
+        last: None,
+        kv: outside_engine.then_some(kv),
+    };
     if cfg.zero_delay {
         sim.generation_tokens_total
             .fetch_add(target, Ordering::Relaxed);
+        // The whole answer leaves at once.
+        observe.tokens(target, true);
         if !stream {
             return json_response(
                 StatusCode::OK,
@@ -413,12 +470,16 @@ async fn handle(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
         if sim.ticker.is_some() {
             body.first_token_log = Some((sim.first_tokens.clone(), arrived));
         }
+        body.observe = Some(observe);
         return sse_response(Body::new(body));
     }
     let mut got = 0;
     while got < target {
         match rx.recv().await {
-            Some(Ev::Token) => got += 1,
+            Some(Ev::Token) => {
+                got += 1;
+                observe.tokens(1, got == target);
+            }
             _ => return error_response(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down"),
         }
     }

@@ -180,6 +180,61 @@ pub struct SseBody {
     pub stalled: bool,
     /// Where to report when the first token actually left (fixed-delay mode).
     pub first_token_log: Option<(Arc<FirstTokenLog>, Instant)>,
+    /// Server-side metrics: arrival time, last token frame time, labels.
+    pub observe: Option<Observe>,
+}
+
+/// What a streaming body reports to the simulator's `vllm:*` metrics.
+pub struct Observe {
+    pub metrics: Arc<super::metrics::ServerMetrics>,
+    pub labels: super::metrics::ServerLabels,
+    pub arrived: Instant,
+    pub last: Option<Instant>,
+    /// Counted in `active`/`active_kv` (streams outside the batching engine).
+    pub kv: Option<i64>,
+}
+
+impl Observe {
+    /// `n` tokens left in one frame now.
+    pub fn tokens(&mut self, n: u64, done: bool) {
+        let now = Instant::now();
+        let m = &self.metrics;
+        match self.last {
+            None => m
+                .ttft
+                .get_or_create(&self.labels)
+                .observe((now - self.arrived).as_secs_f64()),
+            Some(prev) => m
+                .itl
+                .get_or_create(&self.labels)
+                .observe((now - prev).as_secs_f64()),
+        }
+        // Tokens that left in the same frame are 0 s apart, as the client sees them.
+        let itl = m.itl.get_or_create(&self.labels);
+        for _ in 1..n {
+            itl.observe(0.0);
+        }
+        m.generation_tokens.get_or_create(&self.labels).inc_by(n);
+        self.last = Some(now);
+        if done {
+            m.e2e
+                .get_or_create(&self.labels)
+                .observe((now - self.arrived).as_secs_f64());
+        }
+    }
+}
+
+impl Drop for Observe {
+    fn drop(&mut self) {
+        if let Some(kv) = self.kv.take() {
+            self.metrics
+                .active
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .active_kv
+                .fetch_sub(kv, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// The delay each request's first token actually had inside the simulator, from
@@ -203,6 +258,7 @@ impl SseBody {
             stall: None,
             stalled: false,
             first_token_log: None,
+            observe: None,
         }
     }
 }
@@ -259,6 +315,7 @@ impl Body for SseBody {
             _ => {}
         }
         // Coalesce every token already produced into one frame.
+        let before = this.sent;
         loop {
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(Ev::Token)) => {
@@ -286,6 +343,12 @@ impl Body for SseBody {
                     return Poll::Ready(Some(Err(std::io::Error::other("simulator shut down"))));
                 }
                 Poll::Pending => break,
+            }
+        }
+        if this.sent > before {
+            let (n, done) = (this.sent - before, this.done);
+            if let Some(o) = this.observe.as_mut() {
+                o.tokens(n, done);
             }
         }
         if out.is_empty() {

@@ -1,0 +1,161 @@
+//! The simulator's own server-side metrics, under vLLM's names (`vllm:*`, labels
+//! `model_name` and `engine`), computed from its real internal state, so dashboards
+//! can overlay client and server views without a GPU.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use super::engine::EngineState;
+use crate::telemetry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub model_name: String,
+    pub engine: String,
+}
+
+type H = Family<ServerLabels, Histogram, fn() -> Histogram>;
+
+macro_rules! hist {
+    ($b:expr) => {
+        H::new_with_constructor({
+            fn make() -> Histogram {
+                Histogram::new($b.iter().copied())
+            }
+            make
+        })
+    };
+}
+
+pub struct ServerMetrics {
+    registry: Registry,
+    pub ttft: H,
+    pub itl: H,
+    pub e2e: H,
+    pub prompt_tokens: Family<ServerLabels, Counter>,
+    pub generation_tokens: Family<ServerLabels, Counter>,
+    running: Family<ServerLabels, Gauge>,
+    waiting: Family<ServerLabels, Gauge>,
+    kv_usage: Family<ServerLabels, Gauge<f64, AtomicU64>>,
+    /// Streams being answered outside the batching engine (fixed-delay and
+    /// zero-delay modes), and their KV footprint in tokens.
+    pub active: AtomicI64,
+    pub active_kv: AtomicI64,
+}
+
+/// vLLM's e2e buckets (its TTFT buckets and our ITL buckets are shared with the
+/// client so the two compare bucket by bucket).
+const E2E_BUCKETS: &[f64] = &[
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+];
+
+impl ServerMetrics {
+    pub fn new() -> ServerMetrics {
+        let mut r = Registry::default();
+        let m = ServerMetrics {
+            ttft: hist!(telemetry::TTFT_BUCKETS),
+            itl: hist!(telemetry::ITL_BUCKETS),
+            e2e: hist!(E2E_BUCKETS),
+            prompt_tokens: Family::default(),
+            generation_tokens: Family::default(),
+            running: Family::default(),
+            waiting: Family::default(),
+            kv_usage: Family::default(),
+            active: AtomicI64::new(0),
+            active_kv: AtomicI64::new(0),
+            registry: Registry::default(),
+        };
+        let s = Unit::Seconds;
+        r.register_with_unit(
+            "vllm:time_to_first_token",
+            "Histogram of time to first token in seconds.",
+            s.clone(),
+            m.ttft.clone(),
+        );
+        r.register_with_unit(
+            "vllm:inter_token_latency",
+            "Histogram of inter-token latency in seconds.",
+            s.clone(),
+            m.itl.clone(),
+        );
+        r.register_with_unit(
+            "vllm:e2e_request_latency",
+            "Histogram of e2e request latency in seconds.",
+            s,
+            m.e2e.clone(),
+        );
+        r.register(
+            "vllm:prompt_tokens",
+            "Number of prefill tokens processed.",
+            m.prompt_tokens.clone(),
+        );
+        r.register(
+            "vllm:generation_tokens",
+            "Number of generation tokens processed.",
+            m.generation_tokens.clone(),
+        );
+        r.register(
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            m.running.clone(),
+        );
+        r.register(
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed.",
+            m.waiting.clone(),
+        );
+        r.register(
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage.",
+            m.kv_usage.clone(),
+        );
+        ServerMetrics { registry: r, ..m }
+    }
+
+    /// Refreshes the gauges from the engine state and encodes (OpenMetrics or
+    /// Prometheus text).
+    pub fn encode(
+        &self,
+        labels: &ServerLabels,
+        engine: Option<&EngineState>,
+        kv_capacity: u64,
+        openmetrics: bool,
+    ) -> String {
+        let (running, waiting, kv) = match engine {
+            Some(e) => (
+                e.running.load(Ordering::Relaxed) as i64,
+                e.waiting.load(Ordering::Relaxed) as i64,
+                e.kv_used.load(Ordering::Relaxed) as i64,
+            ),
+            None => (
+                self.active.load(Ordering::Relaxed),
+                0,
+                self.active_kv.load(Ordering::Relaxed),
+            ),
+        };
+        self.running.get_or_create(labels).set(running.max(0));
+        self.waiting.get_or_create(labels).set(waiting.max(0));
+        self.kv_usage
+            .get_or_create(labels)
+            .set((kv.max(0) as f64 / kv_capacity.max(1) as f64).min(1.0));
+        let mut out = String::new();
+        let _ = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        };
+        out
+    }
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
