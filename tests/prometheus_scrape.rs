@@ -81,12 +81,13 @@ fn real_prometheus_scrapes_a_run() {
         ..SimConfig::default()
     });
     let (metrics_port, prom_port) = (free_port(), free_port());
+    let sim_target = sim.base_url().trim_start_matches("http://").to_string();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: perfscope\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: perfscope\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n  - job_name: sim\n    static_configs:\n      - targets: ['{sim_target}']\n"
         ),
     )
     .unwrap();
@@ -163,6 +164,7 @@ fn real_prometheus_scrapes_a_run() {
         .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_string))
         .collect();
     assert!(!trace_ids.is_empty(), "no exemplars: {ex}");
+    check_bundled_queries(&prom);
     for id in &trace_ids {
         let n: i64 = conn
             .query_row(
@@ -188,4 +190,101 @@ fn reqwest_ok(url: &str) -> bool {
             .await
             .is_ok_and(|r| r.status().is_success())
     })
+}
+
+/// Every PromQL expression of the bundled dashboards (panels, annotations, template
+/// variables) and alert rules evaluates without error and returns data.
+fn check_bundled_queries(prom: &str) {
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for file in ["perfscope-live.json", "perfscope-client-vs-server.json"] {
+        let text =
+            std::fs::read_to_string(format!("dashboards/grafana/dashboards/{file}")).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for p in d["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                exprs.push((
+                    format!("{file}: {}", p["title"]),
+                    t["expr"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        for a in d["annotations"]["list"].as_array().unwrap() {
+            exprs.push((
+                format!("{file}: annotation"),
+                a["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+        for v in d["templating"]["list"].as_array().unwrap() {
+            // label_values(SELECTOR, label) has data when SELECTOR does.
+            let q = v["query"]["query"].as_str().unwrap();
+            let inner = q
+                .trim_start_matches("label_values(")
+                .rsplit_once(',')
+                .unwrap()
+                .0;
+            exprs.push((format!("{file}: variable {}", v["name"]), inner.to_string()));
+        }
+    }
+    assert!(exprs.len() >= 30, "{}", exprs.len());
+    // Alert rules: the measured side of each comparison must return data.
+    let rules = std::fs::read_to_string("dashboards/prometheus/alerts.yml").unwrap();
+    let mut lines = rules.lines().peekable();
+    let mut n_rules = 0;
+    while let Some(line) = lines.next() {
+        let t = line.trim_start();
+        let Some(rest) = t.strip_prefix("expr:") else {
+            continue;
+        };
+        let indent = line.len() - t.len();
+        let mut expr = rest.trim().to_string();
+        if expr == "|" {
+            expr.clear();
+            while let Some(next) = lines.peek() {
+                if next.trim().is_empty() || next.len() - next.trim_start().len() <= indent {
+                    break;
+                }
+                expr.push_str(next.trim());
+                expr.push(' ');
+                lines.next();
+            }
+        }
+        n_rules += 1;
+        exprs.push((format!("alert rule {n_rules} (full)"), expr.clone()));
+        exprs.push((
+            format!("alert rule {n_rules} (measured side)"),
+            measured_side(&expr),
+        ));
+    }
+    assert_eq!(n_rules, 4);
+    for (name, expr) in exprs {
+        let e = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$run", ".+")
+            .replace("$model", ".+");
+        let url = format!("{prom}/api/v1/query?query={}", urlencode(&e));
+        let v = get_json(&url).unwrap_or_else(|| panic!("{name}: no answer for {e}"));
+        assert_eq!(v["status"], "success", "{name}: {e}: {v}");
+        if !name.ends_with("(full)") {
+            let n = v["data"]["result"].as_array().map_or(0, |a| a.len());
+            assert!(n > 0, "{name}: no data for {e}");
+        }
+    }
+}
+
+/// The left side of an alert's top-level comparison (`A > 2` → `A`).
+fn measured_side(expr: &str) -> String {
+    let b = expr.as_bytes();
+    let mut depth = 0i32;
+    for (i, c) in b.iter().enumerate() {
+        match c {
+            b'(' | b'{' | b'[' => depth += 1,
+            b')' | b'}' | b']' => depth -= 1,
+            b'>' | b'<' if depth == 0 => return expr[..i].trim().to_string(),
+            b'=' if depth == 0 && b.get(i + 1) == Some(&b'=') => {
+                return expr[..i].trim().to_string()
+            }
+            _ => {}
+        }
+    }
+    expr.to_string()
 }
