@@ -139,6 +139,8 @@ pub struct RunConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub metrics_addr_explicit: bool,
     pub metrics_linger: f64,
+    /// OpenTelemetry export (None = off).
+    pub otel: Option<crate::recorder::otel::OtelConfig>,
     /// The flags as given, secrets masked: written to benchmark_args.json and the DB.
     pub args_json: Map<String, Value>,
 }
@@ -340,6 +342,21 @@ impl RunConfig {
                 )
             })?),
         };
+        if !(0.0..=1.0).contains(&a.otlp_sample_ratio) {
+            bail!(
+                "--otlp-sample-ratio: {} must be between 0 and 1",
+                a.otlp_sample_ratio
+            );
+        }
+        if let Some(e) = &a.otlp_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                bail!("--otlp-endpoint: `{e}` must be an http:// or https:// URL, e.g. http://127.0.0.1:4318");
+            }
+        }
+        let otel = crate::recorder::otel::OtelConfig::from_flags(
+            a.otlp_endpoint.as_deref(),
+            a.otlp_sample_ratio,
+        );
         if !(a.metrics_linger >= 0.0 && a.metrics_linger.is_finite()) {
             bail!(
                 "--metrics-linger: {} must be a number of seconds >= 0",
@@ -377,6 +394,7 @@ impl RunConfig {
             metrics_addr,
             metrics_addr_explicit: a.metrics_addr != crate::cli::DEFAULT_METRICS_ADDR,
             metrics_linger: a.metrics_linger,
+            otel,
             args_json: masked_args(a),
         })
     }

@@ -58,6 +58,8 @@ struct Ctx {
     metrics: Option<Arc<Metrics>>,
     /// The `run` label: `<timestamp>/<name|model>`.
     run_label: String,
+    /// OpenTelemetry span export, when configured.
+    tracing: Option<Arc<crate::recorder::otel::Tracing>>,
 }
 
 /// What a finished invocation produced.
@@ -159,6 +161,24 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
         .display()
         .to_string();
     let (metrics, metrics_server) = start_metrics(&cfg, &run_label, &url).await?;
+    let tracing = match cfg.otel.clone() {
+        None => None,
+        Some(oc) => {
+            // The exporter's blocking HTTP client must be built off the runtime.
+            let t = tokio::task::spawn_blocking(move || crate::recorder::otel::Tracing::start(&oc))
+                .await
+                .map_err(|e| anyhow::anyhow!("OTLP exporter setup: {e}"))??;
+            log::info(format!(
+                "OpenTelemetry: one span per request over OTLP ({}), sample ratio {}",
+                cfg.otel
+                    .as_ref()
+                    .and_then(|o| o.endpoint.clone())
+                    .unwrap_or_else(|| "from OTEL_EXPORTER_OTLP_* variables".into()),
+                t.sample_ratio
+            ));
+            Some(Arc::new(t))
+        }
+    };
     let ctx = Arc::new(Ctx {
         cfg,
         http,
@@ -168,6 +188,7 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
         stop: stop.clone(),
         metrics,
         run_label,
+        tracing,
     });
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;
@@ -226,6 +247,14 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
         }
     }
     drop(metrics_server);
+    if let Some(t) = ctx.tracing.clone() {
+        // Flush queued spans before exiting (Ctrl-C included).
+        match tokio::task::spawn_blocking(move || t.shutdown()).await {
+            Ok(Err(e)) => log::warn(format!("{e}; some spans may not have been exported")),
+            Err(e) => log::warn(format!("OTLP flush: {e}")),
+            Ok(Ok(())) => {}
+        }
+    }
     Ok(Outcome {
         exit_code,
         dir: root.to_path_buf(),
@@ -463,6 +492,21 @@ async fn run_point(
     let in_flight = prom
         .as_ref()
         .map(|(m, l)| m.in_flight.get_or_create(l).clone());
+    let spans = ctx.tracing.clone().map(|t| {
+        let u = &ctx.parsed_url;
+        let common = crate::recorder::otel::SpanCommon {
+            operation: if cfg.chat { "chat" } else { "text_completion" },
+            model: cfg.model.clone(),
+            server_address: u.host_str().unwrap_or("").to_string(),
+            server_port: u.port_or_known_default().map_or(0, i64::from),
+            run: ctx.run_label.clone(),
+            stage: name.clone(),
+            parallel: point.parallel,
+            rate: point.rate,
+            max_tokens: cfg.gen.max_tokens.1 as i64,
+        };
+        (t, common, ctx.clock)
+    });
     let fan = tokio::spawn(recorder::fanout(
         rx,
         writer.sender(),
@@ -470,6 +514,7 @@ async fn run_point(
         cfg.log_every_n_query,
         name.clone(),
         prom,
+        spans,
     ));
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
     let sent = dispatch(
@@ -614,6 +659,12 @@ async fn dispatch(
         let (ctx2, slots, out, gauge) =
             (ctx.clone(), slots.clone(), out.clone(), in_flight.clone());
         let seq = i;
+        // Spans are exported for a --otlp-sample-ratio share of requests; the
+        // traceparent's sampled flag says so to the server.
+        let sampled = ctx
+            .tracing
+            .as_ref()
+            .is_none_or(|t| fastrand::f64() < t.sample_ratio);
         set.spawn(async move {
             let slot = slots.acquire_owned().await.ok();
             if let Some(g) = &gauge {
@@ -625,7 +676,7 @@ async fn dispatch(
                 intended_start: intended.unwrap_or_else(|| ctx2.clock.now()),
                 body,
                 stream_requested: c.gen.stream,
-                trace: Some(client::TraceContext::random()),
+                trace: Some(client::TraceContext::random(sampled)),
             };
             let rec = client::execute(
                 &ctx2.http,

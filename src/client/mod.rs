@@ -97,24 +97,28 @@ pub struct Ticket {
     pub trace: Option<TraceContext>,
 }
 
-/// A W3C trace id and the id of the client's (parent) span.
+/// A W3C trace id, the id of the client's (parent) span and whether it is exported.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TraceContext {
     pub trace_id: u128,
     pub span_id: u64,
+    pub sampled: bool,
 }
 
 impl TraceContext {
     /// Fresh random ids (never all-zero, which W3C reserves as invalid).
-    pub fn random() -> TraceContext {
+    pub fn random(sampled: bool) -> TraceContext {
         TraceContext {
             trace_id: fastrand::u128(1..),
             span_id: fastrand::u64(1..),
+            sampled,
         }
     }
-    /// `00-<trace-id>-<parent-id>-01` (version 00, sampled).
+    /// `00-<trace-id>-<parent-id>-<flags>`: flags 01 when the request's span is
+    /// exported (or no exporter is configured: the server's own sampling decides).
     pub fn traceparent(&self) -> String {
-        format!("00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
+        let flags = if self.sampled { "01" } else { "00" };
+        format!("00-{:032x}-{:016x}-{flags}", self.trace_id, self.span_id)
     }
     pub fn trace_id_hex(&self) -> String {
         format!("{:032x}", self.trace_id)

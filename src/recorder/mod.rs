@@ -3,6 +3,7 @@
 //! log lines every `--log-every-n-query`). The request tasks only push into a bounded
 //! queue after releasing their concurrency slot, so nothing here delays a request.
 
+pub mod otel;
 pub mod prometheus;
 pub mod sqlite;
 
@@ -84,6 +85,11 @@ pub async fn fanout(
         std::sync::Arc<prometheus::Metrics>,
         crate::telemetry::RunLabels,
     )>,
+    spans: Option<(
+        std::sync::Arc<otel::Tracing>,
+        otel::SpanCommon,
+        crate::record::Clock,
+    )>,
 ) -> Live {
     let mut live = Live::default();
     while let Some(r) = rx.recv().await {
@@ -91,6 +97,9 @@ pub async fn fanout(
         bar.inc(1);
         if let Some((m, labels)) = &prom {
             m.observe(&r, labels);
+        }
+        if let Some((t, common, clock)) = &spans {
+            t.record(&r, clock, common);
         }
         if live.total % log_every == 0 {
             // Printed above the bar when one is drawn, as evalscope logs beside tqdm.
