@@ -505,7 +505,7 @@ async fn run_point(
             rate: point.rate,
             max_tokens: cfg.gen.max_tokens.1 as i64,
         };
-        (t, common, ctx.clock)
+        (t, common.prepare(), ctx.clock)
     });
     let fan = tokio::spawn(recorder::fanout(
         rx,

@@ -87,7 +87,7 @@ pub async fn fanout(
     )>,
     spans: Option<(
         std::sync::Arc<otel::Tracing>,
-        otel::SpanCommon,
+        otel::PreparedCommon,
         crate::record::Clock,
     )>,
 ) -> Live {

@@ -80,7 +80,7 @@ impl OtelConfig {
     }
 }
 
-/// Attributes shared by every span of a stage.
+/// What every span of a stage shares.
 pub struct SpanCommon {
     pub operation: &'static str,
     pub model: String,
@@ -91,6 +91,39 @@ pub struct SpanCommon {
     pub parallel: i64,
     pub rate: f64,
     pub max_tokens: i64,
+}
+
+impl SpanCommon {
+    /// The span name and the attributes every span of the stage carries, built once
+    /// with shared (reference-counted) strings so each span only bumps counters.
+    pub fn prepare(&self) -> PreparedCommon {
+        let shared = |v: &str| {
+            opentelemetry::Value::String(opentelemetry::StringValue::from(
+                std::sync::Arc::<str>::from(v),
+            ))
+        };
+        PreparedCommon {
+            name: format!("{} {}", self.operation, self.model),
+            attrs: vec![
+                KeyValue::new("gen_ai.operation.name", self.operation),
+                KeyValue::new("gen_ai.provider.name", "openai"),
+                KeyValue::new("gen_ai.request.model", shared(&self.model)),
+                KeyValue::new("gen_ai.request.max_tokens", self.max_tokens),
+                KeyValue::new("server.address", shared(&self.server_address)),
+                KeyValue::new("server.port", self.server_port),
+                KeyValue::new("perfscope.run", shared(&self.run)),
+                KeyValue::new("perfscope.stage", shared(&self.stage)),
+                KeyValue::new("perfscope.parallel", self.parallel),
+                KeyValue::new("perfscope.rate", self.rate),
+            ],
+        }
+    }
+}
+
+/// A stage's span name and shared attributes (see [`SpanCommon::prepare`]).
+pub struct PreparedCommon {
+    name: String,
+    attrs: Vec<KeyValue>,
 }
 
 pub struct Tracing {
@@ -142,29 +175,19 @@ impl Tracing {
     }
 
     /// Builds and ends the span of one sampled request.
-    pub fn record(&self, r: &RequestRecord, clock: &Clock, c: &SpanCommon) {
+    pub fn record(&self, r: &RequestRecord, clock: &Clock, c: &PreparedCommon) {
         let Some(trace) = r.trace.filter(|t| t.sampled) else {
             return;
         };
         let tl = &r.timeline;
-        let mut attrs = vec![
-            KeyValue::new("gen_ai.operation.name", c.operation),
-            KeyValue::new("gen_ai.provider.name", "openai"),
-            KeyValue::new("gen_ai.request.model", c.model.clone()),
-            KeyValue::new("gen_ai.request.max_tokens", c.max_tokens),
-            KeyValue::new("gen_ai.request.stream", r.is_stream),
-            KeyValue::new("server.address", c.server_address.clone()),
-            KeyValue::new("server.port", c.server_port),
-            KeyValue::new("perfscope.run", c.run.clone()),
-            KeyValue::new("perfscope.stage", c.stage.clone()),
-            KeyValue::new("perfscope.parallel", c.parallel),
-            KeyValue::new("perfscope.rate", c.rate),
-            KeyValue::new("perfscope.seq", r.seq as i64),
-            KeyValue::new(
-                "perfscope.schedule_lag_s",
-                (tl.send - tl.intended_start).max(0.0),
-            ),
-        ];
+        let mut attrs = Vec::with_capacity(c.attrs.len() + 12);
+        attrs.extend(c.attrs.iter().cloned());
+        attrs.push(KeyValue::new("gen_ai.request.stream", r.is_stream));
+        attrs.push(KeyValue::new("perfscope.seq", r.seq as i64));
+        attrs.push(KeyValue::new(
+            "perfscope.schedule_lag_s",
+            (tl.send - tl.intended_start).max(0.0),
+        ));
         if let Some(s) = r.http_status {
             attrs.push(KeyValue::new("http.response.status_code", s as i64));
         }
@@ -198,7 +221,7 @@ impl Tracing {
         NEXT_SPAN.with(|n| n.set(Some(trace.span_id)));
         let mut span = self
             .tracer
-            .span_builder(format!("{} {}", c.operation, c.model))
+            .span_builder(c.name.clone())
             .with_kind(SpanKind::Client)
             .with_start_time(at(clock, tl.send))
             .with_attributes(attrs)
