@@ -33,22 +33,6 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn external(program: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var("PERFSCOPE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("{program} is required (PERFSCOPE_REQUIRE_EXTERNAL=1) but not on PATH; install Debian's prometheus package");
-        }
-        eprintln!("SKIPPED: {program} not on PATH; the exposition-format check did not run");
-    }
-    found
-}
-
 #[test]
 fn live_metrics_match_the_run_and_parse() {
     let _g = common::lock();
@@ -189,7 +173,7 @@ fn live_metrics_match_the_run_and_parse() {
     let (ct, prom) = get(&metrics_url, "text/plain").unwrap();
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     assert!(!prom.contains("# EOF"));
-    if external("promtool") {
+    if common::external("promtool") {
         let mut child = Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())

@@ -7,22 +7,6 @@ use perfscope::sim::SimConfig;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn have(program: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var("PERFSCOPE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("{program} is required (PERFSCOPE_REQUIRE_EXTERNAL=1) but not on PATH; install Debian's prometheus package");
-        }
-        eprintln!("SKIPPED: {program} not on PATH; the real-Prometheus scrape test did not run");
-    }
-    found
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -70,7 +54,7 @@ fn urlencode(s: &str) -> String {
 
 #[test]
 fn real_prometheus_scrapes_a_run() {
-    if !have("prometheus") {
+    if !common::external("prometheus") {
         return;
     }
     let _g = common::lock();

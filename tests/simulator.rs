@@ -34,8 +34,9 @@ fn continuous_batching_saturates() {
     );
     let rps = |s: &serde_json::Value| s["Req Throughput (req/s)"].as_f64().unwrap();
     let ttft = |s: &serde_json::Value| s["Avg TTFT (ms)"].as_f64().unwrap();
-    // Below the slot count throughput grows with concurrency...
-    assert!(rps(&b) > 2.5 * rps(&a), "{} vs {}", rps(&b), rps(&a));
+    // Below the slot count throughput grows with concurrency: 2 x 20 tokens per
+    // (4 + 2 x 0.5) ms steps is 20 req/s, 8 per (4 + 8 x 0.5) ms is 50 req/s (2.5x).
+    assert!(rps(&b) > 2.0 * rps(&a), "{} vs {}", rps(&b), rps(&a));
     // ...beyond it, it levels off: 8 sequences x 20 tokens per (4 + 8 x 0.5) ms x 20 steps.
     let cap = 8.0 / (20.0 * 0.008);
     assert!(rps(&c) < cap * 1.1, "{} vs cap {cap}", rps(&c));

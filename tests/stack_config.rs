@@ -1,29 +1,26 @@
 //! The docker-compose stack and its configs are valid (no Docker engine is needed:
 //! `docker-compose config -q` and `promtool check config` only parse).
+mod common;
+
 use std::process::{Command, Stdio};
 
 fn run(program: &str, args: &[&str]) -> Option<(bool, String)> {
-    match Command::new(program)
+    if !common::external(program) {
+        return None;
+    }
+    let o = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-    {
-        Ok(o) => Some((
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )),
-        Err(_) => {
-            if std::env::var("PERFSCOPE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-                panic!("{program} is required (PERFSCOPE_REQUIRE_EXTERNAL=1) but not on PATH; install Debian's {program} package");
-            }
-            eprintln!("SKIPPED: {program} not on PATH; not checked");
-            None
-        }
-    }
+        .ok()?;
+    Some((
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    ))
 }
 
 #[test]

@@ -65,3 +65,22 @@ pub fn run_dirs(root: &Path) -> Vec<std::path::PathBuf> {
     v.sort();
     v
 }
+
+/// Whether an external program is on PATH. When it is not, the calling test prints
+/// SKIPPED and returns early, unless PERFSCOPE_REQUIRE_EXTERNAL=1 (CI), which makes
+/// the missing program a failure.
+pub fn external(program: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        if std::env::var("PERFSCOPE_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+            panic!("{program} is required (PERFSCOPE_REQUIRE_EXTERNAL=1) but not on PATH; install its Debian package");
+        }
+        eprintln!("SKIPPED: {program} not on PATH; this check did not run");
+    }
+    found
+}
