@@ -101,13 +101,42 @@ fn real_prometheus_scrapes_a_run() {
     let url = format!("{}/v1/chat/completions", sim.base_url());
     let addr = format!("127.0.0.1:{metrics_port}");
     #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--parallel", "4", "--number", "300", "--rate", "100",
-        "--no-test-connection", "--metrics-addr", &addr, "--metrics-linger", "4",
-        "--outputs-dir", out.to_str().unwrap(),
-    ])
-    .unwrap();
-    let conn = common::db(&o.dir.join("parallel_4_number_300"));
+    // The run lingers (serving its final values) while every query is evaluated;
+    // the thread is left behind when the test ends.
+    let outdir = out.to_str().unwrap().to_string();
+    let _run = std::thread::spawn(move || {
+        #[rustfmt::skip]
+        let r = common::run(&[
+            "--url", &url, "--model", "m", "--parallel", "4", "--number", "300", "--rate", "100",
+            "--no-test-connection", "--metrics-addr", &addr, "--metrics-linger", "120",
+            "--outputs-dir", &outdir, "--no-timestamp",
+        ]);
+        r.map(|o| o.exit_code)
+    });
+    let t = Instant::now();
+    loop {
+        let done = query(&prom, "sum(perfscope_requests_total)") == Some(300.0)
+            && query(&prom, "sum(perfscope_in_flight_requests)") == Some(0.0);
+        if done {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the run was not scraped to completion"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Let the final SQLite commit and report land.
+    let db = out
+        .join("m")
+        .join("parallel_4_number_300")
+        .join("benchmark_summary.json");
+    while !db.exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "no summary written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = out.join("m");
+    let conn = common::db(&dir.join("parallel_4_number_300"));
     let (sent, ok): (f64, f64) = conn
         .query_row("SELECT COUNT(*), SUM(success) FROM result", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -246,11 +275,20 @@ fn check_bundled_queries(prom: &str) {
             .replace("$run", ".+")
             .replace("$model", ".+");
         let url = format!("{prom}/api/v1/query?query={}", urlencode(&e));
-        let v = get_json(&url).unwrap_or_else(|| panic!("{name}: no answer for {e}"));
-        assert_eq!(v["status"], "success", "{name}: {e}: {v}");
-        if !name.ends_with("(full)") {
+        // Allow a few scrapes for rate() windows to hold two samples.
+        let t = Instant::now();
+        loop {
+            let v = get_json(&url).unwrap_or_else(|| panic!("{name}: no answer for {e}"));
+            assert_eq!(v["status"], "success", "{name}: {e}: {v}");
             let n = v["data"]["result"].as_array().map_or(0, |a| a.len());
-            assert!(n > 0, "{name}: no data for {e}");
+            if name.ends_with("(full)") || n > 0 {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "{name}: no data for {e}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 }
