@@ -185,11 +185,11 @@ impl Metrics {
         }
         // Per-token ITL observations carry no exemplar (too many); request-level
         // histograms link a bucket to a trace and to the SQLite row.
-        let ex = || {
-            r.trace.map(|c| TraceLabel {
-                trace_id: c.trace_id_hex(),
-            })
-        };
+        // One hex string per record, cloned into each exemplar.
+        let trace = r.trace.map(|c| TraceLabel {
+            trace_id: c.trace_id_hex(),
+        });
+        let ex = || trace.clone();
         if let Some(v) = r.latency() {
             self.latency.get_or_create(l).observe(v, ex(), None);
         }
