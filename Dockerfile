@@ -4,7 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin perfscope
+# The image can export spans over OTLP/gRPC as well as HTTP.
+RUN cargo build --release --locked --features otlp-grpc --bin perfscope
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \

@@ -260,12 +260,17 @@ pub struct PerfArgs {
     /// scrape is not lost.
     #[arg(long, default_value_t = 0.0)]
     pub metrics_linger: f64,
-    /// Export one OpenTelemetry span per request over OTLP http/protobuf to this base
-    /// URL (e.g. http://127.0.0.1:4318; `/v1/traces` is appended). The standard
-    /// OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT variables also
-    /// enable it.
+    /// Export one OpenTelemetry span per request over OTLP to this base URL (e.g.
+    /// http://127.0.0.1:4318; `/v1/traces` is appended for http/protobuf). The
+    /// standard OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    /// variables also enable it.
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
+    /// OTLP transport: http/protobuf (default) or grpc (needs the `otlp-grpc` cargo
+    /// feature). Defaults to OTEL_EXPORTER_OTLP_TRACES_PROTOCOL /
+    /// OTEL_EXPORTER_OTLP_PROTOCOL.
+    #[arg(long)]
+    pub otlp_protocol: Option<String>,
     /// Share of requests whose span is exported (0..1).
     #[arg(long, default_value_t = 1.0)]
     pub otlp_sample_ratio: f64,

@@ -348,15 +348,11 @@ impl RunConfig {
                 a.otlp_sample_ratio
             );
         }
-        if let Some(e) = &a.otlp_endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                bail!("--otlp-endpoint: `{e}` must be an http:// or https:// URL, e.g. http://127.0.0.1:4318");
-            }
-        }
-        let otel = crate::recorder::otel::OtelConfig::from_flags(
+        let otel = crate::recorder::otel::OtelConfig::resolve(
             a.otlp_endpoint.as_deref(),
+            a.otlp_protocol.as_deref(),
             a.otlp_sample_ratio,
-        );
+        )?;
         if !(a.metrics_linger >= 0.0 && a.metrics_linger.is_finite()) {
             bail!(
                 "--metrics-linger: {} must be a number of seconds >= 0",

@@ -161,22 +161,17 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
         .display()
         .to_string();
     let (metrics, metrics_server) = start_metrics(&cfg, &run_label, &url).await?;
-    let tracing = match cfg.otel.clone() {
+    let tracing = match &cfg.otel {
         None => None,
         Some(oc) => {
-            // The exporter's blocking HTTP client must be built off the runtime.
-            let t = tokio::task::spawn_blocking(move || crate::recorder::otel::Tracing::start(&oc))
-                .await
-                .map_err(|e| anyhow::anyhow!("OTLP exporter setup: {e}"))??;
+            let t = crate::recorder::otel::Tracing::start(oc)?;
             log::info(format!(
-                "OpenTelemetry: one span per request over OTLP ({}), sample ratio {}",
-                cfg.otel
-                    .as_ref()
-                    .and_then(|o| o.endpoint.clone())
-                    .unwrap_or_else(|| "from OTEL_EXPORTER_OTLP_* variables".into()),
-                t.sample_ratio
+                "OpenTelemetry: one span per request over OTLP {} to {}, sample ratio {}",
+                oc.protocol.as_str(),
+                oc.display_url(),
+                oc.sample_ratio
             ));
-            Some(Arc::new(t))
+            Some(t)
         }
     };
     let ctx = Arc::new(Ctx {
@@ -247,13 +242,9 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
         }
     }
     drop(metrics_server);
-    if let Some(t) = ctx.tracing.clone() {
+    if let Some(t) = &ctx.tracing {
         // Flush queued spans before exiting (Ctrl-C included).
-        match tokio::task::spawn_blocking(move || t.shutdown()).await {
-            Ok(Err(e)) => log::warn(format!("{e}; some spans may not have been exported")),
-            Err(e) => log::warn(format!("OTLP flush: {e}")),
-            Ok(Ok(())) => {}
-        }
+        t.shutdown().await;
     }
     Ok(Outcome {
         exit_code,

@@ -22,10 +22,47 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Receives OTLP/HTTP protobuf exports on 127.0.0.1:0 and keeps the decoded spans.
-fn receiver() -> (String, Arc<Mutex<Vec<Span>>>, std::thread::JoinHandle<()>) {
-    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
-    let keep = spans.clone();
+/// What an in-test OTLP receiver saw.
+#[derive(Default)]
+struct Seen {
+    spans: Vec<Span>,
+    /// `service.name` of every export's resource.
+    services: Vec<String>,
+    /// Request headers of every call (lower-case names).
+    headers: Vec<HashMap<String, String>>,
+    calls: usize,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+fn keep_request(seen: &Shared, headers: &axum::http::HeaderMap, req: ExportTraceServiceRequest) {
+    let mut s = seen.lock().unwrap();
+    s.headers.push(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+    );
+    for rs in req.resource_spans {
+        let service = rs
+            .resource
+            .iter()
+            .flat_map(|r| r.attributes.iter())
+            .find(|a| a.key == "service.name")
+            .and_then(|a| match a.value.clone()?.value? {
+                AnyValue::StringValue(v) => Some(v),
+                _ => None,
+            })
+            .unwrap_or_default();
+        s.services.push(service);
+        for ss in rs.scope_spans {
+            s.spans.extend(ss.spans);
+        }
+    }
+}
+
+/// Serves `app` on 127.0.0.1:0 from its own thread and runtime.
+fn serve(app: axum::Router) -> (String, std::thread::JoinHandle<()>) {
     let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = std_l.local_addr().unwrap();
     std_l.set_nonblocking(true).unwrap();
@@ -36,32 +73,47 @@ fn receiver() -> (String, Arc<Mutex<Vec<Span>>>, std::thread::JoinHandle<()>) {
             .unwrap();
         rt.block_on(async move {
             let l = tokio::net::TcpListener::from_std(std_l).unwrap();
-            let app = axum::Router::new().route(
-                "/v1/traces",
-                axum::routing::post(
-                    move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                        let keep = keep.clone();
-                        async move {
-                            assert_eq!(
-                                headers.get("content-type").unwrap(),
-                                "application/x-protobuf"
-                            );
-                            let req = ExportTraceServiceRequest::decode(body)
-                                .expect("valid OTLP protobuf");
-                            for rs in req.resource_spans {
-                                for ss in rs.scope_spans {
-                                    keep.lock().unwrap().extend(ss.spans);
-                                }
-                            }
-                            ""
-                        }
-                    },
-                ),
-            );
             let _ = axum::serve(l, app).await;
         });
     });
-    (format!("http://{addr}"), spans, h)
+    (format!("http://{addr}"), h)
+}
+
+/// An OTLP/HTTP protobuf receiver; its first `fail_first` calls answer 503.
+fn receiver_failing(fail_first: usize) -> (String, Shared, std::thread::JoinHandle<()>) {
+    let seen: Shared = Arc::default();
+    let keep = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let keep = keep.clone();
+                async move {
+                    assert_eq!(
+                        headers.get("content-type").unwrap(),
+                        "application/x-protobuf"
+                    );
+                    let call = {
+                        let mut s = keep.lock().unwrap();
+                        s.calls += 1;
+                        s.calls
+                    };
+                    if call <= fail_first {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let req = ExportTraceServiceRequest::decode(body).expect("valid OTLP protobuf");
+                    keep_request(&keep, &headers, req);
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let (url, h) = serve(app);
+    (url, seen, h)
+}
+
+fn receiver() -> (String, Shared, std::thread::JoinHandle<()>) {
+    receiver_failing(0)
 }
 
 #[test]
@@ -100,7 +152,7 @@ fn one_client_span_per_request_with_ids_from_sqlite() {
         .collect();
     assert_eq!(rows.len(), 120);
     // The exporter was flushed before the run returned.
-    let spans = spans.lock().unwrap().clone();
+    let spans = spans.lock().unwrap().spans.clone();
     assert_eq!(spans.len(), 120, "one span per request");
     let mut failures = 0;
     for s in &spans {
@@ -151,6 +203,20 @@ fn one_client_span_per_request_with_ids_from_sqlite() {
                     && ev.time_unix_nano <= s.end_time_unix_nano
             );
             assert!(attr(s, "error.type").is_none());
+            match attr(s, "gen_ai.response.finish_reasons") {
+                Some(AnyValue::ArrayValue(a)) => {
+                    assert_eq!(a.values.len(), 1);
+                    assert!(matches!(
+                        a.values[0].value.as_ref(),
+                        Some(AnyValue::StringValue(r)) if r == "length" || r == "stop"
+                    ));
+                }
+                other => panic!("finish_reasons: {other:?}"),
+            }
+            assert!(
+                matches!(attr(s, "perfscope.ttft_s"), Some(AnyValue::DoubleValue(v)) if v > 0.0)
+            );
+            assert_eq!(s.flags & 0xff, 1, "sampled");
         } else {
             failures += 1;
             assert_eq!(
@@ -184,12 +250,12 @@ fn sample_ratio_and_no_exporter_without_configuration() {
         "--outputs-dir", out.path().to_str().unwrap(),
     ])
     .unwrap();
-    let n = spans.lock().unwrap().len();
+    let n = spans.lock().unwrap().spans.len();
     assert!(
         (50..=150).contains(&n),
         "about a quarter of 400 exported: {n}"
     );
-    spans.lock().unwrap().clear();
+    spans.lock().unwrap().spans.clear();
     // No --otlp-endpoint and no OTEL_EXPORTER_OTLP_* variable: nothing is exported.
     assert!(std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_err());
     #[rustfmt::skip]
@@ -199,5 +265,200 @@ fn sample_ratio_and_no_exporter_without_configuration() {
     ])
     .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(spans.lock().unwrap().len(), 0);
+    assert_eq!(spans.lock().unwrap().spans.len(), 0);
+}
+
+fn run_against(
+    endpoint: &str,
+    extra: &[&str],
+    number: &str,
+) -> (perfscope::engine::Outcome, tempfile::TempDir) {
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    #[rustfmt::skip]
+    let mut args = vec![
+        "--url", &url, "--model", "m", "--parallel", "4", "--number", number, "--no-test-connection",
+        "--otlp-endpoint", endpoint, "--metrics-addr", "off",
+        "--outputs-dir", out.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = common::run(&args).unwrap();
+    (o, out)
+}
+
+fn stored_trace_ids(o: &perfscope::engine::Outcome, stage: &str) -> Vec<String> {
+    let conn = common::db(&o.dir.join(stage));
+    let mut st = conn
+        .prepare("SELECT trace_id FROM result ORDER BY trace_id")
+        .unwrap();
+    st.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|x| x.unwrap())
+        .collect()
+}
+
+#[test]
+fn exports_are_retried_after_503() {
+    let _g = common::lock();
+    let (endpoint, seen, _h) = receiver_failing(2);
+    let (o, _out) = run_against(&endpoint, &[], "100");
+    assert_eq!(o.exit_code, 0);
+    let s = seen.lock().unwrap();
+    assert!(
+        s.calls >= 3,
+        "two refusals, then at least one accepted call"
+    );
+    let mut got: Vec<String> = s.spans.iter().map(|x| hex(&x.trace_id)).collect();
+    got.sort();
+    assert_eq!(got, stored_trace_ids(&o, "parallel_4_number_100"));
+    assert_eq!(s.services.first().map(String::as_str), Some("perfscope"));
+}
+
+#[test]
+fn collector_down_leaves_the_benchmark_intact() {
+    let _g = common::lock();
+    // A port with nothing listening: every export is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t0 = std::time::Instant::now();
+    let (o, _out) = run_against(&format!("http://127.0.0.1:{port}"), &[], "60");
+    assert_eq!(o.exit_code, 0);
+    assert_eq!(stored_trace_ids(&o, "parallel_4_number_60").len(), 60);
+    // Retries are bounded: a few seconds, not the export timeout per span.
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20));
+}
+
+/// OTLP/gRPC: an in-test HTTP/2 server implementing TraceService/Export. Its first
+/// call answers UNAVAILABLE in a trailers-only response, which must be retried.
+#[cfg(feature = "otlp-grpc")]
+#[test]
+fn grpc_export_with_status_in_trailers() {
+    use http_body_util::BodyExt;
+    let _g = common::lock();
+    let seen: Shared = Arc::default();
+    let keep = seen.clone();
+    let app = axum::Router::new().route(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let keep = keep.clone();
+                async move {
+                    assert_eq!(headers.get("content-type").unwrap(), "application/grpc");
+                    assert_eq!(headers.get("te").unwrap(), "trailers");
+                    let call = {
+                        let mut s = keep.lock().unwrap();
+                        s.calls += 1;
+                        s.calls
+                    };
+                    let grpc = |status: &'static str, body: Vec<u8>, in_trailers: bool| {
+                        let mut t = axum::http::HeaderMap::new();
+                        t.insert("grpc-status", status.parse().unwrap());
+                        let b = http_body_util::Full::new(axum::body::Bytes::from(body));
+                        let mut r = if in_trailers {
+                            axum::http::Response::new(axum::body::Body::new(
+                                b.with_trailers(async move { Some(Ok(t)) }),
+                            ))
+                        } else {
+                            let mut r = axum::http::Response::new(axum::body::Body::new(b));
+                            r.headers_mut().extend(t);
+                            r
+                        };
+                        r.headers_mut()
+                            .insert("content-type", "application/grpc".parse().unwrap());
+                        r
+                    };
+                    if call == 1 {
+                        return grpc("14", Vec::new(), false);
+                    }
+                    // 5-byte prefix: compressed flag 0, big-endian length.
+                    assert_eq!(body[0], 0);
+                    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+                    assert_eq!(len, body.len() - 5);
+                    let req = ExportTraceServiceRequest::decode(&body[5..]).expect("valid OTLP");
+                    keep_request(&keep, &headers, req);
+                    // An empty ExportTraceServiceResponse, then grpc-status 0 in trailers.
+                    grpc("0", vec![0, 0, 0, 0, 0], true)
+                }
+            },
+        ),
+    );
+    let (endpoint, _h) = serve(app);
+    let (o, _out) = run_against(&endpoint, &["--otlp-protocol", "grpc"], "50");
+    assert_eq!(o.exit_code, 0);
+    let s = seen.lock().unwrap();
+    assert!(s.calls >= 2);
+    let mut got: Vec<String> = s.spans.iter().map(|x| hex(&x.trace_id)).collect();
+    got.sort();
+    assert_eq!(got, stored_trace_ids(&o, "parallel_4_number_50"));
+    assert!(s.spans.iter().all(|x| x.kind == 3 && x.name == "chat m"));
+}
+
+/// The standard variables configure the binary; header values (credentials) are sent
+/// but never printed or stored.
+#[test]
+fn environment_configures_headers_and_resource_without_leaking_them() {
+    let _g = common::lock();
+    let (endpoint, seen, _h) = receiver();
+    let out = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_perfscope"))
+        .args([
+            "perf", "--api", "sim", "--model", "sim-7b", "--number", "12", "--parallel", "3",
+            "--metrics-addr", "off", "--outputs-dir", out.path().to_str().unwrap(),
+            "--sim-args", r#"{"zero_delay": true}"#,
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20sekret-otlp-9,x-tenant=lab")
+        .env("OTEL_SERVICE_NAME", "bench-client")
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{printed}");
+    let s = seen.lock().unwrap();
+    assert_eq!(
+        s.spans.len(),
+        12,
+        "one span per request, connection test excluded"
+    );
+    assert!(s.services.iter().all(|x| x == "bench-client"));
+    let h = &s.headers[0];
+    assert_eq!(
+        h.get("authorization").map(String::as_str),
+        Some("Bearer sekret-otlp-9")
+    );
+    assert_eq!(h.get("x-tenant").map(String::as_str), Some("lab"));
+    assert!(printed.contains("12 spans exported"), "{printed}");
+    assert!(!printed.contains("sekret"), "{printed}");
+    for f in walk(out.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(6).any(|w| w == b"sekret"),
+            "secret in {}",
+            f.display()
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
