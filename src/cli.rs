@@ -29,6 +29,30 @@ pub enum Command {
     Perf(Box<PerfArgs>),
     /// Run the simulated OpenAI-compatible LLM server.
     Sim(SimArgs),
+    /// Push a stored run to W&B, SwanLab or ClearML from its SQLite databases.
+    Push(PushArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The run's directory: `<outputs-dir>/<timestamp>/<name|model>` (or one
+    /// `parallel_*` directory of it).
+    pub run_dir: std::path::PathBuf,
+    /// Tracker: wandb, swanlab or clearml.
+    #[arg(long)]
+    pub visualizer: Option<String>,
+    /// W&B API key (default: WANDB_API_KEY).
+    #[arg(long)]
+    pub wandb_api_key: Option<String>,
+    /// SwanLab API key (default: SWANLAB_API_KEY).
+    #[arg(long)]
+    pub swanlab_api_key: Option<String>,
+    /// Self-hosted SwanLab URL (default: SWANLAB_HOST).
+    #[arg(long)]
+    pub swanlab_host: Option<String>,
+    /// Run name in the tracker (default: the stored name and start time).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Args, Debug)]

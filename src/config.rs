@@ -141,6 +141,8 @@ pub struct RunConfig {
     pub metrics_linger: f64,
     /// OpenTelemetry export (None = off).
     pub otel: Option<crate::recorder::otel::OtelConfig>,
+    /// Experiment tracker (`--visualizer`, or a deprecated key alone).
+    pub sink: Option<crate::sinks::SinkSettings>,
     /// The flags as given, secrets masked: written to benchmark_args.json and the DB.
     pub args_json: Map<String, Value>,
 }
@@ -391,6 +393,12 @@ impl RunConfig {
             metrics_addr_explicit: a.metrics_addr != crate::cli::DEFAULT_METRICS_ADDR,
             metrics_linger: a.metrics_linger,
             otel,
+            sink: crate::sinks::SinkSettings::resolve(&crate::sinks::SinkFlags {
+                visualizer: a.visualizer.as_deref(),
+                wandb_api_key: a.wandb_api_key.as_deref(),
+                swanlab_api_key: a.swanlab_api_key.as_deref(),
+                swanlab_host: a.swanlab_host.as_deref(),
+            })?,
             args_json: masked_args(a),
         })
     }
@@ -467,18 +475,6 @@ fn resolve_api(a: &PerfArgs) -> Result<Api> {
     }
     if a.enable_progress_tracker {
         return Err(not_yet("--enable-progress-tracker", "progress.json"));
-    }
-    if a.visualizer.is_some() {
-        return Err(not_yet("--visualizer", "W&B/SwanLab/ClearML logging"));
-    }
-    if a.wandb_api_key.is_some() {
-        return Err(not_yet("--wandb-api-key", "W&B logging"));
-    }
-    if a.swanlab_api_key.is_some() || a.swanlab_host.is_some() {
-        return Err(not_yet(
-            "--swanlab-api-key/--swanlab-host",
-            "SwanLab logging",
-        ));
     }
     if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
         bail!(

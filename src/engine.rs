@@ -25,7 +25,7 @@ use crate::recorder::prometheus::Metrics;
 use crate::recorder::{self, sqlite};
 use crate::report::{self, log, RunResult};
 use crate::scheduler;
-use crate::stats;
+use crate::sinks;
 use crate::telemetry::{RunInfoLabels, RunLabels};
 
 /// How long in-flight requests may finish after Ctrl-C before they are cancelled.
@@ -188,6 +188,76 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;
     }
+    let sink = match ctx.cfg.sink.clone() {
+        None => None,
+        Some(settings) => Some(start_sink(settings, &ctx.cfg, clock).await?),
+    };
+    let started_unix = clock.unix(0.0);
+    let result = sweep(&ctx, root, sink.as_ref()).await;
+    if let Some(sink) = sink {
+        let (runs, outcome) = match &result {
+            Ok(runs) if ctx.stop.dispatch.is_cancelled() => {
+                (&runs[..], sinks::Outcome::Interrupted)
+            }
+            Ok(runs) if runs.iter().all(|r| r.num("Success Requests") > 0.0) => {
+                (&runs[..], sinks::Outcome::Finished)
+            }
+            Ok(runs) => (&runs[..], sinks::Outcome::Failed),
+            Err(_) => (&[][..], sinks::Outcome::Failed),
+        };
+        let now = sinks::now_unix();
+        let fin = sinks::final_payload(runs, outcome, now, now - started_unix);
+        let (kind, url) = (sink.kind, sink.url.clone());
+        // Bounded: a tracker that went down costs at most a minute at the end.
+        let pushed = tokio::task::spawn_blocking(move || sink.finish(fin, Duration::from_secs(60)))
+            .await
+            .unwrap_or(false);
+        if pushed {
+            log::info(format!("{} run: {url}", kind.title()));
+        } else {
+            log::warn(format!(
+                "{}: the run at {url} is incomplete; push the stored results with                  `perfscope push {} --visualizer {}`",
+                kind.title(),
+                root.display(),
+                kind.flag_value()
+            ));
+        }
+    }
+    let runs = result?;
+    finish_invocation(&ctx, root, runs, metrics_server).await
+}
+
+/// Authenticates with the tracker and creates its run before any load.
+async fn start_sink(
+    settings: sinks::SinkSettings,
+    cfg: &RunConfig,
+    clock: Clock,
+) -> Result<sinks::Sink> {
+    let name = cfg.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}_{}",
+            cfg.model_id,
+            chrono::Local::now().format("%Y%m%d_%H%M%S")
+        )
+    });
+    let meta = sinks::RunMeta {
+        name,
+        config: cfg.args_json.clone(),
+        started_unix: clock.unix(0.0),
+    };
+    let title = settings.kind.title();
+    let sink = tokio::task::spawn_blocking(move || sinks::Sink::start(&settings, &meta))
+        .await
+        .map_err(|e| anyhow::anyhow!("{title} setup: {e}"))?
+        .with_context(|| {
+            format!("--visualizer: cannot start the {title} run (no load was sent)")
+        })?;
+    log::info(format!("{title} run: {}", sink.url));
+    Ok(sink)
+}
+
+/// Runs every sweep point; each finished point is pushed to the tracker.
+async fn sweep(ctx: &Arc<Ctx>, root: &Path, sink: Option<&sinks::Sink>) -> Result<Vec<RunResult>> {
     let mut runs = Vec::new();
     for (i, point) in ctx.cfg.points.clone().iter().enumerate() {
         if ctx.stop.dispatch.is_cancelled() {
@@ -203,8 +273,22 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
                 _ = ctx.stop.dispatch.cancelled() => break,
             }
         }
-        runs.push(run_point(&ctx, point, i as u64, root).await?);
+        let r = run_point(ctx, point, i as u64, root).await?;
+        if let Some(sink) = sink {
+            sink.point(sinks::point(i as u64, &r, sinks::now_unix()));
+        }
+        runs.push(r);
     }
+    Ok(runs)
+}
+
+/// The multi-run summary, exit code, --metrics-linger and the span flush.
+async fn finish_invocation(
+    ctx: &Arc<Ctx>,
+    root: &Path,
+    runs: Vec<RunResult>,
+    metrics_server: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<Outcome> {
     if !runs.is_empty() {
         let text = report::multi_run_summary(
             &runs,
@@ -542,22 +626,7 @@ async fn run_point(
             "{sent} requests sent but {rows_written} rows stored"
         ));
     }
-    let conn = sqlite::open(&dir.join("benchmark_data.db"))?;
-    let summary = stats::summary(
-        &conn,
-        &stats::RunInputs {
-            parallel: point.parallel,
-            rate: point.rate,
-        },
-    )?;
-    let columns = stats::percentile_columns(&conn)?;
-    drop(conn);
-    let result = RunResult {
-        point: point.clone(),
-        summary,
-        columns,
-        dir: dir.clone(),
-    };
+    let result = report::load_run(&dir, point.clone())?;
     let any_success = result.num("Success Requests") > 0.0;
     report::write_run_files(&result, &args, any_success)?;
     log::info(format!("Benchmarking summary ({name}):"));

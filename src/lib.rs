@@ -22,5 +22,6 @@ pub mod recorder;
 pub mod report;
 pub mod scheduler;
 pub mod sim;
+pub mod sinks;
 pub mod stats;
 pub mod telemetry;

@@ -36,8 +36,38 @@ fn main() {
                 }
             }
         }
+        Command::Push(a) => push(&a),
     };
     std::process::exit(code);
+}
+
+fn push(a: &perfscope::cli::PushArgs) -> i32 {
+    let flags = perfscope::sinks::SinkFlags {
+        visualizer: a.visualizer.as_deref(),
+        wandb_api_key: a.wandb_api_key.as_deref(),
+        swanlab_api_key: a.swanlab_api_key.as_deref(),
+        swanlab_host: a.swanlab_host.as_deref(),
+    };
+    let settings = match perfscope::sinks::SinkSettings::resolve(&flags) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!(
+                "error: --visualizer: name the tracker to push to (wandb, swanlab or clearml)"
+            );
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    };
+    match perfscope::sinks::push::push(&a.run_dir, &settings, a.name.as_deref()) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
 }
 
 async fn run_sim(a: perfscope::cli::SimArgs) -> anyhow::Result<()> {

@@ -42,6 +42,25 @@ impl RunResult {
     }
 }
 
+/// A run's summary and percentiles, computed from its stored rows alone.
+pub fn load_run(dir: &Path, point: SweepPoint) -> Result<RunResult> {
+    let conn = crate::recorder::sqlite::open(&dir.join("benchmark_data.db"))?;
+    let summary = crate::stats::summary(
+        &conn,
+        &crate::stats::RunInputs {
+            parallel: point.parallel,
+            rate: point.rate,
+        },
+    )?;
+    let columns = crate::stats::percentile_columns(&conn)?;
+    Ok(RunResult {
+        point,
+        summary,
+        columns,
+        dir: dir.to_path_buf(),
+    })
+}
+
 /// Writes JSON as Python's `json.dump(..., indent=4, ensure_ascii=False)`, with
 /// non-finite floats as the bare `NaN` token Python writes.
 pub fn to_py_json(v: &Value) -> String {
