@@ -76,6 +76,8 @@ pub struct SinkSettings {
     pub timeout: Duration,
     pub attempts: u32,
     pub first_wait: Duration,
+    /// Heartbeat interval override (None: the tracker SDK's own interval).
+    pub heartbeat: Option<Duration>,
 }
 
 impl std::fmt::Debug for SinkSettings {
@@ -139,6 +141,7 @@ impl SinkSettings {
             timeout: Duration::from_secs(30),
             attempts: 5,
             first_wait: Duration::from_millis(500),
+            heartbeat: None,
         };
         let url = |src: &str, v: String| -> Result<String> {
             let v = v.trim().trim_end_matches('/').to_string();
@@ -271,7 +274,10 @@ pub enum Outcome {
 }
 
 pub struct Final {
+    /// Run-level results: the best steps and the totals.
     pub summary: Vec<(String, f64)>,
+    /// The last step's values (W&B's summary shows the last logged values).
+    pub last: Vec<(String, f64)>,
     /// Every step's percentiles, one row per step and percentile.
     pub percentiles: Table,
     pub outcome: Outcome,
@@ -285,6 +291,9 @@ pub trait Tracker: Send {
     fn start(&mut self, run: &RunMeta) -> Result<String>;
     fn point(&mut self, p: &Point) -> Result<()>;
     fn finish(&mut self, f: &Final) -> Result<()>;
+    /// How often a run with no new data must show it is alive (long soaks), and how.
+    fn heartbeat_every(&self) -> Duration;
+    fn heartbeat(&mut self) -> Result<()>;
 }
 
 pub fn tracker(s: &SinkSettings) -> Box<dyn Tracker> {
@@ -316,9 +325,26 @@ const SUMMARY_KEYS: &[&str] = &[
     "Measured Concurrency (avg)",
 ];
 
-/// Percentile columns and points pushed per step, as `"<column>/p<N>"`.
+/// Percentile columns and points pushed per step, as `"<column> p<N>"` (no `/`:
+/// the units contain one, and trackers group keys on it).
 const PCT_COLUMNS: &[&str] = &["Latency (s)", "TTFT (ms)", "ITL (ms)", "TPOT (ms)"];
 const PCT_POINTS: &[&str] = &["50%", "90%", "99%"];
+
+/// Chart grouping of a pushed key: percentile keys by their column (`TTFT (ms) p99`
+/// → `TTFT (ms)`, `p99`), the rest under evalscope's title `Performance Metrics`.
+pub fn group(key: &str) -> (&str, &str) {
+    for c in PCT_COLUMNS {
+        if let Some(rest) = key.strip_prefix(c).and_then(|r| r.strip_prefix(' ')) {
+            if rest.starts_with('p') {
+                return (c, rest);
+            }
+        }
+    }
+    match key.strip_prefix("Summary ") {
+        Some(rest) => ("Summary", rest),
+        None => ("Performance Metrics", key),
+    }
+}
 
 /// A step's values: the summary keys, success rate and key percentiles, finite only
 /// (trackers' JSON has no NaN).
@@ -335,7 +361,7 @@ pub fn point_values(r: &RunResult) -> Vec<(String, f64)> {
     v.push(("Success Rate (%)".into(), r.success_rate()));
     for c in PCT_COLUMNS {
         for p in PCT_POINTS {
-            v.push((format!("{c}/p{}", p.trim_end_matches('%')), r.pct(c, p)));
+            v.push((format!("{c} p{}", p.trim_end_matches('%')), r.pct(c, p)));
         }
     }
     v.retain(|(_, x)| x.is_finite());
@@ -388,14 +414,10 @@ pub fn final_payload(runs: &[RunResult], outcome: Outcome, unix: f64, runtime_s:
     summary.push(("Total Requests".into(), total));
     summary.push(("Success Requests".into(), succ));
     summary.push(("Steps".into(), runs.len() as f64));
-    if let Some(last) = runs.last() {
-        for (k, v) in point_values(last) {
-            summary.push((format!("last/{k}"), v));
-        }
-    }
     summary.retain(|(_, x)| x.is_finite());
     Final {
         summary,
+        last: runs.last().map(point_values).unwrap_or_default(),
         percentiles: percentile_table(runs),
         outcome,
         unix,
@@ -466,15 +488,19 @@ impl Sink {
     pub fn start(settings: &SinkSettings, meta: &RunMeta) -> Result<Sink> {
         let mut t = tracker(settings);
         let url = t.start(meta)?;
+        let every = settings.heartbeat.unwrap_or_else(|| t.heartbeat_every());
         let (tx, rx) = mpsc::channel::<Msg>();
         let title = settings.kind.title();
         let handle = std::thread::Builder::new()
             .name("perfscope-sink".into())
             .spawn(move || {
-                for m in rx {
-                    let r = match &m {
-                        Msg::Point(p) => t.point(p),
-                        Msg::Finish(f) => t.finish(f),
+                loop {
+                    let r = match rx.recv_timeout(every) {
+                        Ok(Msg::Point(p)) => t.point(&p),
+                        Ok(Msg::Finish(f)) => t.finish(&f),
+                        // A step of an hours-long soak: keep the run from going stale.
+                        Err(mpsc::RecvTimeoutError::Timeout) => t.heartbeat(),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     };
                     if let Err(e) = r {
                         log::warn(format!(

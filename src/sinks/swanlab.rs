@@ -76,11 +76,7 @@ impl Swanlab {
             .filter(|(k, _)| !self.declared.contains(k))
             .collect();
         if !new.is_empty() {
-            let section = |k: &str| {
-                k.split_once('/')
-                    .map_or("Performance Metrics", |(s, _)| s)
-                    .to_string()
-            };
+            let section = |k: &str| super::group(k).0.to_string();
             if self.series_api {
                 let series: Vec<Value> = new
                     .iter()
@@ -227,14 +223,24 @@ impl Tracker for Swanlab {
         self.scalars(p.step, &p.values, p.unix)
     }
 
+    fn heartbeat_every(&self) -> std::time::Duration {
+        // The SDK's default heartbeat interval.
+        std::time::Duration::from_secs(600)
+    }
+
+    fn heartbeat(&mut self) -> Result<()> {
+        let path = format!("/house/experiments/{}/heartbeat", seg(&self.exp));
+        self.call_ok("POST", &path, Body::Json(&json!({"flagId": self.flag_id})))?;
+        Ok(())
+    }
+
     fn finish(&mut self, f: &Final) -> Result<()> {
         // No summary API: run-level results are scalars at the last step, and the full
         // summary and percentile table go into the experiment's metadata.
         let values: Vec<(String, f64)> = f
             .summary
             .iter()
-            .filter(|(k, _)| !k.starts_with("last/"))
-            .map(|(k, v)| (format!("summary/{k}"), *v))
+            .map(|(k, v)| (format!("Summary {k}"), *v))
             .collect();
         if !values.is_empty() {
             self.scalars(self.last_step, &values, f.unix)?;

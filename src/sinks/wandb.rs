@@ -226,9 +226,19 @@ impl Tracker for Wandb {
         Ok(())
     }
 
+    fn heartbeat_every(&self) -> std::time::Duration {
+        // The SDK sends an empty file_stream body every 30 s.
+        std::time::Duration::from_secs(30)
+    }
+
+    fn heartbeat(&mut self) -> Result<()> {
+        self.file_stream(&json!({}))?;
+        Ok(())
+    }
+
     fn finish(&mut self, f: &Final) -> Result<()> {
         let mut summary = Map::new();
-        for (k, v) in &f.summary {
+        for (k, v) in f.last.iter().chain(&f.summary) {
             summary.insert(k.clone(), (*v).into());
         }
         summary.insert("_runtime".into(), f.runtime_s.into());

@@ -1,0 +1,607 @@
+//! Tracker sinks against in-process mock W&B, SwanLab and ClearML servers that reject
+//! anything off-protocol: golden transcripts of what is sent, retries, outages, the
+//! `push` subcommand, and keys never reaching logs or output files.
+#[path = "../common/mod.rs"]
+mod common;
+mod mock;
+
+use perfscope::config::SweepPoint;
+use perfscope::report::RunResult;
+use perfscope::sinks::{self, Outcome, RunMeta, Sink, SinkSettings, Visualizer};
+use perfscope::stats::Column;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn settings(kind: Visualizer, host: &str, key: &str) -> SinkSettings {
+    SinkSettings {
+        kind,
+        key: key.into(),
+        secret: Some(mock::CLEARML_SECRET.into()),
+        host: host.into(),
+        web_host: None,
+        project: "perf_benchmark".into(),
+        workspace: None,
+        timeout: Duration::from_secs(10),
+        attempts: 3,
+        first_wait: Duration::from_millis(20),
+        heartbeat: None,
+    }
+}
+
+fn key_of(kind: Visualizer) -> &'static str {
+    match kind {
+        Visualizer::Wandb => mock::WANDB_KEY,
+        Visualizer::Swanlab => mock::SWANLAB_KEY,
+        Visualizer::Clearml => mock::CLEARML_ACCESS,
+    }
+}
+
+fn mock_of(kind: Visualizer) -> mock::Mock {
+    match kind {
+        Visualizer::Wandb => mock::wandb(),
+        Visualizer::Swanlab => mock::swanlab(),
+        Visualizer::Clearml => mock::clearml(),
+    }
+}
+
+/// A hand-made step with fixed values, so transcripts are deterministic.
+fn step(parallel: i64, scale: f64) -> RunResult {
+    let mut summary = Map::new();
+    for (k, v) in [
+        ("Test Duration (s)", 2.5),
+        ("Concurrency", parallel as f64),
+        ("Request Rate (req/s)", -1.0),
+        ("Total Requests", 10.0),
+        ("Success Requests", 10.0),
+        ("Failed Requests", 0.0),
+        ("Req Throughput (req/s)", 4.0 * scale),
+        ("Avg Latency (s)", 0.25 * scale),
+        ("Avg TTFT (ms)", 80.0 * scale),
+        ("Avg TPOT (ms)", 10.0),
+        ("Avg ITL (ms)", 10.0),
+        ("Avg Input Tokens", 20.0),
+        ("Avg Output Tokens", 16.0),
+        ("Output Throughput (tok/s)", 64.0 * scale),
+        ("Total Throughput (tok/s)", 144.0 * scale),
+    ] {
+        summary.insert(k.into(), json!(v));
+    }
+    let col = |name: &'static str, base: f64| Column {
+        name,
+        values: (0..11)
+            .map(|i| base * (1.0 + i as f64 / 10.0) * scale)
+            .collect(),
+    };
+    RunResult {
+        point: SweepPoint {
+            parallel,
+            number: 10,
+            rate: -1.0,
+        },
+        summary,
+        columns: vec![
+            col("Latency (s)", 0.2),
+            col("TTFT (ms)", 70.0),
+            col("ITL (ms)", 9.0),
+            col("TPOT (ms)", 9.5),
+        ],
+        dir: format!("/runs/parallel_{parallel}_number_10").into(),
+    }
+}
+
+fn meta() -> RunMeta {
+    let mut config = Map::new();
+    config.insert("model".into(), json!("sim-7b"));
+    config.insert("parallel".into(), json!([1, 4]));
+    config.insert("wandb_api_key".into(), json!("**********"));
+    RunMeta {
+        name: "sim-7b_20260821_101500".into(),
+        config,
+        started_unix: 1_755_770_100.0,
+    }
+}
+
+/// Pushes two fixed steps through a tracker; returns the run URL.
+fn push_fixed(s: &SinkSettings) -> anyhow::Result<String> {
+    let runs = [step(1, 1.0), step(4, 2.0)];
+    let sink = Sink::start(s, &meta())?;
+    for (i, r) in runs.iter().enumerate() {
+        sink.point(sinks::point(i as u64, r, 1_755_770_110.0 + 10.0 * i as f64));
+    }
+    let url = sink.url.clone();
+    let fin = sinks::final_payload(&runs, Outcome::Finished, 1_755_770_140.0, 40.0);
+    assert!(
+        sink.finish(fin, Duration::from_secs(30)),
+        "every push succeeded"
+    );
+    Ok(url)
+}
+
+/// Requests as text, with credentials replaced by what they prove and random ids
+/// replaced by placeholders.
+fn transcript(log: &[mock::Req], run_id: &str) -> String {
+    let mut out = String::new();
+    for r in log {
+        out.push_str(&format!(
+            "{} {}\n",
+            r.method,
+            r.path.replace(run_id, "<run-id>")
+        ));
+        let mut hs: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| ["authorization", "cookie", "content-type"].contains(&k.as_str()))
+            .collect();
+        hs.sort();
+        for (k, v) in hs {
+            let shown = if k == "content-type" {
+                v.clone()
+            } else {
+                format!("<{} chars>", v.len())
+            };
+            out.push_str(&format!("{k}: {shown}\n"));
+        }
+        let body = if r.headers.get("content-type").map(String::as_str)
+            == Some("application/json-lines")
+        {
+            r.body.clone()
+        } else {
+            match serde_json::from_str::<Value>(&r.body) {
+                Ok(mut v) => {
+                    if let Some(f) = v.get_mut("flagId") {
+                        *f = json!("<flag-id>");
+                    }
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                }
+                Err(_) => r.body.clone(),
+            }
+        };
+        out.push_str(&body.replace(run_id, "<run-id>"));
+        out.push_str("\n\n");
+    }
+    out
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var("PERFSCOPE_UPDATE_GOLDEN").is_ok() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} missing; run with PERFSCOPE_UPDATE_GOLDEN=1",
+            path.display()
+        )
+    });
+    if want != actual {
+        let line = want
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(want.lines().count().min(actual.lines().count()));
+        panic!(
+            "{name} differs from the golden transcript at line {}:\nwant: {:?}\ngot:  {:?}",
+            line + 1,
+            want.lines().nth(line),
+            actual.lines().nth(line)
+        );
+    }
+}
+
+#[test]
+fn golden_transcripts_for_every_tracker() {
+    for (kind, file) in [
+        (Visualizer::Wandb, "wandb.txt"),
+        (Visualizer::Swanlab, "swanlab.txt"),
+        (Visualizer::Clearml, "clearml.txt"),
+    ] {
+        let m = mock_of(kind);
+        let url = push_fixed(&settings(kind, &m.url, key_of(kind))).unwrap();
+        assert!(m.violations().is_empty(), "{kind:?}: {:?}", m.violations());
+        let st = m.state.lock().unwrap();
+        assert!(st.finished.is_some(), "{kind:?} run finished");
+        let run_id = st.run_id.clone();
+        drop(st);
+        match kind {
+            Visualizer::Wandb => {
+                assert_eq!(url, format!("{}/alice/perf_benchmark/runs/{run_id}", m.url))
+            }
+            Visualizer::Swanlab => assert_eq!(
+                url,
+                format!("{}/@alice/perf_benchmark/runs/run-slug", m.url)
+            ),
+            Visualizer::Clearml => assert_eq!(
+                url,
+                format!("{}/projects/proj-1/experiments/task-1/output/log", m.url)
+            ),
+        }
+        let t = transcript(&m.log(), if run_id.is_empty() { "\u{0}" } else { &run_id });
+        for secret in [
+            mock::WANDB_KEY,
+            mock::SWANLAB_KEY,
+            mock::CLEARML_SECRET,
+            "sid-42",
+        ] {
+            assert!(!t.contains(secret));
+        }
+        golden(file, &t);
+    }
+}
+
+#[test]
+fn what_each_tracker_received() {
+    // W&B: one history line per step, the summary with the best step and the table.
+    let m = mock::wandb();
+    push_fixed(&settings(Visualizer::Wandb, &m.url, mock::WANDB_KEY)).unwrap();
+    let st = m.state.lock().unwrap();
+    assert_eq!(st.history_lines, 2);
+    let fin = st.finished.clone().unwrap();
+    assert_eq!(fin["exitcode"], 0);
+    let summary: Value = serde_json::from_str(
+        fin["files"]["wandb-summary.json"]["content"][0]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["Best RPS (req/s)"], 8.0);
+    assert_eq!(summary["Best RPS Concurrency"], 4.0);
+    assert_eq!(summary["percentiles"]["_type"], "table-file");
+    assert_eq!(
+        summary["percentiles"]["nrows"], 22,
+        "11 percentiles x 2 steps"
+    );
+    assert_eq!(st.uploads.len(), 1);
+    drop(st);
+    // SwanLab: every step's scalars at its index; TTFT p99 of step 1 is 70 * 2.0 * 2.
+    let m = mock::swanlab();
+    push_fixed(&settings(Visualizer::Swanlab, &m.url, mock::SWANLAB_KEY)).unwrap();
+    let st = m.state.lock().unwrap();
+    let p99 = st
+        .scalars
+        .iter()
+        .find(|x| x["key"] == "TTFT (ms) p99" && x["index"] == 1)
+        .expect("TTFT p99 of step 1");
+    assert!((p99["data"].as_f64().unwrap() - 70.0 * 1.9 * 2.0).abs() < 1e-9);
+    assert_eq!(st.finished.as_ref().unwrap()["state"], "FINISHED");
+    drop(st);
+    // ClearML: Performance Metrics per step, single values, a plot, completed.
+    let m = mock::clearml();
+    push_fixed(&settings(Visualizer::Clearml, &m.url, mock::CLEARML_ACCESS)).unwrap();
+    let st = m.state.lock().unwrap();
+    let rps: Vec<(i64, f64)> = st
+        .events
+        .iter()
+        .filter(|e| {
+            e["metric"] == "Performance Metrics" && e["variant"] == "Req Throughput (req/s)"
+        })
+        .map(|e| (e["iter"].as_i64().unwrap(), e["value"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(rps, vec![(0, 4.0), (1, 8.0)]);
+    assert!(st
+        .events
+        .iter()
+        .any(|e| e["metric"] == "Summary" && e["iter"] == -2_147_483_648i64));
+    assert!(st.events.iter().any(|e| e["type"] == "plot"));
+    assert_eq!(st.finished.as_ref().unwrap()["action"], "tasks.completed");
+}
+
+#[test]
+fn bad_keys_fail_at_start_without_echoing_the_key() {
+    for kind in [Visualizer::Wandb, Visualizer::Swanlab, Visualizer::Clearml] {
+        let m = mock_of(kind);
+        let mut s = settings(kind, &m.url, "wrong-key-value-xyz");
+        s.secret = Some("wrong-secret-xyz".into());
+        let e = match Sink::start(&s, &meta()) {
+            Ok(_) => panic!("{kind:?}: a wrong key must fail"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains("rejected"), "{kind:?}: {e}");
+        assert!(
+            !e.contains("wrong-key-value") && !e.contains("wrong-secret"),
+            "{e}"
+        );
+        // Auth failures are not retried.
+        assert!(m.log().len() <= 2, "{kind:?}: {} requests", m.log().len());
+    }
+}
+
+#[test]
+fn graphql_errors_in_a_200_are_errors() {
+    let m = mock::wandb();
+    let mut s = settings(Visualizer::Wandb, &m.url, mock::WANDB_KEY);
+    s.project = "forbidden".into();
+    let e = Sink::start(&s, &meta())
+        .err()
+        .expect("GraphQL errors fail the start");
+    assert!(format!("{e:#}").contains("permission denied"), "{e:#}");
+}
+
+#[test]
+fn transient_failures_are_retried() {
+    let m = mock::wandb();
+    m.state
+        .lock()
+        .unwrap()
+        .fail_next
+        .insert("file_stream".into(), 2);
+    push_fixed(&settings(Visualizer::Wandb, &m.url, mock::WANDB_KEY)).unwrap();
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let st = m.state.lock().unwrap();
+    assert_eq!(st.history_lines, 2, "no line lost or duplicated");
+    assert!(st.finished.is_some());
+    let m = mock::clearml();
+    m.state
+        .lock()
+        .unwrap()
+        .fail_next
+        .insert("events.add_batch".into(), 2);
+    push_fixed(&settings(Visualizer::Clearml, &m.url, mock::CLEARML_ACCESS)).unwrap();
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_perfscope"))
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn run_dir(out: &Path) -> std::path::PathBuf {
+    // <outputs>/<timestamp>/<model>
+    let ts = std::fs::read_dir(out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::read_dir(ts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+/// `perf --api sim --visualizer wandb` end to end: the key comes from the deprecated
+/// flag, the host from WANDB_BASE_URL; the key is in no log line or file.
+#[test]
+fn perf_logs_to_wandb_and_keeps_the_key_secret() {
+    let m = mock::wandb();
+    let out = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let o = bin()
+        .args([
+            "perf", "--api", "sim", "--model", "sim-7b", "--parallel", "1", "2", "--number", "4", "8",
+            "--sleep-interval", "0", "--metrics-addr", "off", "--wandb-api-key", mock::WANDB_KEY,
+            "--outputs-dir", out.path().to_str().unwrap(), "--sim-args", r#"{"zero_delay": true}"#,
+        ])
+        .env("WANDB_BASE_URL", &m.url)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{printed}");
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let st = m.state.lock().unwrap();
+    assert_eq!(st.history_lines, 2, "one point per sweep step");
+    assert_eq!(st.finished.as_ref().unwrap()["exitcode"], 0);
+    assert!(
+        printed.contains(&format!(
+            "W&B run: {}/alice/perf_benchmark/runs/{}",
+            m.url, st.run_id
+        )),
+        "{printed}"
+    );
+    drop(st);
+    // The config pushed is the masked one.
+    let upsert = m
+        .log()
+        .into_iter()
+        .find(|r| r.body.contains("UpsertBucket"))
+        .unwrap();
+    assert!(!upsert.body.contains(mock::WANDB_KEY));
+    assert!(upsert.body.contains("**********"));
+    assert!(!printed.contains(mock::WANDB_KEY));
+    for f in files_under(out.path()) {
+        let b = std::fs::read(&f).unwrap();
+        assert!(
+            !b.windows(20)
+                .any(|w| w == &mock::WANDB_KEY.as_bytes()[..20]),
+            "key in {}",
+            f.display()
+        );
+    }
+}
+
+/// The tracker goes down after the run was created: the benchmark completes with its
+/// results on disk, says how to push later, and `perfscope push` then sends every
+/// step to W&B, SwanLab and ClearML from the stored databases.
+#[test]
+fn outage_then_push_from_the_store() {
+    let _g = common::lock();
+    let m = mock::wandb();
+    m.state.lock().unwrap().down = Some("file_stream".into());
+    let out = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let o = bin()
+        .args([
+            "perf", "--api", "sim", "--model", "sim-7b", "--parallel", "1", "2", "--number", "4", "8",
+            "--sleep-interval", "0", "--metrics-addr", "off", "--visualizer", "wandb",
+            "--outputs-dir", out.path().to_str().unwrap(), "--sim-args", r#"{"zero_delay": true}"#,
+        ])
+        .env("WANDB_BASE_URL", &m.url)
+        .env("WANDB_API_KEY", mock::WANDB_KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "the benchmark does not fail: {stderr}"
+    );
+    assert!(stderr.contains("perfscope push"), "{stderr}");
+    let dir = run_dir(out.path());
+    assert!(dir.join("parallel_2_number_8/benchmark_data.db").is_file());
+
+    let healthy = mock::wandb();
+    let o = bin()
+        .args([
+            "push",
+            dir.to_str().unwrap(),
+            "--visualizer",
+            "wandb",
+            "--name",
+            "pushed-run",
+        ])
+        .env("WANDB_BASE_URL", &healthy.url)
+        .env("WANDB_API_KEY", mock::WANDB_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        healthy.violations().is_empty(),
+        "{:?}",
+        healthy.violations()
+    );
+    let st = healthy.state.lock().unwrap();
+    assert_eq!(st.history_lines, 2);
+    drop(st);
+    assert!(healthy.log().iter().any(|r| r.body.contains("pushed-run")));
+    // Recomputed from SQLite: step 1 succeeded 8 of 8.
+    let lines: Vec<Value> = healthy
+        .log()
+        .iter()
+        .filter(|r| r.path.ends_with("file_stream"))
+        .flat_map(|r| {
+            r.json()["files"]["wandb-history.jsonl"]["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|l| serde_json::from_str(l.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(lines[1]["Success Requests"], 8.0);
+    assert_eq!(lines[1]["Concurrency"], 2.0);
+
+    let sl = mock::swanlab();
+    let o = bin()
+        .args([
+            "push",
+            dir.to_str().unwrap(),
+            "--visualizer",
+            "swanlab",
+            "--swanlab-host",
+            &sl.url,
+        ])
+        .env("SWANLAB_API_KEY", mock::SWANLAB_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(sl.violations().is_empty(), "{:?}", sl.violations());
+    assert_eq!(
+        sl.state.lock().unwrap().finished.as_ref().unwrap()["state"],
+        "FINISHED"
+    );
+
+    let cm = mock::clearml();
+    let o = bin()
+        .args(["push", dir.to_str().unwrap(), "--visualizer", "clearml"])
+        .env("CLEARML_API_HOST", &cm.url)
+        .env("CLEARML_API_ACCESS_KEY", mock::CLEARML_ACCESS)
+        .env("CLEARML_API_SECRET_KEY", mock::CLEARML_SECRET)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{printed}");
+    assert!(cm.violations().is_empty(), "{:?}", cm.violations());
+    assert!(!printed.contains(mock::CLEARML_SECRET));
+    assert!(printed.contains("ClearML run: "), "{printed}");
+}
+
+/// A tracker that cannot be reached stops `perf` before any load.
+#[test]
+fn unreachable_tracker_fails_before_load() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let o = bin()
+        .args([
+            "perf", "--api", "sim", "--model", "sim-7b", "--number", "4", "--metrics-addr", "off",
+            "--visualizer", "clearml", "--outputs-dir", out.path().to_str().unwrap(),
+        ])
+        .env("CLEARML_API_HOST", format!("http://127.0.0.1:{port}"))
+        .env("CLEARML_API_ACCESS_KEY", mock::CLEARML_ACCESS)
+        .env("CLEARML_API_SECRET_KEY", mock::CLEARML_SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ClearML") && stderr.contains("no load was sent"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(mock::CLEARML_SECRET));
+    let dbs: Vec<_> = files_under(out.path())
+        .into_iter()
+        .filter(|p| p.ends_with("benchmark_data.db"))
+        .collect();
+    assert!(dbs.is_empty(), "no run was stored: {dbs:?}");
+}
+
+/// A long step (a soak) sends heartbeats between points so the run never goes stale.
+#[test]
+fn heartbeats_between_points() {
+    for kind in [Visualizer::Wandb, Visualizer::Swanlab, Visualizer::Clearml] {
+        let m = mock_of(kind);
+        let mut s = settings(kind, &m.url, key_of(kind));
+        s.heartbeat = Some(Duration::from_millis(40));
+        let before = m.state.lock().unwrap().heartbeats;
+        let sink = Sink::start(&s, &meta()).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let fin = sinks::final_payload(&[step(1, 1.0)], Outcome::Finished, 1_755_770_140.0, 40.0);
+        assert!(sink.finish(fin, Duration::from_secs(30)));
+        let beats = m.state.lock().unwrap().heartbeats - before;
+        assert!(
+            beats >= 3,
+            "{kind:?}: {beats} heartbeats in 400 ms at 40 ms"
+        );
+        assert!(m.violations().is_empty(), "{:?}", m.violations());
+    }
+}
