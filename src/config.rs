@@ -154,6 +154,20 @@ fn not_yet(flag: &str, what: &str) -> anyhow::Error {
     )
 }
 
+/// A URL without userinfo or query string, for logs and error messages (either may
+/// carry credentials).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(invalid URL)".into(),
+    }
+}
+
 /// evalscope replaces `<>:"|?*\/` and NUL in --name with `_`.
 pub fn sanitize_name(s: &str) -> String {
     s.chars()

@@ -440,7 +440,7 @@ fn environment_configures_headers_and_resource_without_leaking_them() {
     assert_eq!(h.get("x-tenant").map(String::as_str), Some("lab"));
     assert!(printed.contains("12 spans exported"), "{printed}");
     assert!(!printed.contains("sekret"), "{printed}");
-    for f in walk(out.path()) {
+    for f in common::files_under(out.path()) {
         let bytes = std::fs::read(&f).unwrap();
         assert!(
             !bytes.windows(6).any(|w| w == b"sekret"),
@@ -448,17 +448,4 @@ fn environment_configures_headers_and_resource_without_leaking_them() {
             f.display()
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

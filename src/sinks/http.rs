@@ -179,15 +179,4 @@ fn transport(e: &ureq::Error) -> String {
     }
 }
 
-/// A URL without userinfo or query string, for messages.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string()
-        }
-        Err(_) => "(invalid URL)".into(),
-    }
-}
+pub use crate::config::redact_url;

@@ -349,19 +349,6 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_perfscope"))
 }
 
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn run_dir(out: &Path) -> std::path::PathBuf {
     // <outputs>/<timestamp>/<model>
     let ts = std::fs::read_dir(out)
@@ -421,7 +408,7 @@ fn perf_logs_to_wandb_and_keeps_the_key_secret() {
     assert!(!upsert.body.contains(mock::WANDB_KEY));
     assert!(upsert.body.contains("**********"));
     assert!(!printed.contains(mock::WANDB_KEY));
-    for f in files_under(out.path()) {
+    for f in common::files_under(out.path()) {
         let b = std::fs::read(&f).unwrap();
         assert!(
             !b.windows(20)
@@ -578,7 +565,7 @@ fn unreachable_tracker_fails_before_load() {
         "{stderr}"
     );
     assert!(!stderr.contains(mock::CLEARML_SECRET));
-    let dbs: Vec<_> = files_under(out.path())
+    let dbs: Vec<_> = common::files_under(out.path())
         .into_iter()
         .filter(|p| p.ends_with("benchmark_data.db"))
         .collect();

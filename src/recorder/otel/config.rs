@@ -200,15 +200,7 @@ impl OtelConfig {
 
     /// The export URL without credentials or query, for logs.
     pub fn display_url(&self) -> String {
-        match reqwest::Url::parse(&self.url) {
-            Ok(mut u) => {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                u.set_query(None);
-                u.to_string()
-            }
-            Err(_) => "(invalid URL)".into(),
-        }
+        crate::config::redact_url(&self.url)
     }
 }
 
