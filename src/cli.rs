@@ -253,6 +253,10 @@ pub struct PerfArgs {
     pub log_every_n_query: u64,
     #[arg(long)]
     pub enable_progress_tracker: bool,
+    /// Goodput service-level objectives, vLLM-style: `ttft:MS tpot:MS e2el:MS` (any
+    /// subset). Adds the rate and share of requests meeting every bound to the summary.
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
+    pub goodput: Vec<String>,
 
     // ---- Visualizers
     #[arg(long)]

@@ -141,6 +141,10 @@ pub struct RunConfig {
     pub metrics_linger: f64,
     /// OpenTelemetry export (None = off).
     pub otel: Option<crate::recorder::otel::OtelConfig>,
+    /// `--enable-progress-tracker`: progress.json and the /metrics progress gauges.
+    pub progress_tracker: bool,
+    /// `--goodput` bounds (None: no goodput keys).
+    pub goodput: Option<crate::stats::Goodput>,
     /// Experiment tracker (`--visualizer`, or a deprecated key alone).
     pub sink: Option<crate::sinks::SinkSettings>,
     /// The flags as given, secrets masked: written to benchmark_args.json and the DB.
@@ -407,6 +411,8 @@ impl RunConfig {
             metrics_addr_explicit: a.metrics_addr != crate::cli::DEFAULT_METRICS_ADDR,
             metrics_linger: a.metrics_linger,
             otel,
+            goodput: crate::stats::Goodput::parse(&a.goodput)?,
+            progress_tracker: a.enable_progress_tracker,
             sink: crate::sinks::SinkSettings::resolve(&crate::sinks::SinkFlags {
                 visualizer: a.visualizer.as_deref(),
                 wandb_api_key: a.wandb_api_key.as_deref(),
@@ -486,9 +492,6 @@ fn resolve_api(a: &PerfArgs) -> Result<Api> {
     }
     if a.sla_auto_tune {
         return Err(not_yet("--sla-auto-tune", "SLA auto-tuning"));
-    }
-    if a.enable_progress_tracker {
-        return Err(not_yet("--enable-progress-tracker", "progress.json"));
     }
     if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
         bail!(

@@ -60,6 +60,7 @@ struct Ctx {
     run_label: String,
     /// OpenTelemetry span export, when configured.
     tracing: Option<Arc<crate::recorder::otel::Tracing>>,
+    progress: Option<Arc<crate::recorder::progress::Progress>>,
 }
 
 /// What a finished invocation produced.
@@ -174,6 +175,18 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
             Some(t)
         }
     };
+    // evalscope: total_count is the sum of --number (warmup excluded); no tracker
+    // when it is 0.
+    let total: u64 = cfg.points.iter().map(|p| p.number).sum();
+    let progress = (cfg.progress_tracker && total > 0).then(|| {
+        crate::recorder::progress::Progress::start(
+            root,
+            total,
+            metrics
+                .as_ref()
+                .map(|m| (m.progress_processed.clone(), m.progress_total.clone())),
+        )
+    });
     let ctx = Arc::new(Ctx {
         cfg,
         http,
@@ -184,6 +197,7 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
         metrics,
         run_label,
         tracing,
+        progress,
     });
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;
@@ -222,6 +236,9 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
                 kind.flag_value()
             ));
         }
+    }
+    if let Some(p) = &ctx.progress {
+        p.finish(result.is_ok());
     }
     let runs = result?;
     finish_invocation(&ctx, root, runs, metrics_server).await
@@ -362,14 +379,17 @@ async fn start_metrics(
             return Ok((None, None));
         }
     };
-    let metrics = Arc::new(Metrics::new(RunInfoLabels {
-        run: run_label.to_string(),
-        model: cfg.model.clone(),
-        api: cfg.api.as_str().into(),
-        url: url.to_string(),
-        dataset: cfg.dataset.name.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    }));
+    let metrics = Arc::new(Metrics::new(
+        RunInfoLabels {
+            run: run_label.to_string(),
+            model: cfg.model.clone(),
+            api: cfg.api.as_str().into(),
+            url: url.to_string(),
+            dataset: cfg.dataset.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        cfg.progress_tracker,
+    ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let local = listener.local_addr().unwrap_or(addr);
     tokio::spawn(recorder::prometheus::serve(
@@ -590,6 +610,7 @@ async fn run_point(
         name.clone(),
         prom,
         spans,
+        ctx.progress.clone(),
     ));
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
     let sent = dispatch(
@@ -626,7 +647,7 @@ async fn run_point(
             "{sent} requests sent but {rows_written} rows stored"
         ));
     }
-    let result = report::load_run(&dir, point.clone())?;
+    let result = report::load_run(&dir, point.clone(), ctx.cfg.goodput)?;
     let any_success = result.num("Success Requests") > 0.0;
     report::write_run_files(&result, &args, any_success)?;
     log::info(format!("Benchmarking summary ({name}):"));

@@ -57,6 +57,7 @@ fn live_metrics_match_the_run_and_parse() {
         let r = common::run(&[
             "--url", &u2, "--model", "m", "--parallel", "4", "--number", "200", "--no-test-connection",
             "--metrics-addr", &a2, "--metrics-linger", "30", "--outputs-dir", &outdir, "--name", "live",
+            "--enable-progress-tracker",
         ]);
         r.map(|o| o.exit_code)
     });
@@ -79,6 +80,50 @@ fn live_metrics_match_the_run_and_parse() {
         assert!(t.elapsed() < Duration::from_secs(25), "run did not finish");
         std::thread::sleep(Duration::from_millis(100));
     };
+    // --enable-progress-tracker: the same progress on /metrics and in progress.json.
+    assert_eq!(
+        sample(&om, "perfscope_progress_processed_requests "),
+        Some(200.0),
+        "{om}"
+    );
+    assert_eq!(
+        sample(&om, "perfscope_progress_total_requests "),
+        Some(200.0)
+    );
+    let ts = std::fs::read_dir(out.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let progress_file = ts.join("live/progress.json");
+    let t = Instant::now();
+    let progress = loop {
+        let p = std::fs::read_to_string(&progress_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if let Some(p) = p.filter(|p| p["status"] == "completed") {
+            break p;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "progress.json never completed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(progress["pipeline"], "perf");
+    assert_eq!(progress["total_count"], 200);
+    assert_eq!(progress["processed_count"], 200);
+    assert_eq!(progress["percent"], 100.0);
+    let updated = progress["updated_at"].as_str().unwrap();
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(updated, "%Y-%m-%dT%H:%M:%S%.f").is_ok(),
+        "{updated}"
+    );
+    assert!(
+        !ts.join("live/progress.json.tmp").exists(),
+        "replaced atomically"
+    );
     // Counters and histograms agree with the database.
     let conn = rusqlite::Connection::open(
         out.path()

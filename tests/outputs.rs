@@ -376,3 +376,68 @@ fn no_usage_means_unknown_tokens_not_a_crash() {
     assert_eq!(nulls, 3);
     let _ = Value::Null;
 }
+
+/// `--goodput`: the rate and share of requests meeting every bound, recomputed here
+/// from the stored rows (vLLM's definition; TPOT of one-token outputs counts as 0).
+#[test]
+fn goodput_recomputed_from_sqlite() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        error_rate: 0.1,
+        seed: 5,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--parallel", "4", "--number", "60",
+        "--outputs-dir", out.path().to_str().unwrap(), "--no-test-connection",
+        "--goodput", "e2el:330", "ttft:50", "tpot:40",
+    ])
+    .unwrap();
+    let dir = o.dir.join("parallel_4_number_60");
+    let s = common::json(&dir.join("benchmark_summary.json"));
+    let conn = common::db(&dir);
+    let rows: Vec<(bool, Option<f64>, Option<f64>, Option<f64>)> = conn
+        .prepare("SELECT success, first_chunk_latency, time_per_output_token, latency FROM result")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? == 1, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap()
+        .map(|x| x.unwrap())
+        .collect();
+    let good = rows
+        .iter()
+        .filter(|(ok, ttft, tpot, lat)| {
+            *ok && ttft.unwrap_or(f64::INFINITY) * 1000.0 <= 50.0
+                && tpot.unwrap_or(0.0) * 1000.0 <= 40.0
+                && lat.unwrap_or(f64::INFINITY) * 1000.0 <= 330.0
+        })
+        .count();
+    let succ = rows.iter().filter(|r| r.0).count();
+    assert!(
+        good > 0 && good < succ,
+        "the bound splits the requests: {good} of {succ}"
+    );
+    let duration = s["Test Duration (s)"].as_f64().unwrap();
+    let rate = s["Goodput (req/s)"].as_f64().unwrap();
+    assert!(
+        (rate - good as f64 / duration).abs() < 0.01 * rate.max(1.0),
+        "{rate}"
+    );
+    assert_eq!(
+        s["Goodput (%)"].as_f64().unwrap(),
+        r(100.0 * good as f64 / 60.0, 2)
+    );
+    // Without --goodput there are no goodput keys (evalscope's summary is unchanged).
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--number", "4", "--name", "plain",
+        "--outputs-dir", out.path().to_str().unwrap(), "--no-test-connection",
+    ])
+    .unwrap();
+    let s = common::json(&o.dir.join("parallel_1_number_4/benchmark_summary.json"));
+    assert!(s.get("Goodput (req/s)").is_none());
+}

@@ -4,6 +4,7 @@
 //! queue after releasing their concurrency slot, so nothing here delays a request.
 
 pub mod otel;
+pub mod progress;
 pub mod prometheus;
 pub mod sqlite;
 
@@ -90,6 +91,7 @@ pub async fn fanout(
         otel::PreparedCommon,
         crate::record::Clock,
     )>,
+    progress: Option<std::sync::Arc<progress::Progress>>,
 ) -> Live {
     let mut live = Live::default();
     while let Some(r) = rx.recv().await {
@@ -100,6 +102,9 @@ pub async fn fanout(
         }
         if let Some((t, common, clock)) = &spans {
             t.record(&r, clock, common);
+        }
+        if let Some(p) = &progress {
+            p.add();
         }
         if live.total % log_every == 0 {
             // Printed above the bar when one is drawn, as evalscope logs beside tqdm.

@@ -62,10 +62,13 @@ pub struct Metrics {
     pub in_flight: Family<RunLabels, Gauge>,
     pub target_concurrency: Family<RunLabels, Gauge>,
     pub target_rate: Family<RunLabels, Gauge<f64, AtomicU64>>,
+    pub progress_processed: Gauge,
+    pub progress_total: Gauge,
 }
 
 impl Metrics {
-    pub fn new(info: RunInfoLabels) -> Metrics {
+    /// `progress`: also register the `--enable-progress-tracker` gauges.
+    pub fn new(info: RunInfoLabels, progress: bool) -> Metrics {
         let mut r = Registry::with_prefix(t::PREFIX);
         let m = Metrics {
             ttft: exemplar_family!(t::TTFT_BUCKETS),
@@ -82,6 +85,8 @@ impl Metrics {
             in_flight: Family::default(),
             target_concurrency: Family::default(),
             target_rate: Family::default(),
+            progress_processed: Gauge::default(),
+            progress_total: Gauge::default(),
             registry: Registry::default(),
         };
         let s = Unit::Seconds;
@@ -161,6 +166,18 @@ impl Metrics {
             "Configured --rate of the current stage (-1 = none)",
             m.target_rate.clone(),
         );
+        if progress {
+            r.register(
+                t::PROGRESS_PROCESSED,
+                "Requests finished so far in this invocation (--enable-progress-tracker)",
+                m.progress_processed.clone(),
+            );
+            r.register(
+                t::PROGRESS_TOTAL,
+                "Requests planned for this invocation (--enable-progress-tracker)",
+                m.progress_total.clone(),
+            );
+        }
         r.register(t::RUN, "The running benchmark", Info::new(info));
         Metrics { registry: r, ..m }
     }

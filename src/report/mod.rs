@@ -43,13 +43,18 @@ impl RunResult {
 }
 
 /// A run's summary and percentiles, computed from its stored rows alone.
-pub fn load_run(dir: &Path, point: SweepPoint) -> Result<RunResult> {
+pub fn load_run(
+    dir: &Path,
+    point: SweepPoint,
+    goodput: Option<crate::stats::Goodput>,
+) -> Result<RunResult> {
     let conn = crate::recorder::sqlite::open(&dir.join("benchmark_data.db"))?;
     let summary = crate::stats::summary(
         &conn,
         &crate::stats::RunInputs {
             parallel: point.parallel,
             rate: point.rate,
+            goodput,
         },
     )?;
     let columns = crate::stats::percentile_columns(&conn)?;
@@ -205,6 +210,12 @@ pub fn summary_table(r: &RunResult) -> String {
             g("Measured Concurrency (peak)")
         ),
     ));
+    if s.contains_key("Goodput (req/s)") {
+        lines.push(cell(
+            "Goodput (req/s) / (%)",
+            format!("{} / {}", g("Goodput (req/s)"), g("Goodput (%)")),
+        ));
+    }
     lines.push(Line::Section("── Latency ──".into()));
     lines.push(cell("Avg Latency (s)", g("Avg Latency (s)")));
     for k in [

@@ -323,6 +323,8 @@ const SUMMARY_KEYS: &[&str] = &[
     "Total Throughput (tok/s)",
     "Measured Request Rate (req/s)",
     "Measured Concurrency (avg)",
+    "Goodput (req/s)",
+    "Goodput (%)",
 ];
 
 /// Percentile columns and points pushed per step, as `"<column> p<N>"` (no `/`:

@@ -113,7 +113,13 @@ pub fn push(dir: &Path, settings: &SinkSettings, name: Option<&str>) -> Result<S
     };
     let mut runs = Vec::new();
     for s in &stored {
-        runs.push(report::load_run(&s.dir, s.point.clone())?);
+        // The goodput bounds the run was measured with, from its stored flags.
+        let goodput = s
+            .config
+            .get("goodput")
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+            .and_then(|g| crate::stats::Goodput::parse(&g).ok().flatten());
+        runs.push(report::load_run(&s.dir, s.point.clone(), goodput)?);
     }
     let meta = RunMeta {
         name: run_name,

@@ -28,6 +28,9 @@ pub const IN_FLIGHT: &str = "in_flight_requests";
 pub const TARGET_CONCURRENCY: &str = "target_concurrency";
 pub const TARGET_RATE: &str = "target_rate_rps";
 pub const RUN: &str = "run";
+/// `--enable-progress-tracker`: the invocation's finished and planned requests.
+pub const PROGRESS_PROCESSED: &str = "progress_processed_requests";
+pub const PROGRESS_TOTAL: &str = "progress_total_requests";
 
 /// vLLM's `vllm:time_to_first_token_seconds` buckets, so client and server compare
 /// bucket by bucket.
