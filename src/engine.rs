@@ -608,9 +608,11 @@ async fn run_point(
         bar.clone(),
         cfg.log_every_n_query,
         name.clone(),
-        prom,
-        spans,
-        ctx.progress.clone(),
+        recorder::Observers {
+            prom,
+            spans,
+            progress: ctx.progress.clone(),
+        },
     ));
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
     let sent = dispatch(

@@ -75,6 +75,20 @@ pub fn progress_bar(label: &str, total: u64) -> ProgressBar {
     pb
 }
 
+/// What observes each record besides SQLite (each optional).
+pub struct Observers {
+    pub prom: Option<(
+        std::sync::Arc<prometheus::Metrics>,
+        crate::telemetry::RunLabels,
+    )>,
+    pub spans: Option<(
+        std::sync::Arc<otel::Tracing>,
+        otel::PreparedCommon,
+        crate::record::Clock,
+    )>,
+    pub progress: Option<std::sync::Arc<progress::Progress>>,
+}
+
 /// Consumes records until every sender is gone; returns the live totals.
 pub async fn fanout(
     mut rx: mpsc::Receiver<RequestRecord>,
@@ -82,17 +96,13 @@ pub async fn fanout(
     bar: ProgressBar,
     log_every: u64,
     label: String,
-    prom: Option<(
-        std::sync::Arc<prometheus::Metrics>,
-        crate::telemetry::RunLabels,
-    )>,
-    spans: Option<(
-        std::sync::Arc<otel::Tracing>,
-        otel::PreparedCommon,
-        crate::record::Clock,
-    )>,
-    progress: Option<std::sync::Arc<progress::Progress>>,
+    obs: Observers,
 ) -> Live {
+    let Observers {
+        prom,
+        spans,
+        progress,
+    } = obs;
     let mut live = Live::default();
     while let Some(r) = rx.recv().await {
         live.add(&r);
