@@ -399,7 +399,9 @@ fn goodput_recomputed_from_sqlite() {
     let dir = o.dir.join("parallel_4_number_60");
     let s = common::json(&dir.join("benchmark_summary.json"));
     let conn = common::db(&dir);
-    let rows: Vec<(bool, Option<f64>, Option<f64>, Option<f64>)> = conn
+    // success, TTFT, TPOT, latency (seconds; NULL for failures)
+    type Row = (bool, Option<f64>, Option<f64>, Option<f64>);
+    let rows: Vec<Row> = conn
         .prepare("SELECT success, first_chunk_latency, time_per_output_token, latency FROM result")
         .unwrap()
         .query_map([], |r| {
