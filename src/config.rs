@@ -143,6 +143,8 @@ pub struct RunConfig {
     pub otel: Option<crate::recorder::otel::OtelConfig>,
     /// `--enable-progress-tracker`: progress.json and the /metrics progress gauges.
     pub progress_tracker: bool,
+    /// `--sla-auto-tune` settings (None: the normal sweep).
+    pub sla: Option<SlaConfig>,
     /// `--goodput` bounds (None: no goodput keys).
     pub goodput: Option<crate::stats::Goodput>,
     /// Experiment tracker (`--visualizer`, or a deprecated key alone).
@@ -412,6 +414,7 @@ impl RunConfig {
             metrics_linger: a.metrics_linger,
             otel,
             goodput: crate::stats::Goodput::parse(&a.goodput)?,
+            sla: resolve_sla(a)?,
             progress_tracker: a.enable_progress_tracker,
             sink: crate::sinks::SinkSettings::resolve(&crate::sinks::SinkFlags {
                 visualizer: a.visualizer.as_deref(),
@@ -490,9 +493,6 @@ fn resolve_api(a: &PerfArgs) -> Result<Api> {
     if a.query_template.is_some() {
         return Err(not_yet("--query-template", "request body templates"));
     }
-    if a.sla_auto_tune {
-        return Err(not_yet("--sla-auto-tune", "SLA auto-tuning"));
-    }
     if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
         bail!(
             "--sla-variable: expected `parallel` or `rate`, got `{}`",
@@ -500,6 +500,58 @@ fn resolve_api(a: &PerfArgs) -> Result<Api> {
         );
     }
     Ok(api)
+}
+
+/// `--sla-auto-tune`: what to vary, the constraint groups and the search bounds.
+#[derive(Clone, Debug)]
+pub struct SlaConfig {
+    /// `parallel` or `rate`.
+    pub variable: String,
+    pub groups: Vec<Vec<crate::sla::Criterion>>,
+    pub num_runs: u32,
+    pub lower: i64,
+    pub upper: i64,
+    pub number_multiplier: f64,
+    /// Concurrency cap in rate mode (evalscope: --sla-fixed-parallel or the upper bound).
+    pub fixed_parallel: i64,
+    pub start: i64,
+}
+
+fn resolve_sla(a: &PerfArgs) -> Result<Option<SlaConfig>> {
+    if !a.sla_auto_tune {
+        return Ok(None);
+    }
+    let Some(params) = a.sla_params.as_deref() else {
+        bail!("--sla-auto-tune: give the constraints with --sla-params, e.g. '[{{\"p99_ttft\": \"<=500\"}}]'");
+    };
+    let groups = crate::sla::parse_params(params)?;
+    if a.sla_num_runs == 0 {
+        bail!("--sla-num-runs: must be at least 1");
+    }
+    let (lower, upper) = (a.sla_lower_bound.max(1) as i64, a.sla_upper_bound as i64);
+    if upper < lower {
+        bail!("--sla-upper-bound: {upper} is below --sla-lower-bound {lower}");
+    }
+    let number_multiplier = a.sla_number_multiplier.unwrap_or(2.0);
+    if !(number_multiplier > 0.0 && number_multiplier.is_finite()) {
+        bail!("--sla-number-multiplier: {number_multiplier} must be a positive number");
+    }
+    // evalscope: the start is int(parallel[0] or rate[0]), clamped to the bounds.
+    let start = if a.sla_variable == "rate" {
+        a.rate.first().copied().filter(|r| *r > 0.0).unwrap_or(1.0) as i64
+    } else {
+        a.parallel.first().copied().unwrap_or(1)
+    };
+    Ok(Some(SlaConfig {
+        variable: a.sla_variable.clone(),
+        groups,
+        num_runs: a.sla_num_runs,
+        lower,
+        upper,
+        number_multiplier,
+        fixed_parallel: a.sla_fixed_parallel.map_or(upper, |p| p as i64),
+        start: start.clamp(lower, upper),
+    }))
 }
 
 /// The sweep points: evalscope pairs --number with --parallel (closed loop) or with

@@ -26,6 +26,7 @@ use crate::recorder::{self, sqlite};
 use crate::report::{self, log, RunResult};
 use crate::scheduler;
 use crate::sinks;
+use crate::stats;
 use crate::telemetry::{RunInfoLabels, RunLabels};
 
 /// How long in-flight requests may finish after Ctrl-C before they are cancelled.
@@ -178,7 +179,7 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     // evalscope: total_count is the sum of --number (warmup excluded); no tracker
     // when it is 0.
     let total: u64 = cfg.points.iter().map(|p| p.number).sum();
-    let progress = (cfg.progress_tracker && total > 0).then(|| {
+    let progress = (cfg.progress_tracker && total > 0 && cfg.sla.is_none()).then(|| {
         crate::recorder::progress::Progress::start(
             root,
             total,
@@ -202,12 +203,21 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;
     }
-    let sink = match ctx.cfg.sink.clone() {
+    if ctx.cfg.sla.is_some() && (ctx.cfg.sink.is_some() || ctx.cfg.progress_tracker) {
+        // evalscope: SLA mode bypasses the visualizer and the progress tracker.
+        log::warn(
+            "--sla-auto-tune: --visualizer and --enable-progress-tracker are not used in SLA mode",
+        );
+    }
+    let sink = match ctx.cfg.sink.clone().filter(|_| ctx.cfg.sla.is_none()) {
         None => None,
         Some(settings) => Some(start_sink(settings, &ctx.cfg, clock).await?),
     };
     let started_unix = clock.unix(0.0);
-    let result = sweep(&ctx, root, sink.as_ref()).await;
+    let result = match &ctx.cfg.sla {
+        Some(sla) => sla_tune(&ctx, root, sla.clone()).await,
+        None => sweep(&ctx, root, sink.as_ref()).await,
+    };
     if let Some(sink) = sink {
         let (runs, outcome) = match &result {
             Ok(runs) if ctx.stop.dispatch.is_cancelled() => {
@@ -290,13 +300,187 @@ async fn sweep(ctx: &Arc<Ctx>, root: &Path, sink: Option<&sinks::Sink>) -> Resul
                 _ = ctx.stop.dispatch.cancelled() => break,
             }
         }
-        let r = run_point(ctx, point, i as u64, root).await?;
+        let r = run_point(
+            ctx,
+            point,
+            i as u64,
+            root,
+            point.dir_name(ctx.cfg.open_loop),
+        )
+        .await?;
         if let Some(sink) = sink {
             sink.point(sinks::point(i as u64, &r, sinks::now_unix()));
         }
         runs.push(r);
     }
     Ok(runs)
+}
+
+/// `--sla-auto-tune`: evalscope's search (§7) per constraint group. Each tested value
+/// runs `--sla-num-runs` times into `sla_tuning/sla_<var>_<v>_run_<i>/` and is judged
+/// on the averaged results; values are cached across groups. Returns the averaged
+/// result of every tested value, in order of value, for the multi-run summary.
+async fn sla_tune(
+    ctx: &Arc<Ctx>,
+    root: &Path,
+    sla: crate::config::SlaConfig,
+) -> Result<Vec<RunResult>> {
+    let tuning = root.join("sla_tuning");
+    let handle = tokio::runtime::Handle::current();
+    let (ctx2, tuning2) = (ctx.clone(), tuning.clone());
+    // The search is sequential and written as plain loops over a blocking evaluator;
+    // each evaluation drives the async runs on this runtime.
+    let (rows, tested) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut cache: std::collections::BTreeMap<i64, RunResult> = Default::default();
+        let mut index = 0u64;
+        let mut eval = |v: i64| -> Result<RunResult> {
+            if let Some(r) = cache.get(&v) {
+                return Ok(clone_result(r));
+            }
+            let number = ((v as f64) * sla.number_multiplier).round().max(1.0) as u64;
+            let point = if sla.variable == "rate" {
+                SweepPoint {
+                    parallel: sla.fixed_parallel,
+                    number,
+                    rate: v as f64,
+                }
+            } else {
+                SweepPoint {
+                    parallel: v,
+                    number,
+                    rate: -1.0,
+                }
+            };
+            let mut runs = Vec::new();
+            for i in 0..sla.num_runs {
+                if ctx2.stop.dispatch.is_cancelled() {
+                    bail!("interrupted during the SLA search");
+                }
+                if index > 0 && ctx2.cfg.sleep_interval > 0.0 {
+                    std::thread::sleep(Duration::from_secs_f64(ctx2.cfg.sleep_interval));
+                }
+                let name = format!("sla_{}_{v}_run_{i}", sla.variable);
+                log::info(format!(
+                    "SLA auto-tune: {} = {v}, run {} of {} ({number} requests)",
+                    sla.variable,
+                    i + 1,
+                    sla.num_runs
+                ));
+                runs.push(handle.block_on(run_point(&ctx2, &point, index, &tuning2, name))?);
+                index += 1;
+            }
+            let avg = crate::sla::average(&runs).context("no run")?;
+            cache.insert(v, clone_result(&avg));
+            Ok(avg)
+        };
+        let mut rows = Vec::new();
+        for group in &sla.groups {
+            let criteria = group
+                .iter()
+                .map(|c| c.describe())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let opt = group
+                .iter()
+                .find(|c| matches!(c.op, crate::sla::Op::Max | crate::sla::Op::Min));
+            let (best, note) = match opt {
+                Some(c) => {
+                    let (best, val) = crate::sla::optimise(
+                        sla.start,
+                        sla.lower,
+                        sla.upper,
+                        c.op == crate::sla::Op::Max,
+                        |v| {
+                            let r = eval(v)?;
+                            Ok(if crate::sla::point_passes(&r, &[]) {
+                                c.read(&r)
+                            } else {
+                                None
+                            })
+                        },
+                    )?;
+                    (
+                        best,
+                        match val {
+                            Some(x) => format!("Best {}: {}", c.name, crate::stats::round(x, 4)),
+                            None => format!("Failed at the start ({})", sla.start),
+                        },
+                    )
+                }
+                None => crate::sla::constraint_search(sla.start, sla.lower, sla.upper, |v| {
+                    Ok(crate::sla::point_passes(&eval(v)?, group))
+                })?,
+            };
+            rows.push(vec![
+                criteria,
+                sla.variable.clone(),
+                best.map_or("None".into(), |b| b.to_string()),
+                note,
+            ]);
+        }
+        Ok((rows, cache))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the SLA search failed: {e}"))??;
+    // sla_summary.json: every tested value's averaged summary and percentiles.
+    let mut out = serde_json::Map::new();
+    for (v, r) in &tested {
+        let mut pct = serde_json::Map::new();
+        pct.insert(
+            "Percentiles".into(),
+            stats::PERCENTILES
+                .iter()
+                .map(|p| serde_json::Value::from(p.1))
+                .collect(),
+        );
+        for c in &r.columns {
+            pct.insert(
+                c.name.into(),
+                c.values
+                    .iter()
+                    .map(|x| serde_json::Value::from(*x))
+                    .collect(),
+            );
+        }
+        out.insert(
+            format!(
+                "{}_{v}",
+                ctx.cfg
+                    .sla
+                    .as_ref()
+                    .map_or("parallel", |s| s.variable.as_str())
+            ),
+            serde_json::json!({"metrics": r.summary, "percentiles": pct}),
+        );
+    }
+    let path = root.join("sla_summary.json");
+    std::fs::write(&path, report::to_py_json(&serde_json::Value::Object(out)))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let lines: Vec<report::table::Line> =
+        rows.into_iter().map(report::table::Line::Cells).collect();
+    log::info("SLA Auto-tune Summary:");
+    log::block(&report::table::render(
+        Some("SLA Auto-tune Summary"),
+        &["Criteria", "Variable", "Max Satisfied", "Note"],
+        &lines,
+    ));
+    Ok(tested.into_values().collect())
+}
+
+fn clone_result(r: &RunResult) -> RunResult {
+    RunResult {
+        point: r.point.clone(),
+        summary: r.summary.clone(),
+        columns: r
+            .columns
+            .iter()
+            .map(|c| stats::Column {
+                name: c.name,
+                values: c.values.clone(),
+            })
+            .collect(),
+        dir: r.dir.clone(),
+    }
 }
 
 /// The multi-run summary, exit code, --metrics-linger and the span flush.
@@ -507,9 +691,9 @@ async fn run_point(
     point: &SweepPoint,
     index: u64,
     root: &Path,
+    name: String,
 ) -> Result<RunResult> {
     let cfg = &ctx.cfg;
-    let name = point.dir_name(cfg.open_loop);
     let dir = root.join(&name);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let warmup = cfg.warmup_for(point.number);

@@ -23,5 +23,6 @@ pub mod report;
 pub mod scheduler;
 pub mod sim;
 pub mod sinks;
+pub mod sla;
 pub mod stats;
 pub mod telemetry;

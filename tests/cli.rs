@@ -188,8 +188,6 @@ fn later_features_fail_fast_naming_the_flag() {
         (&["--tokenizer-path", "t"], "--tokenizer-path"),
         (&["--attn-implementation", "eager"], "--attn-implementation"),
         (&["--query-template", "{}"], "--query-template"),
-        (&["--sla-auto-tune"], "--sla-auto-tune"),
-        (&["--enable-progress-tracker"], "--enable-progress-tracker"),
         (&["--api", "dashscope"], "--api"),
         (&["--api", "local"], "--api"),
         (&["--api", "embedding"], "--api"),

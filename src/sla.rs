@@ -1,0 +1,503 @@
+//! SLA auto-tune (`--sla-auto-tune`): find the largest concurrency or rate meeting a
+//! set of constraints, or the one optimising a metric, by evalscope's search (§7):
+//! double from the start while it passes, then binary-search the last interval.
+//!
+//! Constraints come in two formats:
+//! - evalscope's groups, `[{"p99_ttft": "<=50", "avg_latency": "<=2"}, {"rps": "max"}]`
+//!   (metrics in a group are ANDed; each group is its own search). As evalscope since
+//!   v1.7, bare TTFT/TPOT names are in **milliseconds** and latency in seconds;
+//!   explicit names (`p99_ttft_ms`, `avg_ttft_s`, `avg_latency_s`) say their unit.
+//! - a list of `{"name", "operator", "value"}` with names `latency`, `ttft`, `tpot`
+//!   (averages, in **seconds**), `request_throughput`, `output_token_throughput`,
+//!   `total_token_throughput` (per second) and `goodput` (req/s), all ANDed.
+
+use anyhow::{bail, Result};
+use serde_json::{Map, Value};
+
+use crate::report::RunResult;
+use crate::stats::{Column, PERCENTILES};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    Le,
+    Ge,
+    Lt,
+    Gt,
+    Eq,
+    Max,
+    Min,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "<=" | "≤" => Op::Le,
+            ">=" | "≥" | "≧" => Op::Ge,
+            "<" => Op::Lt,
+            ">" => Op::Gt,
+            "==" | "=" => Op::Eq,
+            "max" => Op::Max,
+            "min" => Op::Min,
+            _ => return None,
+        })
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Le => "<=",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Gt => ">",
+            Op::Eq => "==",
+            Op::Max => "max",
+            Op::Min => "min",
+        }
+    }
+}
+
+/// Where a metric's value is read: a summary key or a percentile cell, times a
+/// scale into the user's unit.
+#[derive(Clone, Debug, PartialEq)]
+enum Source {
+    Summary(&'static str),
+    Pct(&'static str, &'static str),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Criterion {
+    pub name: String,
+    source: Source,
+    scale: f64,
+    pub op: Op,
+    pub value: f64,
+}
+
+impl Criterion {
+    /// The metric's value in the user's unit; None when the run has no such value.
+    pub fn read(&self, r: &RunResult) -> Option<f64> {
+        let raw = match &self.source {
+            Source::Summary(k) => r.summary.get(*k).and_then(Value::as_f64),
+            Source::Pct(c, p) => Some(r.pct(c, p)),
+        }?;
+        // evalscope's -1 means "no denominator": not a measured value.
+        (raw.is_finite() && raw >= 0.0).then_some(raw * self.scale)
+    }
+
+    pub fn passes(&self, v: f64) -> bool {
+        match self.op {
+            Op::Le => v <= self.value,
+            Op::Ge => v >= self.value,
+            Op::Lt => v < self.value,
+            Op::Gt => v > self.value,
+            Op::Eq => (v - self.value).abs() <= 1e-9 * self.value.abs().max(1.0),
+            Op::Max | Op::Min => true,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self.op {
+            Op::Max | Op::Min => format!("{} {}", self.name, self.op.as_str()),
+            op => format!("{} {} {}", self.name, op.as_str(), self.value),
+        }
+    }
+}
+
+/// Maps a metric name to its source and scale.
+fn metric(name: &str, seed_format: bool) -> Option<(Source, f64)> {
+    use Source::*;
+    let s = |k| Some((Summary(k), 1.0));
+    if seed_format {
+        return match name {
+            "latency" => s("Avg Latency (s)"),
+            "ttft" => Some((Summary("Avg TTFT (ms)"), 1e-3)),
+            "tpot" => Some((Summary("Avg TPOT (ms)"), 1e-3)),
+            "request_throughput" => s("Req Throughput (req/s)"),
+            "output_token_throughput" => s("Output Throughput (tok/s)"),
+            "total_token_throughput" => s("Total Throughput (tok/s)"),
+            "goodput" => s("Goodput (req/s)"),
+            _ => None,
+        };
+    }
+    match name {
+        "avg_latency" | "avg_latency_s" => return s("Avg Latency (s)"),
+        "avg_ttft" | "avg_ttft_ms" => return s("Avg TTFT (ms)"),
+        "avg_ttft_s" => return Some((Summary("Avg TTFT (ms)"), 1e-3)),
+        "avg_tpot" | "avg_tpot_ms" => return s("Avg TPOT (ms)"),
+        "avg_tpot_s" => return Some((Summary("Avg TPOT (ms)"), 1e-3)),
+        "rps" | "request_throughput" => return s("Req Throughput (req/s)"),
+        "tps" | "output_token_throughput" => return s("Output Throughput (tok/s)"),
+        "total_token_throughput" => return s("Total Throughput (tok/s)"),
+        "goodput" | "goodput_rps" => return s("Goodput (req/s)"),
+        "goodput_pct" => return s("Goodput (%)"),
+        _ => {}
+    }
+    // p50/p90/p99 of latency (s), ttft and tpot (ms).
+    let (p, rest) = name.split_once('_')?;
+    let label = match p {
+        "p50" => "50%",
+        "p90" => "90%",
+        "p99" => "99%",
+        _ => return None,
+    };
+    match rest {
+        "latency" | "latency_s" => Some((Pct("Latency (s)", label), 1.0)),
+        "ttft" | "ttft_ms" => Some((Pct("TTFT (ms)", label), 1.0)),
+        "ttft_s" => Some((Pct("TTFT (ms)", label), 1e-3)),
+        "tpot" | "tpot_ms" => Some((Pct("TPOT (ms)", label), 1.0)),
+        "tpot_s" => Some((Pct("TPOT (ms)", label), 1e-3)),
+        _ => None,
+    }
+}
+
+const NAMES: &str = "avg_latency (s), avg_ttft, avg_tpot (ms), p50/p90/p99_latency (s), \
+p50/p90/p99_ttft, p50/p90/p99_tpot (ms), rps, tps, total_token_throughput, goodput, goodput_pct; \
+add _s or _ms to say the unit";
+
+/// Parses `--sla-params` (either format) into groups; each group is one search.
+pub fn parse_params(text: &str) -> Result<Vec<Vec<Criterion>>> {
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        anyhow::anyhow!("--sla-params: not JSON ({e}); e.g. '[{{\"p99_ttft\": \"<=500\"}}]'")
+    })?;
+    let items = match v {
+        Value::Array(a) if !a.is_empty() => a,
+        Value::Object(o) => vec![Value::Object(o)],
+        _ => bail!("--sla-params: expected a non-empty JSON list"),
+    };
+    let seed = items
+        .iter()
+        .all(|i| i.get("name").is_some() && i.get("operator").is_some());
+    let mut groups = Vec::new();
+    if seed {
+        let mut g = Vec::new();
+        for i in &items {
+            let name = i["name"].as_str().unwrap_or_default();
+            let op_s = i["operator"].as_str().unwrap_or_default();
+            let Some((source, scale)) = metric(name, true) else {
+                bail!(
+                    "--sla-params: unknown metric `{name}`; use latency, ttft, tpot (seconds), \
+                     request_throughput, output_token_throughput, total_token_throughput, goodput"
+                );
+            };
+            let Some(op) = Op::parse(op_s).filter(|o| !matches!(o, Op::Max | Op::Min)) else {
+                bail!("--sla-params: `{name}`: operator `{op_s}` is not one of <= >= < > ==");
+            };
+            let Some(value) = i["value"].as_f64() else {
+                bail!("--sla-params: `{name}`: `value` must be a number");
+            };
+            g.push(Criterion {
+                name: name.into(),
+                source,
+                scale,
+                op,
+                value,
+            });
+        }
+        groups.push(g);
+    } else {
+        for i in &items {
+            let Some(obj) = i.as_object().filter(|o| !o.is_empty()) else {
+                bail!("--sla-params: each group is an object like {{\"p99_ttft\": \"<=500\"}}");
+            };
+            let mut g = Vec::new();
+            for (name, crit) in obj {
+                let Some((source, scale)) = metric(name, false) else {
+                    bail!("--sla-params: unknown metric `{name}`; use {NAMES}");
+                };
+                let c = crit.as_str().map(str::trim).unwrap_or_default();
+                let (op, rest) = ["<=", ">=", "≤", "≥", "≧", "==", "<", ">", "max", "min"]
+                    .iter()
+                    .find_map(|p| c.strip_prefix(p).map(|r| (Op::parse(p), r.trim())))
+                    .unwrap_or((None, ""));
+                let Some(op) = op else {
+                    bail!("--sla-params: `{name}`: `{c}` is not <=x, >=x, <x, >x, ==x, max or min");
+                };
+                let value = if matches!(op, Op::Max | Op::Min) {
+                    f64::NAN
+                } else {
+                    rest.parse::<f64>().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--sla-params: `{name}`: `{c}` has no number after the operator"
+                        )
+                    })?
+                };
+                g.push(Criterion {
+                    name: name.clone(),
+                    source,
+                    scale,
+                    op,
+                    value,
+                });
+            }
+            groups.push(g);
+        }
+    }
+    let optimising = groups
+        .iter()
+        .flatten()
+        .filter(|c| matches!(c.op, Op::Max | Op::Min))
+        .count();
+    if optimising > 0 && !(groups.len() == 1 && groups[0].len() == 1) {
+        bail!("--sla-params: max/min must be the only criterion (one group with one metric)");
+    }
+    Ok(groups)
+}
+
+/// Whether a test point passes: every request succeeded (evalscope rounds the rate
+/// to 0.1%) and every criterion holds; a missing metric fails.
+pub fn point_passes(r: &RunResult, group: &[Criterion]) -> bool {
+    let rate = (r.success_rate() * 10.0).round() / 10.0;
+    rate >= 100.0 && group.iter().all(|c| c.read(r).is_some_and(|v| c.passes(v)))
+}
+
+/// evalscope's constraint search over integers in [lb, ub] from `start`; returns the
+/// largest passing value (None if even `lb` fails) and the note.
+pub fn constraint_search(
+    start: i64,
+    lb: i64,
+    ub: i64,
+    mut pass: impl FnMut(i64) -> Result<bool>,
+) -> Result<(Option<i64>, String)> {
+    let start = start.clamp(lb, ub);
+    let (mut lower, mut upper);
+    if pass(start)? {
+        lower = start;
+        upper = (2 * start).min(ub);
+        loop {
+            if upper == lower {
+                return Ok((Some(lower), "Satisfied".into()));
+            }
+            if !pass(upper)? {
+                break;
+            }
+            lower = upper;
+            if upper == ub {
+                return Ok((Some(ub), "Satisfied (upper bound)".into()));
+            }
+            upper = (2 * upper).min(ub);
+        }
+    } else {
+        upper = start;
+        loop {
+            if upper <= lb {
+                return Ok((None, format!("Failed at lower bound ({lb})")));
+            }
+            let next = (upper / 2).max(lb);
+            if pass(next)? {
+                lower = next;
+                break;
+            }
+            upper = next;
+        }
+    }
+    // lower passes, upper fails: binary search strictly between.
+    let mut best = lower;
+    let (mut l, mut r) = (lower + 1, upper - 1);
+    while l <= r {
+        let mid = (l + r) / 2;
+        if pass(mid)? {
+            best = mid;
+            l = mid + 1;
+        } else {
+            r = mid - 1;
+        }
+    }
+    Ok((Some(best), "Satisfied".into()))
+}
+
+/// evalscope's optimisation: double while the metric strictly improves, then
+/// binary-search between the last improving and the first non-improving value.
+/// `measure` returns None for a point that failed (counts as no improvement).
+pub fn optimise(
+    start: i64,
+    lb: i64,
+    ub: i64,
+    maximise: bool,
+    mut measure: impl FnMut(i64) -> Result<Option<f64>>,
+) -> Result<(Option<i64>, Option<f64>)> {
+    let better = |a: f64, b: f64| if maximise { a > b } else { a < b };
+    let start = start.clamp(lb, ub);
+    let Some(mut best_v) = measure(start)? else {
+        return Ok((None, None));
+    };
+    let mut best = start;
+    let mut cur = start;
+    let mut worse = None;
+    while cur < ub {
+        let next = (cur * 2).min(ub);
+        match measure(next)? {
+            Some(v) if better(v, best_v) => {
+                best = next;
+                best_v = v;
+                cur = next;
+            }
+            _ => {
+                worse = Some(next);
+                break;
+            }
+        }
+    }
+    if let Some(w) = worse {
+        let (mut l, mut r) = (best, w);
+        while l < r - 1 {
+            let mid = (l + r) / 2;
+            match measure(mid)? {
+                Some(v) if better(v, best_v) => {
+                    best = mid;
+                    best_v = v;
+                    l = mid;
+                }
+                _ => r = mid,
+            }
+        }
+    }
+    Ok((Some(best), Some(best_v)))
+}
+
+/// evalscope's `average_results`: the mean of every numeric summary key over the
+/// repeats (counts rounded back to integers) and the percentiles averaged cell by
+/// cell (not recomputed from pooled rows).
+pub fn average(runs: &[RunResult]) -> Option<RunResult> {
+    let first = runs.first()?;
+    let n = runs.len() as f64;
+    let mut summary = Map::new();
+    for (k, v) in &first.summary {
+        if v.is_number() {
+            let mean = runs
+                .iter()
+                .map(|r| r.summary.get(k).and_then(Value::as_f64).unwrap_or(0.0))
+                .sum::<f64>()
+                / n;
+            let counts = [
+                "Total Requests",
+                "Success Requests",
+                "Failed Requests",
+                "Concurrency",
+                "Stream Requests",
+                "Non-Stream Requests",
+                "Measured Concurrency (peak)",
+            ];
+            summary.insert(
+                k.clone(),
+                if counts.contains(&k.as_str()) {
+                    Value::from(mean.round() as i64)
+                } else {
+                    Value::from(crate::stats::round(mean, 4))
+                },
+            );
+        } else {
+            summary.insert(k.clone(), v.clone());
+        }
+    }
+    let columns = first
+        .columns
+        .iter()
+        .map(|c| Column {
+            name: c.name,
+            values: (0..PERCENTILES.len())
+                .map(|i| {
+                    runs.iter()
+                        .map(|r| {
+                            r.columns
+                                .iter()
+                                .find(|x| x.name == c.name)
+                                .and_then(|x| x.values.get(i).copied())
+                                .unwrap_or(f64::NAN)
+                        })
+                        .sum::<f64>()
+                        / n
+                })
+                .collect(),
+        })
+        .collect();
+    Some(RunResult {
+        point: first.point.clone(),
+        summary,
+        columns,
+        dir: first.dir.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_formats_parse_with_units() {
+        let g = parse_params(r#"[{"p99_ttft": "<=50", "avg_latency": "<= 2"}, {"rps": ">=10"}]"#)
+            .unwrap();
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0][0].source, Source::Pct("TTFT (ms)", "99%"));
+        assert_eq!((g[0][0].op, g[0][0].value), (Op::Le, 50.0));
+        let g = parse_params(r#"[{"avg_ttft_s": "≤0.05"}]"#).unwrap();
+        assert_eq!((g[0][0].scale, g[0][0].value), (1e-3, 0.05));
+        let g = parse_params(
+            r#"[{"name": "ttft", "operator": "<=", "value": 0.5}, {"name": "request_throughput", "operator": ">", "value": 3}]"#,
+        )
+        .unwrap();
+        assert_eq!(g.len(), 1, "the seed format is one ANDed group");
+        assert_eq!(g[0][0].scale, 1e-3, "seed-format ttft is in seconds");
+        assert_eq!(
+            parse_params(r#"[{"rps": "max"}]"#).unwrap()[0][0].op,
+            Op::Max
+        );
+        for bad in [
+            "nope",
+            "[]",
+            r#"[{"p98_ttft": "<=1"}]"#,
+            r#"[{"rps": "~3"}]"#,
+            r#"[{"rps": "max", "avg_ttft": "<=1"}]"#,
+            r#"[{"name": "ttft", "operator": "max", "value": 1}]"#,
+        ] {
+            let e = parse_params(bad).unwrap_err().to_string();
+            assert!(e.contains("--sla-params"), "{bad}: {e}");
+        }
+    }
+
+    /// A synthetic system: passes up to `limit`; the search visits evalscope's points.
+    #[test]
+    fn constraint_search_finds_the_limit() {
+        for (start, limit, lb, ub) in [
+            (1, 37, 1, 1000),
+            (1, 1, 1, 64),
+            (64, 5, 1, 1000),
+            (8, 1000, 1, 100),
+            (3, 3, 1, 9),
+        ] {
+            let mut seen = Vec::new();
+            let (best, _) = constraint_search(start, lb, ub, |v| {
+                seen.push(v);
+                Ok(v <= limit)
+            })
+            .unwrap();
+            assert_eq!(
+                best,
+                Some(limit.min(ub)),
+                "start {start} limit {limit}: {seen:?}"
+            );
+        }
+        let (best, note) = constraint_search(4, 2, 100, |_| Ok(false)).unwrap();
+        assert_eq!((best, note.as_str()), (None, "Failed at lower bound (2)"));
+        // From 1 with the limit at 37: 1 2 4 8 16 32 64, then the binary search.
+        let mut seen = Vec::new();
+        constraint_search(1, 1, 1000, |v| {
+            seen.push(v);
+            Ok(v <= 37)
+        })
+        .unwrap();
+        assert_eq!(&seen[..7], &[1, 2, 4, 8, 16, 32, 64]);
+    }
+
+    #[test]
+    fn optimisation_finds_the_peak() {
+        // Throughput that saturates at 23: the search returns a value reaching it.
+        let f = |v: i64| v.min(23) as f64;
+        let (best, val) = optimise(1, 1, 512, true, |v| Ok(Some(f(v)))).unwrap();
+        assert_eq!(val, Some(23.0));
+        assert_eq!(f(best.unwrap()), 23.0);
+        // Rising to 40 then falling: the doubling stops at 64, the search finds 40..48.
+        let g = |v: i64| if v <= 40 { v as f64 } else { 80.0 - v as f64 };
+        let (best, val) = optimise(1, 1, 512, true, |v| Ok(Some(g(v)))).unwrap();
+        assert_eq!((best, val), (Some(40), Some(40.0)));
+        let (best, _) = optimise(1, 1, 512, false, |v| Ok(Some((v - 6).abs() as f64))).unwrap();
+        assert_eq!(best, Some(6));
+    }
+}
