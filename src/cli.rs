@@ -31,6 +31,14 @@ pub enum Command {
     Sim(SimArgs),
     /// Push a stored run to W&B, SwanLab or ClearML from its SQLite databases.
     Push(PushArgs),
+    /// Regenerate every output file and perf_report.html from the SQLite databases.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The run's directory: `<outputs-dir>/<timestamp>/<name|model>`.
+    pub run_dir: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]

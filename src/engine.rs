@@ -507,6 +507,20 @@ async fn finish_invocation(
                 )
             },
         )?;
+        // evalscope: SLA mode writes no HTML report.
+        if ctx.cfg.sla.is_none() {
+            report::write_html(
+                &runs,
+                root,
+                &ctx.cfg.model_id,
+                &ctx.cfg.dataset.name,
+                ctx.cfg.api.as_str(),
+            )?;
+            log::info(format!(
+                "HTML report: {}",
+                root.join("perf_report.html").display()
+            ));
+        }
     }
     let exit_code = if ctx.stop.dispatch.is_cancelled() {
         EXIT_INTERRUPTED

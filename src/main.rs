@@ -37,6 +37,13 @@ fn main() {
             }
         }
         Command::Push(a) => push(&a),
+        Command::Report(a) => match perfscope::report::regenerate(&a.run_dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
     };
     std::process::exit(code);
 }

@@ -1,7 +1,9 @@
 //! Reports computed from stored rows: evalscope's JSON files, the per-run console
 //! tables (§4.3) and the multi-run summary (§4.4) written to performance_summary.txt.
 
+pub mod html;
 pub mod log;
+pub mod stored;
 pub mod table;
 
 use anyhow::{Context, Result};
@@ -40,6 +42,57 @@ impl RunResult {
             0.0
         }
     }
+}
+
+/// Writes `perf_report.html` for an invocation.
+pub fn write_html(
+    runs: &[RunResult],
+    root: &Path,
+    model: &str,
+    dataset: &str,
+    api: &str,
+) -> Result<()> {
+    let meta = html::Meta {
+        model,
+        dataset,
+        api,
+        generated: chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string(),
+        output_path: root.display().to_string(),
+    };
+    let p = root.join("perf_report.html");
+    std::fs::write(&p, html::render(runs, &meta))
+        .with_context(|| format!("cannot write {}", p.display()))
+}
+
+/// `perfscope report DIR`: every output file of an invocation (each step's three
+/// JSON files, performance_summary.txt and perf_report.html) from its SQLite
+/// databases alone.
+pub fn regenerate(dir: &Path) -> Result<()> {
+    let stored = stored::steps(dir)?;
+    let runs = stored::load_all(&stored)?;
+    for (s, r) in stored.iter().zip(&runs) {
+        write_run_files(r, &s.config, r.num("Success Requests") > 0.0)?;
+    }
+    let cfg = &stored[0].config;
+    let text = |k: &str, d: &str| cfg.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
+    // The model id as the run showed it: the directory name (--name or the model's
+    // basename).
+    let model_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| text("model", ""));
+    let (dataset, api) = (text("dataset", "openqa"), text("api", "openai"));
+    let summary = multi_run_summary(&runs, &model_id, &dataset, &api, dir);
+    let p = dir.join("performance_summary.txt");
+    std::fs::write(&p, format!("{summary}\n"))
+        .with_context(|| format!("cannot write {}", p.display()))?;
+    write_html(&runs, dir, &model_id, &dataset, &api)?;
+    log::info(format!(
+        "Regenerated {} runs' files, performance_summary.txt and perf_report.html in {}",
+        runs.len(),
+        dir.display()
+    ));
+    Ok(())
 }
 
 /// A run's summary and percentiles, computed from its stored rows alone.

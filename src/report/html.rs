@@ -1,0 +1,406 @@
+//! `perf_report.html`: one self-contained file (inline CSS and SVG, no CDN, no
+//! fonts or scripts fetched), so it opens on an offline machine. Charts are drawn as
+//! SVG here rather than by a charting library in the browser: the file stays small
+//! and renders the same everywhere.
+
+use std::fmt::Write as _;
+
+use super::{recommendations, RunResult};
+use crate::stats::PERCENTILES;
+
+/// What the report says about the invocation.
+pub struct Meta<'a> {
+    pub model: &'a str,
+    pub dataset: &'a str,
+    pub api: &'a str,
+    pub generated: String,
+    pub output_path: String,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const COLORS: &[&str] = &[
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// A line chart over categorical x positions (sweep values are often doubling, so
+/// equal spacing reads better than a linear axis).
+fn line_chart(
+    title: &str,
+    x_label: &str,
+    xs: &[String],
+    series: &[(String, Vec<f64>)],
+    y_label: &str,
+) -> String {
+    let (w, h, l, r, t, b) = (560.0, 300.0, 64.0, 16.0, 34.0, 70.0);
+    let pw = w - l - r;
+    let ph = h - t - b;
+    let finite = series
+        .iter()
+        .flat_map(|s| s.1.iter())
+        .copied()
+        .filter(|v| v.is_finite());
+    let ymax = finite.fold(0.0f64, f64::max);
+    let ymax = if ymax > 0.0 {
+        nice_ceiling(ymax * 1.05)
+    } else {
+        1.0
+    };
+    let n = xs.len().max(1);
+    let xpos = |i: usize| {
+        if n == 1 {
+            l + pw / 2.0
+        } else {
+            l + pw * i as f64 / (n - 1) as f64
+        }
+    };
+    let ypos = |v: f64| t + ph * (1.0 - v / ymax);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart" data-title="{}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>{}</title>"#,
+        esc(title),
+        esc(title)
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="20" class="ct">{}</text>"#,
+        w / 2.0,
+        esc(title)
+    );
+    for k in 0..=4 {
+        let v = ymax * k as f64 / 4.0;
+        let y = ypos(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{l}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e3e3e3"/><text x="{}" y="{:.1}" class="yt">{}</text>"##,
+            l + pw,
+            l - 6.0,
+            y + 4.0,
+            fmt_tick(v)
+        );
+    }
+    for (i, x) in xs.iter().enumerate() {
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{}" class="xt">{}</text>"#,
+            xpos(i),
+            t + ph + 16.0,
+            esc(x)
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<line x1="{l}" x2="{l}" y1="{t}" y2="{}" stroke="#888"/><line x1="{l}" x2="{}" y1="{}" y2="{}" stroke="#888"/>"##,
+        t + ph,
+        l + pw,
+        t + ph,
+        t + ph
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" class="xl">{}</text>"#,
+        l + pw / 2.0,
+        t + ph + 34.0,
+        esc(x_label)
+    );
+    let _ = write!(
+        s,
+        r#"<text transform="translate(14 {}) rotate(-90)" class="xl">{}</text>"#,
+        t + ph / 2.0,
+        esc(y_label)
+    );
+    for (k, (name, ys)) in series.iter().enumerate() {
+        let c = COLORS[k % COLORS.len()];
+        let pts: Vec<String> = ys
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, v)| format!("{:.1},{:.1}", xpos(i), ypos(*v)))
+            .collect();
+        if pts.len() > 1 {
+            let _ = write!(
+                s,
+                r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+                pts.join(" ")
+            );
+        }
+        for p in &pts {
+            let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+            let _ = write!(s, r#"<circle cx="{x}" cy="{y}" r="3" fill="{c}"/>"#);
+        }
+        let (row, colm) = ((k / 4) as f64, (k % 4) as f64);
+        let (lx, ly) = (l + colm * 120.0, h - 26.0 + row * 14.0);
+        let _ = write!(
+            s,
+            r#"<rect x="{lx}" y="{:.1}" width="10" height="10" fill="{c}"/><text x="{}" y="{:.1}" class="lg">{}</text>"#,
+            ly - 9.0,
+            lx + 14.0,
+            ly,
+            esc(name)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn nice_ceiling(v: f64) -> f64 {
+    let e = 10f64.powf(v.log10().floor());
+    for m in [1.0, 1.2, 1.5, 2.0, 2.5, 5.0, 10.0] {
+        if m * e >= v {
+            return m * e;
+        }
+    }
+    10.0 * e
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn num(v: f64, dp: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.dp$}")
+    } else {
+        "-".into()
+    }
+}
+
+/// The whole report for the given runs (any order).
+pub fn render(runs: &[RunResult], meta: &Meta) -> String {
+    let mut sorted: Vec<&RunResult> = runs.iter().collect();
+    let inf = |v: f64| if v < 0.0 { f64::INFINITY } else { v };
+    sorted.sort_by(|a, b| {
+        inf(a.point.parallel as f64)
+            .total_cmp(&inf(b.point.parallel as f64))
+            .then(inf(a.point.rate).total_cmp(&inf(b.point.rate)))
+    });
+    // The x axis: concurrency for closed-loop sweeps, otherwise the rate.
+    let by_rate = sorted.iter().all(|r| r.point.parallel < 0)
+        || (sorted
+            .windows(2)
+            .all(|w| w[0].point.parallel == w[1].point.parallel)
+            && sorted.iter().any(|r| r.point.rate > 0.0)
+            && sorted.len() > 1);
+    let (x_label, xs): (&str, Vec<String>) = if by_rate {
+        (
+            "Request rate (req/s)",
+            sorted
+                .iter()
+                .map(|r| {
+                    if r.point.rate < 0.0 {
+                        "INF".into()
+                    } else {
+                        num(r.point.rate, 1)
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        (
+            "Concurrency",
+            sorted
+                .iter()
+                .map(|r| r.point.parallel.to_string())
+                .collect(),
+        )
+    };
+    let col = |key: &str| {
+        sorted
+            .iter()
+            .map(|r| r.num(key))
+            .map(|v| if v < 0.0 { f64::NAN } else { v })
+            .collect::<Vec<_>>()
+    };
+    let pct = |c: &str, p: &str| sorted.iter().map(|r| r.pct(c, p)).collect::<Vec<_>>();
+    let mut charts = Vec::new();
+    for (title, avg, c, unit) in [
+        ("Latency", "Avg Latency (s)", "Latency (s)", "seconds"),
+        ("Time to first token", "Avg TTFT (ms)", "TTFT (ms)", "ms"),
+        ("Time per output token", "Avg TPOT (ms)", "TPOT (ms)", "ms"),
+    ] {
+        charts.push(line_chart(
+            &format!("{title} vs {}", x_label.to_lowercase()),
+            x_label,
+            &xs,
+            &[
+                ("avg".into(), col(avg)),
+                ("p50".into(), pct(c, "50%")),
+                ("p90".into(), pct(c, "90%")),
+                ("p99".into(), pct(c, "99%")),
+            ],
+            unit,
+        ));
+    }
+    charts.push(line_chart(
+        "Request throughput",
+        x_label,
+        &xs,
+        &[("req/s".into(), col("Req Throughput (req/s)"))],
+        "requests / s",
+    ));
+    charts.push(line_chart(
+        "Token throughput",
+        x_label,
+        &xs,
+        &[
+            ("output tok/s".into(), col("Output Throughput (tok/s)")),
+            ("total tok/s".into(), col("Total Throughput (tok/s)")),
+        ],
+        "tokens / s",
+    ));
+    charts.push(line_chart(
+        "Success rate",
+        x_label,
+        &xs,
+        &[(
+            "success %".into(),
+            sorted.iter().map(|r| r.success_rate()).collect(),
+        )],
+        "%",
+    ));
+    // Per-run percentile curves: x = percentile, one line per run.
+    let labels: Vec<String> = PERCENTILES.iter().map(|p| p.1.to_string()).collect();
+    for (c, unit) in [
+        ("Latency (s)", "seconds"),
+        ("TTFT (ms)", "ms"),
+        ("TPOT (ms)", "ms"),
+    ] {
+        let series: Vec<(String, Vec<f64>)> = sorted
+            .iter()
+            .map(|r| {
+                let name = if by_rate {
+                    format!("rate {}", r.point.rate)
+                } else {
+                    format!("conc. {}", r.point.parallel)
+                };
+                let vals = r
+                    .columns
+                    .iter()
+                    .find(|x| x.name == c)
+                    .map(|x| x.values.clone())
+                    .unwrap_or_default();
+                (name, vals)
+            })
+            .collect();
+        charts.push(line_chart(
+            &format!("{c} percentiles per run"),
+            "percentile",
+            &labels,
+            &series,
+            unit,
+        ));
+    }
+
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>perfscope report: {}</title><style>{CSS}</style></head><body><h1>perfscope benchmark report</h1>"#,
+        esc(meta.model)
+    );
+    let _ = write!(
+        h,
+        "<table class=\"info\"><tr><th>Model</th><td>{}</td></tr><tr><th>Dataset</th><td>{}</td></tr><tr><th>API</th><td>{}</td></tr><tr><th>Runs</th><td>{}</td></tr><tr><th>Output path</th><td>{}</td></tr><tr><th>Generated</th><td>{}</td></tr></table>",
+        esc(meta.model),
+        esc(meta.dataset),
+        esc(meta.api),
+        sorted.len(),
+        esc(&meta.output_path),
+        esc(&meta.generated)
+    );
+    h.push_str("<h2>Summary</h2><table class=\"grid\"><tr><th>Conc.</th><th>Rate</th><th>Requests</th><th>Success</th><th>RPS</th><th>Avg latency (s)</th><th>P99 latency (s)</th><th>Avg TTFT (ms)</th><th>P99 TTFT (ms)</th><th>Avg TPOT (ms)</th><th>P99 TPOT (ms)</th><th>Output tok/s</th><th>Total tok/s</th></tr>");
+    for r in &sorted {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if r.point.parallel < 0 { "INF".to_string() } else { r.point.parallel.to_string() },
+            if r.point.rate < 0.0 { "-".to_string() } else { num(r.point.rate, 2) },
+            r.num("Total Requests"),
+            r.success_rate(),
+            num(r.num("Req Throughput (req/s)"), 2),
+            num(r.num("Avg Latency (s)"), 3),
+            num(r.pct("Latency (s)", "99%"), 3),
+            num(r.num("Avg TTFT (ms)"), 2),
+            num(r.pct("TTFT (ms)", "99%"), 2),
+            num(r.num("Avg TPOT (ms)"), 2),
+            num(r.pct("TPOT (ms)", "99%"), 2),
+            num(r.num("Output Throughput (tok/s)"), 1),
+            num(r.num("Total Throughput (tok/s)"), 1),
+        );
+    }
+    h.push_str("</table>");
+    let rec = recommendations(&sorted);
+    h.push_str("<h2>Best configuration and recommendations</h2><ul class=\"rec\">");
+    for line in rec.iter().skip(1) {
+        let t = line.trim().trim_start_matches('•').trim();
+        if t.is_empty() {
+            continue;
+        }
+        if line.starts_with(' ') {
+            let _ = write!(h, "<li>{}</li>", esc(t));
+        } else {
+            let _ = write!(h, "</ul><h3>{}</h3><ul class=\"rec\">", esc(t));
+        }
+    }
+    h.push_str("</ul><h2>Charts</h2><div class=\"charts\">");
+    for c in &charts {
+        h.push_str(c);
+    }
+    h.push_str("</div><h2>Percentiles per run</h2>");
+    for r in &sorted {
+        let name = r
+            .dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            "<h3>{}</h3><table class=\"grid\"><tr><th>Percentile</th>",
+            esc(&name)
+        );
+        for c in &r.columns {
+            let _ = write!(h, "<th>{}</th>", esc(c.name));
+        }
+        h.push_str("</tr>");
+        for (i, (_, label)) in PERCENTILES.iter().enumerate() {
+            let _ = write!(h, "<tr><td>{label}</td>");
+            for c in &r.columns {
+                let _ = write!(
+                    h,
+                    "<td>{}</td>",
+                    num(c.values.get(i).copied().unwrap_or(f64::NAN), 4)
+                );
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>");
+    }
+    // A self-check the test reads back from the rendered page: charts without a
+    // drawn point are reported on the console.
+    h.push_str(
+        "<script>(function(){var n=0;document.querySelectorAll('svg.chart').forEach(function(s){var k=s.querySelectorAll('circle').length;if(!k){console.error('empty chart: '+s.dataset.title);}n+=k;});document.body.setAttribute('data-points',String(n));document.body.setAttribute('data-charts',String(document.querySelectorAll('svg.chart').length));})();</script>",
+    );
+    h.push_str("</body></html>\n");
+    h
+}
+
+const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;background:#fff}\
+h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}h3{font-size:15px}\
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}\
+th{background:#f3f5f8}.info th,.info td{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:12px}\
+svg.chart{border:1px solid #e5e5e5;background:#fff}.ct{font-size:14px;font-weight:600;text-anchor:middle}\
+.yt{font-size:10px;text-anchor:end}.xt{font-size:10px;text-anchor:middle}.xl{font-size:11px;text-anchor:middle}\
+.lg{font-size:11px}.rec li{margin:4px 0}";
