@@ -181,13 +181,7 @@ fn num(v: f64, dp: usize) -> String {
 
 /// The whole report for the given runs (any order).
 pub fn render(runs: &[RunResult], meta: &Meta) -> String {
-    let mut sorted: Vec<&RunResult> = runs.iter().collect();
-    let inf = |v: f64| if v < 0.0 { f64::INFINITY } else { v };
-    sorted.sort_by(|a, b| {
-        inf(a.point.parallel as f64)
-            .total_cmp(&inf(b.point.parallel as f64))
-            .then(inf(a.point.rate).total_cmp(&inf(b.point.rate)))
-    });
+    let sorted = super::sweep_order(runs);
     // The x axis: concurrency for closed-loop sweeps, otherwise the rate.
     let by_rate = sorted.iter().all(|r| r.point.parallel < 0)
         || (sorted

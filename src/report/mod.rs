@@ -354,13 +354,8 @@ fn conc(p: &SweepPoint) -> String {
 
 /// The multi-run "Performance Test Summary Report" (evalscope §4.4), plus the best
 /// configuration and recommendations evalscope shows in its HTML report.
-pub fn multi_run_summary(
-    runs: &[RunResult],
-    model_id: &str,
-    dataset: &str,
-    api: &str,
-    out_path: &Path,
-) -> String {
+/// Runs by concurrency, then rate (unbounded last), as evalscope's summary lists them.
+pub fn sweep_order(runs: &[RunResult]) -> Vec<&RunResult> {
     let mut sorted: Vec<&RunResult> = runs.iter().collect();
     let inf = |v: f64| if v < 0.0 { f64::INFINITY } else { v };
     sorted.sort_by(|a, b| {
@@ -368,6 +363,17 @@ pub fn multi_run_summary(
             .total_cmp(&inf(b.point.parallel as f64))
             .then(inf(a.point.rate).total_cmp(&inf(b.point.rate)))
     });
+    sorted
+}
+
+pub fn multi_run_summary(
+    runs: &[RunResult],
+    model_id: &str,
+    dataset: &str,
+    api: &str,
+    out_path: &Path,
+) -> String {
+    let sorted = sweep_order(runs);
     let mut out = Vec::new();
     out.push("Performance Test Summary Report".to_string());
     let generated: f64 = runs
