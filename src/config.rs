@@ -88,6 +88,12 @@ pub enum DatasetKind {
     OpenQa,
     LineByLine,
     Random,
+    LongAlpaca,
+    Custom,
+    /// evalscope's speed_benchmark (`long`: speed_benchmark_long).
+    SpeedBenchmark {
+        long: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -217,14 +223,11 @@ impl RunConfig {
             "openqa" => DatasetKind::OpenQa,
             "line_by_line" => DatasetKind::LineByLine,
             "random" => DatasetKind::Random,
-            "longalpaca"
-            | "speed_benchmark"
-            | "speed_benchmark_long"
-            | "random_vl"
-            | "flickr8k"
-            | "embedding_dataset"
-            | "rerank_dataset"
-            | "custom" => {
+            "longalpaca" => DatasetKind::LongAlpaca,
+            "custom" => DatasetKind::Custom,
+            "speed_benchmark" => DatasetKind::SpeedBenchmark { long: false },
+            "speed_benchmark_long" => DatasetKind::SpeedBenchmark { long: true },
+            "random_vl" | "flickr8k" | "embedding_dataset" | "rerank_dataset" => {
                 return Err(not_yet(
                     "--dataset",
                     &format!("the `{}` dataset", a.dataset),
@@ -236,9 +239,14 @@ impl RunConfig {
                  rerank_dataset or custom"
             ),
         };
-        if matches!(kind, DatasetKind::LineByLine) && a.dataset_path.is_none() && a.prompt.is_none()
+        if matches!(kind, DatasetKind::LineByLine | DatasetKind::Custom)
+            && a.dataset_path.is_none()
+            && a.prompt.is_none()
         {
-            bail!("--dataset line_by_line needs --dataset-path FILE (one prompt per line)");
+            bail!(
+                "--dataset {} needs --dataset-path FILE (one prompt per line)",
+                a.dataset
+            );
         }
         if a.min_prompt_length > a.max_prompt_length {
             bail!(
@@ -279,6 +287,15 @@ impl RunConfig {
             bail!("--url: `{url}` must start with http:// or https://");
         }
         url = complete_url(&url);
+        // evalscope's speed_benchmark plugin rewrites a chat URL to /v1/completions,
+        // but only after the HTTP client captured the URL, so users must pass
+        // /completions themselves. Here the rewrite happens before anything uses it.
+        if matches!(kind, DatasetKind::SpeedBenchmark { .. }) {
+            let t = url.trim_end_matches('/');
+            if let Some(base) = t.strip_suffix("/chat/completions") {
+                url = format!("{base}/completions");
+            }
+        }
         let chat = if a.apply_chat_template {
             true
         } else if a.no_apply_chat_template {

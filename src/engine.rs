@@ -850,6 +850,12 @@ async fn run_point(
     let result = report::load_run(&dir, point.clone(), ctx.cfg.goodput)?;
     let any_success = result.num("Success Requests") > 0.0;
     report::write_run_files(&result, &args, any_success)?;
+    if matches!(
+        cfg.dataset.kind,
+        crate::config::DatasetKind::SpeedBenchmark { .. }
+    ) {
+        log::block(&report::speed_benchmark(&dir)?);
+    }
     log::info(format!("Benchmarking summary ({name}):"));
     log::block(&report::summary_table(&result));
     if any_success {

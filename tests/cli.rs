@@ -192,7 +192,7 @@ fn later_features_fail_fast_naming_the_flag() {
         (&["--api", "local"], "--api"),
         (&["--api", "embedding"], "--api"),
         (&["--dataset", "random_vl"], "--dataset"),
-        (&["--dataset", "speed_benchmark"], "--dataset"),
+        (&["--dataset", "flickr8k"], "--dataset"),
     ];
     for (args, flag) in cases {
         let mut a = vec!["--model", "m"];

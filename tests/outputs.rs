@@ -443,3 +443,44 @@ fn goodput_recomputed_from_sqlite() {
     let s = common::json(&o.dir.join("parallel_1_number_4/benchmark_summary.json"));
     assert!(s.get("Goodput (req/s)").is_none());
 }
+
+/// speed_benchmark: 8 plain prompts of '熵' x [1, 6144, 14336, 30720] (twice each), the
+/// chat URL rewritten to /v1/completions before any request (evalscope rewrites it
+/// too late), and speed_benchmark.json per prompt length.
+#[test]
+fn speed_benchmark_rewrites_the_url_and_reports_speed() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        min_output_len: 16,
+        max_output_len: 16,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--dataset", "speed_benchmark", "--number", "8",
+        "--max-tokens", "16", "--outputs-dir", out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    let dir = o.dir.join("parallel_1_number_8");
+    let args = common::json(&dir.join("benchmark_args.json"));
+    assert_eq!(args["url"], format!("{}/v1/completions", sim.base_url()));
+    let conn = common::db(&dir);
+    let lens: Vec<i64> = conn
+        .prepare("SELECT LENGTH(json_extract(request, '$.prompt')) FROM result WHERE success=1 ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|x| x.unwrap())
+        .collect();
+    assert_eq!(lens, [1, 1, 6144, 6144, 14336, 14336, 30720, 30720]);
+    let speed = common::json(&dir.join("speed_benchmark.json"));
+    let rows = speed.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{speed}");
+    assert!(rows
+        .iter()
+        .all(|r| r["Speed(tokens/s)"].as_f64().unwrap() > 0.0));
+}

@@ -67,6 +67,50 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
             line_by_line(path, cfg, chat, count)?
         }
         DatasetKind::Random => random::generate(cfg, chat, count, run_index)?,
+        DatasetKind::LongAlpaca => {
+            // evalscope downloads AI-ModelScope/LongAlpaca-12k (split train) from
+            // ModelScope; perfscope never downloads.
+            let Some(path) = cfg.path.as_deref() else {
+                bail!(
+                    "--dataset longalpaca needs --dataset-path: download LongAlpaca-12k                      (ModelScope AI-ModelScope/LongAlpaca-12k or Hugging Face Yukang/LongAlpaca-12k,                      the JSON list LongAlpaca-12k.json) and pass its path"
+                );
+            };
+            read_text_field(path, "instruction")?
+                .into_iter()
+                .filter(|q| in_range(q, cfg))
+                .take(count as usize)
+                .map(|q| Prompt::wrap(q, chat))
+                .collect()
+        }
+        DatasetKind::SpeedBenchmark { long } => {
+            // evalscope: '熵' x L as a plain completions prompt, each length twice.
+            let lens: &[usize] = if long {
+                &[63_488, 129_024]
+            } else {
+                &[1, 6_144, 14_336, 30_720]
+            };
+            lens.iter()
+                .flat_map(|&l| [l, l])
+                .map(|l| Prompt::Text("熵".repeat(l)))
+                .collect()
+        }
+        DatasetKind::Custom => {
+            let path = cfg
+                .path
+                .as_deref()
+                .context("--dataset custom needs --dataset-path FILE (one prompt per line)")?;
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("--dataset-path: cannot read `{path}` (UTF-8 text, one prompt per line)")
+            })?;
+            // evalscope's custom template: every non-empty line is a prompt, length
+            // filtered, chat-wrapped for chat endpoints (no JSON interpretation).
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && in_range(l, cfg))
+                .take(count as usize)
+                .map(|l| Prompt::wrap(l.to_string(), chat))
+                .collect()
+        }
     };
     if prompts.is_empty() {
         let source = cfg.path.as_deref().unwrap_or("the bundled questions");
@@ -79,6 +123,40 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
         );
     }
     Ok(prompts)
+}
+
+/// The string field `field` of every item of a JSON list file, or of every line of a
+/// JSONL file (evalscope: `item[field].strip()`). Errors name the file and the line
+/// (JSONL) or the item (JSON list).
+pub fn read_text_field(path: &str, field: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--dataset-path: cannot read `{path}`"))?;
+    let pick = |v: &Value, at: &str| -> Result<Option<String>> {
+        match v.get(field) {
+            Some(Value::String(s)) => Ok((!s.trim().is_empty()).then(|| s.trim().to_string())),
+            _ => bail!("{path}:{at}: no string field \"{field}\""),
+        }
+    };
+    let mut out = Vec::new();
+    if text.trim_start().starts_with('[') {
+        let items: Vec<Value> = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{path}:{}: not a JSON list of objects ({e})", e.line())
+        })?;
+        for (i, v) in items.iter().enumerate() {
+            out.extend(pick(v, &format!(" item {}", i + 1))?);
+        }
+    } else {
+        for (i, line) in text.lines().enumerate() {
+            let l = line.trim();
+            if l.is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(l)
+                .with_context(|| format!("{path}:{}: not a JSON object line", i + 1))?;
+            out.extend(pick(&v, &(i + 1).to_string())?);
+        }
+    }
+    Ok(out)
 }
 
 /// evalscope's line_by_line: each non-empty line is plain text (a prompt, length
@@ -187,6 +265,56 @@ mod tests {
         assert!(
             e.contains("--dataset-path") && e.contains("missing.jsonl"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn longalpaca_json_list_and_jsonl_and_custom_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("LongAlpaca-12k.json");
+        std::fs::write(
+            &p,
+            r#"[{"instruction": " summarise this long paper ", "output": "x"}, {"instruction": "short"}]"#,
+        )
+        .unwrap();
+        let mut c = cfg(DatasetKind::LongAlpaca);
+        c.path = Some(p.to_string_lossy().into_owned());
+        c.min_prompt_length = 10;
+        assert_eq!(
+            load(&c, false, 10, 0).unwrap(),
+            vec![Prompt::Text("summarise this long paper".into())]
+        );
+        std::fs::write(&p, "{\"instruction\": \"a\"}\n{\"input\": \"b\"}\n").unwrap();
+        let e = load(&c, false, 10, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("LongAlpaca-12k.json:2") && e.contains("instruction"),
+            "{e}"
+        );
+        std::fs::write(&p, "[{\"instruction\": \"a\"},\n {\"instruction\": 3}]").unwrap();
+        let e = load(&c, false, 10, 0).unwrap_err().to_string();
+        assert!(e.contains("item 2"), "{e}");
+        std::fs::write(&p, "[{\"instruction\": \"a\"},\n oops]").unwrap();
+        let e = load(&c, false, 10, 0).unwrap_err().to_string();
+        assert!(e.contains("LongAlpaca-12k.json:2"), "{e}");
+        c.path = None;
+        let e = load(&c, false, 10, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("--dataset-path") && e.contains("LongAlpaca-12k"),
+            "{e}"
+        );
+
+        let p = dir.path().join("prompts.txt");
+        std::fs::write(&p, "first prompt\n\n{\"not\": \"parsed\"}\nx\n").unwrap();
+        let mut c = cfg(DatasetKind::Custom);
+        c.path = Some(p.to_string_lossy().into_owned());
+        c.min_prompt_length = 2;
+        let out = load(&c, true, 10, 0).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[1],
+            Prompt::Messages(
+                serde_json::json!([{"role": "user", "content": "{\"not\": \"parsed\"}"}])
+            )
         );
     }
 

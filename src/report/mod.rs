@@ -44,6 +44,41 @@ impl RunResult {
     }
 }
 
+/// evalscope's speed_benchmark report for one run: generation speed and GPU memory
+/// per prompt length, written to `speed_benchmark.json`; returns the console table.
+pub fn speed_benchmark(dir: &Path) -> Result<String> {
+    let conn = crate::recorder::sqlite::open(&dir.join("benchmark_data.db"))?;
+    let mut st = conn.prepare(
+        "SELECT prompt_tokens, ROUND(AVG(completion_tokens * 1.0 / latency), 2), \
+         ROUND(AVG(COALESCE(max_gpu_memory_cost, 0)), 2) FROM result \
+         WHERE success=1 AND latency > 0 GROUP BY prompt_tokens ORDER BY prompt_tokens",
+    )?;
+    let rows: Vec<(Option<i64>, Option<f64>, Option<f64>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    let json: Vec<Value> = rows
+        .iter()
+        .map(|(p, v, m)| {
+            serde_json::json!({"Prompt Tokens": p, "Speed(tokens/s)": v, "GPU Memory(GB)": m})
+        })
+        .collect();
+    let p = dir.join("speed_benchmark.json");
+    std::fs::write(&p, to_py_json(&Value::Array(json)))
+        .with_context(|| format!("cannot write {}", p.display()))?;
+    let lines: Vec<Line> = rows
+        .iter()
+        .map(|(p, v, m)| {
+            let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}"));
+            Line::Cells(vec![p.map_or("-".into(), |p| p.to_string()), f(*v), f(*m)])
+        })
+        .collect();
+    Ok(render(
+        Some("Speed Benchmark Results"),
+        &["Prompt Tokens", "Speed(tokens/s)", "GPU Memory(GB)"],
+        &lines,
+    ))
+}
+
 /// Writes `perf_report.html` for an invocation.
 pub fn write_html(
     runs: &[RunResult],
@@ -72,6 +107,14 @@ pub fn regenerate(dir: &Path) -> Result<()> {
     let runs = stored::load_all(&stored)?;
     for (s, r) in stored.iter().zip(&runs) {
         write_run_files(r, &s.config, r.num("Success Requests") > 0.0)?;
+        let dataset = s
+            .config
+            .get("dataset")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if dataset.starts_with("speed_benchmark") {
+            speed_benchmark(&s.dir)?;
+        }
     }
     let cfg = &stored[0].config;
     let text = |k: &str, d: &str| cfg.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
