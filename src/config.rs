@@ -107,6 +107,9 @@ pub struct DatasetConfig {
     pub max_prompt_length: u64,
     pub prefix_length: u64,
     pub seed: u64,
+    /// `--query-template` (already read from @file) and the model it may name.
+    pub query_template: Option<String>,
+    pub model: String,
 }
 
 #[derive(Clone, Debug)]
@@ -354,6 +357,15 @@ impl RunConfig {
             max_prompt_length: a.max_prompt_length,
             prefix_length: a.prefix_length,
             seed: a.seed.unwrap_or(0),
+            query_template: match a.query_template.as_deref() {
+                Some(t) => {
+                    let t = read_at_file("--query-template", t)?;
+                    crate::dataset::template::check(&t)?;
+                    Some(t)
+                }
+                None => None,
+            },
+            model: model.clone(),
         };
         let gen = GenParams {
             model: model.clone(),
@@ -506,9 +518,6 @@ fn resolve_api(a: &PerfArgs) -> Result<Api> {
             "--attn-implementation",
             "the local inference server",
         ));
-    }
-    if a.query_template.is_some() {
-        return Err(not_yet("--query-template", "request body templates"));
     }
     if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
         bail!(

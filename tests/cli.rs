@@ -187,7 +187,6 @@ fn later_features_fail_fast_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[
         (&["--tokenizer-path", "t"], "--tokenizer-path"),
         (&["--attn-implementation", "eager"], "--attn-implementation"),
-        (&["--query-template", "{}"], "--query-template"),
         (&["--api", "dashscope"], "--api"),
         (&["--api", "local"], "--api"),
         (&["--api", "embedding"], "--api"),

@@ -484,3 +484,50 @@ fn speed_benchmark_rewrites_the_url_and_reports_speed() {
         .iter()
         .all(|r| r["Speed(tokens/s)"].as_f64().unwrap() > 0.0));
 }
+
+/// --query-template: the rendered Jinja body is what the server receives, with CLI
+/// parameters filling only the keys it lacks (stored bodies are what was sent).
+#[test]
+fn query_template_renders_the_body() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let tpl = out.path().join("body.j2");
+    std::fs::write(
+        &tpl,
+        r#"{"model": "{{ model }}", "messages": [], "temperature": 0.7, "user": "%m", "metadata": {"q": {{ prompt | tojson }}}}"#,
+    )
+    .unwrap();
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--number", "4", "--no-test-connection",
+        "--query-template", &format!("@{}", tpl.display()), "--outputs-dir", out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    let conn = common::db(&o.dir.join("parallel_1_number_4"));
+    let bodies: Vec<serde_json::Value> = conn
+        .prepare("SELECT request FROM result WHERE success=1")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|x| serde_json::from_str(&x.unwrap()).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 4);
+    for b in &bodies {
+        assert_eq!(
+            b["temperature"], 0.7,
+            "the template wins over the CLI default"
+        );
+        assert_eq!(b["user"], "m");
+        assert_eq!(b["stream"], true, "CLI parameters fill the rest");
+        let q = b["metadata"]["q"].as_str().unwrap();
+        assert_eq!(b["messages"][0]["content"], q, "messages are the dataset's");
+    }
+    let e = common::resolve(&["--model", "m", "--query-template", "{{ oops"]).unwrap_err();
+    assert!(e.to_string().contains("--query-template"), "{e}");
+}

@@ -6,6 +6,7 @@
 
 mod openqa;
 mod random;
+pub mod template;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
@@ -44,7 +45,11 @@ fn in_range(text: &str, cfg: &DatasetConfig) -> bool {
 pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Result<Vec<Prompt>> {
     if let Some(p) = &cfg.prompt {
         // --prompt takes priority over --dataset; one prompt re-sent N times.
-        return Ok(vec![Prompt::wrap(p.clone(), chat)]);
+        let one = vec![Prompt::wrap(p.clone(), chat)];
+        return match &cfg.query_template {
+            Some(t) => template::apply(t, &cfg.model, one),
+            None => Ok(one),
+        };
     }
     let prompts = match cfg.kind {
         DatasetKind::OpenQa => {
@@ -111,6 +116,10 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
                 .map(|l| Prompt::wrap(l.to_string(), chat))
                 .collect()
         }
+    };
+    let prompts = match &cfg.query_template {
+        Some(t) if !prompts.is_empty() => template::apply(t, &cfg.model, prompts)?,
+        _ => prompts,
     };
     if prompts.is_empty() {
         let source = cfg.path.as_deref().unwrap_or("the bundled questions");
@@ -208,6 +217,8 @@ mod tests {
             max_prompt_length: u64::MAX,
             prefix_length: 0,
             seed: 0,
+            query_template: None,
+            model: "m".into(),
         }
     }
 

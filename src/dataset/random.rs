@@ -75,6 +75,8 @@ mod tests {
             max_prompt_length: 40,
             prefix_length: 10,
             seed: 7,
+            query_template: None,
+            model: "m".into(),
         };
         let ps = generate(&cfg, false, 200, 0).unwrap();
         let texts: Vec<String> = ps
