@@ -83,17 +83,28 @@ pub fn py_float(v: f64) -> String {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatasetKind {
     OpenQa,
     LineByLine,
     Random,
     LongAlpaca,
     Custom,
+    RandomVl,
     /// evalscope's speed_benchmark (`long`: speed_benchmark_long).
     SpeedBenchmark {
         long: bool,
     },
+}
+
+/// `random_vl` images: size, PIL mode, count per request and the vision patch size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageSpec {
+    pub width: u32,
+    pub height: u32,
+    pub format: String,
+    pub num: u32,
+    pub patch_size: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +118,8 @@ pub struct DatasetConfig {
     pub max_prompt_length: u64,
     pub prefix_length: u64,
     pub seed: u64,
+    /// `--image-*` for random_vl.
+    pub image: ImageSpec,
     /// `--query-template` (already read from @file) and the model it may name.
     pub query_template: Option<String>,
     pub model: String,
@@ -230,7 +243,8 @@ impl RunConfig {
             "custom" => DatasetKind::Custom,
             "speed_benchmark" => DatasetKind::SpeedBenchmark { long: false },
             "speed_benchmark_long" => DatasetKind::SpeedBenchmark { long: true },
-            "random_vl" | "flickr8k" | "embedding_dataset" | "rerank_dataset" => {
+            "random_vl" => DatasetKind::RandomVl,
+            "flickr8k" | "embedding_dataset" | "rerank_dataset" => {
                 return Err(not_yet(
                     "--dataset",
                     &format!("the `{}` dataset", a.dataset),
@@ -357,6 +371,19 @@ impl RunConfig {
             max_prompt_length: a.max_prompt_length,
             prefix_length: a.prefix_length,
             seed: a.seed.unwrap_or(0),
+            image: {
+                let spec = ImageSpec {
+                    width: a.image_width,
+                    height: a.image_height,
+                    format: a.image_format.clone(),
+                    num: a.image_num,
+                    patch_size: a.image_patch_size,
+                };
+                if matches!(kind, DatasetKind::RandomVl) {
+                    crate::dataset::random_vl::check(&spec)?;
+                }
+                spec
+            },
             query_template: match a.query_template.as_deref() {
                 Some(t) => {
                     let t = read_at_file("--query-template", t)?;

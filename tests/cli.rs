@@ -190,7 +190,6 @@ fn later_features_fail_fast_naming_the_flag() {
         (&["--api", "dashscope"], "--api"),
         (&["--api", "local"], "--api"),
         (&["--api", "embedding"], "--api"),
-        (&["--dataset", "random_vl"], "--dataset"),
         (&["--dataset", "flickr8k"], "--dataset"),
     ];
     for (args, flag) in cases {

@@ -531,3 +531,68 @@ fn query_template_renders_the_body() {
     let e = common::resolve(&["--model", "m", "--query-template", "{{ oops"]).unwrap_err();
     assert!(e.to_string().contains("--query-template"), "{e}");
 }
+
+/// random_vl: each request carries the text and --image-num PNGs of the requested size
+/// and mode as data URLs (decoded here from the stored bodies).
+#[test]
+fn random_vl_sends_pngs_of_the_requested_shape() {
+    use base64::Engine as _;
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--dataset", "random_vl", "--number", "5", "--no-test-connection",
+        "--min-prompt-length", "5", "--max-prompt-length", "30", "--image-num", "3",
+        "--image-width", "40", "--image-height", "24", "--image-format", "L",
+        "--outputs-dir", out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    let conn = common::db(&o.dir.join("parallel_1_number_5"));
+    let bodies: Vec<serde_json::Value> = conn
+        .prepare("SELECT request FROM result")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|x| serde_json::from_str(&x.unwrap()).unwrap())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for b in &bodies {
+        let parts = b["messages"][0]["content"].as_array().unwrap();
+        assert_eq!(parts.len(), 4, "text + 3 images");
+        let text = parts[0]["text"].as_str().unwrap();
+        assert!((5..=30).contains(&text.chars().count()));
+        for p in &parts[1..] {
+            let u = p["image_url"]["url"].as_str().unwrap();
+            let data = u.strip_prefix("data:image/png;base64,").unwrap();
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap();
+            let r = png::Decoder::new(std::io::Cursor::new(&png))
+                .read_info()
+                .unwrap();
+            let i = r.info();
+            assert_eq!(
+                (i.width, i.height, i.color_type),
+                (40, 24, png::ColorType::Grayscale)
+            );
+            seen.insert(png);
+        }
+    }
+    assert_eq!(seen.len(), 15, "every image is different");
+    let e = common::resolve(&[
+        "--model",
+        "m",
+        "--dataset",
+        "random_vl",
+        "--image-format",
+        "CMYK",
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("--image-format"), "{e}");
+}

@@ -6,6 +6,7 @@
 
 mod openqa;
 mod random;
+pub mod random_vl;
 pub mod template;
 
 use anyhow::{bail, Context, Result};
@@ -72,6 +73,19 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
             line_by_line(path, cfg, chat, count)?
         }
         DatasetKind::Random => random::generate(cfg, chat, count, run_index)?,
+        DatasetKind::RandomVl => {
+            crate::report::log::info(format!(
+                "random_vl: {} {}x{} {} image(s) per request, about {} vision tokens each \
+                 (--image-patch-size {})",
+                cfg.image.num,
+                cfg.image.width,
+                cfg.image.height,
+                cfg.image.format,
+                random_vl::image_tokens(&cfg.image),
+                cfg.image.patch_size
+            ));
+            random_vl::generate(cfg, chat, count, run_index)?
+        }
         DatasetKind::LongAlpaca => {
             // evalscope downloads AI-ModelScope/LongAlpaca-12k (split train) from
             // ModelScope; perfscope never downloads.
@@ -219,6 +233,13 @@ mod tests {
             seed: 0,
             query_template: None,
             model: "m".into(),
+            image: crate::config::ImageSpec {
+                width: 8,
+                height: 8,
+                format: "RGB".into(),
+                num: 1,
+                patch_size: 28,
+            },
         }
     }
 

@@ -77,6 +77,13 @@ mod tests {
             seed: 7,
             query_template: None,
             model: "m".into(),
+            image: crate::config::ImageSpec {
+                width: 8,
+                height: 8,
+                format: "RGB".into(),
+                num: 1,
+                patch_size: 28,
+            },
         };
         let ps = generate(&cfg, false, 200, 0).unwrap();
         let texts: Vec<String> = ps
