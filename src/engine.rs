@@ -335,7 +335,7 @@ async fn sla_tune(
         let mut index = 0u64;
         let mut eval = |v: i64| -> Result<RunResult> {
             if let Some(r) = cache.get(&v) {
-                return Ok(clone_result(r));
+                return Ok(r.clone());
             }
             let number = ((v as f64) * sla.number_multiplier).round().max(1.0) as u64;
             let point = if sla.variable == "rate" {
@@ -370,7 +370,7 @@ async fn sla_tune(
                 index += 1;
             }
             let avg = crate::sla::average(&runs).context("no run")?;
-            cache.insert(v, clone_result(&avg));
+            cache.insert(v, avg.clone());
             Ok(avg)
         };
         let mut rows = Vec::new();
@@ -465,22 +465,6 @@ async fn sla_tune(
         &lines,
     ));
     Ok(tested.into_values().collect())
-}
-
-fn clone_result(r: &RunResult) -> RunResult {
-    RunResult {
-        point: r.point.clone(),
-        summary: r.summary.clone(),
-        columns: r
-            .columns
-            .iter()
-            .map(|c| stats::Column {
-                name: c.name,
-                values: c.values.clone(),
-            })
-            .collect(),
-        dir: r.dir.clone(),
-    }
 }
 
 /// The multi-run summary, exit code, --metrics-linger and the span flush.

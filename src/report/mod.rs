@@ -15,6 +15,7 @@ use crate::stats::{Column, PERCENTILES};
 use table::{render, Line};
 
 /// The results of one sweep point.
+#[derive(Clone, Debug)]
 pub struct RunResult {
     pub point: SweepPoint,
     pub summary: Map<String, Value>,

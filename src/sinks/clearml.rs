@@ -72,13 +72,8 @@ impl Clearml {
     fn call_raw(&self, action: &str, body: &Body) -> Result<Reply> {
         let url = format!("{}/{}/{action}", self.s.host, self.version);
         let auth = format!("Bearer {}", self.token);
-        let body = match body {
-            Body::None => Body::None,
-            Body::Json(v) => Body::Json(v),
-            Body::Raw(ct, b) => Body::Raw(ct, b.clone()),
-        };
         self.http
-            .send("POST", &url, &[("Authorization", &auth)], body)
+            .send("POST", &url, &[("Authorization", &auth)], body.clone())
     }
 
     /// A call, logging in again once on 401 (expired token); returns `data`.

@@ -376,6 +376,7 @@ pub fn peak_concurrency(conn: &Connection) -> Result<u64> {
 }
 
 /// One percentile column: name and values at the PERCENTILES points.
+#[derive(Clone, Debug)]
 pub struct Column {
     pub name: &'static str,
     pub values: Vec<f64>,

@@ -232,7 +232,7 @@ fn parse_pairs(s: &str, var: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

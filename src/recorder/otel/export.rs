@@ -158,7 +158,7 @@ async fn grpc_outcome(resp: reqwest::Response) -> Attempt {
             let why = format!(
                 "gRPC status {c}{}",
                 field("grpc-message")
-                    .map(|m| format!(": {}", percent_decoded(&m)))
+                    .map(|m| format!(": {}", super::config::percent_decode(&m).unwrap_or(m)))
                     .unwrap_or_default()
             );
             // OTLP/gRPC retryable codes: CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
@@ -177,35 +177,6 @@ async fn grpc_outcome(resp: reqwest::Response) -> Attempt {
 async fn grpc_outcome(_resp: reqwest::Response) -> Attempt {
     // Unreachable: the configuration refuses grpc without the feature.
     Attempt::Done(Sent::Failed("grpc needs the otlp-grpc feature".to_string()))
-}
-
-#[cfg(feature = "otlp-grpc")]
-fn percent_decoded(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (b[i], b.get(i + 1..i + 3)) {
-            (b'%', Some(h)) => match std::str::from_utf8(h)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                Some(x) => {
-                    out.push(x);
-                    i += 3;
-                }
-                None => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            (x, _) => {
-                out.push(x);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A transport error's chain without the URL (which may carry credentials).
