@@ -92,6 +92,9 @@ fn parse_json_object(s: &str) -> Result<String, String> {
     }
 }
 
+/// evalscope's default `--url`.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8877/v1/chat/completions";
+
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct PerfArgs {
     // ---- Model and API
@@ -103,7 +106,7 @@ pub struct PerfArgs {
     #[arg(long, default_value = "openai")]
     pub api: String,
     /// API endpoint URL (completed with /v1/chat/completions when it has no API path).
-    #[arg(long, default_value = "http://127.0.0.1:8877/v1/chat/completions")]
+    #[arg(long, default_value = DEFAULT_URL)]
     pub url: String,
     /// Port for a local inference server (--api local / local_vllm).
     #[arg(long, default_value_t = 8877)]
@@ -114,9 +117,19 @@ pub struct PerfArgs {
     /// Tokenizer for token-unit prompt lengths and token counting.
     #[arg(long)]
     pub tokenizer_path: Option<String>,
-    /// Attention implementation (--api local only).
+    /// Attention implementation for the local server (--api local / local_vllm).
     #[arg(long)]
     pub attn_implementation: Option<String>,
+    /// `--api custom`: JSON file with the body template and response pointers.
+    #[arg(long)]
+    pub api_config: Option<String>,
+    /// `--api local` / `local_vllm`: the server command, with {model}, {port} and
+    /// {attn_implementation} placeholders (defaults: llama-server / vllm serve).
+    #[arg(long)]
+    pub local_server_cmd: Option<String>,
+    /// `--api local` / `local_vllm`: seconds to wait for the server to answer.
+    #[arg(long, default_value_t = 600.0)]
+    pub local_server_timeout: f64,
 
     // ---- Connection
     /// Extra HTTP headers: --headers key1=val1 key2=val2.

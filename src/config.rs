@@ -17,10 +17,18 @@ const SECRET_HEADERS: [&str; 4] = [
     "x-auth-token",
 ];
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Api {
     OpenAi,
     Sim,
+    /// A user-configured OpenAI-compatible server started as a child process.
+    Local,
+    /// vLLM's OpenAI server started as a child process.
+    LocalVllm,
+    DashScope,
+    Embedding,
+    Rerank,
+    Custom,
 }
 
 impl Api {
@@ -28,7 +36,29 @@ impl Api {
         match self {
             Api::OpenAi => "openai",
             Api::Sim => "sim",
+            Api::Local => "local",
+            Api::LocalVllm => "local_vllm",
+            Api::DashScope => "dashscope",
+            Api::Embedding => "embedding",
+            Api::Rerank => "rerank",
+            Api::Custom => "custom",
         }
+    }
+    pub fn is_local(&self) -> bool {
+        matches!(self, Api::Local | Api::LocalVllm)
+    }
+}
+
+/// Whether a stored run used an embedding or rerank endpoint (its API, or for the
+/// simulator its URL path): such runs use evalscope's input-throughput layout.
+pub fn is_encoder_run(api: &str, url: &str) -> bool {
+    match api {
+        "embedding" | "rerank" => true,
+        "sim" => {
+            let path = url.trim_end_matches('/');
+            path.ends_with("/embeddings") || path.ends_with("/rerank") || path.ends_with("/reranks")
+        }
+        _ => false,
     }
 }
 
@@ -95,6 +125,12 @@ pub enum DatasetKind {
     SpeedBenchmark {
         long: bool,
     },
+    /// Texts to embed (`embedding_dataset`).
+    Embedding,
+    /// Query and documents pairs (`rerank_dataset`).
+    Rerank,
+    /// Flickr8k captions and images from a local copy.
+    Flickr8k,
 }
 
 /// `random_vl` images: size, PIL mode, count per request and the vision patch size.
@@ -123,6 +159,10 @@ pub struct DatasetConfig {
     /// `--query-template` (already read from @file) and the model it may name.
     pub query_template: Option<String>,
     pub model: String,
+    /// `--tokenizer-path`: prompt lengths in tokens instead of characters.
+    pub tokenizer: Option<std::sync::Arc<crate::tokenizer::Tokenizer>>,
+    /// `batch_size` from `--extra-args`: inputs per embedding request (1 = a string).
+    pub batch_size: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -132,9 +172,15 @@ pub struct RunConfig {
     pub model_id: String,
     pub name: Option<String>,
     pub api: Api,
+    /// The wire format (for the simulator: chosen by the URL path).
+    pub protocol: crate::protocol::Protocol,
+    /// `--api local` / `local_vllm`: the child server to start.
+    pub local_server: Option<crate::local_server::LocalServerConfig>,
     pub url: String,
     /// Datasets yield chat messages (true) or plain prompts (false).
     pub chat: bool,
+    /// `--tokenizer-path`: token counts when the server sends no usage.
+    pub tokenizer: Option<std::sync::Arc<crate::tokenizer::Tokenizer>>,
     /// All headers sent (including Authorization from --api-key).
     pub headers: Vec<(String, String)>,
     pub connect_timeout: Option<Duration>,
@@ -175,13 +221,6 @@ pub struct RunConfig {
     pub args_json: Map<String, Value>,
 }
 
-fn not_yet(flag: &str, what: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{flag}: {what} is not available in this version of perfscope; \
-         remove {flag} (see README, \"Status\")"
-    )
-}
-
 /// A URL without userinfo or query string, for logs and error messages (either may
 /// carry credentials).
 pub fn redact_url(url: &str) -> String {
@@ -203,8 +242,9 @@ pub fn sanitize_name(s: &str) -> String {
         .collect()
 }
 
-/// evalscope §1.10: append the API path when the URL has none.
-pub fn complete_url(url: &str) -> String {
+/// evalscope §1.10: append the API path (`default`, e.g. `chat/completions`) when the
+/// URL has none.
+pub fn complete_url(url: &str, default: &str) -> String {
     const SUFFIXES: [&str; 6] = [
         "/chat/completions",
         "/completions",
@@ -218,9 +258,9 @@ pub fn complete_url(url: &str) -> String {
         return url.to_string();
     }
     if trimmed.ends_with("/v1") {
-        format!("{trimmed}/chat/completions")
+        format!("{trimmed}/{default}")
     } else {
-        format!("{trimmed}/v1/chat/completions")
+        format!("{trimmed}/v1/{default}")
     }
 }
 
@@ -244,12 +284,12 @@ impl RunConfig {
             "speed_benchmark" => DatasetKind::SpeedBenchmark { long: false },
             "speed_benchmark_long" => DatasetKind::SpeedBenchmark { long: true },
             "random_vl" => DatasetKind::RandomVl,
-            "flickr8k" | "embedding_dataset" | "rerank_dataset" => {
-                return Err(not_yet(
-                    "--dataset",
-                    &format!("the `{}` dataset", a.dataset),
-                ))
+            // evalscope's plugin names are accepted too.
+            "embedding_dataset" | "embedding" | "embed" | "embedding_batch" => {
+                DatasetKind::Embedding
             }
+            "rerank_dataset" | "rerank" => DatasetKind::Rerank,
+            "flickr8k" => DatasetKind::Flickr8k,
             other => bail!(
                 "--dataset: unknown dataset `{other}`; use openqa, line_by_line, random, \
                  longalpaca, speed_benchmark, random_vl, flickr8k, embedding_dataset, \
@@ -299,11 +339,7 @@ impl RunConfig {
             bail!("--sleep-interval: {} must be >= 0", a.sleep_interval);
         }
 
-        let mut url = a.url.clone();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("--url: `{url}` must start with http:// or https://");
-        }
-        url = complete_url(&url);
+        let mut url = resolve_url(api, a)?;
         // evalscope's speed_benchmark plugin rewrites a chat URL to /v1/completions,
         // but only after the HTTP client captured the URL, so users must pass
         // /completions themselves. Here the rewrite happens before anything uses it.
@@ -313,15 +349,45 @@ impl RunConfig {
                 url = format!("{base}/completions");
             }
         }
-        let chat = if a.apply_chat_template {
+        let protocol = resolve_protocol(api, a, &url)?;
+        let chat = if protocol.is_encoder() {
+            // Embedding and rerank inputs are plain text.
+            false
+        } else if a.apply_chat_template {
             true
         } else if a.no_apply_chat_template {
             false
         } else {
-            url.trim_end_matches('/').ends_with("chat/completions")
+            // DashScope takes `input.messages` unless told otherwise.
+            api == Api::DashScope || url.trim_end_matches('/').ends_with("chat/completions")
         };
 
-        let headers = resolve_headers(a)?;
+        let mut headers = resolve_headers(a)?;
+        match &protocol {
+            crate::protocol::Protocol::DashScope
+                if !a.no_stream
+                    && !headers
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("x-dashscope-sse")) =>
+            {
+                headers.push(("X-DashScope-SSE".into(), "enable".into()));
+            }
+            crate::protocol::Protocol::Custom(c) => headers.extend(c.headers.iter().cloned()),
+            _ => {}
+        }
+        let local_server = if api.is_local() {
+            Some(crate::local_server::LocalServerConfig::resolve(
+                api, a, &model,
+            )?)
+        } else {
+            if a.local_server_cmd.is_some() {
+                bail!("--local-server-cmd only applies with --api local or local_vllm");
+            }
+            if a.attn_implementation.is_some() {
+                bail!("--attn-implementation only applies with --api local or local_vllm (the server perfscope starts)");
+            }
+            None
+        };
         let secs = |flag: &str, v: Option<f64>| -> Result<Option<Duration>> {
             match v {
                 None => Ok(None),
@@ -342,7 +408,18 @@ impl RunConfig {
             Ok(Value::Object(m)) => m,
             _ => bail!("--extra-args: expected a JSON object"),
         };
-        let sim = match (&api, &a.sim_args) {
+        let tokenizer = match a.tokenizer_path.as_deref() {
+            Some(p) => {
+                let t = crate::tokenizer::Tokenizer::load(p)?;
+                crate::report::log::info(format!(
+                    "Tokenizer {} (chat template: {}): prompt lengths are in tokens",
+                    t.path, t.template_source
+                ));
+                Some(t)
+            }
+            None => None,
+        };
+        let mut sim = match (&api, &a.sim_args) {
             (Api::Sim, Some(s)) => {
                 let cfg: SimConfig = serde_json::from_str(s).map_err(|e| {
                     anyhow::anyhow!(
@@ -357,6 +434,10 @@ impl RunConfig {
             (_, Some(_)) => bail!("--sim-args only applies with --api sim"),
             _ => None,
         };
+        // The simulator counts with the benchmark's tokenizer unless told otherwise.
+        if let (Some(s), Some(p)) = (sim.as_mut(), a.tokenizer_path.as_ref()) {
+            s.tokenizer_path.get_or_insert_with(|| p.clone());
+        }
         let prompt = a
             .prompt
             .as_deref()
@@ -393,6 +474,14 @@ impl RunConfig {
                 None => None,
             },
             model: model.clone(),
+            tokenizer: tokenizer.clone(),
+            batch_size: match extra_args.get("batch_size") {
+                None => 1,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n >= 1 => n as usize,
+                    _ => bail!("--extra-args: batch_size must be a positive integer, got {v}"),
+                },
+            },
         };
         let gen = GenParams {
             model: model.clone(),
@@ -442,8 +531,11 @@ impl RunConfig {
             name,
             model,
             api,
+            protocol,
+            local_server,
             url,
             chat,
+            tokenizer,
             headers,
             connect_timeout: secs("--connect-timeout", a.connect_timeout)?,
             read_timeout: secs("--read-timeout", a.read_timeout)?,
@@ -525,27 +617,18 @@ fn resolve_api(a: &PerfArgs) -> Result<Api> {
     let api = match a.api.as_str() {
         "openai" => Api::OpenAi,
         "sim" => Api::Sim,
-        "local" | "local_vllm" | "dashscope" | "embedding" | "openai_embedding" | "rerank"
-        | "openai_rerank" | "custom" => {
-            return Err(not_yet("--api", &format!("the `{}` API", a.api)))
-        }
+        "local" => Api::Local,
+        "local_vllm" => Api::LocalVllm,
+        "dashscope" => Api::DashScope,
+        // evalscope's plugin names are accepted too.
+        "embedding" | "openai_embedding" => Api::Embedding,
+        "rerank" | "openai_rerank" => Api::Rerank,
+        "custom" => Api::Custom,
         other => bail!(
             "--api: unknown API `{other}`; use one of openai, sim, local, local_vllm, \
              dashscope, embedding, rerank, custom"
         ),
     };
-    if a.tokenizer_path.is_some() {
-        return Err(not_yet(
-            "--tokenizer-path",
-            "token-unit prompts and token counting",
-        ));
-    }
-    if a.attn_implementation.is_some() {
-        return Err(not_yet(
-            "--attn-implementation",
-            "the local inference server",
-        ));
-    }
     if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
         bail!(
             "--sla-variable: expected `parallel` or `rate`, got `{}`",
@@ -553,6 +636,62 @@ fn resolve_api(a: &PerfArgs) -> Result<Api> {
         );
     }
     Ok(api)
+}
+
+/// The endpoint URL for the API: evalscope's path completion for OpenAI-style APIs,
+/// DashScope's public endpoint when --url is left at its default, and the local
+/// server's port for `local` / `local_vllm`.
+fn resolve_url(api: Api, a: &PerfArgs) -> Result<String> {
+    let url = a.url.clone();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("--url: `{url}` must start with http:// or https://");
+    }
+    let is_default = url == crate::cli::DEFAULT_URL;
+    Ok(match api {
+        Api::OpenAi | Api::Sim => complete_url(&url, "chat/completions"),
+        Api::Embedding => complete_url(&url, "embeddings"),
+        Api::Rerank => complete_url(&url, "rerank"),
+        Api::DashScope if is_default => crate::protocol::dashscope::DEFAULT_URL.to_string(),
+        Api::DashScope | Api::Custom => url,
+        Api::Local | Api::LocalVllm => {
+            // evalscope serves the local model on --port; the path of --url is kept.
+            let full = complete_url(&url, "chat/completions");
+            let rest = full.split_once("://").map_or(full.as_str(), |(_, r)| r);
+            let path = rest
+                .find('/')
+                .map_or("/v1/chat/completions", |i| &rest[i..]);
+            format!("http://127.0.0.1:{}{path}", a.port)
+        }
+    })
+}
+
+fn resolve_protocol(api: Api, a: &PerfArgs, url: &str) -> Result<crate::protocol::Protocol> {
+    use crate::protocol::Protocol;
+    if a.api_config.is_some() && api != Api::Custom {
+        bail!("--api-config only applies with --api custom");
+    }
+    Ok(match api {
+        Api::OpenAi | Api::Local | Api::LocalVllm => Protocol::OpenAi,
+        Api::Sim if is_encoder_run("sim", url) => {
+            if url.trim_end_matches('/').ends_with("/embeddings") {
+                Protocol::Embedding
+            } else {
+                Protocol::Rerank
+            }
+        }
+        Api::Sim => Protocol::OpenAi,
+        Api::Embedding => Protocol::Embedding,
+        Api::Rerank => Protocol::Rerank,
+        Api::DashScope => Protocol::DashScope,
+        Api::Custom => {
+            let Some(path) = a.api_config.as_deref() else {
+                bail!("--api custom needs --api-config FILE: the request body template and the response pointers (see README, \"Custom API\")");
+            };
+            Protocol::Custom(std::sync::Arc::new(
+                crate::protocol::custom::CustomApi::load(path)?,
+            ))
+        }
+    })
 }
 
 /// `--sla-auto-tune`: what to vary, the constraint groups and the search bounds.
@@ -752,18 +891,28 @@ mod tests {
 
     #[test]
     fn url_completion() {
-        assert_eq!(complete_url("http://h:1"), "http://h:1/v1/chat/completions");
+        let chat = |u: &str| complete_url(u, "chat/completions");
+        assert_eq!(chat("http://h:1"), "http://h:1/v1/chat/completions");
+        assert_eq!(chat("http://h:1/v1"), "http://h:1/v1/chat/completions");
         assert_eq!(
-            complete_url("http://h:1/v1"),
-            "http://h:1/v1/chat/completions"
-        );
-        assert_eq!(
-            complete_url("http://h:1/v1/completions"),
+            chat("http://h:1/v1/completions"),
             "http://h:1/v1/completions"
         );
         assert_eq!(
-            complete_url("http://h:1/v1/chat/completions"),
+            chat("http://h:1/v1/chat/completions"),
             "http://h:1/v1/chat/completions"
+        );
+        assert_eq!(
+            complete_url("http://h:1/", "embeddings"),
+            "http://h:1/v1/embeddings"
+        );
+        assert_eq!(
+            complete_url("http://h:1/v1", "rerank"),
+            "http://h:1/v1/rerank"
+        );
+        assert_eq!(
+            complete_url("http://h:1/v1/reranks", "rerank"),
+            "http://h:1/v1/reranks"
         );
     }
 

@@ -19,7 +19,6 @@ use tokio::task::JoinSet;
 use crate::client::{self, Cancel, Ticket};
 use crate::config::{Api, RunConfig, SweepPoint};
 use crate::dataset::{self, Prompt};
-use crate::protocol::openai;
 use crate::record::{Clock, RequestRecord};
 use crate::recorder::prometheus::Metrics;
 use crate::recorder::{self, sqlite};
@@ -135,6 +134,11 @@ pub async fn run(cfg: RunConfig, stop: Stop) -> Result<Outcome> {
 async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     let clock = Clock::start();
     let mut _sim = None;
+    // Stopped when this function returns, on every path (Drop).
+    let _local = match &cfg.local_server {
+        Some(ls) => Some(crate::local_server::LocalServer::start(ls, root, &stop.dispatch).await?),
+        None => None,
+    };
     let url: Arc<str> = match (&cfg.api, &cfg.sim) {
         (Api::Sim, Some(sc)) => {
             let h = crate::sim::spawn("127.0.0.1:0".parse()?, sc.clone(), 1)?;
@@ -588,7 +592,10 @@ async fn start_metrics(
 /// A cheap request (max_tokens 1) before the benchmark: a few tries, then an error
 /// naming the URL. evalscope sends a full request and retries for up to 6 hours.
 async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
-    let body = openai::connection_test_body(ctx.cfg.chat, &ctx.cfg.gen);
+    let body = ctx
+        .cfg
+        .protocol
+        .connection_test_body(ctx.cfg.chat, &ctx.cfg.gen)?;
     let body = bytes::Bytes::from(serde_json::Value::Object(body).to_string());
     let timeout = ctx.cfg.total_timeout.min(Duration::from_secs(60));
     let mut last = String::new();
@@ -603,6 +610,7 @@ async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
         let r = client::execute(
             &ctx.http,
             &ctx.parsed_url,
+            &ctx.cfg.protocol,
             timeout,
             &ctx.clock,
             ticket,
@@ -647,39 +655,45 @@ struct Bodies {
 }
 
 impl Bodies {
-    fn new(ctx: &Ctx, prompts: Vec<Prompt>, seed: u64) -> Bodies {
+    /// Every prompt's body is built once here, so a body that cannot be built (a
+    /// custom API template error) stops the run before any request.
+    fn new(ctx: &Ctx, prompts: Vec<Prompt>, seed: u64) -> Result<Bodies> {
         let mut rng = fastrand::Rng::with_seed(seed);
         let p = &ctx.cfg.gen;
+        let built = prompts
+            .iter()
+            .map(|pr| {
+                let b = ctx.cfg.protocol.build_body(pr, p, &mut rng)?;
+                Ok(bytes::Bytes::from(serde_json::Value::Object(b).to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
         // --prompt: evalscope builds the body once and re-sends it (a --max-tokens
         // range is sampled once too).
         let fixed =
-            (p.max_tokens.0 == p.max_tokens.1 || ctx.cfg.dataset.prompt.is_some()).then(|| {
-                prompts
-                    .iter()
-                    .map(|pr| {
-                        serde_json::Value::Object(openai::build_body(pr, p, &mut rng))
-                            .to_string()
-                            .into()
-                    })
-                    .collect()
-            });
-        Bodies {
+            (p.max_tokens.0 == p.max_tokens.1 || ctx.cfg.dataset.prompt.is_some()).then_some(built);
+        Ok(Bodies {
             prompts,
             fixed,
             rng,
-        }
+        })
     }
     fn get(&mut self, i: u64, ctx: &Ctx) -> bytes::Bytes {
         let k = (i % self.prompts.len() as u64) as usize;
         match &self.fixed {
             Some(f) => f[k].clone(),
-            None => serde_json::Value::Object(openai::build_body(
-                &self.prompts[k],
-                &ctx.cfg.gen,
-                &mut self.rng,
-            ))
-            .to_string()
-            .into(),
+            None => match ctx
+                .cfg
+                .protocol
+                .build_body(&self.prompts[k], &ctx.cfg.gen, &mut self.rng)
+            {
+                Ok(b) => serde_json::Value::Object(b).to_string().into(),
+                // Built once without error in `new`; only a template that branches
+                // on the sampled max_tokens can fail here.
+                Err(e) => {
+                    log::warn(format!("{e:#}"));
+                    bytes::Bytes::from_static(b"{}")
+                }
+            },
         }
     }
 }
@@ -696,7 +710,7 @@ async fn run_point(
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let warmup = cfg.warmup_for(point.number);
     let prompts = dataset::load(&cfg.dataset, cfg.chat, point.number + warmup, index)?;
-    let mut bodies = Bodies::new(ctx, prompts, cfg.dataset.seed ^ index);
+    let mut bodies = Bodies::new(ctx, prompts, cfg.dataset.seed ^ index)?;
     let args = cfg.args_for_run(point);
     let meta = sqlite::RunMeta {
         run_id: format!("{}/{}", root.display(), name),
@@ -772,7 +786,7 @@ async fn run_point(
     let spans = ctx.tracing.clone().map(|t| {
         let u = &ctx.parsed_url;
         let common = crate::recorder::otel::SpanCommon {
-            operation: if cfg.chat { "chat" } else { "text_completion" },
+            operation: cfg.protocol.operation(cfg.chat),
             model: cfg.model.clone(),
             server_address: u.host_str().unwrap_or("").to_string(),
             server_port: u.port_or_known_default().map_or(0, i64::from),
@@ -949,16 +963,25 @@ async fn dispatch(
                 stream_requested: c.gen.stream,
                 trace: Some(client::TraceContext::random(sampled)),
             };
-            let rec = client::execute(
+            // With a tokenizer the payloads are kept until the token counts a
+            // server left out are filled in (then dropped unless --debug).
+            let mut rec = client::execute(
                 &ctx2.http,
                 &ctx2.parsed_url,
+                &c.protocol,
                 c.total_timeout,
                 &ctx2.clock,
                 ticket,
-                c.debug,
+                c.debug || c.tokenizer.is_some(),
                 &ctx2.stop.abort,
             )
             .await;
+            if let Some(t) = &c.tokenizer {
+                c.protocol.fill_token_counts(t, &mut rec);
+                if !c.debug {
+                    rec.response_messages = None;
+                }
+            }
             drop(slot);
             if let Some(g) = &gauge {
                 g.dec();

@@ -413,6 +413,7 @@ pub fn average(runs: &[RunResult]) -> Option<RunResult> {
         summary,
         columns,
         dir: first.dir.clone(),
+        encoder: first.encoder,
     })
 }
 

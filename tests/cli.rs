@@ -183,23 +183,45 @@ fn bad_values_name_the_flag() {
 }
 
 #[test]
-fn later_features_fail_fast_naming_the_flag() {
+fn api_and_tokenizer_misconfiguration_fails_fast_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[
-        (&["--tokenizer-path", "t"], "--tokenizer-path"),
+        (
+            &["--tokenizer-path", "/nonexistent/tok"],
+            "--tokenizer-path",
+        ),
         (&["--attn-implementation", "eager"], "--attn-implementation"),
-        (&["--api", "dashscope"], "--api"),
-        (&["--api", "local"], "--api"),
-        (&["--api", "embedding"], "--api"),
-        (&["--dataset", "flickr8k"], "--dataset"),
+        (&["--api", "custom"], "--api-config"),
+        (&["--api-config", "x.json"], "--api-config"),
+        (
+            &["--api", "custom", "--api-config", "/nonexistent.json"],
+            "--api-config",
+        ),
+        (&["--local-server-cmd", "x"], "--local-server-cmd"),
+        (
+            &["--api", "local", "--attn-implementation", "bogus"],
+            "--attn-implementation",
+        ),
+        (
+            &[
+                "--api",
+                "local",
+                "--local-server-cmd",
+                "srv {port}",
+                "--attn-implementation",
+                "sdpa",
+            ],
+            "--attn-implementation",
+        ),
+        (
+            &["--api", "embedding", "--extra-args", "{\"batch_size\": 0}"],
+            "batch_size",
+        ),
     ];
     for (args, flag) in cases {
-        let mut a = vec!["--model", "m"];
+        let mut a = vec!["--model", "m", "--api-key", "k"];
         a.extend_from_slice(args);
         let e = err(&a);
-        assert!(
-            e.contains(flag) && e.contains("not available"),
-            "{args:?}: {e}"
-        );
+        assert!(e.contains(flag), "{args:?}: {e}");
         assert!(
             !e.contains(" k ") && !e.contains("k\n"),
             "no secret echoed: {e}"

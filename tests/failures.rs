@@ -102,6 +102,7 @@ async fn every_failure_kind_is_classified_with_text() {
             client::execute(
                 &http,
                 &reqwest::Url::parse(&path).unwrap(),
+                &perfscope::protocol::Protocol::OpenAi,
                 timeout,
                 &clock,
                 t,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::config::RunConfig;
-use crate::protocol::openai::{parse_payload, ChunkInfo};
+use crate::protocol::{ChunkInfo, Protocol};
 use crate::record::{Clock, FailureKind, RequestRecord, Timeline};
 use sse::SseDecoder;
 
@@ -143,7 +143,7 @@ struct Reading {
 
 impl Reading {
     /// Applies one payload received at `t`.
-    fn payload(&mut self, data: &[u8], t: f64) {
+    fn payload(&mut self, proto: &Protocol, data: &[u8], t: f64) {
         if self.failure.is_some() {
             return;
         }
@@ -160,7 +160,7 @@ impl Reading {
         // evalscope's `completed_time`: the last data event, including the usage-only
         // chunk, but not `[DONE]`.
         self.tl.end = t;
-        match parse_payload(data) {
+        match proto.parse(data) {
             Err(e) => self.failure = Some((FailureKind::MalformedChunk, e)),
             Ok(info) => self.apply(info, t),
         }
@@ -228,9 +228,11 @@ fn error_text(e: &dyn std::error::Error) -> String {
 
 /// Sends one request and reads the whole response. Never fails: every outcome is a
 /// record. `cancel` aborts the request (recorded as `cancelled`).
+#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     http: &reqwest::Client,
     url: &reqwest::Url,
+    proto: &Protocol,
     total_timeout: std::time::Duration,
     clock: &Clock,
     ticket: Ticket,
@@ -263,7 +265,7 @@ pub async fn execute(
         req = req.header("traceparent", t.traceparent());
     }
     r.tl.send = clock.now();
-    let fut = read_response(req, url, clock, &mut r, &mut status, &mut is_stream);
+    let fut = read_response(req, url, proto, clock, &mut r, &mut status, &mut is_stream);
     tokio::select! {
         biased;
         _ = cancel.cancelled() => {
@@ -312,6 +314,7 @@ pub async fn execute(
 async fn read_response(
     req: reqwest::RequestBuilder,
     url: &reqwest::Url,
+    proto: &Protocol,
     clock: &Clock,
     r: &mut Reading,
     status_out: &mut Option<u16>,
@@ -357,7 +360,7 @@ async fn read_response(
             match resp.chunk().await {
                 Ok(Some(bytes)) => {
                     let t = clock.now();
-                    dec.feed(&bytes, |data| r.payload(data, t));
+                    dec.feed(&bytes, |data| r.payload(proto, data, t));
                     if r.failure.is_some() {
                         // The stream is already a failure; stop reading it.
                         return;
@@ -365,7 +368,7 @@ async fn read_response(
                 }
                 Ok(None) => {
                     let t = clock.now();
-                    dec.finish(|data| r.payload(data, t));
+                    dec.finish(|data| r.payload(proto, data, t));
                     if r.failure.is_none() && !r.done && r.finish.is_none() {
                         r.tl.end = t;
                         r.failure = Some((
@@ -421,7 +424,7 @@ async fn read_response(
     if let Some(m) = r.messages.as_mut() {
         m.push(String::from_utf8_lossy(&full).into_owned());
     }
-    match parse_payload(&full) {
+    match proto.parse(&full) {
         Err(e) => r.failure = Some((FailureKind::MalformedChunk, e)),
         Ok(info) => {
             // evalscope: for non-stream responses first_chunk_latency = latency.

@@ -1,9 +1,11 @@
 //! Datasets: where prompts come from (evalscope §5). Each kind materialises a list of
 //! prompts; the engine cycles over it until a run has its number of requests.
 //!
-//! Prompt lengths are in characters here (no tokenizer), as evalscope's
-//! `--min/--max-prompt-length` without `--tokenizer-path`.
+//! Prompt lengths are in tokens with `--tokenizer-path`, else in characters, as
+//! evalscope's `--min/--max-prompt-length`.
 
+mod encoder;
+mod flickr8k;
 mod openqa;
 mod random;
 pub mod random_vl;
@@ -36,8 +38,15 @@ impl Prompt {
     }
 }
 
+/// evalscope's length filter: tokens with --tokenizer-path, else characters.
 fn in_range(text: &str, cfg: &DatasetConfig) -> bool {
-    let n = text.chars().count() as u64;
+    if cfg.min_prompt_length == 0 && cfg.max_prompt_length == u64::MAX {
+        return true;
+    }
+    let n = match &cfg.tokenizer {
+        Some(t) => t.count(text),
+        None => text.chars().count() as u64,
+    };
     n >= cfg.min_prompt_length && n <= cfg.max_prompt_length
 }
 
@@ -73,6 +82,9 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
             line_by_line(path, cfg, chat, count)?
         }
         DatasetKind::Random => random::generate(cfg, chat, count, run_index)?,
+        DatasetKind::Embedding => encoder::embedding(cfg, count)?,
+        DatasetKind::Rerank => encoder::rerank(cfg, count)?,
+        DatasetKind::Flickr8k => flickr8k::load(cfg.path.as_deref(), chat, count)?,
         DatasetKind::RandomVl => {
             crate::report::log::info(format!(
                 "random_vl: {} {}x{} {} image(s) per request, about {} vision tokens each \
@@ -139,10 +151,15 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
         let source = cfg.path.as_deref().unwrap_or("the bundled questions");
         bail!(
             "--dataset {}: no prompts left from {source} after the length filter \
-             [--min-prompt-length {}, --max-prompt-length {}] (characters)",
+             [--min-prompt-length {}, --max-prompt-length {}] ({})",
             cfg.name,
             cfg.min_prompt_length,
-            cfg.max_prompt_length
+            cfg.max_prompt_length,
+            if cfg.tokenizer.is_some() {
+                "tokens"
+            } else {
+                "characters"
+            }
         );
     }
     Ok(prompts)
@@ -233,6 +250,8 @@ mod tests {
             seed: 0,
             query_template: None,
             model: "m".into(),
+            tokenizer: None,
+            batch_size: 1,
             image: crate::config::ImageSpec {
                 width: 8,
                 height: 8,

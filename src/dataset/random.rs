@@ -38,6 +38,9 @@ pub fn generate(
     count: u64,
     run_index: u64,
 ) -> Result<Vec<Prompt>> {
+    if let Some(t) = &cfg.tokenizer {
+        return generate_tokens(cfg, t, chat, count, run_index);
+    }
     if cfg.max_prompt_length > MAX_CHARS {
         bail!(
             "--dataset random: set --max-prompt-length (characters without --tokenizer-path), \
@@ -59,6 +62,96 @@ pub fn generate(
         .collect())
 }
 
+/// Largest token length accepted when --max-prompt-length is left at "no cap".
+const MAX_TOKENS: u64 = 1 << 21;
+
+/// evalscope §5.1 with a tokenizer: a shared prefix of `--prefix-length` random
+/// tokens, then a contiguous window of the allowed vocabulary (specials and
+/// byte-fallback tokens excluded) of a length uniform in [min, max], converged by
+/// decode/re-encode so the text re-encodes to the target length. With a chat URL the
+/// chat template's own tokens are subtracted from the bounds, so the server sees
+/// about the requested length. The remaining error is measured and logged.
+fn generate_tokens(
+    cfg: &DatasetConfig,
+    tok: &crate::tokenizer::Tokenizer,
+    chat: bool,
+    count: u64,
+    run_index: u64,
+) -> Result<Vec<Prompt>> {
+    if cfg.max_prompt_length > MAX_TOKENS {
+        bail!(
+            "--dataset random: set --max-prompt-length (tokens with --tokenizer-path), \
+             e.g. --min-prompt-length 512 --max-prompt-length 1024"
+        );
+    }
+    let allowed = tok.allowed_ids();
+    if allowed.is_empty() {
+        bail!(
+            "--tokenizer-path: {} has no ordinary tokens to build prompts from",
+            tok.path
+        );
+    }
+    let v = allowed.len();
+    let mut rng = fastrand::Rng::with_seed(
+        cfg.seed ^ (run_index.wrapping_add(1)).wrapping_mul(0x2545_F491_4F6C_DD1D),
+    );
+    let prefix: Vec<u32> = (0..cfg.prefix_length)
+        .map(|_| allowed[rng.usize(..v)])
+        .collect();
+    let (lo, hi) = if chat {
+        let empty = serde_json::json!([{"role": "user", "content": ""}]);
+        let template_len = tok.count(&tok.render_chat(&empty, true)?);
+        (
+            cfg.min_prompt_length.saturating_sub(template_len),
+            (cfg.max_prompt_length + 1)
+                .saturating_sub(template_len)
+                .max(1),
+        )
+    } else {
+        (cfg.min_prompt_length, cfg.max_prompt_length + 1)
+    };
+    // evalscope advances dataset_offset per run so later runs miss the prefix cache;
+    // the run index in the seed does the same here.
+    let mut out = Vec::with_capacity(count as usize);
+    let (mut off_sum, mut off_max) = (0u64, 0u64);
+    for i in 0..count as usize {
+        let len = if hi > lo { rng.u64(lo..hi) } else { lo } as usize;
+        let offset = rng.usize(..v);
+        let mut fill = fastrand::Rng::with_seed(rng.u64(..));
+        let mut ids = prefix.clone();
+        ids.extend((0..len).map(|j| allowed[(offset + i + j) % v]));
+        let target = ids.len();
+        let mut text = tok.decode(&ids);
+        for _ in 0..10 {
+            let re = tok.encode(&text);
+            if re.len() == target {
+                break;
+            }
+            let mut next = re;
+            if next.len() > target {
+                next.truncate(target);
+            } else {
+                while next.len() < target {
+                    next.push(allowed[fill.usize(..v)]);
+                }
+            }
+            text = tok.decode(&next);
+        }
+        let err = (tok.count(&text) as i64 - target as i64).unsigned_abs();
+        off_sum += err;
+        off_max = off_max.max(err);
+        out.push(Prompt::wrap(text, chat));
+    }
+    crate::report::log::info(format!(
+        "random: {count} prompts of {}..={} tokens{}; re-encoded length error: mean {:.3}, max {off_max} tokens",
+        lo + cfg.prefix_length,
+        hi.saturating_sub(1) + cfg.prefix_length,
+        if chat { " plus the chat template" } else { "" },
+        if count > 0 { off_sum as f64 / count as f64 } else { 0.0 }
+    ));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +170,8 @@ mod tests {
             seed: 7,
             query_template: None,
             model: "m".into(),
+            tokenizer: None,
+            batch_size: 1,
             image: crate::config::ImageSpec {
                 width: 8,
                 height: 8,

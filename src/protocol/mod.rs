@@ -1,5 +1,257 @@
 //! API protocols: how a prompt becomes a request body and how a response payload is
-//! read. One module per API kind.
+//! read. One module per wire format; [`Protocol`] picks one for a run.
 
 pub mod chunk;
+pub mod custom;
+pub mod dashscope;
+pub mod embedding;
 pub mod openai;
+
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use crate::config::GenParams;
+use crate::dataset::Prompt;
+pub use chunk::{ChunkInfo, Usage};
+
+/// The wire format of a run.
+#[derive(Clone, Debug)]
+pub enum Protocol {
+    /// OpenAI chat/completions (also `local`, `local_vllm` and the simulator).
+    OpenAi,
+    /// OpenAI `/v1/embeddings`.
+    Embedding,
+    /// `/v1/rerank` in the vLLM / Jina / Cohere shape.
+    Rerank,
+    /// DashScope's native text-generation API.
+    DashScope,
+    /// A declarative API from `--api-config`.
+    Custom(Arc<custom::CustomApi>),
+}
+
+impl Protocol {
+    /// Embedding and rerank runs have no output tokens: evalscope's input-throughput
+    /// summary layout applies.
+    pub fn is_encoder(&self) -> bool {
+        matches!(self, Protocol::Embedding | Protocol::Rerank)
+    }
+
+    /// The request body for one prompt.
+    pub fn build_body(
+        &self,
+        prompt: &Prompt,
+        p: &GenParams,
+        rng: &mut fastrand::Rng,
+    ) -> anyhow::Result<Map<String, Value>> {
+        Ok(match self {
+            Protocol::OpenAi => openai::build_body(prompt, p, rng),
+            Protocol::Embedding => embedding::embedding_body(prompt, p),
+            Protocol::Rerank => embedding::rerank_body(prompt, p),
+            Protocol::DashScope => dashscope::build_body(prompt, p, rng),
+            Protocol::Custom(c) => c.build_body(prompt, p, rng)?,
+        })
+    }
+
+    /// A cheap request that proves the endpoint answers this protocol.
+    pub fn connection_test_body(
+        &self,
+        chat: bool,
+        p: &GenParams,
+    ) -> anyhow::Result<Map<String, Value>> {
+        let prompt = if chat {
+            Prompt::Messages(serde_json::json!([{"role": "user", "content": "hello"}]))
+        } else {
+            Prompt::Text("hello".into())
+        };
+        match self {
+            Protocol::OpenAi => Ok(openai::connection_test_body(chat, p)),
+            _ => {
+                let mut params = p.clone();
+                params.max_tokens = (1, 1);
+                params.min_tokens = None;
+                params.extra_args.shift_remove("ignore_eos");
+                self.build_body(&prompt, &params, &mut fastrand::Rng::with_seed(0))
+            }
+        }
+    }
+
+    /// Interprets one payload (an SSE data event or a whole JSON body).
+    #[inline]
+    pub fn parse(&self, data: &[u8]) -> Result<ChunkInfo, String> {
+        match self {
+            Protocol::OpenAi => chunk::parse_payload(data),
+            Protocol::Embedding | Protocol::Rerank => embedding::parse(data),
+            Protocol::DashScope => dashscope::parse(data),
+            Protocol::Custom(c) => c.parse(data),
+        }
+    }
+
+    /// The `gen_ai.operation.name` of this run's spans.
+    pub fn operation(&self, chat: bool) -> &'static str {
+        match self {
+            Protocol::Embedding => "embeddings",
+            Protocol::Rerank => "rerank",
+            _ if chat => "chat",
+            _ => "text_completion",
+        }
+    }
+}
+
+/// The text of a prompt, for APIs that take plain text: chat messages are flattened
+/// to their text parts (evalscope's embedding plugin does the same).
+pub fn prompt_text(prompt: &Prompt) -> String {
+    match prompt {
+        Prompt::Text(s) => s.clone(),
+        Prompt::Messages(m) => messages_text(m),
+        Prompt::Body(b) => b
+            .get("prompt")
+            .or_else(|| b.get("input"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| b.get("messages").map(messages_text))
+            .unwrap_or_default(),
+    }
+}
+
+/// The text parts of chat messages, joined by newlines.
+pub fn messages_text(messages: &Value) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for m in messages.as_array().map(Vec::as_slice).unwrap_or_default() {
+        match m.get("content") {
+            Some(Value::String(s)) => out.push(s),
+            Some(Value::Array(parts)) => {
+                out.extend(parts.iter().filter_map(|p| p.get("text")?.as_str()))
+            }
+            _ => {}
+        }
+    }
+    out.join("\n")
+}
+
+/// Merges `--extra-args` (set-default for user bodies, as evalscope).
+fn put(body: &mut Map<String, Value>, user_body: bool, k: &str, v: Value) {
+    if user_body {
+        body.entry(k.to_string()).or_insert(v);
+    } else {
+        body.insert(k.to_string(), v);
+    }
+}
+
+/// The first error found in a JSON reply: `{"error": ...}` or `{"object": "error"}`.
+fn json_error(v: &Value) -> Option<String> {
+    match v.get("error") {
+        Some(Value::Null) | None => {}
+        Some(Value::String(s)) => return Some(s.clone()),
+        Some(e) => {
+            return Some(
+                e.get("message")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| e.to_string(), str::to_string),
+            )
+        }
+    }
+    (v.get("object").and_then(Value::as_str) == Some("error")).then(|| {
+        v.get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| v.to_string(), str::to_string)
+    })
+}
+
+fn malformed(data: &[u8], why: &str) -> String {
+    let shown = String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned();
+    format!("malformed response ({why}): {shown}")
+}
+
+impl Protocol {
+    /// The output text one payload carries (for counting tokens locally).
+    fn output_text(&self, v: &Value) -> String {
+        let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("");
+        match self {
+            Protocol::OpenAi => [
+                "/choices/0/delta/content",
+                "/choices/0/delta/reasoning_content",
+                "/choices/0/message/content",
+                "/choices/0/message/reasoning_content",
+                "/choices/0/text",
+            ]
+            .iter()
+            .map(|p| s(p))
+            .collect(),
+            Protocol::DashScope => [
+                "/output/choices/0/message/content",
+                "/output/choices/0/message/reasoning_content",
+                "/output/text",
+            ]
+            .iter()
+            .map(|p| s(p))
+            .collect(),
+            Protocol::Custom(c) => c.content(v).to_string(),
+            Protocol::Embedding | Protocol::Rerank => String::new(),
+        }
+    }
+
+    /// With `--tokenizer-path`, fills the token counts a server left out: prompt
+    /// tokens from the request body (chat messages through the chat template),
+    /// completion tokens from the output text of the kept payloads.
+    pub fn fill_token_counts(
+        &self,
+        tok: &crate::tokenizer::Tokenizer,
+        rec: &mut crate::record::RequestRecord,
+    ) {
+        if !rec.success {
+            return;
+        }
+        if rec.prompt_tokens.is_none() {
+            if let Ok(body) = serde_json::from_slice::<Value>(&rec.request) {
+                rec.prompt_tokens = Some(prompt_tokens(tok, &body));
+            }
+        }
+        if rec.completion_tokens.is_none() {
+            if self.is_encoder() {
+                rec.completion_tokens = Some(0);
+            } else if let Some(Ok(Value::Array(payloads))) = rec
+                .response_messages
+                .as_deref()
+                .map(serde_json::from_str::<Value>)
+            {
+                let text: String = payloads.iter().map(|p| self.output_text(p)).collect();
+                rec.completion_tokens = Some(tok.count(&text));
+            }
+        }
+    }
+}
+
+/// Prompt tokens of a request body of any supported API.
+fn prompt_tokens(tok: &crate::tokenizer::Tokenizer, body: &Value) -> u64 {
+    let texts = |v: &Value| -> u64 {
+        match v {
+            Value::String(s) => tok.count(s),
+            Value::Array(a) => a
+                .iter()
+                .map(|x| match x {
+                    Value::String(s) => tok.count(s),
+                    other => tok.count(other.get("text").and_then(Value::as_str).unwrap_or("")),
+                })
+                .sum(),
+            _ => 0,
+        }
+    };
+    let messages = body
+        .get("messages")
+        .or_else(|| body.pointer("/input/messages"));
+    if let Some(m) = messages {
+        return tok
+            .count_chat(m)
+            .unwrap_or_else(|_| tok.count(&messages_text(m)));
+    }
+    if let Some(q) = body.get("query").and_then(Value::as_str) {
+        // A cross-encoder reads the query with every document.
+        let docs = body.get("documents").and_then(Value::as_array);
+        let n = docs.map_or(1, |d| d.len().max(1)) as u64;
+        return n * tok.count(q) + body.get("documents").map_or(0, texts);
+    }
+    body.get("prompt")
+        .or_else(|| body.get("input"))
+        .or_else(|| body.pointer("/input/prompt"))
+        .map_or(0, texts)
+}

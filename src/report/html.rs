@@ -221,11 +221,26 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
     };
     let pct = |c: &str, p: &str| sorted.iter().map(|r| r.pct(c, p)).collect::<Vec<_>>();
     let mut charts = Vec::new();
-    for (title, avg, c, unit) in [
-        ("Latency", "Avg Latency (s)", "Latency (s)", "seconds"),
-        ("Time to first token", "Avg TTFT (ms)", "TTFT (ms)", "ms"),
-        ("Time per output token", "Avg TPOT (ms)", "TPOT (ms)", "ms"),
-    ] {
+    // Embedding / rerank runs have no tokens out: their charts show input throughput.
+    let encoder = sorted.first().is_some_and(|r| r.encoder);
+    let latency_charts: &[(&str, &str, &str, &str)] = if encoder {
+        &[
+            ("Latency", "Avg Latency (s)", "Latency (s)", "seconds"),
+            (
+                "Input throughput per request",
+                "Input Throughput (tok/s)",
+                "Input (tok/s)",
+                "tokens / s",
+            ),
+        ]
+    } else {
+        &[
+            ("Latency", "Avg Latency (s)", "Latency (s)", "seconds"),
+            ("Time to first token", "Avg TTFT (ms)", "TTFT (ms)", "ms"),
+            ("Time per output token", "Avg TPOT (ms)", "TPOT (ms)", "ms"),
+        ]
+    };
+    for &(title, avg, c, unit) in latency_charts {
         charts.push(line_chart(
             &format!("{title} vs {}", x_label.to_lowercase()),
             x_label,
@@ -250,10 +265,14 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
         "Token throughput",
         x_label,
         &xs,
-        &[
-            ("output tok/s".into(), col("Output Throughput (tok/s)")),
-            ("total tok/s".into(), col("Total Throughput (tok/s)")),
-        ],
+        &if encoder {
+            vec![("input tok/s".into(), col("Total Throughput (tok/s)"))]
+        } else {
+            vec![
+                ("output tok/s".into(), col("Output Throughput (tok/s)")),
+                ("total tok/s".into(), col("Total Throughput (tok/s)")),
+            ]
+        },
         "tokens / s",
     ));
     charts.push(line_chart(
@@ -268,11 +287,16 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
     ));
     // Per-run percentile curves: x = percentile, one line per run.
     let labels: Vec<String> = PERCENTILES.iter().map(|p| p.1.to_string()).collect();
-    for (c, unit) in [
-        ("Latency (s)", "seconds"),
-        ("TTFT (ms)", "ms"),
-        ("TPOT (ms)", "ms"),
-    ] {
+    let pct_charts: &[(&str, &str)] = if encoder {
+        &[("Latency (s)", "seconds"), ("Input tokens", "tokens")]
+    } else {
+        &[
+            ("Latency (s)", "seconds"),
+            ("TTFT (ms)", "ms"),
+            ("TPOT (ms)", "ms"),
+        ]
+    };
+    for &(c, unit) in pct_charts {
         let series: Vec<(String, Vec<f64>)> = sorted
             .iter()
             .map(|r| {

@@ -21,6 +21,8 @@ pub struct RunResult {
     pub summary: Map<String, Value>,
     pub columns: Vec<Column>,
     pub dir: std::path::PathBuf,
+    /// An embedding or rerank run: evalscope's input-throughput layout.
+    pub encoder: bool,
 }
 
 impl RunResult {
@@ -146,20 +148,28 @@ pub fn load_run(
     goodput: Option<crate::stats::Goodput>,
 ) -> Result<RunResult> {
     let conn = crate::recorder::sqlite::open(&dir.join("benchmark_data.db"))?;
+    let (api, url): (String, String) = conn
+        .query_row("SELECT api, url FROM run LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap_or_default();
+    let encoder = crate::config::is_encoder_run(&api, &url);
     let summary = crate::stats::summary(
         &conn,
         &crate::stats::RunInputs {
             parallel: point.parallel,
             rate: point.rate,
             goodput,
+            encoder,
         },
     )?;
-    let columns = crate::stats::percentile_columns(&conn)?;
+    let columns = crate::stats::percentile_columns(&conn, encoder)?;
     Ok(RunResult {
         point,
         summary,
         columns,
         dir: dir.to_path_buf(),
+        encoder,
     })
 }
 
@@ -329,12 +339,17 @@ pub fn summary_table(r: &RunResult) -> String {
         lines.push(cell("Avg Schedule Lag (ms)", g("Avg Schedule Lag (ms)")));
     }
     lines.push(Line::Section("── Tokens ──".into()));
-    for k in [
-        "Avg Input Tokens",
-        "Avg Output Tokens",
-        "Output Throughput (tok/s)",
-        "Total Throughput (tok/s)",
-    ] {
+    let token_rows: &[&str] = if r.encoder {
+        &["Avg Input Tokens", "Input Throughput (tok/s)"]
+    } else {
+        &[
+            "Avg Input Tokens",
+            "Avg Output Tokens",
+            "Output Throughput (tok/s)",
+            "Total Throughput (tok/s)",
+        ]
+    };
+    for k in token_rows {
         lines.push(cell(k, g(k)));
     }
     if let Some(Value::String(t)) = s.get("Token Counts") {
@@ -417,6 +432,9 @@ pub fn multi_run_summary(
     api: &str,
     out_path: &Path,
 ) -> String {
+    if runs.first().is_some_and(|r| r.encoder) {
+        return encoder_summary(runs, model_id, dataset, api, out_path);
+    }
     let sorted = sweep_order(runs);
     let mut out = Vec::new();
     out.push("Performance Test Summary Report".to_string());
@@ -524,6 +542,66 @@ pub fn multi_run_summary(
     ));
     out.push(recommendations(&sorted).join("\n"));
     out.join("\n\n")
+}
+
+/// evalscope's "Embedding/Rerank Performance Test Summary" (§4.4): one table of
+/// latency and input throughput per run.
+fn encoder_summary(
+    runs: &[RunResult],
+    model_id: &str,
+    dataset: &str,
+    api: &str,
+    out_path: &Path,
+) -> String {
+    let sorted = sweep_order(runs);
+    let total_time: f64 = runs.iter().map(|r| r.num("Test Duration (s)")).sum();
+    let info = vec![
+        Line::Cells(vec!["Model".into(), model_id.into()]),
+        Line::Cells(vec!["Test Dataset".into(), dataset.into()]),
+        Line::Cells(vec!["API Type".into(), api.into()]),
+        Line::Cells(vec![
+            "Total Test Time".into(),
+            format!("{total_time:.2} seconds"),
+        ]),
+        Line::Cells(vec!["Output Path".into(), out_path.display().to_string()]),
+    ];
+    let rows: Vec<Line> = sorted
+        .iter()
+        .map(|r| {
+            Line::Cells(vec![
+                conc(&r.point),
+                dash(r.point.rate),
+                format!("{:.2}", r.num("Req Throughput (req/s)")),
+                format!("{:.3}", r.num("Avg Latency (s)")),
+                format!("{:.3}", r.pct("Latency (s)", "99%")),
+                format!("{:.2}", r.num("Input Throughput (tok/s)")),
+                format!("{:.2}", r.pct("Input (tok/s)", "99%")),
+                format!("{:.1}", r.num("Avg Input Tokens")),
+                format!("{:.1}%", r.success_rate()),
+            ])
+        })
+        .collect();
+    [
+        "Embedding/Rerank Performance Test Summary".to_string(),
+        render(Some("Basic Information"), &["Item", "Value"], &info),
+        render(
+            Some("Detailed Performance Metrics"),
+            &[
+                "Conc.",
+                "Rate",
+                "RPS",
+                "Avg Lat.(s)",
+                "P99 Lat.(s)",
+                "Avg Inp.TPS",
+                "P99 Inp.TPS",
+                "Avg Inp.Tok",
+                "Success Rate",
+            ],
+            &rows,
+        ),
+        recommendations(&sorted).join("\n"),
+    ]
+    .join("\n\n")
 }
 
 /// evalscope's best-configuration and recommendation rules (§4.4).

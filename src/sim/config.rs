@@ -64,6 +64,10 @@ pub struct SimConfig {
     /// Never send `usage` (to exercise clients without token counts).
     #[arg(long)]
     pub no_usage: bool,
+    /// Count prompt tokens with this Hugging Face tokenizer (a tokenizer.json or a
+    /// model directory; chat prompts through its chat template).
+    #[arg(long = "tokenizer-path")]
+    pub tokenizer_path: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -88,6 +92,7 @@ impl Default for SimConfig {
             malformed_rate: 0.0,
             in_band_error_rate: 0.0,
             no_usage: false,
+            tokenizer_path: None,
         }
     }
 }

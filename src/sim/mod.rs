@@ -2,16 +2,18 @@
 //!
 //! Serves an OpenAI-compatible API over real HTTP: `/v1/chat/completions`,
 //! `/v1/completions` (streaming with a final usage chunk, or one JSON body),
-//! `/v1/models` and `/health`. Timing comes from one of three models:
+//! `/v1/embeddings`, `/v1/rerank`, `/v1/models` and `/health`. Timing comes from one of three models:
 //! - continuous batching (default, [`engine`]);
 //! - fixed delays (`ttft_ms` / `itl_ms`): every request gets exactly those, whatever
 //!   the load, so client timing can be checked against the truth;
 //! - zero delay: the whole answer in one write, to measure the client itself.
 //!
-//! Usage counts are exact: prompt tokens by [`config::count_tokens`], completion
-//! tokens = tokens sent.
+//! Usage counts are exact: prompt tokens by the `tokenizer_path` tokenizer when one
+//! is given (chat prompts rendered with its chat template), else
+//! [`config::count_tokens`]; completion tokens = tokens sent.
 
 pub mod config;
+mod encoder;
 pub mod engine;
 pub mod metrics;
 pub mod stream;
@@ -50,6 +52,8 @@ pub struct Sim {
     pub first_tokens: Arc<stream::FirstTokenLog>,
     /// The `vllm:*` metrics served on the simulator's own `/metrics`.
     pub server_metrics: Arc<metrics::ServerMetrics>,
+    /// `tokenizer_path`: count prompts as a server with this tokenizer would.
+    tokenizer: Option<Arc<crate::tokenizer::Tokenizer>>,
 }
 
 /// A running simulator.
@@ -81,6 +85,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(encoder::embeddings))
+        .route("/v1/rerank", post(encoder::rerank))
+        .route("/v1/reranks", post(encoder::rerank))
+        .route("/rerank", post(encoder::rerank))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(server_metrics))
@@ -89,7 +97,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
 
 impl Sim {
     /// Must be called inside a tokio runtime (the batching engine is a task).
-    pub fn new(cfg: SimConfig) -> Arc<Sim> {
+    pub fn new(cfg: SimConfig, tokenizer: Option<Arc<crate::tokenizer::Tokenizer>>) -> Arc<Sim> {
         let state = Arc::new(EngineState::default());
         let fixed = cfg.ttft_ms.is_some() || cfg.itl_ms.is_some();
         let engine = (!cfg.zero_delay && !fixed).then(|| engine::spawn(cfg.clone(), state.clone()));
@@ -109,7 +117,25 @@ impl Sim {
             requests_total: AtomicU64::new(0),
             first_tokens: Arc::default(),
             server_metrics: Arc::default(),
+            tokenizer,
         })
+    }
+
+    /// Prompt tokens of a text (a completions prompt or an embedding input).
+    pub fn count_tokens(&self, text: &str) -> u64 {
+        match &self.tokenizer {
+            Some(t) => t.count_with_specials(text),
+            None => count_tokens(text),
+        }
+    }
+
+    /// Prompt tokens of a request: chat messages go through the tokenizer's chat
+    /// template, as vLLM counts them.
+    fn prompt_tokens(&self, req: &Value, chat: bool, flat: &str) -> u64 {
+        match (&self.tokenizer, req.get("messages")) {
+            (Some(t), Some(m)) if chat => t.count_chat(m).unwrap_or_else(|_| t.count(flat)),
+            _ => self.count_tokens(flat),
+        }
     }
 }
 
@@ -149,6 +175,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 pub fn spawn(addr: SocketAddr, cfg: SimConfig, threads: usize) -> anyhow::Result<SimHandle> {
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("simulator settings: {e}"))?;
+    let tokenizer = cfg
+        .tokenizer_path
+        .as_deref()
+        .map(crate::tokenizer::Tokenizer::load)
+        .transpose()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (sim_tx, sim_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -181,7 +212,7 @@ pub fn spawn(addr: SocketAddr, cfg: SimConfig, threads: usize) -> anyhow::Result
                         return;
                     }
                 };
-                let sim = Sim::new(cfg);
+                let sim = Sim::new(cfg, tokenizer);
                 let _ = sim_tx.send(Ok((sim.clone(), local)));
                 let _ = serve(listener, sim, async {
                     let _ = rx.await;
@@ -342,7 +373,7 @@ async fn handle(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-    let prompt_tokens = count_tokens(&prompt);
+    let prompt_tokens = sim.prompt_tokens(&req, chat, &prompt);
     let fault = {
         let x = rng.f64();
         let half = target / 2;

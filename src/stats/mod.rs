@@ -121,6 +121,8 @@ pub struct RunInputs {
     pub parallel: i64,
     pub rate: f64,
     pub goodput: Option<Goodput>,
+    /// Embedding / rerank: no output tokens; evalscope's Input Throughput.
+    pub encoder: bool,
 }
 
 /// vLLM's goodput: a request is good when it succeeded and meets every given bound
@@ -268,12 +270,30 @@ pub fn summary(conn: &Connection, run: &RunInputs) -> Result<Map<String, Value>>
         "Total Throughput (tok/s)".into(),
         f(per_dur(sum_prompt + sum_completion), 4),
     );
-    m.insert("Avg TTFT (ms)".into(), f(avg_ttft, 2));
-    m.insert("Avg TPOT (ms)".into(), f(avg_tpot, 2));
-    m.insert("Avg ITL (ms)".into(), f(avg_itl, 2));
+    // evalscope zeroes the generation keys of embedding runs, and emits the
+    // embedding-only Input Throughput as 0.0 for LLM runs.
+    let gen = |v: f64| if run.encoder { 0.0 } else { v };
+    m.insert("Avg TTFT (ms)".into(), f(gen(avg_ttft), 2));
+    m.insert("Avg TPOT (ms)".into(), f(gen(avg_tpot), 2));
+    m.insert("Avg ITL (ms)".into(), f(gen(avg_itl), 2));
     m.insert("Avg Output Tokens".into(), f(per_known(sum_completion), 4));
-    // evalscope emits the embedding-only key as 0.0 for LLM runs.
-    m.insert("Input Throughput (tok/s)".into(), Value::from(0.0));
+    let input_tput = if !run.encoder {
+        0.0
+    } else {
+        // Σ input tokens / Σ per-request latency (a per-request average, as
+        // evalscope defines it; Total Throughput is the system rate).
+        let lat = one::<f64>(
+            conn,
+            &format!("SELECT SUM(latency) FROM result WHERE {known}"),
+        )?
+        .unwrap_or(0.0);
+        if lat > 0.0 {
+            sum_prompt / lat
+        } else {
+            -1.0
+        }
+    };
+    m.insert("Input Throughput (tok/s)".into(), f(input_tput, 4));
     let cached_w = "success=1 AND cached_tokens IS NOT NULL";
     if count(cached_w)? > 0 {
         let c = one::<i64>(
@@ -383,10 +403,26 @@ pub struct Column {
 }
 
 /// benchmark_percentile.json's columns, in evalscope's order, then our additions.
-pub fn percentile_columns(conn: &Connection) -> Result<Vec<Column>> {
+pub fn percentile_columns(conn: &Connection, encoder: bool) -> Result<Vec<Column>> {
     let sub = ttft_filter(conn)?;
     let ok = "result WHERE success=1";
     let subset = format!("result WHERE {sub}");
+    let lag = (
+        "Schedule Lag (ms)",
+        "result",
+        "MAX(start_time - intended_start, 0) * 1000",
+    );
+    // evalscope's embedding/rerank columns, then our schedule lag.
+    let encoder_specs = [
+        ("Latency (s)", ok, "latency"),
+        ("Input tokens", ok, "prompt_tokens * 1.0"),
+        (
+            "Input (tok/s)",
+            ok,
+            "prompt_tokens * 1.0 / NULLIF(latency, 0)",
+        ),
+        lag,
+    ];
     let specs: [(&'static str, &str, &str); 11] = [
         ("Latency (s)", ok, "latency"),
         ("TTFT (ms)", &subset, "first_chunk_latency * 1000"),
@@ -419,15 +455,12 @@ pub fn percentile_columns(conn: &Connection) -> Result<Vec<Column>> {
             &subset,
             "time_to_first_event * 1000",
         ),
-        (
-            "Schedule Lag (ms)",
-            "result",
-            "MAX(start_time - intended_start, 0) * 1000",
-        ),
+        lag,
     ];
+    let specs: &[(&'static str, &str, &str)] = if encoder { &encoder_specs } else { &specs };
     specs
-        .into_iter()
-        .map(|(name, from, expr)| {
+        .iter()
+        .map(|&(name, from, expr)| {
             Ok(Column {
                 name,
                 values: sql_percentiles(conn, from, expr)?,
@@ -476,7 +509,7 @@ mod tests {
             .unwrap();
         }
         assert_eq!(peak_concurrency(&conn).unwrap(), 2);
-        let cols = percentile_columns(&conn).unwrap();
+        let cols = percentile_columns(&conn, false).unwrap();
         let itl = cols.iter().find(|c| c.name == "ITL (ms)").unwrap();
         assert_eq!(itl.values[0], 100.0);
         assert_eq!(itl.values[5], 200.0);

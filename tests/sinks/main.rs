@@ -75,6 +75,7 @@ fn step(parallel: i64, scale: f64) -> RunResult {
             .collect(),
     };
     RunResult {
+        encoder: false,
         point: SweepPoint {
             parallel,
             number: 10,

@@ -1,0 +1,130 @@
+//! `flickr8k` from a local copy (evalscope downloads `clip-benchmark/wds_flickr8k`,
+//! split `test`; perfscope never downloads). Accepted layouts:
+//! - a directory of WebDataset pairs `<key>.jpg` + `<key>.txt` (the extracted tar
+//!   shards of `clip-benchmark/wds_flickr8k`);
+//! - a JSONL file, one object per line, with the caption in `txt` or `caption` and
+//!   the image in `jpg` (base64) or `image` (base64, or a path relative to the file).
+//!
+//! As in evalscope each request is one user message: the caption as text and the
+//! image as a base64 data URL.
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::path::Path;
+
+use super::Prompt;
+
+const HINT: &str = "download clip-benchmark/wds_flickr8k (Hugging Face), extract the test \
+                    shards (tar xf test/*.tar) and pass the directory";
+
+fn mime(bytes: &[u8]) -> &'static str {
+    if bytes.starts_with(b"\x89PNG") {
+        "image/png"
+    } else {
+        "image/jpeg"
+    }
+}
+
+fn message(caption: &str, image: &[u8]) -> Prompt {
+    let url = format!(
+        "data:{};base64,{}",
+        mime(image),
+        base64::engine::general_purpose::STANDARD.encode(image)
+    );
+    Prompt::Messages(json!([{"role": "user", "content": [
+        {"type": "text", "text": caption},
+        {"type": "image_url", "image_url": {"url": url}}
+    ]}]))
+}
+
+pub fn load(path: Option<&str>, chat: bool, count: u64) -> Result<Vec<Prompt>> {
+    let Some(path) = path else {
+        bail!("--dataset flickr8k needs --dataset-path: {HINT}");
+    };
+    if !chat {
+        bail!(
+            "--dataset flickr8k sends images as chat message parts: use a chat URL \
+             (…/v1/chat/completions) or --apply-chat-template"
+        );
+    }
+    let p = Path::new(path);
+    if p.is_dir() {
+        return from_dir(p, count);
+    }
+    if !p.is_file() {
+        bail!("--dataset-path: `{path}` does not exist; {HINT}");
+    }
+    from_jsonl(p, count)
+}
+
+fn from_dir(dir: &Path, count: u64) -> Result<Vec<Prompt>> {
+    let mut keys: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--dataset-path: cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "jpg" || x == "jpeg" || x == "png")
+        })
+        .collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for img in keys {
+        if out.len() as u64 >= count {
+            break;
+        }
+        let txt = img.with_extension("txt");
+        let Ok(caption) = std::fs::read_to_string(&txt) else {
+            continue;
+        };
+        let bytes =
+            std::fs::read(&img).with_context(|| format!("cannot read {}", img.display()))?;
+        out.push(message(caption.trim(), &bytes));
+    }
+    if out.is_empty() {
+        bail!(
+            "--dataset-path: {} holds no <key>.jpg + <key>.txt pairs; {HINT}",
+            dir.display()
+        );
+    }
+    Ok(out)
+}
+
+fn from_jsonl(file: &Path, count: u64) -> Result<Vec<Prompt>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--dataset-path: cannot read {}", file.display()))?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if out.len() as u64 >= count {
+            break;
+        }
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", file.display(), i + 1);
+        let v: Value =
+            serde_json::from_str(l).with_context(|| format!("{at}: not a JSON object line"))?;
+        let caption = ["txt", "caption", "text"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(Value::as_str))
+            .with_context(|| format!("{at}: no caption (`txt` or `caption`)"))?;
+        let img = ["jpg", "image", "png"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(Value::as_str))
+            .with_context(|| format!("{at}: no image (`jpg` or `image`)"))?;
+        let img = img
+            .strip_prefix("data:")
+            .map_or(img, |r| r.split_once(',').map_or(r, |(_, d)| d));
+        let bytes = match b64.decode(img) {
+            Ok(b) => b,
+            Err(_) => std::fs::read(base.join(img)).with_context(|| {
+                format!("{at}: the image is neither base64 nor a readable file `{img}`")
+            })?,
+        };
+        out.push(message(caption.trim(), &bytes));
+    }
+    Ok(out)
+}
