@@ -98,3 +98,70 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The stored request bodies of a run, in send order.
+pub fn bodies(dir: &Path) -> Vec<serde_json::Value> {
+    db(dir)
+        .prepare("SELECT request FROM result ORDER BY start_time")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|x| serde_json::from_str(&x.unwrap()).unwrap())
+        .collect()
+}
+
+/// A response body fed by a channel: the test decides when each piece leaves.
+pub struct ChannelBody(pub tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// Serves `router` on 127.0.0.1:0 on its own thread and runtime until dropped.
+pub struct Mock {
+    pub addr: std::net::SocketAddr,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+pub fn serve(router: axum::Router) -> Mock {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (atx, arx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            atx.send(l.local_addr().unwrap()).unwrap();
+            axum::serve(l, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+    });
+    Mock {
+        addr: arx.recv().unwrap(),
+        _shutdown: tx,
+    }
+}
+
+/// The error of a run that must fail, with its context chain.
+pub fn run_err(args: &[&str]) -> String {
+    match run(args) {
+        Ok(o) => panic!("{args:?} succeeded (exit {})", o.exit_code),
+        Err(e) => format!("{e:#}"),
+    }
+}
