@@ -171,6 +171,25 @@ impl Tokenizer {
         ids
     }
 
+    /// Allowed ids whose text starts a new word (byte-level `Ġ` or SentencePiece
+    /// `▁`): appended to a prompt, they do not merge with the word before them.
+    pub fn word_start_ids(&self) -> Vec<u32> {
+        let allowed: std::collections::HashSet<u32> = self.allowed_ids().into_iter().collect();
+        let mut ids: Vec<u32> = self
+            .inner
+            .get_vocab(false)
+            .into_iter()
+            .filter(|(tok, id)| {
+                allowed.contains(id)
+                    && (tok.starts_with('Ġ') || tok.starts_with('▁'))
+                    && tok.chars().count() > 1
+            })
+            .map(|(_, id)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The chat template applied to `messages` (a JSON list of messages).
     pub fn render_chat(&self, messages: &Value, add_generation_prompt: bool) -> Result<String> {
         let t = self

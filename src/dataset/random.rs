@@ -92,23 +92,37 @@ fn generate_tokens(
         );
     }
     let v = allowed.len();
+    let starts = tok.word_start_ids();
+    let fillers: &[u32] = if starts.is_empty() { &allowed } else { &starts };
     let mut rng = fastrand::Rng::with_seed(
         cfg.seed ^ (run_index.wrapping_add(1)).wrapping_mul(0x2545_F491_4F6C_DD1D),
     );
     let prefix: Vec<u32> = (0..cfg.prefix_length)
         .map(|_| allowed[rng.usize(..v)])
         .collect();
-    let (lo, hi) = if chat {
-        let empty = serde_json::json!([{"role": "user", "content": ""}]);
-        let template_len = tok.count(&tok.render_chat(&empty, true)?);
-        (
-            cfg.min_prompt_length.saturating_sub(template_len),
-            (cfg.max_prompt_length + 1)
-                .saturating_sub(template_len)
-                .max(1),
-        )
+    let empty = serde_json::json!([{"role": "user", "content": ""}]);
+    let template_len = if chat {
+        tok.count(&tok.render_chat(&empty, true)?)
     } else {
-        (cfg.min_prompt_length, cfg.max_prompt_length + 1)
+        0
+    };
+    let (lo, hi) = (
+        cfg.min_prompt_length.saturating_sub(template_len),
+        (cfg.max_prompt_length + 1).saturating_sub(template_len).max(1),
+    );
+    // What the server counts for a prompt text, minus the template's own tokens.
+    // Converging on this (rather than the bare text, as evalscope does) keeps
+    // templates that strip or join text at their boundaries from adding error.
+    let measure = |text: &str| -> usize {
+        if chat {
+            let m = serde_json::json!([{"role": "user", "content": text}]);
+            tok.render_chat(&m, true)
+                .map(|r| tok.count(&r))
+                .unwrap_or_else(|_| tok.count(text) + template_len)
+                .saturating_sub(template_len) as usize
+        } else {
+            tok.count(text) as usize
+        }
     };
     // evalscope advances dataset_offset per run so later runs miss the prefix cache;
     // the run index in the seed does the same here.
@@ -122,22 +136,34 @@ fn generate_tokens(
         ids.extend((0..len).map(|j| allowed[(offset + i + j) % v]));
         let target = ids.len();
         let mut text = tok.decode(&ids);
+        // evalscope's decode/re-encode convergence (10 rounds), keeping the closest
+        // text seen. Fill tokens start a new word where the vocabulary has such
+        // tokens, so they do not merge with the text before them.
+        let mut best = (usize::MAX, text.clone());
         for _ in 0..10 {
-            let re = tok.encode(&text);
-            if re.len() == target {
+            let m = measure(&text);
+            let err = m.abs_diff(target);
+            if err < best.0 {
+                best = (err, text.clone());
+            }
+            if err == 0 {
                 break;
             }
-            let mut next = re;
-            if next.len() > target {
-                next.truncate(target);
+            let mut next = tok.encode(&text);
+            if m > target {
+                next.truncate(next.len().saturating_sub(m - target));
+                // A cut inside a multi-byte character decodes to U+FFFD, which
+                // re-encodes longer: drop it and let the next round fill up.
+                text = tok.decode(&next).trim_end_matches('\u{FFFD}').to_string();
             } else {
-                while next.len() < target {
-                    next.push(allowed[fill.usize(..v)]);
+                for _ in m..target {
+                    next.push(fillers[fill.usize(..fillers.len())]);
                 }
+                text = tok.decode(&next);
             }
-            text = tok.decode(&next);
         }
-        let err = (tok.count(&text) as i64 - target as i64).unsigned_abs();
+        let (err, text) = best;
+        let err = err as u64;
         off_sum += err;
         off_max = off_max.max(err);
         out.push(Prompt::wrap(text, chat));
