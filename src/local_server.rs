@@ -216,6 +216,7 @@ impl LocalServer {
         stop: &crate::client::Cancel,
     ) -> Result<()> {
         let url = format!("http://127.0.0.1:{}/v1/models", cfg.port);
+        crate::client::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()

@@ -367,7 +367,6 @@ fn dashscope_native_stream_and_non_stream() {
         "--api", "dashscope", "--url", &url, "--api-key", "sk-wrong", "--model", "qwen-plus",
         "--outputs-dir", dir.path().join("bad").to_str().unwrap(),
     ]);
-    let e = e;
     assert!(
         e.contains("InvalidApiKey") && !e.contains("sk-wrong"),
         "{e}"

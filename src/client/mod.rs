@@ -43,10 +43,16 @@ impl Cancel {
     }
 }
 
+/// Installs rustls' ring provider for the process (reqwest and ureq are built
+/// without one, to keep aws-lc out of the build). Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Builds the HTTP client for a run: a pool sized to the concurrency, headers fixed
 /// (user agent and content type as evalscope, then the user's).
 pub fn build_http(cfg: &RunConfig, pool: usize) -> anyhow::Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_tls_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::USER_AGENT,

@@ -108,7 +108,9 @@ fn generate_tokens(
     };
     let (lo, hi) = (
         cfg.min_prompt_length.saturating_sub(template_len),
-        (cfg.max_prompt_length + 1).saturating_sub(template_len).max(1),
+        (cfg.max_prompt_length + 1)
+            .saturating_sub(template_len)
+            .max(1),
     );
     // What the server counts for a prompt text, minus the template's own tokens.
     // Converging on this (rather than the bare text, as evalscope does) keeps

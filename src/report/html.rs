@@ -339,25 +339,68 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
         esc(&meta.output_path),
         esc(&meta.generated)
     );
-    h.push_str("<h2>Summary</h2><table class=\"grid\"><tr><th>Conc.</th><th>Rate</th><th>Requests</th><th>Success</th><th>RPS</th><th>Avg latency (s)</th><th>P99 latency (s)</th><th>Avg TTFT (ms)</th><th>P99 TTFT (ms)</th><th>Avg TPOT (ms)</th><th>P99 TPOT (ms)</th><th>Output tok/s</th><th>Total tok/s</th></tr>");
+    let headers: &[&str] = if encoder {
+        &[
+            "Avg input tok/s",
+            "P99 input tok/s",
+            "Avg input tokens",
+            "Total tok/s",
+        ]
+    } else {
+        &[
+            "Avg TTFT (ms)",
+            "P99 TTFT (ms)",
+            "Avg TPOT (ms)",
+            "P99 TPOT (ms)",
+            "Output tok/s",
+            "Total tok/s",
+        ]
+    };
+    h.push_str("<h2>Summary</h2><table class=\"grid\"><tr><th>Conc.</th><th>Rate</th><th>Requests</th><th>Success</th><th>RPS</th><th>Avg latency (s)</th><th>P99 latency (s)</th>");
+    for t in headers {
+        let _ = write!(h, "<th>{t}</th>");
+    }
+    h.push_str("</tr>");
     for r in &sorted {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if r.point.parallel < 0 { "INF".to_string() } else { r.point.parallel.to_string() },
-            if r.point.rate < 0.0 { "-".to_string() } else { num(r.point.rate, 2) },
-            r.num("Total Requests"),
-            r.success_rate(),
+        let mut cells = vec![
+            if r.point.parallel < 0 {
+                "INF".to_string()
+            } else {
+                r.point.parallel.to_string()
+            },
+            if r.point.rate < 0.0 {
+                "-".to_string()
+            } else {
+                num(r.point.rate, 2)
+            },
+            r.num("Total Requests").to_string(),
+            format!("{:.1}%", r.success_rate()),
             num(r.num("Req Throughput (req/s)"), 2),
             num(r.num("Avg Latency (s)"), 3),
             num(r.pct("Latency (s)", "99%"), 3),
-            num(r.num("Avg TTFT (ms)"), 2),
-            num(r.pct("TTFT (ms)", "99%"), 2),
-            num(r.num("Avg TPOT (ms)"), 2),
-            num(r.pct("TPOT (ms)", "99%"), 2),
-            num(r.num("Output Throughput (tok/s)"), 1),
-            num(r.num("Total Throughput (tok/s)"), 1),
-        );
+        ];
+        if encoder {
+            cells.extend([
+                num(r.num("Input Throughput (tok/s)"), 1),
+                num(r.pct("Input (tok/s)", "99%"), 1),
+                num(r.num("Avg Input Tokens"), 1),
+                num(r.num("Total Throughput (tok/s)"), 1),
+            ]);
+        } else {
+            cells.extend([
+                num(r.num("Avg TTFT (ms)"), 2),
+                num(r.pct("TTFT (ms)", "99%"), 2),
+                num(r.num("Avg TPOT (ms)"), 2),
+                num(r.pct("TPOT (ms)", "99%"), 2),
+                num(r.num("Output Throughput (tok/s)"), 1),
+                num(r.num("Total Throughput (tok/s)"), 1),
+            ]);
+        }
+        h.push_str("<tr>");
+        for c in cells {
+            let _ = write!(h, "<td>{c}</td>");
+        }
+        h.push_str("</tr>");
     }
     h.push_str("</table>");
     let rec = recommendations(&sorted);

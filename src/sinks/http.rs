@@ -47,7 +47,7 @@ impl Http {
         attempts: u32,
         first_wait: Duration,
     ) -> Http {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::client::install_tls_provider();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)

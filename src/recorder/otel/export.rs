@@ -21,7 +21,7 @@ pub enum Sent {
 const ATTEMPTS: u32 = 4;
 
 pub fn client(cfg: &OtelConfig) -> anyhow::Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::client::install_tls_provider();
     let b = reqwest::Client::builder()
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
