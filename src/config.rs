@@ -855,6 +855,12 @@ fn masked_args(a: &PerfArgs) -> Map<String, Value> {
         })
         .collect();
     m.insert("headers".into(), Value::Object(headers));
+    if let Some(c) = &a.local_server_cmd {
+        m.insert(
+            "local_server_cmd".into(),
+            crate::local_server::mask_command(c).into(),
+        );
+    }
     m.insert("stream".into(), (!a.no_stream).into());
     m.shift_remove("no_stream");
     m.shift_remove("no_apply_chat_template");

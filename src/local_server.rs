@@ -60,6 +60,35 @@ pub fn split_command(s: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// A command line for logs and stored arguments: the value after an option that
+/// names a key, token, secret or password (`--api-key K`, `--hf-token=T`) is masked.
+pub fn mask_command(cmd: &str) -> String {
+    let secret = |opt: &str| {
+        let o = opt.to_ascii_lowercase();
+        o.starts_with('-')
+            && ["key", "token", "secret", "password"]
+                .iter()
+                .any(|w| o.contains(w))
+    };
+    let mut out = Vec::new();
+    let mut mask_next = false;
+    for word in cmd.split_whitespace() {
+        if mask_next {
+            out.push(crate::config::MASK.to_string());
+            mask_next = false;
+            continue;
+        }
+        match word.split_once('=') {
+            Some((opt, _)) if secret(opt) => out.push(format!("{opt}={}", crate::config::MASK)),
+            _ => {
+                mask_next = secret(word) && !word.contains('=');
+                out.push(word.to_string());
+            }
+        }
+    }
+    out.join(" ")
+}
+
 /// GPUs visible to the server: CUDA_VISIBLE_DEVICES if set, else /dev/nvidiaN.
 fn gpu_count() -> usize {
     if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
@@ -202,7 +231,7 @@ impl LocalServer {
         log::info(format!(
             "Local server started (pid {}): {} (output in {})",
             child.id(),
-            cfg.argv.join(" "),
+            mask_command(&cfg.argv.join(" ")),
             log_path.display()
         ));
         let mut server = LocalServer { child, log_path };
@@ -308,5 +337,13 @@ mod tests {
         );
         assert_eq!(split_command("a '' b").unwrap(), vec!["a", "", "b"]);
         assert!(split_command("a 'b").is_err());
+    }
+
+    #[test]
+    fn secrets_in_commands_are_masked() {
+        assert_eq!(
+            mask_command("llama-server --api-key sk-1 --port 8 --hf-token=hf_x -m m"),
+            "llama-server --api-key ********** --port 8 --hf-token=********** -m m"
+        );
     }
 }

@@ -87,7 +87,7 @@ async fn run_sim(a: perfscope::cli::SimArgs) -> anyhow::Result<()> {
     })?;
     let h = perfscope::sim::spawn(addr, a.config, a.threads)?;
     eprintln!(
-        "perfscope sim: OpenAI-compatible server on {} (POST /v1/chat/completions, /v1/completions); Ctrl-C to stop",
+        "perfscope sim: OpenAI-compatible server on {} (POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank); Ctrl-C to stop",
         h.base_url()
     );
     tokio::signal::ctrl_c().await?;

@@ -361,7 +361,18 @@ pub fn point_values(r: &RunResult) -> Vec<(String, f64)> {
         })
         .collect();
     v.push(("Success Rate (%)".into(), r.success_rate()));
-    for c in PCT_COLUMNS {
+    // Embedding / rerank steps: evalscope's input throughput instead of the
+    // generation percentiles (absent there, so dropped below as NaN).
+    let extra: &[&str] = if r.encoder {
+        v.push((
+            "Input Throughput (tok/s)".into(),
+            r.num("Input Throughput (tok/s)"),
+        ));
+        &["Input (tok/s)"]
+    } else {
+        &[]
+    };
+    for c in PCT_COLUMNS.iter().chain(extra) {
         for p in PCT_POINTS {
             v.push((format!("{c} p{}", p.trim_end_matches('%')), r.pct(c, p)));
         }
