@@ -127,13 +127,17 @@ fn generate_tokens(
         }
     };
     // evalscope advances dataset_offset per run so later runs miss the prefix cache;
-    // the run index in the seed does the same here.
-    let mut out = Vec::with_capacity(count as usize);
-    let (mut off_sum, mut off_max) = (0u64, 0u64);
-    for i in 0..count as usize {
-        let len = if hi > lo { rng.u64(lo..hi) } else { lo } as usize;
-        let offset = rng.usize(..v);
-        let mut fill = fastrand::Rng::with_seed(rng.u64(..));
+    // the run index in the seed does the same here. Every random draw is made here,
+    // in order, so the prompts do not depend on how many threads build them.
+    let plans: Vec<(usize, usize, u64)> = (0..count as usize)
+        .map(|_| {
+            let len = if hi > lo { rng.u64(lo..hi) } else { lo } as usize;
+            (len, rng.usize(..v), rng.u64(..))
+        })
+        .collect();
+    let build = |i: usize| -> (usize, String) {
+        let (len, offset, seed) = plans[i];
+        let mut fill = fastrand::Rng::with_seed(seed);
         let mut ids = prefix.clone();
         ids.extend((0..len).map(|j| allowed[(offset + i + j) % v]));
         let target = ids.len();
@@ -164,10 +168,43 @@ fn generate_tokens(
                 text = tok.decode(&next);
             }
         }
-        let (err, text) = best;
-        let err = err as u64;
-        off_sum += err;
-        off_max = off_max.max(err);
+        best
+    };
+    // Long prompts are built on every core (evalscope uses a process pool above
+    // 4 Mi tokens); a few short ones are not worth the threads.
+    let total_tokens: usize = plans.iter().map(|p| p.0).sum();
+    let workers = if total_tokens < 1 << 18 {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(32)
+            .min(plans.len().max(1))
+    };
+    let n = plans.len();
+    let chunk = n.div_ceil(workers).max(1);
+    let built: Vec<(usize, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let build = &build;
+                s.spawn(move || {
+                    (start..(start + chunk).min(n))
+                        .map(build)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let (mut off_sum, mut off_max) = (0u64, 0u64);
+    let mut out = Vec::with_capacity(built.len());
+    for (err, text) in built {
+        off_sum += err as u64;
+        off_max = off_max.max(err as u64);
         out.push(Prompt::wrap(text, chat));
     }
     crate::report::log::info(format!(
