@@ -281,21 +281,9 @@ mod tests {
             vec![("X-Tenant".to_string(), "bench".to_string())]
         );
         let p = GenParams {
-            model: "m".into(),
             max_tokens: (32, 32),
-            min_tokens: None,
             temperature: 0.5,
-            top_p: None,
-            top_k: None,
-            frequency_penalty: None,
-            repetition_penalty: None,
-            n_choices: None,
-            seed: None,
-            stop: vec![],
-            stop_token_ids: vec![],
-            logprobs: false,
-            stream: true,
-            extra_args: Map::new(),
+            ..crate::protocol::test_params("m")
         };
         let b = api
             .build_body(

@@ -155,24 +155,14 @@ mod tests {
     #[test]
     fn body_shape() {
         let p = GenParams {
-            model: "qwen-plus".into(),
             max_tokens: (64, 64),
-            min_tokens: None,
-            temperature: 0.0,
             top_p: Some(0.8),
-            top_k: None,
-            frequency_penalty: None,
-            repetition_penalty: None,
-            n_choices: None,
             seed: Some(3),
-            stop: vec![],
-            stop_token_ids: vec![],
-            logprobs: false,
-            stream: true,
             extra_args: json!({"enable_search": false})
                 .as_object()
                 .cloned()
                 .unwrap_or_default(),
+            ..crate::protocol::test_params("qwen-plus")
         };
         let msgs = json!([{"role": "user", "content": "hi"}]);
         let b = build_body(

@@ -97,6 +97,28 @@ impl Protocol {
     }
 }
 
+/// Generation parameters at evalscope's defaults, for the protocol tests.
+#[cfg(test)]
+pub(crate) fn test_params(model: &str) -> GenParams {
+    GenParams {
+        model: model.into(),
+        max_tokens: (2048, 2048),
+        min_tokens: None,
+        temperature: 0.0,
+        top_p: None,
+        top_k: None,
+        frequency_penalty: None,
+        repetition_penalty: None,
+        n_choices: None,
+        seed: None,
+        stop: vec![],
+        stop_token_ids: vec![],
+        logprobs: false,
+        stream: true,
+        extra_args: Map::new(),
+    }
+}
+
 /// The text of a prompt, for APIs that take plain text: chat messages are flattened
 /// to their text parts (evalscope's embedding plugin does the same).
 pub fn prompt_text(prompt: &Prompt) -> String {

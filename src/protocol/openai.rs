@@ -107,21 +107,7 @@ mod tests {
 
     fn params() -> GenParams {
         GenParams {
-            model: "m".into(),
-            max_tokens: (2048, 2048),
-            min_tokens: None,
-            temperature: 0.0,
-            top_p: None,
-            top_k: None,
-            frequency_penalty: None,
-            repetition_penalty: None,
-            n_choices: None,
-            seed: None,
-            stop: vec![],
-            stop_token_ids: vec![],
-            logprobs: false,
-            stream: true,
-            extra_args: Map::new(),
+            ..crate::protocol::test_params("m")
         }
     }
 

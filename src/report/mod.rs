@@ -438,37 +438,7 @@ pub fn multi_run_summary(
     let sorted = sweep_order(runs);
     let mut out = Vec::new();
     out.push("Performance Test Summary Report".to_string());
-    let generated: f64 = runs
-        .iter()
-        .map(|r| r.num("Avg Output Tokens").max(0.0) * r.num("Success Requests"))
-        .sum();
-    let total_time: f64 = runs.iter().map(|r| r.num("Test Duration (s)")).sum();
-    let info = vec![
-        Line::Cells(vec!["Model".into(), model_id.into()]),
-        Line::Cells(vec!["Test Dataset".into(), dataset.into()]),
-        Line::Cells(vec!["API Type".into(), api.into()]),
-        Line::Cells(vec![
-            "Total Generated".into(),
-            format!("{generated:.1} tokens"),
-        ]),
-        Line::Cells(vec![
-            "Avg Output Rate".into(),
-            format!(
-                "{:.2} tokens/sec",
-                if total_time > 0.0 {
-                    generated / total_time
-                } else {
-                    0.0
-                }
-            ),
-        ]),
-        Line::Cells(vec![
-            "Total Test Time".into(),
-            format!("{total_time:.2} seconds"),
-        ]),
-        Line::Cells(vec!["Output Path".into(), out_path.display().to_string()]),
-    ];
-    out.push(render(Some("Basic Information"), &["Item", "Value"], &info));
+    out.push(basic_information(runs, model_id, dataset, api, out_path));
     let overview: Vec<Line> = sorted
         .iter()
         .map(|r| {
@@ -544,6 +514,50 @@ pub fn multi_run_summary(
     out.join("\n\n")
 }
 
+/// The "Basic Information" table; generation totals only for LLM runs.
+fn basic_information(
+    runs: &[RunResult],
+    model_id: &str,
+    dataset: &str,
+    api: &str,
+    out_path: &Path,
+) -> String {
+    let total_time: f64 = runs.iter().map(|r| r.num("Test Duration (s)")).sum();
+    let mut info = vec![
+        Line::Cells(vec!["Model".into(), model_id.into()]),
+        Line::Cells(vec!["Test Dataset".into(), dataset.into()]),
+        Line::Cells(vec!["API Type".into(), api.into()]),
+    ];
+    if !runs.first().is_some_and(|r| r.encoder) {
+        let generated: f64 = runs
+            .iter()
+            .map(|r| r.num("Avg Output Tokens").max(0.0) * r.num("Success Requests"))
+            .sum();
+        let rate = if total_time > 0.0 {
+            generated / total_time
+        } else {
+            0.0
+        };
+        info.push(Line::Cells(vec![
+            "Total Generated".into(),
+            format!("{generated:.1} tokens"),
+        ]));
+        info.push(Line::Cells(vec![
+            "Avg Output Rate".into(),
+            format!("{rate:.2} tokens/sec"),
+        ]));
+    }
+    info.push(Line::Cells(vec![
+        "Total Test Time".into(),
+        format!("{total_time:.2} seconds"),
+    ]));
+    info.push(Line::Cells(vec![
+        "Output Path".into(),
+        out_path.display().to_string(),
+    ]));
+    render(Some("Basic Information"), &["Item", "Value"], &info)
+}
+
 /// evalscope's "Embedding/Rerank Performance Test Summary" (§4.4): one table of
 /// latency and input throughput per run.
 fn encoder_summary(
@@ -554,17 +568,6 @@ fn encoder_summary(
     out_path: &Path,
 ) -> String {
     let sorted = sweep_order(runs);
-    let total_time: f64 = runs.iter().map(|r| r.num("Test Duration (s)")).sum();
-    let info = vec![
-        Line::Cells(vec!["Model".into(), model_id.into()]),
-        Line::Cells(vec!["Test Dataset".into(), dataset.into()]),
-        Line::Cells(vec!["API Type".into(), api.into()]),
-        Line::Cells(vec![
-            "Total Test Time".into(),
-            format!("{total_time:.2} seconds"),
-        ]),
-        Line::Cells(vec!["Output Path".into(), out_path.display().to_string()]),
-    ];
     let rows: Vec<Line> = sorted
         .iter()
         .map(|r| {
@@ -583,7 +586,7 @@ fn encoder_summary(
         .collect();
     [
         "Embedding/Rerank Performance Test Summary".to_string(),
-        render(Some("Basic Information"), &["Item", "Value"], &info),
+        basic_information(runs, model_id, dataset, api, out_path),
         render(
             Some("Detailed Performance Metrics"),
             &[
