@@ -808,6 +808,7 @@ async fn run_point(
             prom,
             spans,
             progress: ctx.progress.clone(),
+            encoder: cfg.protocol.is_encoder(),
         },
     ));
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());

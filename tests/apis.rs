@@ -58,7 +58,8 @@ fn embedding_batches_and_input_throughput() {
         "--api", "embedding", "--url", &format!("{}/v1", sim.base_url()), "--model", "bge-m3",
         "--dataset", "embedding_dataset", "--dataset-path", data.to_str().unwrap(),
         "--extra-args", r#"{"batch_size": 4, "dimensions": 32}"#,
-        "--parallel", "2", "--number", "6", "--outputs-dir", out.to_str().unwrap(),
+        "--parallel", "2", "--number", "6", "--log-every-n-query", "3",
+        "--outputs-dir", out.to_str().unwrap(),
     ])
     .unwrap();
     assert_eq!(o.exit_code, 0);
@@ -148,6 +149,16 @@ fn embedding_batches_and_input_throughput() {
     assert!(summary.contains("Avg Inp.TPS"), "{summary}");
     let html = std::fs::read_to_string(o.dir.join("perf_report.html")).unwrap();
     assert!(html.contains("Input throughput per request"));
+    // The live summary line of an embedding run carries input throughput, no TTFT.
+    let log = std::fs::read_to_string(o.dir.join("benchmark.log")).unwrap();
+    let live: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("parallel_2_number_6: {"))
+        .collect();
+    assert_eq!(live.len(), 2, "{log}");
+    assert!(live
+        .iter()
+        .all(|l| l.contains("\"Input Throughput (tok/s)\"") && !l.contains("TTFT")));
 }
 
 #[test]

@@ -25,8 +25,12 @@ pub struct Live {
     pub ttft_sum: f64,
     pub ttft_n: u64,
     pub output_tokens: u64,
+    pub input_tokens: u64,
     pub first_send: Option<f64>,
     pub last_end: f64,
+    /// Embedding / rerank: the line shows input throughput instead of TTFT and
+    /// output throughput.
+    pub encoder: bool,
 }
 
 impl Live {
@@ -43,21 +47,34 @@ impl Live {
                 self.ttft_n += 1;
             }
             self.output_tokens += r.completion_tokens.unwrap_or(0);
+            self.input_tokens += r.prompt_tokens.unwrap_or(0);
         }
     }
     pub fn line(&self) -> String {
         let wall = (self.last_end - self.first_send.unwrap_or(0.0)).max(1e-9);
         let avg = |s: f64, n: u64| if n > 0 { s / n as f64 } else { 0.0 };
-        serde_json::json!({
+        let mut m = serde_json::json!({
             "Total Requests": self.total,
             "Success Requests": self.success,
             "Failed Requests": self.total - self.success,
             "Req Throughput (req/s)": crate::stats::round(self.success as f64 / wall, 4),
             "Avg Latency (s)": crate::stats::round(avg(self.latency_sum, self.success), 4),
-            "Avg TTFT (ms)": crate::stats::round(avg(self.ttft_sum, self.ttft_n) * 1000.0, 2),
-            "Output Throughput (tok/s)": crate::stats::round(self.output_tokens as f64 / wall, 4),
-        })
-        .to_string()
+        });
+        if self.encoder {
+            // evalscope's Input Throughput: Σ input tokens / Σ latency.
+            let v = if self.latency_sum > 0.0 {
+                self.input_tokens as f64 / self.latency_sum
+            } else {
+                0.0
+            };
+            m["Input Throughput (tok/s)"] = crate::stats::round(v, 4).into();
+        } else {
+            m["Avg TTFT (ms)"] =
+                crate::stats::round(avg(self.ttft_sum, self.ttft_n) * 1000.0, 2).into();
+            m["Output Throughput (tok/s)"] =
+                crate::stats::round(self.output_tokens as f64 / wall, 4).into();
+        }
+        m.to_string()
     }
 }
 
@@ -87,6 +104,8 @@ pub struct Observers {
         crate::record::Clock,
     )>,
     pub progress: Option<std::sync::Arc<progress::Progress>>,
+    /// An embedding or rerank run (changes the live summary line).
+    pub encoder: bool,
 }
 
 /// Consumes records until every sender is gone; returns the live totals.
@@ -102,8 +121,12 @@ pub async fn fanout(
         prom,
         spans,
         progress,
+        encoder,
     } = obs;
-    let mut live = Live::default();
+    let mut live = Live {
+        encoder,
+        ..Live::default()
+    };
     while let Some(r) = rx.recv().await {
         live.add(&r);
         bar.inc(1);
@@ -116,7 +139,7 @@ pub async fn fanout(
         if let Some(p) = &progress {
             p.add();
         }
-        if live.total % log_every == 0 {
+        if live.total.is_multiple_of(log_every) {
             // Printed above the bar when one is drawn, as evalscope logs beside tqdm.
             log::info(format!("{label}: {}", live.line()));
         }
