@@ -655,25 +655,27 @@ struct Bodies {
 }
 
 impl Bodies {
-    /// Every prompt's body is built once here, so a body that cannot be built (a
-    /// custom API template error) stops the run before any request.
+    /// A body that cannot be built (a custom API template error) stops the run here,
+    /// before any request: custom bodies are all rendered once.
     fn new(ctx: &Ctx, prompts: Vec<Prompt>, seed: u64) -> Result<Bodies> {
         let mut rng = fastrand::Rng::with_seed(seed);
         let p = &ctx.cfg.gen;
-        let built = prompts
-            .iter()
-            .map(|pr| {
-                let b = ctx.cfg.protocol.build_body(pr, p, &mut rng)?;
-                Ok(bytes::Bytes::from(serde_json::Value::Object(b).to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
         // --prompt: evalscope builds the body once and re-sends it (a --max-tokens
         // range is sampled once too).
-        let fixed =
-            (p.max_tokens.0 == p.max_tokens.1 || ctx.cfg.dataset.prompt.is_some()).then_some(built);
+        let keep = p.max_tokens.0 == p.max_tokens.1 || ctx.cfg.dataset.prompt.is_some();
+        let check = matches!(ctx.cfg.protocol, crate::protocol::Protocol::Custom(_));
+        let mut built = Vec::new();
+        if keep || check {
+            for pr in &prompts {
+                let b = ctx.cfg.protocol.build_body(pr, p, &mut rng)?;
+                if keep {
+                    built.push(bytes::Bytes::from(serde_json::Value::Object(b).to_string()));
+                }
+            }
+        }
         Ok(Bodies {
             prompts,
-            fixed,
+            fixed: keep.then_some(built),
             rng,
         })
     }
@@ -687,8 +689,8 @@ impl Bodies {
                 .build_body(&self.prompts[k], &ctx.cfg.gen, &mut self.rng)
             {
                 Ok(b) => serde_json::Value::Object(b).to_string().into(),
-                // Built once without error in `new`; only a template that branches
-                // on the sampled max_tokens can fail here.
+                // Rendered once without error in `new`; only a custom template that
+                // branches on the sampled max_tokens can fail here.
                 Err(e) => {
                     log::warn(format!("{e:#}"));
                     bytes::Bytes::from_static(b"{}")
