@@ -11,7 +11,7 @@ use crate::config::GenParams;
 use crate::dataset::Prompt;
 
 /// `--extra-args` keys that configure perfscope rather than the server.
-pub const LOCAL_KEYS: [&str; 1] = ["batch_size"];
+const LOCAL_KEYS: [&str; 1] = ["batch_size"];
 
 fn finish(mut body: Map<String, Value>, user: bool, p: &GenParams) -> Map<String, Value> {
     put(&mut body, user, "model", Value::String(p.model.clone()));
