@@ -234,32 +234,38 @@ fn line_by_line(path: &str, cfg: &DatasetConfig, chat: bool, count: u64) -> Resu
     Ok(out)
 }
 
+/// A dataset configuration with evalscope's defaults, for the dataset tests.
+#[cfg(test)]
+pub(crate) fn test_config(kind: DatasetKind) -> DatasetConfig {
+    DatasetConfig {
+        kind,
+        name: "x".into(),
+        path: None,
+        prompt: None,
+        min_prompt_length: 0,
+        max_prompt_length: u64::MAX,
+        prefix_length: 0,
+        seed: 0,
+        query_template: None,
+        model: "m".into(),
+        tokenizer: None,
+        batch_size: 1,
+        image: crate::config::ImageSpec {
+            width: 8,
+            height: 8,
+            format: "RGB".into(),
+            num: 1,
+            patch_size: 28,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cfg(kind: DatasetKind) -> DatasetConfig {
-        DatasetConfig {
-            kind,
-            name: "x".into(),
-            path: None,
-            prompt: None,
-            min_prompt_length: 0,
-            max_prompt_length: u64::MAX,
-            prefix_length: 0,
-            seed: 0,
-            query_template: None,
-            model: "m".into(),
-            tokenizer: None,
-            batch_size: 1,
-            image: crate::config::ImageSpec {
-                width: 8,
-                height: 8,
-                format: "RGB".into(),
-                num: 1,
-                patch_size: 28,
-            },
-        }
+        test_config(kind)
     }
 
     #[test]

@@ -225,25 +225,11 @@ mod tests {
     #[test]
     fn lengths_in_range_and_prefix_shared() {
         let cfg = DatasetConfig {
-            kind: DatasetKind::Random,
-            name: "random".into(),
-            path: None,
-            prompt: None,
             min_prompt_length: 20,
             max_prompt_length: 40,
             prefix_length: 10,
             seed: 7,
-            query_template: None,
-            model: "m".into(),
-            tokenizer: None,
-            batch_size: 1,
-            image: crate::config::ImageSpec {
-                width: 8,
-                height: 8,
-                format: "RGB".into(),
-                num: 1,
-                patch_size: 28,
-            },
+            ..crate::dataset::test_config(DatasetKind::Random)
         };
         let ps = generate(&cfg, false, 200, 0).unwrap();
         let texts: Vec<String> = ps
