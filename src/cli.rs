@@ -192,7 +192,8 @@ pub struct PerfArgs {
 
     // ---- Dataset / prompt
     /// Dataset: openqa, line_by_line, random, longalpaca, speed_benchmark, random_vl,
-    /// flickr8k, embedding_dataset, rerank_dataset, custom.
+    /// flickr8k, embedding_dataset, rerank_dataset, random_embedding,
+    /// random_rerank, custom.
     #[arg(long, default_value = "openqa")]
     pub dataset: String,
     #[arg(long)]

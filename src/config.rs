@@ -129,6 +129,10 @@ pub enum DatasetKind {
     Embedding,
     /// Query and documents pairs (`rerank_dataset`).
     Rerank,
+    /// Random texts to embed, `--min/--max-prompt-length` long (`random_embedding`).
+    RandomEmbedding,
+    /// A random query and `num_documents` random documents (`random_rerank`).
+    RandomRerank,
     /// Flickr8k captions and images from a local copy.
     Flickr8k,
 }
@@ -163,6 +167,10 @@ pub struct DatasetConfig {
     pub tokenizer: Option<std::sync::Arc<crate::tokenizer::Tokenizer>>,
     /// `batch_size` from `--extra-args`: inputs per embedding request (1 = a string).
     pub batch_size: usize,
+    /// `num_documents` and `document_length_ratio` from `--extra-args`: the
+    /// documents per `random_rerank` request and their length relative to the query.
+    pub num_documents: usize,
+    pub document_length_ratio: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -289,11 +297,15 @@ impl RunConfig {
                 DatasetKind::Embedding
             }
             "rerank_dataset" | "rerank" => DatasetKind::Rerank,
+            // evalscope's random_embedding_batch is random_embedding with batching,
+            // which `batch_size` in --extra-args turns on for either name here.
+            "random_embedding" | "random_embedding_batch" => DatasetKind::RandomEmbedding,
+            "random_rerank" => DatasetKind::RandomRerank,
             "flickr8k" => DatasetKind::Flickr8k,
             other => bail!(
                 "--dataset: unknown dataset `{other}`; use openqa, line_by_line, random, \
                  longalpaca, speed_benchmark, random_vl, flickr8k, embedding_dataset, \
-                 rerank_dataset or custom"
+                 rerank_dataset, random_embedding, random_rerank or custom"
             ),
         };
         if matches!(kind, DatasetKind::LineByLine | DatasetKind::Custom)
@@ -480,6 +492,23 @@ impl RunConfig {
                 Some(v) => match v.as_u64() {
                     Some(n) if n >= 1 => n as usize,
                     _ => bail!("--extra-args: batch_size must be a positive integer, got {v}"),
+                },
+            },
+            // evalscope's random_rerank defaults: 10 documents, 5x the query length.
+            num_documents: match extra_args.get("num_documents") {
+                None => 10,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n >= 1 => n as usize,
+                    _ => bail!("--extra-args: num_documents must be a positive integer, got {v}"),
+                },
+            },
+            document_length_ratio: match extra_args.get("document_length_ratio") {
+                None => 5.0,
+                Some(v) => match v.as_f64() {
+                    Some(r) if r > 0.0 && r.is_finite() => r,
+                    _ => bail!(
+                        "--extra-args: document_length_ratio must be a positive number, got {v}"
+                    ),
                 },
             },
         };

@@ -244,7 +244,8 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
             log::info(format!("{} run: {url}", kind.title()));
         } else {
             log::warn(format!(
-                "{}: the run at {url} is incomplete; push the stored results with                  `perfscope push {} --visualizer {}`",
+                "{}: the run at {url} is incomplete; push the stored results with \
+                 `perfscope push {} --visualizer {}`",
                 kind.title(),
                 root.display(),
                 kind.flag_value()

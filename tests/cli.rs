@@ -216,6 +216,19 @@ fn api_and_tokenizer_misconfiguration_fails_fast_naming_the_flag() {
             &["--api", "embedding", "--extra-args", "{\"batch_size\": 0}"],
             "batch_size",
         ),
+        (
+            &["--api", "rerank", "--extra-args", "{\"num_documents\": -1}"],
+            "num_documents",
+        ),
+        (
+            &[
+                "--api",
+                "rerank",
+                "--extra-args",
+                "{\"document_length_ratio\": \"x\"}",
+            ],
+            "document_length_ratio",
+        ),
     ];
     for (args, flag) in cases {
         let mut a = vec!["--model", "m", "--api-key", "k"];

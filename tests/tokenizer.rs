@@ -236,3 +236,93 @@ fn length_filter_chat_template_and_counts_without_usage() {
     let s = common::json(&run.join("benchmark_summary.json"));
     assert_eq!(s["Token Counts"], "server usage", "every count filled in");
 }
+
+#[test]
+fn random_embedding_and_rerank_texts_have_the_requested_token_count() {
+    let _g = common::lock();
+    let dir = tempfile::tempdir().unwrap();
+    make_tokenizer(dir.path(), false);
+    let tok_dir = dir.path().to_str().unwrap();
+    let reference = reference(dir.path());
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        tokenizer_path: Some(tok_dir.to_string()),
+        ..SimConfig::default()
+    });
+    let texts = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(|t| t.as_str().unwrap().to_string()).collect(),
+            other => panic!("{other}"),
+        }
+    };
+
+    // random_embedding, three texts per request, 8..=96 tokens each.
+    let out = dir.path().join("emb");
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--api", "embedding", "--url", &format!("{}/v1/embeddings", sim.base_url()),
+        "--model", "bge", "--dataset", "random_embedding", "--tokenizer-path", tok_dir,
+        "--min-prompt-length", "8", "--max-prompt-length", "96",
+        "--extra-args", r#"{"batch_size": 3}"#, "--number", "20", "--parallel", "4",
+        "--no-test-connection", "--outputs-dir", out.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    let rows = stored(&o.dir.join("parallel_4_number_20"));
+    assert_eq!(rows.len(), 20);
+    let mut lengths = std::collections::HashSet::new();
+    for (body, n) in &rows {
+        assert!(body.get("batch_size").is_none(), "{body}");
+        let inputs = texts(&body["input"]);
+        assert_eq!(inputs.len(), 3);
+        let counts: Vec<i64> = inputs.iter().map(|t| count(&reference, t)).collect();
+        for c in &counts {
+            assert!((7..=97).contains(c), "{c} tokens, requested 8..=96");
+            lengths.insert(*c);
+        }
+        // The simulator counted the same tokens.
+        assert_eq!(counts.iter().sum::<i64>(), *n);
+    }
+    assert!(lengths.len() > 20, "lengths vary: {lengths:?}");
+
+    // random_rerank: 4 documents of twice the query length.
+    let out = dir.path().join("rr");
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--api", "rerank", "--url", &format!("{}/v1/rerank", sim.base_url()),
+        "--model", "bge-reranker", "--dataset", "random_rerank", "--tokenizer-path", tok_dir,
+        "--min-prompt-length", "10", "--max-prompt-length", "40",
+        "--extra-args", r#"{"num_documents": 4, "document_length_ratio": 2}"#,
+        "--number", "12", "--parallel", "2", "--no-test-connection",
+        "--outputs-dir", out.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    let rows = stored(&o.dir.join("parallel_2_number_12"));
+    assert_eq!(rows.len(), 12);
+    for (body, n) in &rows {
+        assert!(
+            body.get("num_documents").is_none() && body.get("document_length_ratio").is_none(),
+            "{body}"
+        );
+        let q = count(&reference, body["query"].as_str().unwrap());
+        assert!(
+            (9..=41).contains(&q),
+            "query of {q} tokens, requested 10..=40"
+        );
+        let docs = texts(&body["documents"]);
+        assert_eq!(docs.len(), 4);
+        let mut sim_count = 0;
+        for d in &docs {
+            let c = count(&reference, d);
+            // Twice the drawn query length, each side within one token.
+            assert!((c - 2 * q).abs() <= 3, "document of {c} tokens, query {q}");
+            sim_count += q + c;
+        }
+        assert_eq!(
+            sim_count, *n,
+            "the simulator scores the query with each document"
+        );
+    }
+}

@@ -69,15 +69,21 @@ pub fn embedding(cfg: &DatasetConfig, count: u64) -> Result<Vec<Prompt>> {
         .into_iter()
         .filter(|t| !t.is_empty() && in_range(t, cfg))
         .collect();
-    let n = cfg.batch_size.max(1);
+    Ok(batches(texts, cfg.batch_size, count))
+}
+
+/// Up to `count` requests: one text each (a string `input`), or `batch_size` texts
+/// each as an `input` list (evalscope's `*_batch` embedding datasets).
+pub fn batches(texts: Vec<String>, batch_size: usize, count: u64) -> Vec<Prompt> {
+    let n = batch_size.max(1);
     if n == 1 {
-        return Ok(texts
+        return texts
             .into_iter()
             .take(count as usize)
             .map(Prompt::Text)
-            .collect());
+            .collect();
     }
-    Ok(texts
+    texts
         .chunks(n)
         .take(count as usize)
         .map(|c| {
@@ -85,7 +91,7 @@ pub fn embedding(cfg: &DatasetConfig, count: u64) -> Result<Vec<Prompt>> {
             m.insert("input".into(), json!(c));
             Prompt::Body(m)
         })
-        .collect())
+        .collect()
 }
 
 fn doc_text(at: &str, v: &Value) -> Result<String> {
@@ -141,7 +147,7 @@ pub fn rerank(cfg: &DatasetConfig, count: u64) -> Result<Vec<Prompt>> {
     Ok(out)
 }
 
-fn pair(query: &str, docs: Vec<String>) -> Prompt {
+pub fn pair(query: &str, docs: Vec<String>) -> Prompt {
     let mut m = Map::new();
     m.insert("query".into(), query.into());
     m.insert("documents".into(), docs.into());

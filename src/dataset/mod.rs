@@ -84,6 +84,11 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
         DatasetKind::Random => random::generate(cfg, chat, count, run_index)?,
         DatasetKind::Embedding => encoder::embedding(cfg, count)?,
         DatasetKind::Rerank => encoder::rerank(cfg, count)?,
+        DatasetKind::RandomEmbedding => {
+            let texts = random::embedding_texts(cfg, count * cfg.batch_size as u64, run_index)?;
+            encoder::batches(texts, cfg.batch_size, count)
+        }
+        DatasetKind::RandomRerank => random::rerank(cfg, count, run_index)?,
         DatasetKind::Flickr8k => flickr8k::load(cfg.path.as_deref(), chat, count)?,
         DatasetKind::RandomVl => {
             crate::report::log::info(format!(
@@ -103,7 +108,9 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
             // ModelScope; perfscope never downloads.
             let Some(path) = cfg.path.as_deref() else {
                 bail!(
-                    "--dataset longalpaca needs --dataset-path: download LongAlpaca-12k                      (ModelScope AI-ModelScope/LongAlpaca-12k or Hugging Face Yukang/LongAlpaca-12k,                      the JSON list LongAlpaca-12k.json) and pass its path"
+                    "--dataset longalpaca needs --dataset-path: download LongAlpaca-12k \
+                     (ModelScope AI-ModelScope/LongAlpaca-12k or Hugging Face \
+                     Yukang/LongAlpaca-12k, the JSON list LongAlpaca-12k.json) and pass its path"
                 );
             };
             read_text_field(path, "instruction")?
@@ -250,6 +257,8 @@ pub(crate) fn test_config(kind: DatasetKind) -> DatasetConfig {
         model: "m".into(),
         tokenizer: None,
         batch_size: 1,
+        num_documents: 10,
+        document_length_ratio: 5.0,
         image: crate::config::ImageSpec {
             width: 8,
             height: 8,
@@ -356,7 +365,9 @@ mod tests {
         c.path = None;
         let e = load(&c, false, 10, 0).unwrap_err().to_string();
         assert!(
-            e.contains("--dataset-path") && e.contains("LongAlpaca-12k"),
+            e.contains("--dataset-path")
+                && e.contains("Yukang/LongAlpaca-12k, the JSON list")
+                && !e.contains("  "),
             "{e}"
         );
 

@@ -41,15 +41,8 @@ pub fn generate(
     if let Some(t) = &cfg.tokenizer {
         return generate_tokens(cfg, t, chat, count, run_index);
     }
-    if cfg.max_prompt_length > MAX_CHARS {
-        bail!(
-            "--dataset random: set --max-prompt-length (characters without --tokenizer-path), \
-             e.g. --min-prompt-length 512 --max-prompt-length 1024"
-        );
-    }
-    let mut rng = fastrand::Rng::with_seed(
-        cfg.seed ^ (run_index.wrapping_add(1)).wrapping_mul(0x2545_F491_4F6C_DD1D),
-    );
+    check_cap(cfg)?;
+    let mut rng = run_rng(cfg, run_index);
     let prefix = random_text(&mut rng, cfg.prefix_length as usize);
     let (lo, hi) = (cfg.min_prompt_length, cfg.max_prompt_length.max(1));
     Ok((0..count)
@@ -65,6 +58,171 @@ pub fn generate(
 /// Largest token length accepted when --max-prompt-length is left at "no cap".
 const MAX_TOKENS: u64 = 1 << 21;
 
+/// The random stream of run `run_index`: evalscope advances `dataset_offset` per
+/// run so later runs miss the prefix cache; the run index in the seed does the same.
+fn run_rng(cfg: &DatasetConfig, run_index: u64) -> fastrand::Rng {
+    fastrand::Rng::with_seed(
+        cfg.seed ^ (run_index.wrapping_add(1)).wrapping_mul(0x2545_F491_4F6C_DD1D),
+    )
+}
+
+/// Rejects an uncapped --max-prompt-length, in the unit the run counts in.
+fn check_cap(cfg: &DatasetConfig) -> Result<()> {
+    let (cap, unit) = match cfg.tokenizer {
+        Some(_) => (MAX_TOKENS, "tokens with --tokenizer-path"),
+        None => (MAX_CHARS, "characters without --tokenizer-path"),
+    };
+    if cfg.max_prompt_length > cap {
+        bail!(
+            "--dataset {}: set --max-prompt-length ({unit}), \
+             e.g. --min-prompt-length 512 --max-prompt-length 1024",
+            cfg.name
+        );
+    }
+    Ok(())
+}
+
+/// One random text to build: a window of `len` allowed tokens from `offset`, and the
+/// seed of its fill tokens (drawn up front so the result does not depend on how many
+/// threads build the texts).
+#[derive(Clone, Copy)]
+struct Plan {
+    len: usize,
+    offset: usize,
+    seed: u64,
+}
+
+/// The vocabulary random texts are made of (evalscope §5.1): every id but special and
+/// byte-fallback tokens, and the word-initial ones used to fill a short text up.
+struct Vocab<'a> {
+    tok: &'a crate::tokenizer::Tokenizer,
+    allowed: Vec<u32>,
+    fillers: Vec<u32>,
+}
+
+impl<'a> Vocab<'a> {
+    fn new(tok: &'a crate::tokenizer::Tokenizer) -> Result<Self> {
+        let allowed = tok.allowed_ids();
+        if allowed.is_empty() {
+            bail!(
+                "--tokenizer-path: {} has no ordinary tokens to build prompts from",
+                tok.path
+            );
+        }
+        let starts = tok.word_start_ids();
+        let fillers = if starts.is_empty() {
+            allowed.clone()
+        } else {
+            starts
+        };
+        Ok(Vocab {
+            tok,
+            allowed,
+            fillers,
+        })
+    }
+
+    fn plan(&self, rng: &mut fastrand::Rng, len: usize) -> Plan {
+        Plan {
+            len,
+            offset: rng.usize(..self.allowed.len()),
+            seed: rng.u64(..),
+        }
+    }
+
+    /// `prefix` then a contiguous window of the vocabulary (the vLLM random-dataset
+    /// scheme), converged by decode/re-encode so that `measure` of the text is the
+    /// token count. Returns the remaining error and the text.
+    fn build(&self, prefix: &[u32], p: Plan, measure: &dyn Fn(&str) -> usize) -> (usize, String) {
+        let (tok, v) = (self.tok, self.allowed.len());
+        let mut ids = prefix.to_vec();
+        ids.extend((0..p.len).map(|j| self.allowed[(p.offset + j) % v]));
+        let target = ids.len();
+        let mut fill = fastrand::Rng::with_seed(p.seed);
+        let mut text = tok.decode(&ids);
+        // evalscope's decode/re-encode convergence (10 rounds), keeping the closest
+        // text seen. Fill tokens start a new word where the vocabulary has such
+        // tokens, so they do not merge with the text before them.
+        let mut best = (usize::MAX, text.clone());
+        for _ in 0..10 {
+            let m = measure(&text);
+            let err = m.abs_diff(target);
+            if err < best.0 {
+                best = (err, text.clone());
+            }
+            if err == 0 {
+                break;
+            }
+            let mut next = tok.encode(&text);
+            if m > target {
+                next.truncate(next.len().saturating_sub(m - target));
+                // A cut inside a multi-byte character decodes to U+FFFD, which
+                // re-encodes longer: drop it and let the next round fill up.
+                text = tok.decode(&next).trim_end_matches('\u{FFFD}').to_string();
+            } else {
+                for _ in m..target {
+                    next.push(self.fillers[fill.usize(..self.fillers.len())]);
+                }
+                text = tok.decode(&next);
+            }
+        }
+        best
+    }
+
+    /// Builds every plan, on every core when there are many tokens (evalscope uses a
+    /// process pool above 4 Mi tokens; a few short texts are not worth the threads).
+    /// Results are in plan order.
+    fn build_all(
+        &self,
+        prefix: &[u32],
+        plans: &[Plan],
+        measure: &(dyn Fn(&str) -> usize + Sync),
+    ) -> Vec<(usize, String)> {
+        let total_tokens: usize = plans.iter().map(|p| p.len).sum();
+        let n = plans.len();
+        let workers = if total_tokens < 1 << 18 {
+            1
+        } else {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(32)
+                .min(n.max(1))
+        };
+        let chunk = n.div_ceil(workers).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = plans
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|&p| self.build(prefix, p, measure))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    }
+}
+
+/// Logs the re-encoded length error of built texts (evalscope logs the summed
+/// mismatch once as a warning).
+fn log_error(what: String, built: &[(usize, String)]) {
+    let max = built.iter().map(|b| b.0).max().unwrap_or(0);
+    let sum: usize = built.iter().map(|b| b.0).sum();
+    crate::report::log::info(format!(
+        "{what}; re-encoded length error: mean {:.3}, max {max} tokens",
+        if built.is_empty() {
+            0.0
+        } else {
+            sum as f64 / built.len() as f64
+        }
+    ));
+}
+
 /// evalscope §5.1 with a tokenizer: a shared prefix of `--prefix-length` random
 /// tokens, then a contiguous window of the allowed vocabulary (specials and
 /// byte-fallback tokens excluded) of a length uniform in [min, max], converged by
@@ -78,27 +236,12 @@ fn generate_tokens(
     count: u64,
     run_index: u64,
 ) -> Result<Vec<Prompt>> {
-    if cfg.max_prompt_length > MAX_TOKENS {
-        bail!(
-            "--dataset random: set --max-prompt-length (tokens with --tokenizer-path), \
-             e.g. --min-prompt-length 512 --max-prompt-length 1024"
-        );
-    }
-    let allowed = tok.allowed_ids();
-    if allowed.is_empty() {
-        bail!(
-            "--tokenizer-path: {} has no ordinary tokens to build prompts from",
-            tok.path
-        );
-    }
-    let v = allowed.len();
-    let starts = tok.word_start_ids();
-    let fillers: &[u32] = if starts.is_empty() { &allowed } else { &starts };
-    let mut rng = fastrand::Rng::with_seed(
-        cfg.seed ^ (run_index.wrapping_add(1)).wrapping_mul(0x2545_F491_4F6C_DD1D),
-    );
+    check_cap(cfg)?;
+    let vocab = Vocab::new(tok)?;
+    let v = vocab.allowed.len();
+    let mut rng = run_rng(cfg, run_index);
     let prefix: Vec<u32> = (0..cfg.prefix_length)
-        .map(|_| allowed[rng.usize(..v)])
+        .map(|_| vocab.allowed[rng.usize(..v)])
         .collect();
     let empty = serde_json::json!([{"role": "user", "content": ""}]);
     let template_len = if chat {
@@ -126,95 +269,96 @@ fn generate_tokens(
             tok.count(text) as usize
         }
     };
-    // evalscope advances dataset_offset per run so later runs miss the prefix cache;
-    // the run index in the seed does the same here. Every random draw is made here,
-    // in order, so the prompts do not depend on how many threads build them.
-    let plans: Vec<(usize, usize, u64)> = (0..count as usize)
-        .map(|_| {
+    // Request i reads the window at offset_i + i, as evalscope does.
+    let plans: Vec<Plan> = (0..count as usize)
+        .map(|i| {
             let len = if hi > lo { rng.u64(lo..hi) } else { lo } as usize;
-            (len, rng.usize(..v), rng.u64(..))
+            let mut p = vocab.plan(&mut rng, len);
+            p.offset = (p.offset + i) % v;
+            p
         })
         .collect();
-    let build = |i: usize| -> (usize, String) {
-        let (len, offset, seed) = plans[i];
-        let mut fill = fastrand::Rng::with_seed(seed);
-        let mut ids = prefix.clone();
-        ids.extend((0..len).map(|j| allowed[(offset + i + j) % v]));
-        let target = ids.len();
-        let mut text = tok.decode(&ids);
-        // evalscope's decode/re-encode convergence (10 rounds), keeping the closest
-        // text seen. Fill tokens start a new word where the vocabulary has such
-        // tokens, so they do not merge with the text before them.
-        let mut best = (usize::MAX, text.clone());
-        for _ in 0..10 {
-            let m = measure(&text);
-            let err = m.abs_diff(target);
-            if err < best.0 {
-                best = (err, text.clone());
-            }
-            if err == 0 {
-                break;
-            }
-            let mut next = tok.encode(&text);
-            if m > target {
-                next.truncate(next.len().saturating_sub(m - target));
-                // A cut inside a multi-byte character decodes to U+FFFD, which
-                // re-encodes longer: drop it and let the next round fill up.
-                text = tok.decode(&next).trim_end_matches('\u{FFFD}').to_string();
-            } else {
-                for _ in m..target {
-                    next.push(fillers[fill.usize(..fillers.len())]);
-                }
-                text = tok.decode(&next);
-            }
-        }
-        best
+    let built = vocab.build_all(&prefix, &plans, &measure);
+    log_error(
+        format!(
+            "random: {count} prompts of {}..={} tokens{}",
+            lo + cfg.prefix_length,
+            hi.saturating_sub(1) + cfg.prefix_length,
+            if chat { " plus the chat template" } else { "" },
+        ),
+        &built,
+    );
+    Ok(built
+        .into_iter()
+        .map(|(_, text)| Prompt::wrap(text, chat))
+        .collect())
+}
+
+/// A length uniform in [max(1, min), max] (evalscope's random_embedding bounds).
+fn length(rng: &mut fastrand::Rng, cfg: &DatasetConfig) -> usize {
+    let hi = cfg.max_prompt_length.max(1);
+    rng.u64(cfg.min_prompt_length.clamp(1, hi)..=hi) as usize
+}
+
+/// Builds texts of the given lengths: tokens with a tokenizer (converged on the bare
+/// text, which is what an encoder counts), else characters of random words.
+fn texts(
+    cfg: &DatasetConfig,
+    rng: &mut fastrand::Rng,
+    lens: &[usize],
+    what: &str,
+) -> Result<Vec<String>> {
+    let Some(tok) = &cfg.tokenizer else {
+        return Ok(lens.iter().map(|&n| random_text(rng, n)).collect());
     };
-    // Long prompts are built on every core (evalscope uses a process pool above
-    // 4 Mi tokens); a few short ones are not worth the threads.
-    let total_tokens: usize = plans.iter().map(|p| p.0).sum();
-    let workers = if total_tokens < 1 << 18 {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(32)
-            .min(plans.len().max(1))
-    };
-    let n = plans.len();
-    let chunk = n.div_ceil(workers).max(1);
-    let built: Vec<(usize, String)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .step_by(chunk)
-            .map(|start| {
-                let build = &build;
-                s.spawn(move || {
-                    (start..(start + chunk).min(n))
-                        .map(build)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let (mut off_sum, mut off_max) = (0u64, 0u64);
-    let mut out = Vec::with_capacity(built.len());
-    for (err, text) in built {
-        off_sum += err as u64;
-        off_max = off_max.max(err as u64);
-        out.push(Prompt::wrap(text, chat));
+    let vocab = Vocab::new(tok)?;
+    let plans: Vec<Plan> = lens.iter().map(|&n| vocab.plan(rng, n)).collect();
+    let measure = |t: &str| tok.count(t) as usize;
+    let built = vocab.build_all(&[], &plans, &measure);
+    log_error(format!("{}: {what}", cfg.name), &built);
+    Ok(built.into_iter().map(|(_, t)| t).collect())
+}
+
+/// evalscope's `random_embedding`: `count` texts of a length uniform in
+/// [max(1, min), max] tokens (characters without a tokenizer), no shared prefix.
+pub fn embedding_texts(cfg: &DatasetConfig, count: u64, run_index: u64) -> Result<Vec<String>> {
+    check_cap(cfg)?;
+    let mut rng = run_rng(cfg, run_index);
+    let lens: Vec<usize> = (0..count).map(|_| length(&mut rng, cfg)).collect();
+    let what = format!(
+        "{count} texts of {}..={} tokens",
+        cfg.min_prompt_length.max(1),
+        cfg.max_prompt_length.max(1)
+    );
+    texts(cfg, &mut rng, &lens, &what)
+}
+
+/// evalscope's `random_rerank`: per request a query of a length uniform in
+/// [max(1, min), max] and `num_documents` documents of query length ×
+/// `document_length_ratio` each (both from --extra-args).
+pub fn rerank(cfg: &DatasetConfig, count: u64, run_index: u64) -> Result<Vec<Prompt>> {
+    check_cap(cfg)?;
+    let mut rng = run_rng(cfg, run_index);
+    let per = 1 + cfg.num_documents;
+    let mut lens = Vec::with_capacity(count as usize * per);
+    for _ in 0..count {
+        let q = length(&mut rng, cfg);
+        let d = ((q as f64 * cfg.document_length_ratio).round() as usize).max(1);
+        lens.push(q);
+        lens.extend(std::iter::repeat_n(d, cfg.num_documents));
     }
-    crate::report::log::info(format!(
-        "random: {count} prompts of {}..={} tokens{}; re-encoded length error: mean {:.3}, max {off_max} tokens",
-        lo + cfg.prefix_length,
-        hi.saturating_sub(1) + cfg.prefix_length,
-        if chat { " plus the chat template" } else { "" },
-        if count > 0 { off_sum as f64 / count as f64 } else { 0.0 }
-    ));
-    Ok(out)
+    let what = format!(
+        "{count} queries of {}..={} tokens, each with {} documents {}x as long",
+        cfg.min_prompt_length.max(1),
+        cfg.max_prompt_length.max(1),
+        cfg.num_documents,
+        cfg.document_length_ratio
+    );
+    let all = texts(cfg, &mut rng, &lens, &what)?;
+    Ok(all
+        .chunks(per)
+        .map(|c| super::encoder::pair(&c[0], c[1..].to_vec()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -247,5 +391,73 @@ mod tests {
         }
         let other = generate(&cfg, false, 1, 1).unwrap();
         assert_ne!(other[0], Prompt::Text(texts[0].clone()));
+    }
+
+    fn texts_of(p: &Prompt, key: &str) -> Vec<String> {
+        match p {
+            Prompt::Body(b) => match &b[key] {
+                serde_json::Value::String(s) => vec![s.clone()],
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect(),
+                other => panic!("{other}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn random_embedding_batches_and_random_rerank_documents_in_characters() {
+        let cfg = DatasetConfig {
+            min_prompt_length: 0,
+            max_prompt_length: 30,
+            seed: 3,
+            batch_size: 4,
+            num_documents: 3,
+            document_length_ratio: 2.5,
+            ..crate::dataset::test_config(DatasetKind::RandomEmbedding)
+        };
+        let ps = crate::dataset::load(&cfg, false, 5, 0).unwrap();
+        assert_eq!(ps.len(), 5);
+        let mut lens = std::collections::HashSet::new();
+        for p in &ps {
+            let texts = texts_of(p, "input");
+            assert_eq!(texts.len(), 4);
+            for t in texts {
+                // [max(1, min), max]: never empty.
+                assert!((1..=30).contains(&t.chars().count()), "{t:?}");
+                lens.insert(t.len());
+            }
+        }
+        assert!(lens.len() > 5, "{lens:?}");
+        // One text per request without batch_size: a string input.
+        let single = DatasetConfig {
+            batch_size: 1,
+            ..cfg.clone()
+        };
+        let ps = crate::dataset::load(&single, false, 3, 0).unwrap();
+        assert!(ps
+            .iter()
+            .all(|p| matches!(p, Prompt::Text(t) if !t.is_empty())));
+        assert_ne!(ps, crate::dataset::load(&single, false, 3, 1).unwrap());
+
+        let rr = DatasetConfig {
+            kind: DatasetKind::RandomRerank,
+            min_prompt_length: 10,
+            max_prompt_length: 20,
+            ..cfg
+        };
+        let ps = crate::dataset::load(&rr, false, 6, 0).unwrap();
+        assert_eq!(ps.len(), 6);
+        for p in &ps {
+            let q = texts_of(p, "query").remove(0).chars().count();
+            assert!((10..=20).contains(&q), "{q}");
+            let docs = texts_of(p, "documents");
+            assert_eq!(docs.len(), 3);
+            for d in docs {
+                assert_eq!(d.chars().count(), (q as f64 * 2.5).round() as usize);
+            }
+        }
     }
 }

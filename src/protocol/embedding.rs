@@ -1,7 +1,8 @@
 //! OpenAI-compatible `/v1/embeddings` and `/v1/rerank` (the vLLM, Jina and Cohere
 //! shape). Bodies follow evalscope's `openai_embedding` / `openai_rerank` plugins:
 //! `{"input", "model", ...extra}` and `{"query", "documents", "model", ...extra}`.
-//! `batch_size` in `--extra-args` sizes the dataset's batches and is not sent.
+//! `batch_size`, `num_documents` and `document_length_ratio` in `--extra-args` shape
+//! the dataset and are not sent.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -11,7 +12,7 @@ use crate::config::GenParams;
 use crate::dataset::Prompt;
 
 /// `--extra-args` keys that configure perfscope rather than the server.
-const LOCAL_KEYS: [&str; 1] = ["batch_size"];
+const LOCAL_KEYS: [&str; 3] = ["batch_size", "num_documents", "document_length_ratio"];
 
 fn finish(mut body: Map<String, Value>, user: bool, p: &GenParams) -> Map<String, Value> {
     put(&mut body, user, "model", Value::String(p.model.clone()));
@@ -113,10 +114,11 @@ mod tests {
 
     fn params() -> GenParams {
         GenParams {
-            extra_args: json!({"batch_size": 4, "dimensions": 256})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            extra_args: json!({"batch_size": 4, "dimensions": 256, "num_documents": 3,
+                               "document_length_ratio": 2})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
             ..crate::protocol::test_params("bge")
         }
     }
