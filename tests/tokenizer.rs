@@ -5,7 +5,7 @@
 
 mod common;
 
-use perfscope::sim::SimConfig;
+use perfscope::sim::{SimConfig, SimHandle};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tokenizers::decoders::DecoderWrapper;
@@ -97,18 +97,24 @@ fn stored(run: &Path) -> Vec<(Value, i64)> {
         .collect()
 }
 
+/// A tokenizer trained into `dir`, the same tokenizer loaded with the tokenizers
+/// crate for independent counts, and a zero-delay simulator counting with it.
+fn counting_sim(dir: &Path, template: bool) -> (tokenizers::Tokenizer, SimHandle) {
+    make_tokenizer(dir, template);
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        tokenizer_path: Some(dir.to_string_lossy().into_owned()),
+        ..SimConfig::default()
+    });
+    (reference(dir), sim)
+}
+
 #[test]
 fn random_prompts_have_the_requested_token_count() {
     let _g = common::lock();
     let dir = tempfile::tempdir().unwrap();
-    make_tokenizer(dir.path(), true);
+    let (reference, sim) = counting_sim(dir.path(), true);
     let tok_dir = dir.path().to_str().unwrap();
-    let reference = reference(dir.path());
-    let sim = common::start_sim(SimConfig {
-        zero_delay: true,
-        tokenizer_path: Some(tok_dir.to_string()),
-        ..SimConfig::default()
-    });
     let mut worst = 0;
     // (path, min, max, prefix): completions, a range with a shared prefix, and chat
     // (the template's tokens are part of what the server counts).
@@ -241,14 +247,8 @@ fn length_filter_chat_template_and_counts_without_usage() {
 fn random_embedding_and_rerank_texts_have_the_requested_token_count() {
     let _g = common::lock();
     let dir = tempfile::tempdir().unwrap();
-    make_tokenizer(dir.path(), false);
+    let (reference, sim) = counting_sim(dir.path(), false);
     let tok_dir = dir.path().to_str().unwrap();
-    let reference = reference(dir.path());
-    let sim = common::start_sim(SimConfig {
-        zero_delay: true,
-        tokenizer_path: Some(tok_dir.to_string()),
-        ..SimConfig::default()
-    });
     let texts = |v: &Value| -> Vec<String> {
         match v {
             Value::String(s) => vec![s.clone()],
