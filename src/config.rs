@@ -423,9 +423,15 @@ impl RunConfig {
         let tokenizer = match a.tokenizer_path.as_deref() {
             Some(p) => {
                 let t = crate::tokenizer::Tokenizer::load(p)?;
+                // The template only matters where prompts are sent as chat messages.
+                let template = if chat {
+                    format!(" (chat template: {})", t.template_source)
+                } else {
+                    String::new()
+                };
                 crate::report::log::info(format!(
-                    "Tokenizer {} (chat template: {}): prompt lengths are in tokens",
-                    t.path, t.template_source
+                    "Tokenizer {}{template}: prompt lengths are in tokens",
+                    t.path
                 ));
                 Some(t)
             }
