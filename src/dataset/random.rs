@@ -202,7 +202,9 @@ impl<'a> Vocab<'a> {
                 .collect();
             handles
                 .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
+                // A builder that panicked re-raises here: a missing text would shift
+                // every rerank group after it.
+                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
         })
     }
