@@ -1,8 +1,11 @@
-//! `random` without a tokenizer: prompts of random lowercase words whose length in
-//! characters is uniform in [--min-prompt-length, --max-prompt-length], after a shared
-//! random prefix of --prefix-length characters (evalscope's prefix-cache experiment).
-//! Seeded by --seed and the run index, so each sweep run gets different prompts
-//! (evalscope advances `dataset_offset` per run for the same reason).
+//! Random texts: `random` prompts, and `random_embedding` / `random_rerank` inputs.
+//! With `--tokenizer-path` lengths are in tokens (evalscope §5.1: vocabulary
+//! windows converged by decode/re-encode, see `Vocab`); without one, random
+//! lowercase words whose length in characters is uniform in [--min-prompt-length,
+//! --max-prompt-length], after a shared random prefix of --prefix-length characters
+//! for `random` (evalscope's prefix-cache experiment). Seeded by --seed and the run
+//! index, so each sweep run gets different texts (evalscope advances
+//! `dataset_offset` per run for the same reason).
 
 use anyhow::{bail, Result};
 
