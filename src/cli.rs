@@ -147,6 +147,10 @@ pub struct PerfArgs {
     /// Skip the connection test before the benchmark.
     #[arg(long)]
     pub no_test_connection: bool,
+    /// Largest SSE line or non-stream response body accepted, MiB; a larger one fails
+    /// the request as `response_too_large` (memory stays bounded on endless bodies).
+    #[arg(long, default_value_t = 16.0)]
+    pub max_response_mib: f64,
 
     // ---- Load
     /// Concurrency per run; several values make a sweep paired with --number.

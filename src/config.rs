@@ -194,6 +194,8 @@ pub struct RunConfig {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
     pub total_timeout: Duration,
+    /// `--max-response-mib` in bytes.
+    pub max_response_bytes: usize,
     pub test_connection: bool,
     pub points: Vec<SweepPoint>,
     pub sleep_interval: f64,
@@ -410,6 +412,9 @@ impl RunConfig {
         let total_timeout =
             secs("--total-timeout", Some(a.total_timeout))?.unwrap_or(Duration::from_secs(21600));
 
+        if a.max_tokens.contains(&0) {
+            bail!("--max-tokens: must be at least 1 (a request for 0 tokens measures nothing)");
+        }
         let max_tokens = match a.max_tokens.as_slice() {
             [v] => (*v, *v),
             [lo, hi] if lo <= hi => (*lo, *hi),
@@ -575,6 +580,13 @@ impl RunConfig {
             connect_timeout: secs("--connect-timeout", a.connect_timeout)?,
             read_timeout: secs("--read-timeout", a.read_timeout)?,
             total_timeout,
+            max_response_bytes: {
+                let m = a.max_response_mib;
+                if !(m > 0.0 && m.is_finite() && m <= 4096.0) {
+                    bail!("--max-response-mib: {m} must be a number of MiB in (0, 4096]");
+                }
+                (m * 1024.0 * 1024.0) as usize
+            },
             test_connection: !a.no_test_connection,
             points,
             sleep_interval: a.sleep_interval,
@@ -746,6 +758,13 @@ pub struct SlaConfig {
 
 fn resolve_sla(a: &PerfArgs) -> Result<Option<SlaConfig>> {
     if !a.sla_auto_tune {
+        if let Some(p) = a.sla_params.as_deref() {
+            // Validated even when unused, so a typo is not silently ignored.
+            crate::sla::parse_params(p)?;
+            crate::report::log::warn(
+                "--sla-params has no effect without --sla-auto-tune; add --sla-auto-tune to search",
+            );
+        }
         return Ok(None);
     }
     let Some(params) = a.sla_params.as_deref() else {
@@ -852,6 +871,10 @@ fn resolve_headers(a: &PerfArgs) -> Result<Vec<(String, String)>> {
         }
     }
     if let Some(key) = &a.api_key {
+        if key.chars().any(|c| c.is_control()) {
+            // The key itself is never echoed.
+            bail!("--api-key: the key contains a line break or another control character; pass it on one line");
+        }
         // --api-key overrides any Authorization given in --headers (evalscope).
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
         headers.push(("Authorization".into(), format!("Bearer {key}")));

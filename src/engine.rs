@@ -30,6 +30,9 @@ use crate::telemetry::{RunInfoLabels, RunLabels};
 
 /// How long in-flight requests may finish after Ctrl-C before they are cancelled.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+/// The same after SIGTERM: shorter, so the summary is written before the SIGKILL
+/// that `docker stop` sends 10 s after its SIGTERM.
+pub const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -37,6 +40,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_NO_SUCCESS: i32 = 3;
 /// Interrupted (Ctrl-C); what completed was stored and summarised.
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// Terminated (SIGTERM), likewise: 128 + the signal number, as evalscope 1.14.
+pub const EXIT_TERMINATED: i32 = 143;
 
 #[derive(Clone, Default)]
 pub struct Stop {
@@ -44,13 +49,55 @@ pub struct Stop {
     pub dispatch: Cancel,
     /// Cancel requests in flight (recorded as `cancelled`).
     pub abort: Cancel,
+    /// The signal that stopped the run (SIGINT when none was recorded).
+    pub signal: Arc<std::sync::atomic::AtomicI32>,
 }
+
+impl Stop {
+    /// The exit code of an interrupted run: 128 + the signal number.
+    pub fn exit_code(&self) -> i32 {
+        match self.signal.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => EXIT_INTERRUPTED,
+            s => 128 + s,
+        }
+    }
+}
+
+/// A run stopped by a signal before its load started (during the connection test or
+/// the local server's start-up); maps to exit code 128 + signal.
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted before the benchmark started; nothing was sent"
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// A dataset that cannot be read or parsed: a usage error (exit 2), like an
+/// unreadable `--prompt @file` or `--tokenizer-path`, found when the run loads it.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
 
 struct Ctx {
     cfg: RunConfig,
-    http: reqwest::Client,
+    /// The load client's connections to the target.
+    endpoint: client::http1::Endpoint,
     url: Arc<str>,
-    /// Parsed once: reqwest would otherwise parse the string for every request.
+    /// Parsed once, for span attributes.
     parsed_url: reqwest::Url,
     clock: Clock,
     stop: Stop,
@@ -96,7 +143,7 @@ pub fn run_blocking(cfg: RunConfig, stop: Stop, ctrl_c: bool) -> Result<Outcome>
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         if ctrl_c {
-            install_ctrl_c(stop.clone());
+            install_signals(stop.clone());
         }
         match tokio::spawn(run(cfg, stop)).await {
             Ok(r) => r,
@@ -155,12 +202,16 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     };
     let max_par = cfg.points.iter().map(|p| p.parallel).max().unwrap_or(1);
     let pool = if max_par > 0 { max_par as usize } else { 1024 };
-    let http = client::build_http(&cfg, pool)?;
     if !cfg.masked_headers().is_empty() {
         log::debug(format!("headers: {:?}", cfg.masked_headers()));
     }
-    let parsed_url =
-        reqwest::Url::parse(&url).with_context(|| format!("--url: `{url}` is not a valid URL"))?;
+    let parsed_url = reqwest::Url::parse(&url).with_context(|| {
+        format!(
+            "--url: `{}` is not a valid URL",
+            crate::config::redact_url(&url)
+        )
+    })?;
+    let endpoint = client::build_endpoint(&cfg, &parsed_url, pool)?;
     let run_label = root
         .strip_prefix(&cfg.outputs_dir)
         .unwrap_or(root)
@@ -194,7 +245,7 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     });
     let ctx = Arc::new(Ctx {
         cfg,
-        http,
+        endpoint,
         url,
         parsed_url,
         clock,
@@ -512,7 +563,7 @@ async fn finish_invocation(
         }
     }
     let exit_code = if ctx.stop.dispatch.is_cancelled() {
-        EXIT_INTERRUPTED
+        ctx.stop.exit_code()
     } else if runs.iter().any(|r| r.num("Success Requests") == 0.0) {
         EXIT_NO_SUCCESS
     } else {
@@ -566,6 +617,12 @@ async fn start_metrics(
             return Ok((None, None));
         }
     };
+    if !addr.ip().is_loopback() {
+        log::warn(format!(
+            "--metrics-addr {addr}: /metrics is reachable from other hosts (run labels, model and \
+             endpoint are visible); bind 127.0.0.1 unless a remote Prometheus must scrape it"
+        ));
+    }
     let metrics = Arc::new(Metrics::new(
         RunInfoLabels {
             run: run_label.to_string(),
@@ -608,17 +665,20 @@ async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
             stream_requested: ctx.cfg.gen.stream,
             trace: None,
         };
+        // A signal during the test stops it at once: nothing of the benchmark ran.
         let r = client::execute(
-            &ctx.http,
-            &ctx.parsed_url,
+            &ctx.endpoint,
             &ctx.cfg.protocol,
             timeout,
             &ctx.clock,
             ticket,
             false,
-            &ctx.stop.abort,
+            &ctx.stop.dispatch,
         )
         .await;
+        if ctx.stop.dispatch.is_cancelled() {
+            return Err(Interrupted(ctx.stop.exit_code()).into());
+        }
         if r.success {
             log::info(format!("Connection test passed: {}", ctx.url));
             return Ok(());
@@ -632,14 +692,17 @@ async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
                 );
             }
         }
-        if ctx.stop.dispatch.is_cancelled() {
+        if attempt == 3 {
             break;
         }
         log::warn(format!(
             "Connection test attempt {attempt}/3 to {} failed: {last}; retrying",
             ctx.url
         ));
-        tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(attempt as u64)) => {}
+            _ = ctx.stop.dispatch.cancelled() => return Err(Interrupted(ctx.stop.exit_code()).into()),
+        }
     }
     bail!(
         "connection test to {} failed after 3 attempts: {last}\nIs the server up? Check --url (or skip the test with --no-test-connection)",
@@ -712,7 +775,8 @@ async fn run_point(
     let dir = root.join(&name);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let warmup = cfg.warmup_for(point.number);
-    let prompts = dataset::load(&cfg.dataset, cfg.chat, point.number + warmup, index)?;
+    let prompts = dataset::load(&cfg.dataset, cfg.chat, point.number + warmup, index)
+        .map_err(|e| BadInput(format!("{e:#}")))?;
     let mut bodies = Bodies::new(ctx, prompts, cfg.dataset.seed ^ index)?;
     let args = cfg.args_for_run(point);
     let meta = sqlite::RunMeta {
@@ -762,7 +826,7 @@ async fn run_point(
         });
         let bar = recorder::progress_bar(&format!("Warmup[{name}]"), warmup);
         log::set_bar(Some(bar.clone()));
-        dispatch(ctx, point, warmup, &mut bodies, 0, tx, false, None).await;
+        let _ = dispatch(ctx, point, warmup, &mut bodies, 0, tx, false, None).await;
         bar.finish_and_clear();
         let (n, ok) = drain.await.unwrap_or((0, 0));
         log::info(format!("Warmup done: {ok}/{n} succeeded (not recorded)"));
@@ -815,7 +879,7 @@ async fn run_point(
         },
     ));
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
-    let sent = dispatch(
+    let (sent, not_sent) = dispatch(
         ctx,
         point,
         point.number,
@@ -826,6 +890,11 @@ async fn run_point(
         in_flight,
     )
     .await;
+    if not_sent > 0 {
+        log::warn(format!(
+            "{name}: {not_sent} requests were waiting for a slot when the run was stopped and were not sent"
+        ));
+    }
     let live = fan.await.unwrap_or_default();
     if let (Some(a), Some(b)) = (cpu0, process_cpu_seconds()) {
         // Whether the client could have been the bottleneck: its CPU time per request
@@ -843,7 +912,7 @@ async fn run_point(
     } else {
         "completed"
     };
-    let rows_written = writer.finish(status)?;
+    let rows_written = writer.finish(status, not_sent)?;
     if rows_written != sent || live.total != sent {
         log::error(format!(
             "{sent} requests sent but {rows_written} rows stored"
@@ -872,8 +941,10 @@ async fn run_point(
     Ok(result)
 }
 
-/// Releases `count` requests per the load shape; returns how many were sent. Every
-/// sent request produces exactly one record on `out`.
+/// Releases `count` requests per the load shape; returns how many were sent and how
+/// many were released but never sent (the run was stopped while they waited for a
+/// slot). Every sent request produces exactly one record on `out`; one never sent
+/// produces none.
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     ctx: &Arc<Ctx>,
@@ -885,7 +956,8 @@ async fn dispatch(
     measured: bool,
     // The in-flight gauge to maintain (measured requests with metrics on).
     in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
-) -> u64 {
+) -> (u64, u64) {
+    let not_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cfg = &ctx.cfg;
     let closed = point.parallel > 0;
     let slots = Arc::new(Semaphore::new(if closed {
@@ -945,8 +1017,13 @@ async fn dispatch(
             _ = ctx.stop.dispatch.cancelled() => break,
         };
         let body = bodies.get(body_offset + i, ctx);
-        let (ctx2, slots, out, gauge) =
-            (ctx.clone(), slots.clone(), out.clone(), in_flight.clone());
+        let (ctx2, slots, out, gauge, skipped) = (
+            ctx.clone(),
+            slots.clone(),
+            out.clone(),
+            in_flight.clone(),
+            not_sent.clone(),
+        );
         let seq = i;
         // Spans are exported for a --otlp-sample-ratio share of requests; the
         // traceparent's sampled flag says so to the server.
@@ -955,7 +1032,17 @@ async fn dispatch(
             .as_ref()
             .is_none_or(|t| fastrand::f64() < t.sample_ratio);
         set.spawn(async move {
-            let slot = slots.acquire_owned().await.ok();
+            // A request still waiting for a slot when the run is stopped is not sent.
+            let slot = tokio::select! {
+                biased;
+                _ = ctx2.stop.dispatch.cancelled() => None,
+                s = slots.acquire_owned() => s.ok(),
+            };
+            if slot.is_none() {
+                skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                drop(permit);
+                return;
+            }
             if let Some(g) = &gauge {
                 g.inc();
             }
@@ -970,8 +1057,7 @@ async fn dispatch(
             // With a tokenizer the payloads are kept until the token counts a
             // server left out are filled in (then dropped unless --debug).
             let mut rec = client::execute(
-                &ctx2.http,
-                &ctx2.parsed_url,
+                &ctx2.endpoint,
                 &c.protocol,
                 c.total_timeout,
                 &ctx2.clock,
@@ -998,7 +1084,8 @@ async fn dispatch(
     }
     drop(out);
     while set.join_next().await.is_some() {}
-    sent
+    let skipped = not_sent.load(std::sync::atomic::Ordering::Relaxed);
+    (sent - skipped, skipped)
 }
 
 /// User + system CPU seconds of this process (Linux `/proc/self/stat`; None elsewhere).
@@ -1012,22 +1099,47 @@ fn process_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// Installs the Ctrl-C behaviour: stop dispatching, give in-flight requests
-/// `INTERRUPT_GRACE`, then cancel them; a second Ctrl-C cancels at once.
-pub fn install_ctrl_c(stop: Stop) {
+/// Installs the Ctrl-C and SIGTERM behaviour: stop dispatching, give in-flight
+/// requests `INTERRUPT_GRACE` (`TERMINATE_GRACE` after SIGTERM), then cancel them; a
+/// second signal cancels at once. Requests not yet sent are not sent. Handling SIGTERM
+/// is what makes `docker stop`, Kubernetes, systemd and `timeout` drain the run
+/// instead of losing it.
+pub fn install_signals(stop: Stop) {
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let Some(sig) = next_signal(&mut term).await else {
             return;
-        }
+        };
+        stop.signal.store(sig, std::sync::atomic::Ordering::SeqCst);
+        let (name, grace) = if sig == libc::SIGTERM {
+            ("Terminated (SIGTERM)", TERMINATE_GRACE)
+        } else {
+            ("Interrupted", INTERRUPT_GRACE)
+        };
         log::warn(format!(
-            "Interrupted: no new requests; waiting up to {} s for in-flight requests (Ctrl-C again to stop now)",
-            INTERRUPT_GRACE.as_secs()
+            "{name}: no new requests; waiting up to {} s for in-flight requests (signal again to stop now)",
+            grace.as_secs()
         ));
         stop.dispatch.cancel();
         tokio::select! {
-            _ = tokio::time::sleep(INTERRUPT_GRACE) => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = tokio::time::sleep(grace) => {}
+            _ = next_signal(&mut term) => {}
         }
         stop.abort.cancel();
     });
+}
+
+/// The next SIGINT or SIGTERM, as its number.
+async fn next_signal(term: &mut Option<tokio::signal::unix::Signal>) -> Option<i32> {
+    let sigterm = async {
+        match term {
+            Some(t) => t.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.ok().map(|_| libc::SIGINT),
+        s = sigterm => s.map(|_| libc::SIGTERM),
+    }
 }

@@ -17,7 +17,15 @@ fn main() {
                 Ok(o) => o.exit_code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    1
+                    // A signal before the load started: 128 + signal, like a run;
+                    // an unreadable dataset: a usage error, like any other input.
+                    if let Some(i) = e.downcast_ref::<engine::Interrupted>() {
+                        i.0
+                    } else if e.downcast_ref::<engine::BadInput>().is_some() {
+                        2
+                    } else {
+                        1
+                    }
                 }
             },
         },

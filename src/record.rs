@@ -67,12 +67,15 @@ pub enum FailureKind {
     Transport,
     /// The run was interrupted (Ctrl-C / duration grace) before the request finished.
     Cancelled,
+    /// An SSE line or a non-stream body over `--max-response-mib`, or more output
+    /// chunks than one row may hold.
+    ResponseTooLarge,
     /// Anything else (unexpected content type, request build error).
     Other,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 11] = [
+    pub const ALL: [FailureKind; 12] = [
         FailureKind::Connect,
         FailureKind::Timeout,
         FailureKind::Http429,
@@ -83,6 +86,7 @@ impl FailureKind {
         FailureKind::IncompleteStream,
         FailureKind::Transport,
         FailureKind::Cancelled,
+        FailureKind::ResponseTooLarge,
         FailureKind::Other,
     ];
     pub fn as_str(self) -> &'static str {
@@ -97,6 +101,7 @@ impl FailureKind {
             FailureKind::IncompleteStream => "incomplete_stream",
             FailureKind::Transport => "transport",
             FailureKind::Cancelled => "cancelled",
+            FailureKind::ResponseTooLarge => "response_too_large",
             FailureKind::Other => "other",
         }
     }
@@ -153,6 +158,9 @@ pub struct RequestRecord {
     pub cached_tokens: Option<u64>,
     /// Number of output-carrying chunks.
     pub output_chunks: u32,
+    /// evalscope 1.14's `n_decode_chunks`: choices-bearing chunks from the first
+    /// output chunk on, empty deltas included (the denominator of tokens/iteration).
+    pub decode_chunks: u32,
     pub finish_reason: Option<String>,
     /// Generated text (content + reasoning), kept short: only its length is stored.
     pub output_chars: u64,
@@ -161,6 +169,9 @@ pub struct RequestRecord {
     pub response_messages: Option<String>,
     pub request_id: Option<String>,
     pub trace: Option<crate::client::TraceContext>,
+    /// Sent a second time, on a new connection, because the reused connection it was
+    /// first written to closed before any response byte (timing starts at the resend).
+    pub resent: bool,
 }
 
 impl RequestRecord {
@@ -169,8 +180,14 @@ impl RequestRecord {
         self.success
             .then_some(self.timeline.end - self.timeline.send)
     }
+    /// evalscope 1.14: the first output-carrying chunk; a successful stream without
+    /// one has TTFT 0.0 (and that 0.0 counts in averages and percentiles).
     pub fn ttft(&self) -> Option<f64> {
-        self.timeline.first_output.map(|t| t - self.timeline.send)
+        match self.timeline.first_output {
+            Some(t) => Some(t - self.timeline.send),
+            None if self.success => Some(0.0),
+            None => None,
+        }
     }
     /// evalscope: (latency − ttft)/(completion_tokens − 1) when completion_tokens > 1,
     /// else 0 (that 0 still counts toward the averages, as evalscope).

@@ -85,13 +85,18 @@ async fn mock() -> std::net::SocketAddr {
 async fn every_failure_kind_is_classified_with_text() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let addr = mock().await;
-    let http = reqwest::Client::new();
     let clock = Clock::start();
     let never = Cancel::new();
     let body = bytes::Bytes::from_static(b"{}");
     let go = |path: String, timeout: Duration, cancel: Cancel| {
-        let (http, body) = (http.clone(), body.clone());
+        let body = body.clone();
         async move {
+            let endpoint = client::http1::Endpoint::new(
+                &reqwest::Url::parse(&path).unwrap(),
+                &[],
+                client::http1::Settings::default(),
+            )
+            .unwrap();
             let t = Ticket {
                 seq: 0,
                 intended_start: 0.0,
@@ -100,8 +105,7 @@ async fn every_failure_kind_is_classified_with_text() {
                 trace: None,
             };
             client::execute(
-                &http,
-                &reqwest::Url::parse(&path).unwrap(),
+                &endpoint,
                 &perfscope::protocol::Protocol::OpenAi,
                 timeout,
                 &clock,

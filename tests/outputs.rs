@@ -5,16 +5,20 @@ mod common;
 use perfscope::sim::SimConfig;
 use serde_json::Value;
 
-/// Floor-index percentile, written independently of the crate's implementation.
+/// Nearest-rank percentile (evalscope 1.12+), written independently of the crate's
+/// implementation: the smallest value with at least p% of the values at or below it.
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let i = ((v.len() as f64) * p / 100.0).floor() as usize;
-    v[i.min(v.len() - 1)]
+    if p >= 100.0 {
+        return v[v.len() - 1];
+    }
+    let rank = ((v.len() as f64) * p / 100.0).ceil() as usize;
+    v[rank.max(1) - 1]
 }
 
-fn r(x: f64, dp: i32) -> f64 {
-    let m = 10f64.powi(dp);
-    (x * m).round() / m
+/// Python's round(x, dp): the decimal nearest to the exact binary value.
+fn r(x: f64, dp: usize) -> f64 {
+    format!("{x:.dp$}").parse().unwrap()
 }
 
 #[test]
@@ -102,8 +106,9 @@ fn summary_and_percentiles_recomputed_from_sqlite() {
     let succ = q("SELECT SUM(success) FROM result");
     assert_eq!(total, 60.0);
     assert!(succ < 60.0 && succ > 40.0, "10% injected errors: {succ}");
-    let dur = q("SELECT MAX(completed_time) FROM result WHERE success=1")
-        - q("SELECT MIN(start_time) FROM result");
+    // evalscope 1.14's window: every row with a valid interval, failures included.
+    let dur = q("SELECT MAX(completed_time) FROM result WHERE start_time > 0 AND completed_time >= start_time")
+        - q("SELECT MIN(start_time) FROM result WHERE start_time > 0 AND completed_time >= start_time");
     let comp = q("SELECT SUM(completion_tokens) FROM result WHERE success=1");
     let prompt = q("SELECT SUM(prompt_tokens) FROM result WHERE success=1");
     assert_eq!(s["Total Requests"], 60);
@@ -138,7 +143,7 @@ fn summary_and_percentiles_recomputed_from_sqlite() {
             2
         )
     );
-    let tpot = q("SELECT AVG((latency-first_chunk_latency)/(completion_tokens-1)) FROM result WHERE success=1 AND completion_tokens>1");
+    let tpot = q("SELECT AVG((latency-first_chunk_latency)/(completion_tokens-1)) FROM result WHERE success=1 AND is_stream=1 AND completion_tokens>1");
     assert!((s["Avg TPOT (ms)"].as_f64().unwrap() - tpot * 1000.0).abs() < 0.006);
     assert_eq!(
         s["Failures by Kind"]["http_5xx"].as_f64().unwrap(),
@@ -189,17 +194,17 @@ fn summary_and_percentiles_recomputed_from_sqlite() {
     for (row, pt) in rows.iter().zip(points) {
         assert_eq!(
             row["Latency (s)"].as_f64().unwrap(),
-            r(pct(lat.clone(), pt), 2),
+            r(pct(lat.clone(), pt), 4),
             "{row}"
         );
         assert_eq!(
             row["TTFT (ms)"].as_f64().unwrap(),
-            r(pct(ttft.clone(), pt), 2),
+            r(pct(ttft.clone(), pt), 4),
             "{row}"
         );
         assert_eq!(
             row["ITL (ms)"].as_f64().unwrap(),
-            r(pct(itl.clone(), pt), 2),
+            r(pct(itl.clone(), pt), 4),
             "{row}"
         );
     }

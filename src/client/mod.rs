@@ -5,6 +5,7 @@
 //! events delivered in one read share that read's arrival time, which is when the
 //! client could first have seen them.
 
+pub mod http1;
 pub mod sse;
 
 use bytes::Bytes;
@@ -49,46 +50,24 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Builds the HTTP client for a run: a pool sized to the concurrency, headers fixed
-/// (user agent and content type as evalscope, then the user's).
-pub fn build_http(cfg: &RunConfig, pool: usize) -> anyhow::Result<reqwest::Client> {
-    install_tls_provider();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::USER_AGENT,
-        reqwest::header::HeaderValue::from_static("perfscope"),
-    );
-    headers.insert(
-        reqwest::header::CONTENT_TYPE,
-        reqwest::header::HeaderValue::from_static("application/json"),
-    );
-    for (k, v) in &cfg.headers {
-        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| anyhow::anyhow!("--headers: `{k}` is not a valid header name"))?;
-        let mut value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
-            anyhow::anyhow!("--headers: the value of `{k}` is not a valid header value")
-        })?;
-        if matches!(
-            k.to_ascii_lowercase().as_str(),
-            "authorization" | "proxy-authorization" | "x-api-key" | "x-auth-token"
-        ) {
-            value.set_sensitive(true);
-        }
-        headers.insert(name, value);
-    }
-    let mut b = reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(pool.max(1))
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .tcp_nodelay(true);
-    if let Some(t) = cfg.connect_timeout {
-        b = b.connect_timeout(t);
-    }
-    if let Some(t) = cfg.read_timeout {
-        b = b.read_timeout(t);
-    }
-    b.build()
-        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))
+/// Builds the load client's endpoint for a run: idle connections kept up to the
+/// concurrency, headers fixed (user agent and content type as evalscope, then the
+/// user's).
+pub fn build_endpoint(
+    cfg: &RunConfig,
+    url: &reqwest::Url,
+    pool: usize,
+) -> anyhow::Result<http1::Endpoint> {
+    http1::Endpoint::new(
+        url,
+        &cfg.headers,
+        http1::Settings {
+            connect_timeout: cfg.connect_timeout,
+            read_timeout: cfg.read_timeout,
+            max_idle: pool.max(1),
+            max_response: cfg.max_response_bytes,
+        },
+    )
 }
 
 /// Everything needed to send one request.
@@ -145,6 +124,12 @@ struct Reading {
     done: bool,
     failure: Option<(FailureKind, String)>,
     messages: Option<Vec<String>>,
+    /// Bytes held in `messages` (bounded by `max_response`).
+    message_bytes: usize,
+    max_response: usize,
+    /// evalscope 1.14's `n_decode_chunks`: choices-bearing chunks at or after the
+    /// first output chunk, empty deltas (the final `finish_reason` chunk) included.
+    decode_chunks: u32,
 }
 
 impl Reading {
@@ -161,7 +146,11 @@ impl Reading {
             return;
         }
         if let Some(m) = self.messages.as_mut() {
-            m.push(String::from_utf8_lossy(data).into_owned());
+            // --debug keeps the payloads; an endless stream must not keep all of them.
+            if self.message_bytes + data.len() <= self.max_response {
+                self.message_bytes += data.len();
+                m.push(String::from_utf8_lossy(data).into_owned());
+            }
         }
         // evalscope's `completed_time`: the last data event, including the usage-only
         // chunk, but not `[DONE]`.
@@ -178,6 +167,13 @@ impl Reading {
             return;
         }
         if info.output_chars > 0 {
+            if self.output_chunks >= MAX_OUTPUT_CHUNKS {
+                self.too_large(
+                    t,
+                    format!("more than {MAX_OUTPUT_CHUNKS} output chunks in one response"),
+                );
+                return;
+            }
             if self.tl.first_output.is_none() {
                 self.tl.first_output = Some(t);
             }
@@ -187,6 +183,9 @@ impl Reading {
             self.last_output = Some(t);
             self.output_chunks += 1;
             self.output_chars += info.output_chars as u64;
+        }
+        if info.has_choices && self.tl.first_output.is_some() {
+            self.decode_chunks += 1;
         }
         if info.finish_reason.is_some() {
             self.finish = info.finish_reason;
@@ -205,39 +204,34 @@ impl Reading {
     }
 }
 
-fn classify(e: &reqwest::Error) -> FailureKind {
-    if e.is_timeout() {
-        FailureKind::Timeout
-    } else if e.is_connect() {
-        FailureKind::Connect
-    } else if e.is_body() || e.is_decode() || e.is_request() {
-        FailureKind::Transport
-    } else {
-        FailureKind::Other
+impl Reading {
+    fn too_large(&mut self, t: f64, why: String) {
+        self.tl.end = t;
+        self.failure = Some((FailureKind::ResponseTooLarge, why));
     }
 }
 
-/// Error text with the source chain (reqwest's top-level message alone says little).
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = c.source();
+/// Most output chunks one request may record: a row holds one ITL value per chunk,
+/// so an endless stream of valid chunks must stop somewhere. Four times the largest
+/// context any served model offers today.
+pub const MAX_OUTPUT_CHUNKS: u32 = 1 << 19;
+
+/// Most bytes of an error response kept (and read) for the error text.
+const ERROR_BODY: usize = 4096;
+
+fn classify(e: &http1::Error) -> FailureKind {
+    match e {
+        http1::Error::Connect(_) => FailureKind::Connect,
+        http1::Error::Timeout(_) => FailureKind::Timeout,
+        http1::Error::Io(_) | http1::Error::Protocol(_) => FailureKind::Transport,
     }
-    s
 }
 
 /// Sends one request and reads the whole response. Never fails: every outcome is a
 /// record. `cancel` aborts the request (recorded as `cancelled`).
 #[allow(clippy::too_many_arguments)]
 pub async fn execute(
-    http: &reqwest::Client,
-    url: &reqwest::Url,
+    endpoint: &http1::Endpoint,
     proto: &Protocol,
     total_timeout: std::time::Duration,
     clock: &Clock,
@@ -261,17 +255,34 @@ pub async fn execute(
         done: false,
         failure: None,
         messages: keep_messages.then(Vec::new),
+        message_bytes: 0,
+        max_response: endpoint.max_response(),
+        decode_chunks: 0,
     };
     let mut status = None;
     let mut is_stream = ticket.stream_requested;
-    // The request is built (body shared, trace header formatted) before the clock
-    // starts: like evalscope, `send` is taken immediately before the HTTP call.
-    let mut req = http.post(url.clone()).body(ticket.body.clone());
-    if let Some(t) = &ticket.trace {
-        req = req.header("traceparent", t.traceparent());
-    }
+    let mut resent = false;
+    // The trace header is formatted before the clock starts; the start time itself
+    // is taken by the endpoint right before the request's first byte is written
+    // (after a connect, so TCP and TLS setup are not part of TTFT), and again at a
+    // resend.
+    let extra = match &ticket.trace {
+        Some(t) => format!("traceparent: {}\r\n", t.traceparent()),
+        None => String::new(),
+    };
     r.tl.send = clock.now();
-    let fut = read_response(req, url, proto, clock, &mut r, &mut status, &mut is_stream);
+    r.tl.end = r.tl.send;
+    let fut = read_response(
+        endpoint,
+        &extra,
+        &ticket.body,
+        proto,
+        clock,
+        &mut r,
+        &mut status,
+        &mut is_stream,
+        &mut resent,
+    );
     tokio::select! {
         biased;
         _ = cancel.cancelled() => {
@@ -285,12 +296,9 @@ pub async fn execute(
             }
         }
     }
+    // Never a negative duration, whatever the server sent.
+    r.tl.end = r.tl.end.max(r.tl.send);
     let success = r.failure.is_none();
-    if success && r.tl.first_output.is_none() {
-        // A successful response with no output chunk (e.g. max_tokens 0, or an empty
-        // answer): TTFT falls back to the first event, as evalscope's first chunk.
-        r.tl.first_output = r.tl.first_event;
-    }
     let (failure, error) = match r.failure {
         Some((k, e)) => (Some(k), Some(e)),
         None => (None, None),
@@ -309,64 +317,87 @@ pub async fn execute(
         completion_tokens: r.usage_completion,
         cached_tokens: r.cached,
         output_chunks: r.output_chunks,
+        decode_chunks: r.decode_chunks,
         finish_reason: r.finish,
         output_chars: r.output_chars,
         response_messages: r.messages.map(|m| format!("[{}]", m.join(","))),
         request_id: None,
         trace: ticket.trace,
+        resent,
     }
 }
 
+/// Reads an error response's first bytes for the error text, then stops: an endless
+/// error body must cost neither memory nor the rest of the total timeout.
+async fn error_text_of(resp: &mut http1::Response<'_>) -> String {
+    let mut text = Vec::new();
+    while text.len() < ERROR_BODY {
+        match resp.chunk().await {
+            Ok(Some(c)) => text.extend_from_slice(&c[..c.len().min(ERROR_BODY - text.len())]),
+            _ => break,
+        }
+    }
+    let cut = text.len().min(2048);
+    String::from_utf8_lossy(&text[..cut]).trim().to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn read_response(
-    req: reqwest::RequestBuilder,
-    url: &reqwest::Url,
+    endpoint: &http1::Endpoint,
+    extra_headers: &str,
+    body: &[u8],
     proto: &Protocol,
     clock: &Clock,
     r: &mut Reading,
     status_out: &mut Option<u16>,
     is_stream: &mut bool,
+    resent: &mut bool,
 ) {
-    let mut resp = match req.send().await {
+    let url = endpoint.display();
+    let send = &mut r.tl.send;
+    let mut resp = match endpoint
+        .send(extra_headers, body, || *send = clock.now())
+        .await
+    {
         Ok(resp) => resp,
-        Err(e) => {
+        Err((e, was_resent)) => {
+            *resent = was_resent;
             r.tl.end = clock.now();
-            r.failure = Some((classify(&e), format!("POST {url}: {}", error_text(&e))));
+            r.failure = Some((classify(&e), format!("POST {url}: {e}")));
             return;
         }
     };
+    *resent = resp.resent;
     let t_headers = clock.now();
     r.tl.headers = Some(t_headers);
-    let status = resp.status().as_u16();
+    let status = resp.status;
     *status_out = Some(status);
-    let ctype = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    // The failure kind is decided from the status and content type before the body
+    // is read: an endless error page is an HTTP failure, not a timeout.
     if !(200..300).contains(&status) {
-        let mut text = Vec::new();
-        while let Ok(Some(c)) = resp.chunk().await {
-            if text.len() < 4096 {
-                text.extend_from_slice(&c);
-            }
-        }
+        let text = error_text_of(&mut resp).await;
         r.tl.end = clock.now();
-        let body = String::from_utf8_lossy(&text[..text.len().min(2048)]).into_owned();
         r.failure = Some((
             FailureKind::from_status(status),
-            format!("HTTP {status}: {}", body.trim()),
+            format!("HTTP {status}: {text}"),
         ));
         return;
     }
+    let ctype = resp.content_type.clone();
     if ctype.contains("text/event-stream") {
         *is_stream = true;
-        let mut dec = SseDecoder::new();
+        let mut dec = SseDecoder::with_limit(r.max_response);
         loop {
             match resp.chunk().await {
                 Ok(Some(bytes)) => {
                     let t = clock.now();
-                    dec.feed(&bytes, |data| r.payload(proto, data, t));
+                    dec.feed(bytes, |data| r.payload(proto, data, t));
+                    if dec.overflowed() {
+                        r.too_large(
+                            t,
+                            format!("an SSE line from {url} exceeds --max-response-mib"),
+                        );
+                    }
                     if r.failure.is_some() {
                         // The stream is already a failure; stop reading it.
                         return;
@@ -391,41 +422,60 @@ async fn read_response(
                 }
                 Err(e) => {
                     r.tl.end = clock.now();
-                    r.failure = Some((
-                        classify(&e).max_transport(),
-                        format!("reading the stream from {url}: {}", error_text(&e)),
-                    ));
+                    let kind = match classify(&e) {
+                        FailureKind::Timeout => FailureKind::Timeout,
+                        _ => FailureKind::Transport,
+                    };
+                    r.failure = Some((kind, format!("reading the stream from {url}: {e}")));
                     return;
                 }
             }
         }
     }
-    // Non-streaming JSON (or anything else): read it all, then parse.
     *is_stream = false;
+    if !ctype.contains("application/") {
+        // evalscope reads anything else as text and counts it a success; a page of
+        // HTML from a proxy is not an answer.
+        let text = error_text_of(&mut resp).await;
+        r.tl.end = clock.now();
+        r.failure = Some((
+            FailureKind::Other,
+            format!(
+                "unexpected content type `{ctype}` from {url} (expected text/event-stream or application/json): {}",
+                text.chars().take(200).collect::<String>()
+            ),
+        ));
+        return;
+    }
+    // Non-streaming JSON: read it all (up to the cap), then parse.
     let mut full = Vec::new();
     loop {
         match resp.chunk().await {
-            Ok(Some(b)) => full.extend_from_slice(&b),
+            Ok(Some(b)) => {
+                if full.len() + b.len() > r.max_response {
+                    let t = clock.now();
+                    r.too_large(
+                        t,
+                        format!("the response body from {url} exceeds --max-response-mib"),
+                    );
+                    return;
+                }
+                full.extend_from_slice(b);
+            }
             Ok(None) => break,
             Err(e) => {
                 r.tl.end = clock.now();
-                r.failure = Some((
-                    classify(&e).max_transport(),
-                    format!("reading the response from {url}: {}", error_text(&e)),
-                ));
+                let kind = match classify(&e) {
+                    FailureKind::Timeout => FailureKind::Timeout,
+                    _ => FailureKind::Transport,
+                };
+                r.failure = Some((kind, format!("reading the response from {url}: {e}")));
                 return;
             }
         }
     }
     let t = clock.now();
     r.tl.end = t;
-    if !ctype.contains("application/") {
-        r.failure = Some((
-            FailureKind::Other,
-            format!("unexpected content type `{ctype}` from {url} (expected text/event-stream or application/json)"),
-        ));
-        return;
-    }
     r.tl.first_event = Some(t);
     if let Some(m) = r.messages.as_mut() {
         m.push(String::from_utf8_lossy(&full).into_owned());
@@ -437,20 +487,6 @@ async fn read_response(
             r.apply(info, t);
             r.tl.first_output = Some(t);
             r.itl.clear();
-        }
-    }
-}
-
-trait MaxTransport {
-    fn max_transport(self) -> FailureKind;
-}
-impl MaxTransport for FailureKind {
-    /// A body read error that is not a timeout is a broken transport.
-    fn max_transport(self) -> FailureKind {
-        if self == FailureKind::Timeout {
-            self
-        } else {
-            FailureKind::Transport
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct SseDecoder {
     /// The previous byte was a `\r`: a following `\n` belongs to the same terminator.
     after_cr: bool,
     started: bool,
+    /// Longest line or event data kept (0 = unlimited); past it the decoder stops.
+    limit: usize,
+    overflow: bool,
 }
 
 impl SseDecoder {
@@ -49,8 +52,34 @@ impl SseDecoder {
         Self::default()
     }
 
+    /// A decoder that stops (see [`SseDecoder::overflowed`]) once a line or an
+    /// event's data grows past `limit` bytes: a stream without newlines must not
+    /// grow memory without bound.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// A line or an event exceeded the limit; nothing more is decoded.
+    pub fn overflowed(&self) -> bool {
+        self.overflow
+    }
+
+    fn check_limit(&mut self) {
+        if self.limit > 0 && (self.line.len() > self.limit || self.data.len() > self.limit) {
+            self.overflow = true;
+            self.line = Vec::new();
+            self.data = Vec::new();
+        }
+    }
+
     /// Feeds bytes; calls `on_event` with the data of every completed event.
     pub fn feed<F: FnMut(&[u8])>(&mut self, mut bytes: &[u8], mut on_event: F) {
+        if self.overflow {
+            return;
+        }
         if !self.started && !bytes.is_empty() {
             // A UTF-8 byte order mark at the very start of the stream is ignored.
             self.started = true;
@@ -86,6 +115,7 @@ impl SseDecoder {
                 }
                 None => {
                     self.line.extend_from_slice(bytes);
+                    self.check_limit();
                     break;
                 }
             }
@@ -167,6 +197,7 @@ impl SseDecoder {
             }
             self.data.extend_from_slice(value);
             self.has_data = true;
+            self.check_limit();
         }
     }
 }
@@ -219,6 +250,28 @@ mod tests {
             vec!["x", "[DONE]"]
         );
         assert_eq!(decode_all(&[b"data: x\n"]), vec!["x"]);
+    }
+
+    #[test]
+    fn limit_stops_an_endless_line_or_event() {
+        let mut d = SseDecoder::with_limit(64);
+        let mut n = 0;
+        for _ in 0..100 {
+            d.feed(&[b'x'; 10], |_| n += 1);
+        }
+        assert!(d.overflowed());
+        assert!(d.line.capacity() <= 128);
+        // Many short data lines of one event.
+        let mut d = SseDecoder::with_limit(64);
+        for _ in 0..100 {
+            d.feed(b"data: 0123456789\n", |_| n += 1);
+        }
+        assert!(d.overflowed());
+        assert_eq!(n, 0);
+        // Under the limit nothing changes.
+        let mut d = SseDecoder::with_limit(64);
+        d.feed(b"data: ok\n\n", |e| assert_eq!(e, b"ok"));
+        assert!(!d.overflowed());
     }
 
     #[test]

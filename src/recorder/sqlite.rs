@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS result(
   finish_reason TEXT,
   trace_id TEXT,
   start_unix REAL,
-  end_unix REAL
+  end_unix REAL,
+  decode_chunks INTEGER,
+  resent INTEGER
 );
 CREATE TABLE IF NOT EXISTS run(
   run_id TEXT,
@@ -65,7 +67,8 @@ CREATE TABLE IF NOT EXISTS run(
   finished_unix REAL,
   status TEXT,
   requests INTEGER,
-  config_json TEXT
+  config_json TEXT,
+  not_sent INTEGER
 );
 ";
 
@@ -73,8 +76,8 @@ const INSERT: &str = "INSERT INTO result(request,start_time,inter_token_latencie
  response_messages,completed_time,latency,first_chunk_latency,prompt_tokens,completion_tokens,
  max_gpu_memory_cost,time_per_output_token,request_id,is_stream,seq,intended_start,headers_time,
  first_event_time,first_token_time,end_time,time_to_first_event,http_status,failure_kind,error,
- cached_tokens,output_chunks,finish_reason,trace_id,start_unix,end_unix)
- VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)";
+ cached_tokens,output_chunks,finish_reason,trace_id,start_unix,end_unix,decode_chunks,resent)
+ VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32)";
 
 pub fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)
@@ -139,7 +142,8 @@ fn insert(tx: &rusqlite::Transaction, clock: &Clock, r: &RequestRecord) -> rusql
         json_list(&r.itl),
         r.success as i64,
         r.response_messages,
-        if r.success { tl.end } else { 0.0 },
+        // evalscope 1.14: failure rows carry their real completion time too.
+        tl.end,
         latency,
         ttft,
         if r.success {
@@ -172,6 +176,8 @@ fn insert(tx: &rusqlite::Transaction, clock: &Clock, r: &RequestRecord) -> rusql
         r.trace.map(|t| t.trace_id_hex()),
         clock.unix(tl.send),
         clock.unix(tl.end),
+        r.decode_chunks,
+        r.resent as i64,
     ])?;
     Ok(())
 }
@@ -252,7 +258,9 @@ impl Writer {
     }
 
     /// Closes the queue, waits for the last commit, marks the run finished.
-    pub fn finish(mut self, status: &str) -> Result<u64> {
+    /// Closes the store: `not_sent` counts requests that were scheduled but never sent
+    /// (interrupted while waiting for a slot); they are not rows.
+    pub fn finish(mut self, status: &str, not_sent: u64) -> Result<u64> {
         drop(self.tx.take());
         let rows = match self.handle.take().map(|h| h.join()) {
             Some(Ok(r)) => r?,
@@ -265,8 +273,8 @@ impl Writer {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         conn.execute(
-            "UPDATE run SET finished_unix=?1, status=?2, requests=?3",
-            params![now, status, rows as i64],
+            "UPDATE run SET finished_unix=?1, status=?2, requests=?3, not_sent=?4",
+            params![now, status, rows as i64, not_sent as i64],
         )?;
         Ok(rows)
     }

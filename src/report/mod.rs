@@ -216,9 +216,10 @@ fn write_value(v: &Value, indent: usize, out: &mut String) {
     }
 }
 
-/// A float cell of the percentile file: rounded to 2 dp, NaN as Python writes it.
+/// A float cell of the percentile file: rounded to 4 dp (evalscope 1.13+), NaN as
+/// Python writes it.
 fn pct_value(v: f64) -> Value {
-    serde_json::Number::from_f64(crate::stats::round(v, 2))
+    serde_json::Number::from_f64(crate::stats::round(v, crate::stats::PERCENTILE_DP))
         .map(Value::Number)
         // serde_json cannot hold NaN; a sentinel string is swapped for the bare token.
         .unwrap_or_else(|| Value::String("\u{0}NaN".into()))
@@ -371,15 +372,40 @@ pub fn summary_table(r: &RunResult) -> String {
     render(None, &["Key", "Value"], &lines)
 }
 
-fn fmt2(v: f64) -> String {
+/// Python's `format(v, "g")`, which tabulate applies to the percentile cells: six
+/// significant digits, trailing zeros dropped, an exponent below 1e-4 or from 1e6.
+fn fmt_g(v: f64) -> String {
     if v.is_nan() {
-        "NaN".into()
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // The exponent after rounding to six significant digits.
+    let sci = format!("{v:.5e}");
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mant), exp.abs())
     } else {
-        format!("{v:.2}")
+        let dp = (5 - exp).max(0) as usize;
+        trim(&format!("{v:.dp$}"))
     }
 }
 
-/// "Percentile results": rows = metrics, columns = min … max (evalscope §4.3).
+/// "Percentile results": rows = metrics, columns = min … max (evalscope §4.3), the
+/// 4-dp values as tabulate prints them.
 pub fn percentile_table(r: &RunResult) -> String {
     let mut headers = vec!["Metrics"];
     headers.extend(PERCENTILES.iter().map(|p| p.1));
@@ -388,7 +414,11 @@ pub fn percentile_table(r: &RunResult) -> String {
         .iter()
         .map(|c| {
             let mut cells = vec![c.name.to_string()];
-            cells.extend(c.values.iter().map(|v| fmt2(*v)));
+            cells.extend(
+                c.values
+                    .iter()
+                    .map(|v| fmt_g(crate::stats::round(*v, crate::stats::PERCENTILE_DP))),
+            );
             Line::Cells(cells)
         })
         .collect();
@@ -696,5 +726,22 @@ mod tests {
         }];
         let j = percentile_json(&cols);
         assert!(j.contains("\"TTFT (ms)\": NaN"), "{j}");
+    }
+
+    #[test]
+    fn python_g_format() {
+        for (v, want) in [
+            (123.4567, "123.457"),
+            (0.5, "0.5"),
+            (1234567.0, "1.23457e+06"),
+            (0.00001234, "1.234e-05"),
+            (0.0001234, "0.0001234"),
+            (100.0, "100"),
+            (999999.5, "1e+06"),
+            (-2.5, "-2.5"),
+            (f64::NAN, "nan"),
+        ] {
+            assert_eq!(fmt_g(v), want, "{v}");
+        }
     }
 }

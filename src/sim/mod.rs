@@ -468,7 +468,14 @@ async fn handle(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
             Err(partial) => {
                 let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
                 let _ = tx.send(Ok(Bytes::from(partial)));
-                let _ = tx.send(Err(std::io::Error::other("simulated dropped stream")));
+                // The cut comes a moment later: the server flushes what it wrote when
+                // the body is pending, so the client sees headers and a partial
+                // stream, then the break (an error in the same poll would close the
+                // connection before any byte left).
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    let _ = tx.send(Err(std::io::Error::other("simulated dropped stream")));
+                });
                 Body::new(ChannelBody(rx))
             }
         };

@@ -1,15 +1,18 @@
 //! Summary and percentile computation from the rows stored in SQLite (the canonical
-//! store), with evalscope 1.14's definitions (§3.2, §3.3):
+//! store), with evalscope 1.14.1's definitions (its §2.2 and §3):
 //!
-//! - `Test Duration (s)` = max(completed_time over successes) − min(start_time over all
-//!   requests); when nothing succeeded, the last failure's end time is used instead.
+//! - `Test Duration (s)` spans the rows with a valid interval (start_time > 0 and
+//!   completed_time ≥ start_time, failures included): max(completed_time) −
+//!   min(start_time); 1.0 when no row qualifies.
 //! - Throughputs divide by that duration; averages divide by the success count; a zero
-//!   denominator gives -1, as evalscope.
-//! - TTFT and TPOT averages and percentiles use successful *stream* requests, falling
-//!   back to all successes when there are none; ITL pools every inter-chunk gap.
-//! - Percentiles: sort ascending, take `data[floor(n·p/100)]` (no interpolation), min
-//!   and max at the ends, NaN values removed first (evalscope sorts them in
-//!   unpredictably), rounded to 2 dp.
+//!   denominator gives -1 (so an all-failed run reports `Avg TTFT (ms)` = -1000.0, as
+//!   evalscope).
+//! - TTFT averages and percentiles use successful *stream* requests, falling back to
+//!   all successes when there are none. Avg TPOT over streams leaves out one-token
+//!   replies (0.0 when none is left); the TPOT percentile drops stream rows with
+//!   TPOT ≤ 0. ITL pools every gap between output-carrying chunks.
+//! - Percentiles: nearest rank, index ⌈n·p/100⌉ − 1 of the ascending values, min and
+//!   max at the ends, NaN removed first, rounded to 4 dp.
 //!
 //! Everything is a SQL aggregate or an ordered scan that SQLite sorts itself, so
 //! reporting a run of 200,000 requests (12 million ITL values) needs no more memory
@@ -44,19 +47,25 @@ pub fn round(x: f64, dp: usize) -> f64 {
     format!("{x:.dp$}").parse().unwrap_or(x)
 }
 
-/// Floor-index positions of the percentile points in `n` sorted values.
+/// Nearest-rank positions of the percentile points in `n` sorted values (evalscope
+/// 1.12+): ⌈n·p/100⌉ − 1, computed in integers.
 fn positions(n: usize) -> Vec<usize> {
     PERCENTILES
         .iter()
         .map(|&(p, _)| match p {
             0 => 0,
             100 => n - 1,
-            _ => ((n as f64 * p as f64 / 100.0) as usize).min(n - 1),
+            _ => ((n * p as usize).div_ceil(100))
+                .saturating_sub(1)
+                .min(n - 1),
         })
         .collect()
 }
 
-/// evalscope's floor-index percentiles of values arriving in ascending order.
+/// Percentile decimals (evalscope 1.13+).
+pub const PERCENTILE_DP: usize = 4;
+
+/// evalscope's nearest-rank percentiles of values arriving in ascending order.
 pub fn percentiles_of_sorted(n: usize, sorted: impl Iterator<Item = f64>) -> Vec<f64> {
     if n == 0 {
         return vec![f64::NAN; PERCENTILES.len()];
@@ -180,6 +189,17 @@ impl Goodput {
     }
 }
 
+/// Whether the `result` table has a column (databases of older versions, and
+/// evalscope's own, lack our later additions).
+pub fn has_column(conn: &Connection, name: &str) -> Result<bool> {
+    table_has_column(conn, "result", name)
+}
+
+fn table_has_column(conn: &Connection, table: &str, name: &str) -> Result<bool> {
+    let mut st = conn.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?;
+    Ok(st.exists([table, name])?)
+}
+
 fn one<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Result<Option<T>> {
     Ok(conn
         .query_row(sql, [], |r| r.get::<_, Option<T>>(0))
@@ -198,21 +218,21 @@ pub fn summary(conn: &Connection, run: &RunInputs) -> Result<Map<String, Value>>
     let total = count("1")?;
     let succ = count("success=1")?;
     let streams = count("is_stream=1")?;
-    let start = one::<f64>(conn, "SELECT MIN(start_time) FROM result")?.unwrap_or(0.0);
-    let end = if succ > 0 {
-        one::<f64>(
-            conn,
-            "SELECT MAX(completed_time) FROM result WHERE success=1",
-        )?
-    } else {
-        one::<f64>(conn, "SELECT MAX(end_time) FROM result")?
-    }
-    .unwrap_or(start);
-    let duration = if total == 0 {
-        0.0
-    } else {
-        (end - start).max(0.0)
+    // evalscope 1.14's wall window: rows with a valid interval, failures included.
+    let valid = "start_time > 0 AND completed_time >= start_time";
+    let start = one::<f64>(
+        conn,
+        &format!("SELECT MIN(start_time) FROM result WHERE {valid}"),
+    )?;
+    let end = one::<f64>(
+        conn,
+        &format!("SELECT MAX(completed_time) FROM result WHERE {valid}"),
+    )?;
+    let duration = match (start, end) {
+        (Some(s), Some(e)) => (e - s).max(0.0),
+        _ => 1.0,
     };
+    let start = start.unwrap_or(0.0);
     let per_dur = |x: f64| if duration > 0.0 { x / duration } else { -1.0 };
     let per_succ = |x: f64| if succ > 0 { x / succ as f64 } else { -1.0 };
 
@@ -239,8 +259,20 @@ pub fn summary(conn: &Connection, run: &RunInputs) -> Result<Map<String, Value>>
     let avg = |expr: &str, w: &str| -> Result<Option<f64>> {
         one::<f64>(conn, &format!("SELECT AVG({expr}) FROM result WHERE {w}"))
     };
-    let avg_ttft = avg("first_chunk_latency", sub)?.map_or(-1.0, |v| v * 1000.0);
-    let avg_tpot = avg("time_per_output_token", sub)?.map_or(-1.0, |v| v * 1000.0);
+    // Σ over the TTFT rows / their count; with no success at all evalscope divides
+    // by n = 0 and reports -1 (× 1000).
+    let avg_ttft = avg("COALESCE(first_chunk_latency, 0)", sub)?.unwrap_or(-1.0) * 1000.0;
+    let stream_succ = count("success=1 AND is_stream=1")?;
+    let avg_tpot = if stream_succ > 0 {
+        // evalscope 1.13+: one-token streamed replies have no TPOT and are left out.
+        avg(
+            "time_per_output_token",
+            "success=1 AND is_stream=1 AND completion_tokens > 1",
+        )?
+        .unwrap_or(0.0)
+    } else {
+        avg("COALESCE(time_per_output_token, 0)", "success=1")?.unwrap_or(-1.0)
+    } * 1000.0;
     let avg_itl = one::<f64>(
         conn,
         "SELECT AVG(j.value) FROM result, json_each(result.inter_token_latencies) AS j WHERE success=1",
@@ -294,7 +326,7 @@ pub fn summary(conn: &Connection, run: &RunInputs) -> Result<Map<String, Value>>
         }
     };
     m.insert("Input Throughput (tok/s)".into(), f(input_tput, 4));
-    let cached_w = "success=1 AND cached_tokens IS NOT NULL";
+    let cached_w = "success=1 AND cached_tokens IS NOT NULL AND prompt_tokens > 0";
     if count(cached_w)? > 0 {
         let c = one::<i64>(
             conn,
@@ -314,11 +346,21 @@ pub fn summary(conn: &Connection, run: &RunInputs) -> Result<Map<String, Value>>
         m.insert("KV Cache Hit Rate (%)".into(), f(rate, 4));
     }
     // Decoded tokens per engine iteration L = (tokens − 1)/(chunks − 1), over requests
-    // with L > 1 (speculative decoding or multi-token chunks).
+    // with L > 1 (speculative decoding or multi-token chunks). Chunks are evalscope
+    // 1.14's n_decode_chunks (empty deltas after the first output included), else
+    // len(ITL) + 1 for databases that do not store them (evalscope's own).
+    let chunks = if has_column(conn, "decode_chunks")? {
+        "COALESCE(NULLIF(decode_chunks, 0), json_array_length(inter_token_latencies) + 1)"
+    } else {
+        "json_array_length(inter_token_latencies) + 1"
+    };
     if let Some(l) = one::<f64>(
         conn,
-        "SELECT AVG(l) FROM (SELECT (completion_tokens - 1) * 1.0 / (output_chunks - 1) AS l FROM result
-         WHERE success=1 AND completion_tokens > 1 AND output_chunks > 1) WHERE l > 1",
+        &format!(
+            "SELECT AVG(l) FROM (SELECT (completion_tokens - 1) * 1.0 / (n - 1) AS l FROM
+             (SELECT completion_tokens, CASE WHEN json_valid(inter_token_latencies) THEN {chunks} ELSE 0 END AS n
+              FROM result WHERE success=1) WHERE completion_tokens > 1 AND n > 1) WHERE l > 1"
+        ),
     )? {
         m.insert("Avg Decoded Tok/Iter".into(), f(l, 4));
         m.insert("Spec. Accept Rate".into(), f((1.0 - 1.0 / l).clamp(0.0, 1.0), 4));
@@ -366,6 +408,21 @@ pub fn summary(conn: &Connection, run: &RunInputs) -> Result<Map<String, Value>>
         kinds.insert(k, n.into());
     }
     m.insert("Failures by Kind".into(), Value::Object(kinds));
+    // Requests resent once because a reused keep-alive connection was closed by the
+    // server before any response byte (not failures; timed from the resend).
+    let resent = if has_column(conn, "resent")? {
+        one::<i64>(conn, "SELECT SUM(resent) FROM result")?.unwrap_or(0)
+    } else {
+        0
+    };
+    m.insert("Resent Requests".into(), resent.into());
+    // Requests released but never sent because the run was stopped (not rows).
+    let not_sent = if table_has_column(conn, "run", "not_sent")? {
+        one::<i64>(conn, "SELECT MAX(not_sent) FROM run")?.unwrap_or(0)
+    } else {
+        0
+    };
+    m.insert("Not Sent Requests".into(), not_sent.into());
     let unknown = succ - n_known;
     m.insert(
         "Token Counts".into(),
@@ -419,7 +476,7 @@ pub fn percentile_columns(conn: &Connection, encoder: bool) -> Result<Vec<Column
         (
             "Input (tok/s)",
             ok,
-            "prompt_tokens * 1.0 / NULLIF(latency, 0)",
+            "CASE WHEN latency > 0 THEN prompt_tokens * 1.0 / latency END",
         ),
         lag,
     ];
@@ -431,24 +488,30 @@ pub fn percentile_columns(conn: &Connection, encoder: bool) -> Result<Vec<Column
             "result, json_each(result.inter_token_latencies) AS j WHERE success=1",
             "j.value * 1000",
         ),
-        ("TPOT (ms)", &subset, "time_per_output_token * 1000"),
+        // evalscope 1.13+: a stream row with TPOT ≤ 0 (one token) is NaN and dropped;
+        // a pure non-stream run keeps its zeros.
+        (
+            "TPOT (ms)",
+            &subset,
+            "CASE WHEN is_stream=1 AND time_per_output_token <= 0 THEN NULL ELSE time_per_output_token * 1000 END",
+        ),
         ("Input tokens", ok, "prompt_tokens * 1.0"),
         ("Output tokens", ok, "completion_tokens * 1.0"),
-        // NULL (excluded) when latency is 0: evalscope's NaN.
+        // NULL (excluded) when latency ≤ 0: evalscope's NaN.
         (
             "Output (tok/s)",
             ok,
-            "completion_tokens * 1.0 / NULLIF(latency, 0)",
+            "CASE WHEN latency > 0 THEN completion_tokens * 1.0 / latency END",
         ),
         (
             "Total (tok/s)",
             ok,
-            "(prompt_tokens + completion_tokens) * 1.0 / NULLIF(latency, 0)",
+            "CASE WHEN latency > 0 THEN (prompt_tokens + completion_tokens) * 1.0 / latency END",
         ),
         (
             "Decode (tok/s)",
             &subset,
-            "1.0 / NULLIF(time_per_output_token, 0)",
+            "CASE WHEN time_per_output_token > 0 THEN 1.0 / time_per_output_token END",
         ),
         (
             "Time to First Event (ms)",
@@ -474,14 +537,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn floor_index_percentiles() {
+    fn nearest_rank_percentiles() {
         let data: Vec<f64> = (1..=100).map(|v| v as f64).collect();
         let p = percentile_values(data);
-        // p1 = data[1] = 2, p50 = data[50] = 51, p99 = data[99] = 100 (the max).
+        // p1 = data[0] = 1, p50 = data[49] = 50, p99 = data[98] = 99.
         assert_eq!(
             p,
-            vec![1.0, 2.0, 6.0, 11.0, 26.0, 51.0, 76.0, 91.0, 96.0, 100.0, 100.0]
+            vec![1.0, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 100.0]
         );
+        // evalscope 1.14's worked example, n = 10: p1..p10 → 0, p25 → 2, p50 → 4,
+        // p75 → 7, p90 → 8, p95 and p99 → 9.
+        assert_eq!(positions(10), vec![0, 0, 0, 0, 2, 4, 7, 8, 9, 9, 9]);
+        assert_eq!(positions(1), vec![0; 11]);
         assert!(percentile_values(vec![]).iter().all(|v| v.is_nan()));
         assert_eq!(percentile_values(vec![f64::NAN, 3.0])[0], 3.0);
         assert_eq!(percentile_values(vec![7.0]), vec![7.0; 11]);
@@ -512,6 +579,7 @@ mod tests {
         let cols = percentile_columns(&conn, false).unwrap();
         let itl = cols.iter().find(|c| c.name == "ITL (ms)").unwrap();
         assert_eq!(itl.values[0], 100.0);
+        // n = 3: p50 → ⌈1.5⌉ − 1 = index 1.
         assert_eq!(itl.values[5], 200.0);
         assert_eq!(itl.values[10], 300.0);
         let ttft = cols.iter().find(|c| c.name == "TTFT (ms)").unwrap();

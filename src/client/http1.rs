@@ -1,0 +1,750 @@
+//! The load client's HTTP/1.1 connection handling: one request per connection at a
+//! time, written and read by the task that owns the request.
+//!
+//! Why not a general HTTP client: a pooled client drives each connection from a task
+//! of its own and hands body chunks over through channels, so every read adds a
+//! runtime hop between the socket and the timestamp; at hundreds of streams on two
+//! cores those hops are where TTFT drifts from the wire. Here the request task writes
+//! the request and reads the socket itself, and takes the timestamp when the read
+//! returns. Owning the connection also tells exactly what a pooled client cannot:
+//! whether a connection was reused and whether any response byte arrived, which is
+//! what decides a resend (see [`Endpoint::send`]).
+//!
+//! Scope: `POST` with a fixed-length body, responses framed by `Content-Length`,
+//! chunked transfer coding or connection close; `http://` and `https://` (rustls,
+//! the platform's trust store). No proxies (evalscope's aiohttp session ignores the
+//! proxy variables too), no HTTP/2 (vLLM, SGLang, llama.cpp and TGI serve HTTP/1.1).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head (status line and headers) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 32 * 1024;
+
+/// Why a request failed below the protocol layer.
+#[derive(Debug)]
+pub enum Error {
+    /// TCP connect or TLS handshake failed.
+    Connect(String),
+    /// `--connect-timeout` or `--read-timeout` elapsed.
+    Timeout(String),
+    /// The connection broke or the peer closed it.
+    Io(String),
+    /// The bytes received are not an HTTP/1.x response.
+    Protocol(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Connect(s) | Error::Timeout(s) | Error::Io(s) | Error::Protocol(s) => {
+                f.write_str(s)
+            }
+        }
+    }
+}
+
+enum Io {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Tcp(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        }
+    }
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Io::Tcp(s) => s.read(buf).await,
+            Io::Tls(s) => s.read(buf).await,
+        }
+    }
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Io::Tcp(s) => s.write_all(buf).await,
+            Io::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+        }
+    }
+}
+
+/// One open connection and its read buffer.
+struct Conn {
+    io: Io,
+    /// Bytes read from the socket and not yet consumed.
+    buf: Vec<u8>,
+    /// Requests this connection has carried.
+    uses: u32,
+}
+
+impl Conn {
+    /// Whether an idle connection is still open: a non-blocking peek. Zero bytes means
+    /// the peer closed it (typically right after its last response, as llama.cpp's
+    /// server does while still advertising keep-alive); pending bytes on a plain
+    /// connection are a response to nothing, so that connection is unusable too.
+    fn is_open(&self) -> bool {
+        let fd = self.io.tcp().as_raw_fd();
+        let mut b = [0u8; 1];
+        // SAFETY: a one-byte peek into a local buffer on a socket this struct owns.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == 0 {
+            return false;
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error().kind();
+            return e == io::ErrorKind::WouldBlock;
+        }
+        // TLS: session tickets or alerts may be waiting; the TLS layer reads them.
+        matches!(self.io, Io::Tls(_))
+    }
+}
+
+/// Settings of an endpoint's connections.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    /// Idle connections kept for reuse.
+    pub max_idle: usize,
+    /// Largest SSE line or non-stream body accepted (`--max-response-mib`).
+    pub max_response: usize,
+}
+
+impl Default for Settings {
+    /// No connect or read timeout, 64 idle connections, the 16 MiB response cap.
+    fn default() -> Self {
+        Settings {
+            connect_timeout: None,
+            read_timeout: None,
+            max_idle: 64,
+            max_response: 16 << 20,
+        }
+    }
+}
+
+/// The request target of a run: where to connect, the request head prefix, and the
+/// idle connections.
+pub struct Endpoint {
+    host: String,
+    port: u16,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    /// `POST <path?query> HTTP/1.1` and every fixed header, each line CRLF-terminated.
+    head: Vec<u8>,
+    settings: Settings,
+    idle: Mutex<Vec<Conn>>,
+    /// The URL with credentials masked, for error messages.
+    display: String,
+}
+
+/// `name: value` pairs whose names match case-insensitively.
+fn has_header(headers: &[(String, String)], name: &str) -> bool {
+    headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+}
+
+impl Endpoint {
+    /// `headers` are the user's (`--headers`, `--api-key`); they replace the defaults
+    /// of the same name. Credentials in the URL become a Basic `Authorization` header
+    /// unless one is given.
+    pub fn new(
+        url: &reqwest::Url,
+        headers: &[(String, String)],
+        settings: Settings,
+    ) -> anyhow::Result<Endpoint> {
+        let display = crate::config::redact_url(url.as_str());
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            s => anyhow::bail!("--url: scheme `{s}` is not supported; use http:// or https://"),
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("--url: `{display}` has no host"))?
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let tls = if https {
+            super::install_tls_provider();
+            use rustls_platform_verifier::ConfigVerifierExt;
+            let mut cfg = rustls::ClientConfig::with_platform_verifier().map_err(|e| {
+                anyhow::anyhow!("cannot load the system's TLS trust store for {display}: {e}")
+            })?;
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let bare = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let name = rustls::pki_types::ServerName::try_from(bare)
+                .map_err(|_| anyhow::anyhow!("--url: `{host}` is not a valid TLS server name"))?;
+            Some((Arc::new(cfg), name))
+        } else {
+            None
+        };
+        let mut target = url.path().to_string();
+        if target.is_empty() {
+            target.push('/');
+        }
+        if let Some(q) = url.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let mut head = format!("POST {target} HTTP/1.1\r\n").into_bytes();
+        let mut line = |k: &str, v: &str| {
+            head.extend_from_slice(k.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(v.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        };
+        let default_port = if https { 443 } else { 80 };
+        let host_value = match url.port() {
+            Some(p) if p != default_port => format!("{host}:{p}"),
+            _ => host.clone(),
+        };
+        for (k, v) in [
+            ("Host", host_value.as_str()),
+            ("User-Agent", "perfscope"),
+            ("Content-Type", "application/json"),
+            ("Accept", "*/*"),
+        ] {
+            if !has_header(headers, k) {
+                line(k, v);
+            }
+        }
+        if !url.username().is_empty() && !has_header(headers, "authorization") {
+            use base64::Engine;
+            let user = percent_decode(url.username());
+            let pass = percent_decode(url.password().unwrap_or(""));
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            line("Authorization", &format!("Basic {token}"));
+        }
+        for (k, v) in headers {
+            if k.is_empty()
+                || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+                || v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+            {
+                anyhow::bail!(
+                    "--headers: `{k}` is not a valid header; names are tokens, values one line"
+                );
+            }
+            line(k, v);
+        }
+        Ok(Endpoint {
+            host,
+            port,
+            tls,
+            head,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            display,
+        })
+    }
+
+    /// The URL with credentials masked.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// Largest SSE line or non-stream body accepted.
+    pub fn max_response(&self) -> usize {
+        self.settings.max_response
+    }
+
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(c) = idle.pop() {
+            if c.is_open() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, c: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.settings.max_idle {
+            idle.push(c);
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, Error> {
+        let fut = async {
+            let tcp = TcpStream::connect((
+                self.host.trim_start_matches('[').trim_end_matches(']'),
+                self.port,
+            ))
+            .await
+            .map_err(|e| Error::Connect(format!("connect to {}: {e}", self.display)))?;
+            let _ = tcp.set_nodelay(true);
+            let io = match &self.tls {
+                None => Io::Tcp(tcp),
+                Some((cfg, name)) => {
+                    let c = tokio_rustls::TlsConnector::from(cfg.clone());
+                    let s = c.connect(name.clone(), tcp).await.map_err(|e| {
+                        Error::Connect(format!("TLS handshake with {}: {e}", self.display))
+                    })?;
+                    Io::Tls(Box::new(s))
+                }
+            };
+            Ok(Conn {
+                io,
+                buf: Vec::with_capacity(READ_CHUNK),
+                uses: 0,
+            })
+        };
+        match self.settings.connect_timeout {
+            None => fut.await,
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout(format!(
+                    "connect to {} timed out after {} s (--connect-timeout)",
+                    self.display,
+                    t.as_secs_f64()
+                ))),
+            },
+        }
+    }
+
+    /// Sends one request and reads the response head. `on_send` is called right
+    /// before the request's first byte is written (the request's start time).
+    ///
+    /// A server may close an idle keep-alive connection at any moment (llama.cpp's
+    /// server closes after every response while advertising `Keep-Alive`). When a
+    /// request written on a *reused* connection sees that connection closed before a
+    /// single response byte, the server cannot have processed it: it is resent once,
+    /// on a new connection, and `on_send` is called again so its timing starts at the
+    /// resend. Anything else (a close after response bytes, a close on a new
+    /// connection, a refused connect) is the request's failure.
+    pub async fn send(
+        &self,
+        extra_headers: &str,
+        body: &[u8],
+        mut on_send: impl FnMut(),
+    ) -> Result<Response<'_>, (Error, bool)> {
+        let mut req = Vec::with_capacity(self.head.len() + extra_headers.len() + 32 + body.len());
+        req.extend_from_slice(&self.head);
+        req.extend_from_slice(extra_headers.as_bytes());
+        req.extend_from_slice(b"Content-Length: ");
+        req.extend_from_slice(body.len().to_string().as_bytes());
+        req.extend_from_slice(b"\r\n\r\n");
+        req.extend_from_slice(body);
+        let mut resent = false;
+        loop {
+            let conn = match (!resent).then(|| self.checkout()).flatten() {
+                Some(c) => c,
+                None => self.connect().await.map_err(|e| (e, resent))?,
+            };
+            let reused = conn.uses > 0;
+            on_send();
+            match self.exchange(conn, &req).await {
+                Ok(mut resp) => {
+                    resp.resent = resent;
+                    return Ok(resp);
+                }
+                Err(Exchange::ClosedEarly(_)) if reused && !resent => resent = true,
+                Err(Exchange::ClosedEarly(e) | Exchange::Failed(e)) => return Err((e, resent)),
+            }
+        }
+    }
+
+    async fn exchange(&self, mut conn: Conn, req: &[u8]) -> Result<Response<'_>, Exchange> {
+        conn.uses += 1;
+        if let Err(e) = conn.io.write_all(req).await {
+            return Err(Exchange::ClosedEarly(Error::Io(format!(
+                "sending the request to {}: {e}",
+                self.display
+            ))));
+        }
+        conn.buf.clear();
+        loop {
+            // Parse what is buffered; read more until a whole head is there.
+            let mut hdrs = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut hdrs);
+            match parsed.parse(&conn.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let status = parsed.code.unwrap_or(0);
+                    let http10 = parsed.version == Some(0);
+                    let mut content_type = String::new();
+                    let mut length = None;
+                    let mut chunked = false;
+                    let mut close = http10;
+                    for h in parsed.headers.iter() {
+                        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+                        if h.name.eq_ignore_ascii_case("content-type") {
+                            content_type = v.to_ascii_lowercase();
+                        } else if h.name.eq_ignore_ascii_case("content-length") {
+                            length = Some(v.parse::<u64>().map_err(|_| {
+                                Exchange::Failed(Error::Protocol(format!(
+                                    "invalid Content-Length `{v}` from {}",
+                                    self.display
+                                )))
+                            })?);
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            chunked = v.to_ascii_lowercase().contains("chunked");
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            let v = v.to_ascii_lowercase();
+                            if v.contains("close") {
+                                close = true;
+                            } else if v.contains("keep-alive") {
+                                close = false;
+                            }
+                        }
+                    }
+                    conn.buf.drain(..n);
+                    if (100..200).contains(&status) {
+                        // An interim response (100 Continue, 103 Early Hints): the
+                        // real one follows.
+                        continue;
+                    }
+                    let framing = if status == 204 || status == 304 {
+                        Framing::Length(0)
+                    } else if chunked {
+                        Framing::Chunked(Chunked::default())
+                    } else if let Some(l) = length {
+                        Framing::Length(l)
+                    } else {
+                        close = true;
+                        Framing::Close
+                    };
+                    return Ok(Response {
+                        status,
+                        content_type,
+                        resent: false,
+                        conn: Some(conn),
+                        framing,
+                        keep_alive: !close,
+                        out: Vec::new(),
+                        endpoint: self,
+                        read_timeout: self.settings.read_timeout,
+                    });
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => {
+                    return Err(Exchange::Failed(Error::Protocol(format!(
+                        "invalid HTTP response from {}: {e}",
+                        self.display
+                    ))))
+                }
+            }
+            if conn.buf.len() > MAX_HEAD {
+                return Err(Exchange::Failed(Error::Protocol(format!(
+                    "response headers from {} exceed {} KiB",
+                    self.display,
+                    MAX_HEAD / 1024
+                ))));
+            }
+            let any = !conn.buf.is_empty();
+            match read_more(&mut conn, self.settings.read_timeout, &self.display).await {
+                Ok(0) => {
+                    let e = Error::Io(format!(
+                        "{} closed the connection before the response{}",
+                        self.display,
+                        if any { " was complete" } else { "" }
+                    ));
+                    return Err(if any {
+                        Exchange::Failed(e)
+                    } else {
+                        Exchange::ClosedEarly(e)
+                    });
+                }
+                Ok(_) => {}
+                Err(e @ Error::Io(_)) if !any => return Err(Exchange::ClosedEarly(e)),
+                Err(e) => return Err(Exchange::Failed(e)),
+            }
+        }
+    }
+}
+
+enum Exchange {
+    /// The connection failed before any response byte arrived.
+    ClosedEarly(Error),
+    Failed(Error),
+}
+
+/// Appends one socket read to `conn.buf`; returns the byte count (0 = closed).
+async fn read_more(
+    conn: &mut Conn,
+    timeout: Option<Duration>,
+    display: &str,
+) -> Result<usize, Error> {
+    let start = conn.buf.len();
+    conn.buf.resize(start + READ_CHUNK, 0);
+    let r = match timeout {
+        None => conn.io.read(&mut conn.buf[start..]).await,
+        Some(t) => match tokio::time::timeout(t, conn.io.read(&mut conn.buf[start..])).await {
+            Ok(r) => r,
+            Err(_) => {
+                conn.buf.truncate(start);
+                return Err(Error::Timeout(format!(
+                    "no data from {display} for {} s (--read-timeout)",
+                    t.as_secs_f64()
+                )));
+            }
+        },
+    };
+    match r {
+        Ok(n) => {
+            conn.buf.truncate(start + n);
+            Ok(n)
+        }
+        Err(e) => {
+            conn.buf.truncate(start);
+            Err(Error::Io(format!("reading from {display}: {e}")))
+        }
+    }
+}
+
+enum Framing {
+    Length(u64),
+    Chunked(Chunked),
+    Close,
+}
+
+/// Chunked transfer decoding state (RFC 9112 §7.1).
+#[derive(Default)]
+struct Chunked {
+    state: ChunkState,
+    /// The size line read so far.
+    line: Vec<u8>,
+}
+
+#[derive(Default, PartialEq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines after the last chunk; `line` holds the current one.
+    Trailer,
+    Done,
+}
+
+impl Chunked {
+    /// Decodes `input` into `out`; returns the bytes consumed (all of them unless the
+    /// body ended inside `input`).
+    fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                ChunkState::Done => break,
+                ChunkState::Data(n) => {
+                    let take = (n as usize).min(input.len() - i);
+                    out.extend_from_slice(&input[i..i + take]);
+                    i += take;
+                    let left = n - take as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                }
+                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailer => {
+                    let b = input[i];
+                    i += 1;
+                    if b != b'\n' {
+                        if self.line.len() > 4096 {
+                            return Err("chunk size line longer than 4 KiB".into());
+                        }
+                        self.line.push(b);
+                        continue;
+                    }
+                    let line = std::mem::take(&mut self.line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.state = match self.state {
+                        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
+                        ChunkState::DataEnd => return Err("missing CRLF after chunk data".into()),
+                        ChunkState::Trailer if line.is_empty() => ChunkState::Done,
+                        ChunkState::Trailer => ChunkState::Trailer,
+                        _ => {
+                            let hex = line.split(|&c| c == b';').next().unwrap_or(b"");
+                            let hex = std::str::from_utf8(hex).unwrap_or("").trim();
+                            let n = u64::from_str_radix(hex, 16)
+                                .map_err(|_| format!("invalid chunk size `{hex}`"))?;
+                            if n == 0 {
+                                ChunkState::Trailer
+                            } else {
+                                ChunkState::Data(n)
+                            }
+                        }
+                    };
+                }
+            }
+        }
+        Ok(i)
+    }
+}
+
+/// A response whose head has been read; the body is read with [`Response::chunk`].
+pub struct Response<'a> {
+    pub status: u16,
+    /// Lower-cased `Content-Type`, empty when absent.
+    pub content_type: String,
+    /// The request was resent once after a reused connection closed.
+    pub resent: bool,
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    out: Vec<u8>,
+    endpoint: &'a Endpoint,
+    read_timeout: Option<Duration>,
+}
+
+impl Response<'_> {
+    /// The body bytes of the next socket read (possibly several chunks of a chunked
+    /// body), `None` at the end of the body. Call `clock.now()` right after it returns:
+    /// no other await sits between the read and the return.
+    pub async fn chunk(&mut self) -> Result<Option<&[u8]>, Error> {
+        self.out.clear();
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            // Consume what is buffered first.
+            if !conn.buf.is_empty() {
+                let consumed = match &mut self.framing {
+                    Framing::Length(left) => {
+                        let take = (*left as usize).min(conn.buf.len());
+                        self.out.extend_from_slice(&conn.buf[..take]);
+                        *left -= take as u64;
+                        take
+                    }
+                    Framing::Close => {
+                        self.out.extend_from_slice(&conn.buf);
+                        conn.buf.len()
+                    }
+                    Framing::Chunked(c) => c.decode(&conn.buf, &mut self.out).map_err(|e| {
+                        Error::Protocol(format!(
+                            "invalid chunked body from {}: {e}",
+                            self.endpoint.display
+                        ))
+                    })?,
+                };
+                conn.buf.drain(..consumed);
+            }
+            let finished = match &self.framing {
+                Framing::Length(left) => *left == 0,
+                Framing::Chunked(c) => c.state == ChunkState::Done,
+                Framing::Close => false,
+            };
+            if finished {
+                self.release();
+                return Ok((!self.out.is_empty()).then_some(&self.out[..]));
+            }
+            if !self.out.is_empty() {
+                return Ok(Some(&self.out[..]));
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            match read_more(conn, self.read_timeout, &self.endpoint.display).await? {
+                0 => {
+                    return match self.framing {
+                        Framing::Close => {
+                            self.conn = None;
+                            Ok(None)
+                        }
+                        _ => {
+                            self.conn = None;
+                            Err(Error::Io(format!(
+                                "{} closed the connection before the response was complete",
+                                self.endpoint.display
+                            )))
+                        }
+                    }
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The body is complete: the connection goes back to the pool when the server
+    /// keeps it and nothing unexpected follows the response.
+    fn release(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if self.keep_alive && c.buf.is_empty() {
+                self.endpoint.checkin(c);
+            }
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dechunk(parts: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut c = Chunked::default();
+        let mut out = Vec::new();
+        for p in parts {
+            let n = c.decode(p, &mut out).expect("valid");
+            assert!(n == p.len() || c.state == ChunkState::Done);
+        }
+        (out, c.state == ChunkState::Done)
+    }
+
+    #[test]
+    fn chunked_any_split() {
+        let body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-T: 1\r\n\r\n";
+        assert_eq!(dechunk(&[body]), (b"hello, world".to_vec(), true));
+        for i in 0..body.len() {
+            for j in i..body.len() {
+                let (out, done) = dechunk(&[&body[..i], &body[i..j], &body[j..]]);
+                assert_eq!(out, b"hello, world", "split {i} {j}");
+                assert!(done);
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_errors() {
+        let mut c = Chunked::default();
+        assert!(c.decode(b"zz\r\n", &mut Vec::new()).is_err());
+        let mut c = Chunked::default();
+        assert!(c.decode(b"1\r\nab\r\n", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn percent_decoding_of_credentials() {
+        assert_eq!(percent_decode("p%40ss%3A1"), "p@ss:1");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+}
