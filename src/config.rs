@@ -55,7 +55,7 @@ pub fn is_encoder_run(api: &str, url: &str) -> bool {
     match api {
         "embedding" | "rerank" => true,
         "sim" => {
-            let path = url.trim_end_matches('/');
+            let path = split_query(url).0.trim_end_matches('/');
             path.ends_with("/embeddings") || path.ends_with("/rerank") || path.ends_with("/reranks")
         }
         _ => false,
@@ -231,18 +231,60 @@ pub struct RunConfig {
     pub args_json: Map<String, Value>,
 }
 
-/// A URL without userinfo or query string, for logs and error messages (either may
-/// carry credentials).
+/// A URL as it may be shown or stored: userinfo (`user:password@`) masked, and the
+/// value of every query parameter whose name looks like a credential (key, token,
+/// sig, secret, password, auth, …) masked; everything else (e.g. `api-version`)
+/// kept. Used for logs, error messages, benchmark_args.json, the `run` table,
+/// `/metrics` labels, spans and trackers.
 pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string()
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let (base, query) = split_query(rest);
+    let base = match base.find('/').map_or(base, |i| &base[..i]).rfind('@') {
+        Some(at) => format!("{MASK}@{}", &base[at + 1..]),
+        None => base.to_string(),
+    };
+    let (query, fragment) = match query.find('#') {
+        Some(i) => query.split_at(i),
+        None => (query, ""),
+    };
+    let query = match query.strip_prefix('?') {
+        None => String::new(),
+        Some(q) => {
+            let parts: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if is_secret_name(k) => format!("{k}={MASK}"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("?{}", parts.join("&"))
         }
-        Err(_) => "(invalid URL)".into(),
-    }
+    };
+    format!("{scheme}{base}{query}{fragment}")
+}
+
+/// Query parameter names that carry credentials (`key`, `api_key`, `access_token`,
+/// `sig`, `X-Amz-Signature`, `password`, `auth`, …).
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "key",
+        "token",
+        "sig",
+        "secret",
+        "pass",
+        "pwd",
+        "auth",
+        "credential",
+        "session",
+        "cookie",
+        "code",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// evalscope replaces `<>:"|?*\/` and NUL in --name with `_`.
@@ -252,9 +294,25 @@ pub fn sanitize_name(s: &str) -> String {
         .collect()
 }
 
+/// Splits a URL before its query string or fragment: (`scheme://host/path`,
+/// `?query#fragment`). Only the path is examined and rewritten (evalscope 1.14.1).
+pub fn split_query(url: &str) -> (&str, &str) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].find(['?', '#']) {
+        Some(i) => url.split_at(start + i),
+        None => (url, ""),
+    }
+}
+
 /// evalscope §1.10: append the API path (`default`, e.g. `chat/completions`) when the
-/// URL has none.
+/// URL has none. The query string and fragment are kept after the path (evalscope
+/// 1.14.1; `?api-version=…` on Azure-style endpoints).
 pub fn complete_url(url: &str, default: &str) -> String {
+    let (base, query) = split_query(url);
+    format!("{}{query}", complete_path(base, default))
+}
+
+fn complete_path(url: &str, default: &str) -> String {
     const SUFFIXES: [&str; 6] = [
         "/chat/completions",
         "/completions",
@@ -358,9 +416,9 @@ impl RunConfig {
         // but only after the HTTP client captured the URL, so users must pass
         // /completions themselves. Here the rewrite happens before anything uses it.
         if matches!(kind, DatasetKind::SpeedBenchmark { .. }) {
-            let t = url.trim_end_matches('/');
-            if let Some(base) = t.strip_suffix("/chat/completions") {
-                url = format!("{base}/completions");
+            let (path, query) = split_query(&url);
+            if let Some(base) = path.trim_end_matches('/').strip_suffix("/chat/completions") {
+                url = format!("{base}/completions{query}");
             }
         }
         let protocol = resolve_protocol(api, a, &url)?;
@@ -373,7 +431,11 @@ impl RunConfig {
             false
         } else {
             // DashScope takes `input.messages` unless told otherwise.
-            api == Api::DashScope || url.trim_end_matches('/').ends_with("chat/completions")
+            api == Api::DashScope
+                || split_query(&url)
+                    .0
+                    .trim_end_matches('/')
+                    .ends_with("chat/completions")
         };
 
         let mut headers = resolve_headers(a)?;
@@ -649,7 +711,7 @@ impl RunConfig {
     pub fn args_for_run(&self, point: &SweepPoint) -> Map<String, Value> {
         let mut m = self.args_json.clone();
         m.insert("model_id".into(), self.model_id.clone().into());
-        m.insert("url".into(), self.url.clone().into());
+        m.insert("url".into(), redact_url(&self.url).into());
         m.insert("apply_chat_template".into(), self.chat.into());
         m.insert("parallel".into(), point.parallel.into());
         m.insert("number".into(), point.number.into());
@@ -900,6 +962,7 @@ fn masked_args(a: &PerfArgs) -> Map<String, Value> {
             m.insert(k.into(), MASK.into());
         }
     }
+    m.insert("url".into(), redact_url(&a.url).into());
     let headers: Map<String, Value> = a
         .headers
         .iter()
@@ -978,6 +1041,35 @@ mod tests {
             complete_url("http://h:1/v1/reranks", "rerank"),
             "http://h:1/v1/reranks"
         );
+        // evalscope 1.14.1: the query string stays after the completed path.
+        assert_eq!(
+            chat("https://x.openai.azure.com/openai/deployments/d?api-version=2024-02-01"),
+            "https://x.openai.azure.com/openai/deployments/d/v1/chat/completions?api-version=2024-02-01"
+        );
+        assert_eq!(
+            chat("http://h:1/v1?x=1#f"),
+            "http://h:1/v1/chat/completions?x=1#f"
+        );
+        assert_eq!(
+            chat("http://h:1/v1/chat/completions?key=a/b"),
+            "http://h:1/v1/chat/completions?key=a/b"
+        );
+        assert_eq!(split_query("http://h/p?q"), ("http://h/p", "?q"));
+    }
+
+    #[test]
+    fn credentials_in_urls_are_masked() {
+        assert_eq!(
+            redact_url("http://user:PW@h:8000/v1/chat/completions?api-version=2024-02-01&key=SECRET&sig=S2#x"),
+            "http://**********@h:8000/v1/chat/completions?api-version=2024-02-01&key=**********&sig=**********#x"
+        );
+        assert_eq!(
+            redact_url("https://h/p?access_token=T"),
+            "https://h/p?access_token=**********"
+        );
+        assert_eq!(redact_url("http://h:1/v1"), "http://h:1/v1");
+        // An @ in the path is not userinfo.
+        assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
     }
 
     #[test]

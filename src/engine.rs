@@ -212,6 +212,8 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
         )
     })?;
     let endpoint = client::build_endpoint(&cfg, &parsed_url, pool)?;
+    // From here on the URL is only shown (logs, labels, errors): credentials masked.
+    let url: Arc<str> = crate::config::redact_url(&url).into();
     let run_label = root
         .strip_prefix(&cfg.outputs_dir)
         .unwrap_or(root)
@@ -784,7 +786,7 @@ async fn run_point(
         name: cfg.name.clone().unwrap_or_else(|| cfg.model_id.clone()),
         model: cfg.model.clone(),
         api: cfg.api.as_str().into(),
-        url: cfg.url.clone(),
+        url: crate::config::redact_url(&cfg.url),
         parallel: point.parallel,
         number: point.number,
         rate: point.rate,
@@ -841,6 +843,7 @@ async fn run_point(
         stage: name.clone(),
     };
     let prom = ctx.metrics.clone().map(|m| {
+        m.start_stage(&labels);
         m.target_concurrency
             .get_or_create(&labels)
             .set(point.parallel);

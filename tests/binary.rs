@@ -1,4 +1,6 @@
-//! The `perfscope` binary end to end: the quick start, exit codes, Ctrl-C.
+//! The `perfscope` binary end to end: the quick start, exit codes, Ctrl-C, SIGTERM.
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,49 +66,71 @@ fn exit_code_2_for_bad_flags_naming_the_flag() {
 }
 
 #[test]
-fn sigint_drains_writes_summary_and_exits_130() {
-    let out = tempfile::tempdir().unwrap();
-    #[rustfmt::skip]
-    let mut child = bin()
-        .args([
-            "perf", "--api", "sim", "--parallel", "4", "--number", "100000", "--no-test-connection",
-            "--outputs-dir", out.path().to_str().unwrap(), "--no-timestamp",
-            "--sim-args", r#"{"ttft_ms": 10, "itl_ms": 10, "min_output_len": 10, "max_output_len": 10}"#,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let t = Instant::now();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
-    // In-flight requests (about 0.1 s each) finished well within the grace period.
-    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
-    let dir = out.path().join("sim-7b").join("parallel_4_number_100000");
-    let conn = rusqlite::Connection::open(dir.join("benchmark_data.db")).unwrap();
-    let (rows, ok): (i64, i64) = conn
-        .query_row("SELECT COUNT(*), SUM(success) FROM result", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert!(rows > 10 && rows < 100000, "{rows}");
-    assert_eq!(
-        ok, rows,
-        "in-flight requests completed during the grace period"
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("benchmark_summary.json")).unwrap())
+fn sigint_and_sigterm_drain_write_the_summary_and_exit_128_plus_signal() {
+    let _g = common::lock();
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let sim = common::start_sim(perfscope::sim::SimConfig {
+            ttft_ms: Some(10.0),
+            itl_ms: Some(10.0),
+            min_output_len: 10,
+            max_output_len: 10,
+            ..Default::default()
+        });
+        let url = format!("{}/v1/chat/completions", sim.base_url());
+        let out = tempfile::tempdir().unwrap();
+        #[rustfmt::skip]
+        let mut child = bin()
+            .args([
+                "perf", "--url", &url, "--model", "sim-7b", "--parallel", "4", "--number", "100000",
+                "--no-test-connection", "--metrics-addr", "off",
+                "--outputs-dir", out.path().to_str().unwrap(), "--no-timestamp",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
             .unwrap();
-    assert_eq!(summary["Total Requests"].as_i64().unwrap(), rows);
-    assert!(out
-        .path()
-        .join("sim-7b")
-        .join("performance_summary.txt")
-        .exists());
+        std::thread::sleep(Duration::from_millis(1500));
+        let killed = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let t = Instant::now();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{signal}");
+        // In-flight requests (about 0.1 s each) finished well within the grace period.
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        let dir = out.path().join("sim-7b").join("parallel_4_number_100000");
+        let conn = rusqlite::Connection::open(dir.join("benchmark_data.db")).unwrap();
+        let (rows, ok): (i64, i64) = conn
+            .query_row("SELECT COUNT(*), SUM(success) FROM result", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert!(rows > 10 && rows < 100000, "{rows}");
+        assert_eq!(
+            ok, rows,
+            "in-flight requests completed during the grace period"
+        );
+        // Every request the server saw is a row, and no row is a request it never saw.
+        let seen = sim
+            .sim
+            .requests_total
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(seen, rows as u64, "{signal}");
+        let status: String = conn
+            .query_row("SELECT status FROM run", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(status, "interrupted");
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("benchmark_summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["Total Requests"].as_i64().unwrap(), rows);
+        assert!(out
+            .path()
+            .join("sim-7b")
+            .join("performance_summary.txt")
+            .exists());
+    }
 }

@@ -375,3 +375,66 @@ fn connection_test_names_the_url() {
         "{err}"
     );
 }
+
+#[test]
+fn requests_never_sent_are_not_rows() {
+    let _g = common::lock();
+    // Every answer takes 30 s: four requests are in flight and four more wait for a
+    // slot (--in-flight-task-multiplier 2) when the run is stopped.
+    let sim = common::start_sim(SimConfig {
+        ttft_ms: Some(30_000.0),
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let stop = perfscope::engine::Stop::default();
+    let s2 = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        s2.dispatch.cancel();
+        std::thread::sleep(Duration::from_millis(300));
+        s2.abort.cancel();
+    });
+    let o = common::run_with(
+        &[
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--parallel",
+            "4",
+            "--number",
+            "100",
+            "--no-test-connection",
+            "--metrics-addr",
+            "off",
+            "--outputs-dir",
+            out.path().to_str().unwrap(),
+        ],
+        stop,
+    )
+    .unwrap();
+    assert_eq!(o.exit_code, 130);
+    let seen = sim
+        .sim
+        .requests_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(seen, 4);
+    let dir = common::run_dirs(&o.dir).pop().unwrap();
+    let conn = common::db(&dir);
+    let (rows, cancelled): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), SUM(failure_kind = 'cancelled') FROM result",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (rows, cancelled),
+        (4, 4),
+        "only what the server saw is stored"
+    );
+    let s = common::json(&dir.join("benchmark_summary.json"));
+    assert_eq!(s["Not Sent Requests"], 4);
+    assert_eq!(s["Total Requests"], 4);
+}

@@ -57,6 +57,7 @@ pub struct Metrics {
     prompt_tokens: Hist,
     output_tokens: Hist,
     requests: Family<OutcomeLabels, Counter>,
+    resent: Family<RunLabels, Counter>,
     prompt_total: Family<RunLabels, Counter>,
     output_total: Family<RunLabels, Counter>,
     pub in_flight: Family<RunLabels, Gauge>,
@@ -80,6 +81,7 @@ impl Metrics {
             prompt_tokens: family!(t::TOKEN_BUCKETS),
             output_tokens: family!(t::TOKEN_BUCKETS),
             requests: Family::default(),
+            resent: Family::default(),
             prompt_total: Family::default(),
             output_total: Family::default(),
             in_flight: Family::default(),
@@ -152,6 +154,11 @@ impl Metrics {
             m.output_total.clone(),
         );
         r.register(
+            t::RESENT,
+            "Requests resent once on a new connection because the reused keep-alive connection closed before any response byte",
+            m.resent.clone(),
+        );
+        r.register(
             t::IN_FLIGHT,
             "Requests sent and not yet finished",
             m.in_flight.clone(),
@@ -182,6 +189,26 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
+    /// Creates a stage's counters at 0: the success counter, one failure counter per
+    /// kind, and the resend counter. Prometheus' instrumentation guidelines: a series
+    /// that appears only on the first failure makes error-ratio panels show "No data"
+    /// for a clean run and `rate()` miss the first failure.
+    pub fn start_stage(&self, l: &RunLabels) {
+        let outcome = |o: &str, k: &str| OutcomeLabels {
+            run: l.run.clone(),
+            model: l.model.clone(),
+            api: l.api.clone(),
+            stage: l.stage.clone(),
+            outcome: o.into(),
+            failure_kind: k.into(),
+        };
+        let _ = self.requests.get_or_create(&outcome("success", ""));
+        for k in crate::record::FailureKind::ALL {
+            let _ = self.requests.get_or_create(&outcome("failure", k.as_str()));
+        }
+        let _ = self.resent.get_or_create(l);
+    }
+
     /// Records one finished request.
     pub fn observe(&self, r: &RequestRecord, l: &RunLabels) {
         let outcome = OutcomeLabels {
@@ -193,6 +220,9 @@ impl Metrics {
             failure_kind: r.failure.map_or("", |k| k.as_str()).into(),
         };
         self.requests.get_or_create(&outcome).inc();
+        if r.resent {
+            self.resent.get_or_create(l).inc();
+        }
         let tl = &r.timeline;
         self.lag
             .get_or_create(l)

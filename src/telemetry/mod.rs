@@ -24,6 +24,8 @@ pub const REQUEST_OUTPUT_TOKENS: &str = "request_output_tokens";
 pub const PROMPT_TOKENS: &str = "prompt_tokens";
 pub const OUTPUT_TOKENS: &str = "output_tokens";
 pub const REQUESTS: &str = "requests";
+/// Requests resent once after a reused keep-alive connection closed unanswered.
+pub const RESENT: &str = "resent_requests";
 pub const IN_FLIGHT: &str = "in_flight_requests";
 pub const TARGET_CONCURRENCY: &str = "target_concurrency";
 pub const TARGET_RATE: &str = "target_rate_rps";

@@ -277,6 +277,14 @@ impl Tracing {
         if let Some(k) = r.failure {
             proto::key_value(buf, a, "error.type", Value::Str(k.as_str()));
         }
+        if r.resent {
+            // The request was written to a reused connection that closed unanswered,
+            // and resent on a new one at the span's start.
+            let ev = proto::begin_nested(buf, f::SPAN_EVENTS);
+            proto::fixed64_field(buf, f::EVENT_TIME, nanos(clock, tl.send));
+            proto::bytes_field(buf, f::EVENT_NAME, b"perfscope.resend");
+            proto::end_nested(buf, ev);
+        }
         if let Some(t) = tl.first_output.filter(|_| r.success) {
             let ev = proto::begin_nested(buf, f::SPAN_EVENTS);
             proto::fixed64_field(buf, f::EVENT_TIME, nanos(clock, t));
