@@ -377,7 +377,10 @@ fn a_stream_of_only_done_succeeds_with_zero_times() {
 /// The binary against an endless body: every request is a row of the right kind, and
 /// the process stays small. Peak RSS: the kernel's maximum over waited-for children
 /// (`getrusage(RUSAGE_CHILDREN)`), an upper bound for this child.
-fn endless_run(mode: Mode) -> (i32, u64, Vec<(Option<String>, Option<i64>)>) {
+/// A stored row's failure kind and HTTP status.
+type KindStatus = (Option<String>, Option<i64>);
+
+fn endless_run(mode: Mode) -> (i32, u64, Vec<KindStatus>) {
     let server = start(mode);
     let out = tempfile::tempdir().unwrap();
     let url = format!("http://{}/v1/chat/completions", server.addr);
