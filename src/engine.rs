@@ -923,7 +923,7 @@ async fn run_point(
     }
     let result = report::load_run(&dir, point.clone(), ctx.cfg.goodput)?;
     let any_success = result.num("Success Requests") > 0.0;
-    report::write_run_files(&result, &args, any_success)?;
+    report::write_run_files(&result, &args)?;
     if matches!(
         cfg.dataset.kind,
         crate::config::DatasetKind::SpeedBenchmark { .. }

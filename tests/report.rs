@@ -177,3 +177,175 @@ fn report_renders_in_headless_chromium() {
     assert!(ink * 100 > total, "only {ink} of {total} pixels drawn");
     assert!(colours.len() > 20, "{} colours", colours.len());
 }
+
+/// An evalscope output directory as evalscope 1.14.1 writes it: the 14-column `result`
+/// table (base64 pickles in `response_messages`), its own JSON and HTML files.
+fn evalscope_dir(root: &Path) -> std::path::PathBuf {
+    let model_dir = root.join("20260101_120000").join("Qwen2.5-0.5B");
+    let step = model_dir.join("parallel_2_number_5");
+    std::fs::create_dir_all(&step).unwrap();
+    let conn = rusqlite::Connection::open(step.join("benchmark_data.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS result(request TEXT, start_time REAL, inter_token_latencies TEXT,
+         success INTEGER, response_messages TEXT, completed_time REAL, latency REAL,
+         first_chunk_latency REAL, prompt_tokens INTEGER, completion_tokens INTEGER,
+         max_gpu_memory_cost REAL, time_per_output_token REAL, request_id TEXT, is_stream INTEGER)",
+    )
+    .unwrap();
+    let pickle = "gASVEgAAAAAAAABdlH2UjAF4lEsBc2Eu"; // base64(pickle([{'x': 1}]))
+    #[allow(clippy::type_complexity)]
+    let rows: [(
+        f64,
+        f64,
+        Option<f64>,
+        Option<f64>,
+        Option<i64>,
+        Option<i64>,
+        Option<f64>,
+        &str,
+        i64,
+    ); 5] = [
+        // A 5-token stream: TTFT 100.05 ms, TPOT (0.5 − 0.10005)/4.
+        (
+            10.0,
+            10.5,
+            Some(0.5),
+            Some(0.10005),
+            Some(10),
+            Some(5),
+            Some(0.0999875),
+            "[0.1, 0.1, 0.1, 0.09995]",
+            1,
+        ),
+        // A one-token stream: TPOT 0, left out of Avg TPOT and the TPOT percentile.
+        (
+            10.1,
+            10.3,
+            Some(0.2),
+            Some(0.2),
+            Some(8),
+            Some(1),
+            Some(0.0),
+            "[]",
+            1,
+        ),
+        (
+            10.2,
+            11.2,
+            Some(1.0),
+            Some(0.2),
+            Some(12),
+            Some(9),
+            Some(0.1),
+            "[0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]",
+            1,
+        ),
+        // A failure as 1.14.1 writes it (real completed_time) and one as older
+        // releases did (completed_time 0: outside the duration window).
+        (10.3, 10.4, None, None, None, None, None, "[]", 0),
+        (10.4, 0.0, None, None, None, None, None, "[]", 0),
+    ];
+    for (st, ct, lat, ttft, p, c, tpot, itl, ok) in rows {
+        conn.execute(
+            "INSERT INTO result VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, NULL, 1)",
+            rusqlite::params![r#"{"model":"m","stream":true}"#, st, itl, ok, pickle, ct, lat, ttft, p, c, tpot],
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        step.join("benchmark_args.json"),
+        r#"{"model": "Qwen2.5-0.5B", "api": "openai", "url": "http://127.0.0.1:8000/v1/chat/completions", "parallel": 2, "number": 5, "rate": -1, "dataset": "openqa"}"#,
+    )
+    .unwrap();
+    for f in ["benchmark_summary.json", "benchmark_percentile.json"] {
+        std::fs::write(step.join(f), "evalscope's own").unwrap();
+    }
+    std::fs::write(model_dir.join("perf_report.html"), "evalscope's own").unwrap();
+    model_dir
+}
+
+#[test]
+fn report_renders_an_evalscope_output_directory_with_its_1_14_rules() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = evalscope_dir(out.path());
+    let db = dir.join("parallel_2_number_5").join("benchmark_data.db");
+    let before = std::fs::read(&db).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_perfscope"))
+        .args(["report", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // evalscope's files and database are untouched; perfscope's report is beside them.
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    for f in [
+        "parallel_2_number_5/benchmark_summary.json",
+        "perf_report.html",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(f)).unwrap(),
+            "evalscope's own"
+        );
+    }
+    let html = std::fs::read_to_string(dir.join("perfscope_report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("Qwen2.5-0.5B"));
+    let txt = std::fs::read_to_string(dir.join("perfscope_summary.txt")).unwrap();
+    assert!(txt.contains("Performance Overview"), "{txt}");
+
+    // The numbers, by evalscope 1.14.1's rules, worked out by hand from the rows.
+    let step = perfscope::report::stored::steps(&dir).unwrap();
+    assert!(step[0].evalscope);
+    assert_eq!((step[0].point.parallel, step[0].point.number), (2, 5));
+    let run = &perfscope::report::stored::load_all(&step).unwrap()[0];
+    let s = &run.summary;
+    let num = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k}: {}", s[k]));
+    // Window: rows with start > 0 and completed ≥ start: 10.0 … 11.2.
+    assert_eq!(num("Test Duration (s)"), 1.2);
+    assert_eq!(
+        (
+            num("Total Requests"),
+            num("Success Requests"),
+            num("Failed Requests")
+        ),
+        (5.0, 3.0, 2.0)
+    );
+    assert_eq!(num("Req Throughput (req/s)"), 2.5);
+    assert_eq!(num("Avg Latency (s)"), 0.5667);
+    assert_eq!(num("Avg Input Tokens"), 10.0);
+    assert_eq!(num("Avg Output Tokens"), 5.0);
+    assert_eq!(num("Output Throughput (tok/s)"), 12.5);
+    assert_eq!(num("Total Throughput (tok/s)"), 37.5);
+    // (100.05 + 200 + 200) / 3
+    assert_eq!(num("Avg TTFT (ms)"), 166.68);
+    // The one-token stream is left out: (99.9875 + 100) / 2 = 99.99375.
+    assert_eq!(num("Avg TPOT (ms)"), 99.99);
+    // 12 gaps: 11 of 100 ms and one of 99.95 ms.
+    assert_eq!(num("Avg ITL (ms)"), 100.0);
+    let col = |name: &str| {
+        run.columns
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .values
+            .iter()
+            .map(|v| perfscope::stats::round(*v, 4))
+            .collect::<Vec<_>>()
+    };
+    // Nearest rank over [100.05, 200, 200]: p1…p25 → index 0, p50 and up → 1, 2.
+    assert_eq!(
+        col("TTFT (ms)"),
+        [100.05, 100.05, 100.05, 100.05, 100.05, 200.0, 200.0, 200.0, 200.0, 200.0, 200.0]
+    );
+    // TPOT drops the one-token stream (TPOT 0): [99.9875, 100].
+    assert_eq!(col("TPOT (ms)")[0], 99.9875);
+    assert_eq!(col("TPOT (ms)")[5], 99.9875);
+    assert_eq!(col("TPOT (ms)")[10], 100.0);
+    assert_eq!(
+        col("Latency (s)"),
+        [0.2, 0.2, 0.2, 0.2, 0.2, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    );
+    // 12 ITL values: p50 → index 5, which is 100 ms; min is 99.95.
+    assert_eq!(col("ITL (ms)")[0], 99.95);
+    assert_eq!(col("ITL (ms)")[1], 99.95);
+    assert_eq!(col("ITL (ms)")[5], 100.0);
+}

@@ -90,6 +90,17 @@ pub fn write_html(
     dataset: &str,
     api: &str,
 ) -> Result<()> {
+    write_html_as(runs, root, "perf_report.html", model, dataset, api)
+}
+
+fn write_html_as(
+    runs: &[RunResult],
+    root: &Path,
+    file: &str,
+    model: &str,
+    dataset: &str,
+    api: &str,
+) -> Result<()> {
     let meta = html::Meta {
         model,
         dataset,
@@ -97,26 +108,32 @@ pub fn write_html(
         generated: chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string(),
         output_path: root.display().to_string(),
     };
-    let p = root.join("perf_report.html");
+    let p = root.join(file);
     std::fs::write(&p, html::render(runs, &meta))
         .with_context(|| format!("cannot write {}", p.display()))
 }
 
 /// `perfscope report DIR`: every output file of an invocation (each step's three
 /// JSON files, performance_summary.txt and perf_report.html) from its SQLite
-/// databases alone.
+/// databases alone. For an evalscope output directory, perfscope's summary and HTML
+/// report are written beside evalscope's files (`perfscope_summary.txt`,
+/// `perfscope_report.html`), which stay as they are.
 pub fn regenerate(dir: &Path) -> Result<()> {
     let stored = stored::steps(dir)?;
     let runs = stored::load_all(&stored)?;
-    for (s, r) in stored.iter().zip(&runs) {
-        write_run_files(r, &s.config, r.num("Success Requests") > 0.0)?;
-        let dataset = s
-            .config
-            .get("dataset")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if dataset.starts_with("speed_benchmark") {
-            speed_benchmark(&s.dir)?;
+    // An evalscope output directory keeps its own files: perfscope's go beside them.
+    let evalscope = stored.iter().any(|s| s.evalscope);
+    if !evalscope {
+        for (s, r) in stored.iter().zip(&runs) {
+            write_run_files(r, &s.config)?;
+            let dataset = s
+                .config
+                .get("dataset")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if dataset.starts_with("speed_benchmark") {
+                speed_benchmark(&s.dir)?;
+            }
         }
     }
     let cfg = &stored[0].config;
@@ -129,30 +146,56 @@ pub fn regenerate(dir: &Path) -> Result<()> {
         .unwrap_or_else(|| text("model", ""));
     let (dataset, api) = (text("dataset", "openqa"), text("api", "openai"));
     let summary = multi_run_summary(&runs, &model_id, &dataset, &api, dir);
-    let p = dir.join("performance_summary.txt");
+    let (summary_name, html_name) = if evalscope {
+        ("perfscope_summary.txt", "perfscope_report.html")
+    } else {
+        ("performance_summary.txt", "perf_report.html")
+    };
+    let p = dir.join(summary_name);
     std::fs::write(&p, format!("{summary}\n"))
         .with_context(|| format!("cannot write {}", p.display()))?;
-    write_html(&runs, dir, &model_id, &dataset, &api)?;
+    write_html_as(&runs, dir, html_name, &model_id, &dataset, &api)?;
     log::info(format!(
-        "Regenerated {} runs' files, performance_summary.txt and perf_report.html in {}",
+        "Regenerated {} runs' {}{summary_name} and {html_name} in {}",
         runs.len(),
+        if evalscope {
+            "reports (evalscope's files untouched): "
+        } else {
+            "files, "
+        },
         dir.display()
     ));
     Ok(())
 }
 
-/// A run's summary and percentiles, computed from its stored rows alone.
+/// A run's summary and percentiles, computed from its stored rows alone. The
+/// database is perfscope's, or evalscope's own (`result` table only): then its rows
+/// are read into memory (the file is never written) and the API comes from its
+/// benchmark_args.json.
 pub fn load_run(
     dir: &Path,
     point: SweepPoint,
     goodput: Option<crate::stats::Goodput>,
 ) -> Result<RunResult> {
-    let conn = crate::recorder::sqlite::open(&dir.join("benchmark_data.db"))?;
-    let (api, url): (String, String) = conn
-        .query_row("SELECT api, url FROM run LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap_or_default();
+    let db = dir.join("benchmark_data.db");
+    let (conn, api, url) = if stored::is_evalscope_db(&db)? {
+        let args = stored::evalscope_args(dir);
+        let text = |k: &str| {
+            args.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        (stored::import_evalscope(&db)?, text("api"), text("url"))
+    } else {
+        let conn = crate::recorder::sqlite::open(&db)?;
+        let (api, url): (String, String) = conn
+            .query_row("SELECT api, url FROM run LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap_or_default();
+        (conn, api, url)
+    };
     let encoder = crate::config::is_encoder_run(&api, &url);
     let summary = crate::stats::summary(
         &conn,
@@ -241,7 +284,7 @@ pub fn percentile_json(columns: &[Column]) -> String {
     to_py_json(&Value::Array(rows)).replace("\"\\u0000NaN\"", "NaN")
 }
 
-pub fn write_run_files(r: &RunResult, args: &Map<String, Value>, any_success: bool) -> Result<()> {
+pub fn write_run_files(r: &RunResult, args: &Map<String, Value>) -> Result<()> {
     let w = |name: &str, text: String| -> Result<()> {
         let p = r.dir.join(name);
         std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
@@ -254,10 +297,8 @@ pub fn write_run_files(r: &RunResult, args: &Map<String, Value>, any_success: bo
         "benchmark_summary.json",
         to_py_json(&Value::Object(r.summary.clone())),
     )?;
-    // evalscope writes the percentile file only when there are successful rows.
-    if any_success {
-        w("benchmark_percentile.json", percentile_json(&r.columns))?;
-    }
+    // evalscope writes the percentile file always, all NaN when nothing succeeded.
+    w("benchmark_percentile.json", percentile_json(&r.columns))?;
     Ok(())
 }
 
