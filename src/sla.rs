@@ -352,9 +352,10 @@ pub fn optimise(
     Ok((Some(best), Some(best_v)))
 }
 
-/// evalscope's `average_results`: the mean of every numeric summary key over the
-/// repeats (counts rounded back to integers) and the percentiles averaged cell by
-/// cell (not recomputed from pooled rows).
+/// evalscope 1.14.1's `average_results`: the mean of every numeric summary key over
+/// the repeats, except the five request counts, which are summed over the repeats
+/// (earlier releases rounded their means); the percentiles averaged cell by cell
+/// (not recomputed from pooled rows).
 pub fn average(runs: &[RunResult]) -> Option<RunResult> {
     let first = runs.first()?;
     let n = runs.len() as f64;
@@ -366,18 +367,21 @@ pub fn average(runs: &[RunResult]) -> Option<RunResult> {
                 .map(|r| r.summary.get(k).and_then(Value::as_f64).unwrap_or(0.0))
                 .sum::<f64>()
                 / n;
-            let counts = [
+            let summed = [
                 "Total Requests",
                 "Success Requests",
                 "Failed Requests",
-                "Concurrency",
                 "Stream Requests",
                 "Non-Stream Requests",
-                "Measured Concurrency (peak)",
+                "Resent Requests",
+                "Not Sent Requests",
             ];
+            let integral = ["Concurrency", "Measured Concurrency (peak)"];
             summary.insert(
                 k.clone(),
-                if counts.contains(&k.as_str()) {
+                if summed.contains(&k.as_str()) {
+                    Value::from((mean * n).round() as i64)
+                } else if integral.contains(&k.as_str()) {
                     Value::from(mean.round() as i64)
                 } else {
                     Value::from(crate::stats::round(mean, 4))

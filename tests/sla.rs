@@ -80,6 +80,11 @@ fn constraint_search_finds_the_batch_size() {
             4 * v,
             "number = value x multiplier"
         );
+        // evalscope 1.14.1: counts are summed over the repeats, not averaged.
+        assert_eq!(
+            summary[format!("parallel_{v}")]["metrics"]["Total Requests"],
+            2 * 4 * v
+        );
     }
     assert!(o.dir.join("performance_summary.txt").is_file());
 }
