@@ -134,3 +134,38 @@ fn sigint_and_sigterm_drain_write_the_summary_and_exit_128_plus_signal() {
             .exists());
     }
 }
+
+#[test]
+fn bad_inputs_are_one_line_naming_the_flag_with_exit_2() {
+    let missing = "/nonexistent/prompts.txt";
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--max-tokens", "0"], "--max-tokens"),
+        (vec!["--api-key", "sk-a\nb"], "--api-key"),
+        (vec!["--sla-params", "not json"], "--sla-params"),
+        (vec!["--dataset", "line_by_line", "--dataset-path", missing], "--dataset-path"),
+        (vec!["--prompt", "@/nonexistent/p.txt"], "--prompt"),
+        (vec!["--tokenizer-path", "/nonexistent/tok"], "--tokenizer-path"),
+        (vec!["--max-response-mib", "0"], "--max-response-mib"),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    for (args, flag) in cases {
+        #[rustfmt::skip]
+        let o = bin()
+            .args(["perf", "--model", "m", "--url", "http://127.0.0.1:9/v1/chat/completions",
+                   "--no-test-connection", "--number", "1", "--metrics-addr", "off",
+                   "--outputs-dir", out.path().to_str().unwrap()])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("{args:?}: no error line in {err}"));
+        assert!(line.contains(flag), "{args:?}: {line}");
+        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+        assert!(!err.contains("sk-a"), "the key is never echoed: {err}");
+    }
+}
