@@ -345,7 +345,13 @@ fn all_failing_run_exits_3() {
     let s = common::json(&dir.join("benchmark_summary.json"));
     assert_eq!(s["Success Requests"], 0);
     assert_eq!(s["Avg Latency (s)"], -1.0);
-    assert!(!dir.join("benchmark_percentile.json").exists());
+    // evalscope 1.14.1's sentinels: −1 × 1000 for the millisecond averages.
+    assert_eq!(s["Avg TTFT (ms)"], -1000.0);
+    assert_eq!(s["Avg TPOT (ms)"], -1000.0);
+    assert_eq!(s["Avg ITL (ms)"], 0.0);
+    // 1.14.1 writes the percentile file always: 11 rows of NaN.
+    let p = std::fs::read_to_string(dir.join("benchmark_percentile.json")).unwrap();
+    assert_eq!(p.matches("\"Latency (s)\": NaN").count(), 11, "{p}");
 }
 
 #[test]
