@@ -8,9 +8,11 @@ COPY benches ./benches
 RUN cargo build --release --locked --features otlp-grpc --bin perfscope
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+# tini as PID 1: it forwards SIGTERM/SIGINT (perfscope drains and exits 143/130 on
+# them) and reaps the child servers `--api local` starts.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates tini \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/perfscope /usr/local/bin/perfscope
 WORKDIR /data
-ENTRYPOINT ["perfscope"]
+ENTRYPOINT ["/usr/bin/tini", "--", "perfscope"]
 CMD ["--help"]

@@ -165,7 +165,10 @@ fn bad_inputs_are_one_line_naming_the_flag_with_exit_2() {
             .find(|l| l.starts_with("error:"))
             .unwrap_or_else(|| panic!("{args:?}: no error line in {err}"));
         assert!(line.contains(flag), "{args:?}: {line}");
-        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
         assert!(!err.contains("sk-a"), "the key is never echoed: {err}");
     }
 }

@@ -162,6 +162,25 @@ fn live_metrics_match_the_run_and_parse() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap();
     assert_eq!(fail as i64, failed);
+    // Every other failure kind exists at 0 from the stage's start (error-ratio
+    // panels show 0, not "No data"), and so does the resend counter.
+    for kind in perfscope::record::FailureKind::ALL {
+        if kind.as_str() == "http_5xx" {
+            continue;
+        }
+        let v = om
+            .lines()
+            .find(|l| {
+                l.starts_with("perfscope_requests_total{")
+                    && l.contains(&format!("failure_kind=\"{}\"", kind.as_str()))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        assert_eq!(v, Some(0.0), "{}", kind.as_str());
+    }
+    assert_eq!(
+        sample(&om, &format!("perfscope_resent_requests_total{labels}")),
+        Some(0.0)
+    );
     assert!(om.contains("stage=\"parallel_4_number_200\""));
     for h in [
         "perfscope_time_to_first_token_seconds_count",
