@@ -313,7 +313,65 @@ fn a_reused_connection_closed_unanswered_is_resent_and_timed_from_the_resend() {
         let s = summary(&o);
         assert_eq!(s["Resent Requests"].as_u64().unwrap() as usize, resent);
         assert_eq!(s["Failed Requests"], 0);
+        // evalscope 1.14's n_decode_chunks: the three tokens and the empty finish
+        // delta, not the role prelude before them nor the usage-only chunk. Three
+        // tokens over four chunks is L < 1: no speculative-decoding keys.
+        let (out, dec): (i64, i64) = conn
+            .query_row(
+                "SELECT MIN(output_chunks), MIN(decode_chunks) FROM result",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((out, dec), (3, 4));
+        assert!(s.get("Avg Decoded Tok/Iter").is_none());
     }
+}
+
+#[test]
+fn a_signal_during_the_connection_test_exits_as_an_interrupt() {
+    let _g = common::lock();
+    // A server that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        silent.local_addr().unwrap()
+    );
+    let _keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().take(4).flatten() {
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let out = tempfile::tempdir().unwrap();
+    let stop = perfscope::engine::Stop::default();
+    let s2 = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        s2.dispatch.cancel();
+    });
+    let t = std::time::Instant::now();
+    let err = common::run_with(
+        &[
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--metrics-addr",
+            "off",
+            "--outputs-dir",
+            out.path().to_str().unwrap(),
+        ],
+        stop,
+    )
+    .err()
+    .expect("interrupted");
+    let i = err
+        .downcast_ref::<perfscope::engine::Interrupted>()
+        .unwrap_or_else(|| panic!("{err:#}"));
+    assert_eq!(i.0, 130);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 #[test]
