@@ -393,14 +393,7 @@ fn requests_never_sent_are_not_rows() {
     });
     let out = tempfile::tempdir().unwrap();
     let url = format!("{}/v1/chat/completions", sim.base_url());
-    let stop = perfscope::engine::Stop::default();
-    let s2 = stop.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(800));
-        s2.dispatch.cancel();
-        std::thread::sleep(Duration::from_millis(300));
-        s2.abort.cancel();
-    });
+    let stop = common::stop_after(800, Some(300));
     let o = common::run_with(
         &[
             "--url",

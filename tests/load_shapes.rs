@@ -1,7 +1,6 @@
 //! Load shapes: rate pacing, open loop, duration, warmup, interruption.
 mod common;
 
-use perfscope::engine::Stop;
 use perfscope::sim::SimConfig;
 use std::sync::atomic::Ordering;
 
@@ -179,12 +178,7 @@ fn interrupt_drains_commits_and_summarises() {
     });
     let out = tempfile::tempdir().unwrap();
     let url = format!("{}/v1/chat/completions", sim.base_url());
-    let stop = Stop::default();
-    let s2 = stop.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        s2.dispatch.cancel();
-    });
+    let stop = common::stop_after(700, None);
     let o = common::run_with(
         &[
             "--url",

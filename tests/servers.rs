@@ -345,12 +345,7 @@ fn a_signal_during_the_connection_test_exits_as_an_interrupt() {
         std::thread::sleep(Duration::from_secs(30));
     });
     let out = tempfile::tempdir().unwrap();
-    let stop = perfscope::engine::Stop::default();
-    let s2 = stop.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(400));
-        s2.dispatch.cancel();
-    });
+    let stop = common::stop_after(400, None);
     let t = std::time::Instant::now();
     let err = common::run_with(
         &[
@@ -494,19 +489,6 @@ fn endless_bodies_are_bounded_and_classified() {
     }
 }
 
-fn files_under(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(p).unwrap().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[test]
 fn credentials_in_the_url_reach_the_server_and_nothing_else() {
     let _g = common::lock();
@@ -578,7 +560,7 @@ fn credentials_in_the_url_reach_the_server_and_nothing_else() {
     assert!(text.contains("perfscope_run_info"), "scraped /metrics");
     assert!(text.contains("api-version=2024-02-01"), "{text}");
     assert!(!text.contains("SECRET"), "/metrics leaks: {text}");
-    for f in files_under(&o.dir) {
+    for f in common::files_under(&o.dir) {
         let bytes = std::fs::read(&f).unwrap();
         assert!(
             !String::from_utf8_lossy(&bytes).contains("SECRET"),

@@ -40,6 +40,22 @@ pub fn run_with(args: &[&str], stop: Stop) -> anyhow::Result<Outcome> {
     rt.block_on(engine::run(cfg, stop))
 }
 
+/// A stop that interrupts a run as a signal would: dispatch stops after
+/// `dispatch_ms`, and in-flight requests are cancelled `abort_ms` later if given.
+pub fn stop_after(dispatch_ms: u64, abort_ms: Option<u64>) -> Stop {
+    let stop = Stop::default();
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(dispatch_ms));
+        s.dispatch.cancel();
+        if let Some(ms) = abort_ms {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            s.abort.cancel();
+        }
+    });
+    stop
+}
+
 pub fn run(args: &[&str]) -> anyhow::Result<Outcome> {
     run_with(args, Stop::default())
 }
