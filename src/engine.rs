@@ -1015,9 +1015,12 @@ async fn dispatch(
                 break;
             }
         }
+        // Cancellation first: a permit freed by a request that was stopped must not
+        // release another one.
         let permit = tokio::select! {
-            p = tasks.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            biased;
             _ = ctx.stop.dispatch.cancelled() => break,
+            p = tasks.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let body = bodies.get(body_offset + i, ctx);
         let (ctx2, slots, out, gauge, skipped) = (
