@@ -310,6 +310,15 @@ fn report_renders_an_evalscope_output_directory_with_its_1_14_rules() {
         (5.0, 3.0, 2.0)
     );
     assert_eq!(num("Req Throughput (req/s)"), 2.5);
+    assert_eq!(
+        (num("Concurrency"), num("Request Rate (req/s)")),
+        (2.0, -1.0)
+    );
+    assert_eq!(
+        (num("Stream Requests"), num("Non-Stream Requests")),
+        (5.0, 0.0)
+    );
+    assert_eq!(num("Input Throughput (tok/s)"), 0.0);
     assert_eq!(num("Avg Latency (s)"), 0.5667);
     assert_eq!(num("Avg Input Tokens"), 10.0);
     assert_eq!(num("Avg Output Tokens"), 5.0);
