@@ -181,3 +181,89 @@ pub fn run_err(args: &[&str]) -> String {
         Err(e) => format!("{e:#}"),
     }
 }
+
+/// An evalscope output directory as evalscope 1.14.1 writes it: the 14-column `result`
+/// table (base64 pickles in `response_messages`), its own JSON and HTML files.
+pub fn evalscope_dir(root: &Path) -> std::path::PathBuf {
+    let model_dir = root.join("20260101_120000").join("Qwen2.5-0.5B");
+    let step = model_dir.join("parallel_2_number_5");
+    std::fs::create_dir_all(&step).unwrap();
+    let conn = rusqlite::Connection::open(step.join("benchmark_data.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS result(request TEXT, start_time REAL, inter_token_latencies TEXT,
+         success INTEGER, response_messages TEXT, completed_time REAL, latency REAL,
+         first_chunk_latency REAL, prompt_tokens INTEGER, completion_tokens INTEGER,
+         max_gpu_memory_cost REAL, time_per_output_token REAL, request_id TEXT, is_stream INTEGER)",
+    )
+    .unwrap();
+    let pickle = "gASVEgAAAAAAAABdlH2UjAF4lEsBc2Eu"; // base64(pickle([{'x': 1}]))
+    #[allow(clippy::type_complexity)]
+    let rows: [(
+        f64,
+        f64,
+        Option<f64>,
+        Option<f64>,
+        Option<i64>,
+        Option<i64>,
+        Option<f64>,
+        &str,
+        i64,
+    ); 5] = [
+        // A 5-token stream: TTFT 100.05 ms, TPOT (0.5 − 0.10005)/4.
+        (
+            10.0,
+            10.5,
+            Some(0.5),
+            Some(0.10005),
+            Some(10),
+            Some(5),
+            Some(0.0999875),
+            "[0.1, 0.1, 0.1, 0.09995]",
+            1,
+        ),
+        // A one-token stream: TPOT 0, left out of Avg TPOT and the TPOT percentile.
+        (
+            10.1,
+            10.3,
+            Some(0.2),
+            Some(0.2),
+            Some(8),
+            Some(1),
+            Some(0.0),
+            "[]",
+            1,
+        ),
+        (
+            10.2,
+            11.2,
+            Some(1.0),
+            Some(0.2),
+            Some(12),
+            Some(9),
+            Some(0.1),
+            "[0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]",
+            1,
+        ),
+        // A failure as 1.14.1 writes it (real completed_time) and one as older
+        // releases did (completed_time 0: outside the duration window).
+        (10.3, 10.4, None, None, None, None, None, "[]", 0),
+        (10.4, 0.0, None, None, None, None, None, "[]", 0),
+    ];
+    for (st, ct, lat, ttft, p, c, tpot, itl, ok) in rows {
+        conn.execute(
+            "INSERT INTO result VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, NULL, 1)",
+            rusqlite::params![r#"{"model":"m","stream":true}"#, st, itl, ok, pickle, ct, lat, ttft, p, c, tpot],
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        step.join("benchmark_args.json"),
+        r#"{"model": "Qwen2.5-0.5B", "api": "openai", "url": "http://127.0.0.1:8000/v1/chat/completions", "parallel": 2, "number": 5, "rate": -1, "dataset": "openqa"}"#,
+    )
+    .unwrap();
+    for f in ["benchmark_summary.json", "benchmark_percentile.json"] {
+        std::fs::write(step.join(f), "evalscope's own").unwrap();
+    }
+    std::fs::write(model_dir.join("perf_report.html"), "evalscope's own").unwrap();
+    model_dir
+}

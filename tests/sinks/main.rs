@@ -495,6 +495,39 @@ fn outage_then_push_from_the_store() {
     assert_eq!(lines[1]["Success Requests"], 8.0);
     assert_eq!(lines[1]["Concurrency"], 2.0);
 
+    // An evalscope output directory pushes the same way, its numbers by 1.14.1's
+    // rules (the hand-worked fixture of tests/report.rs).
+    let evalscope = tempfile::tempdir().unwrap();
+    let edir = common::evalscope_dir(evalscope.path());
+    let fresh = mock::wandb();
+    let o = bin()
+        .args(["push", edir.to_str().unwrap(), "--visualizer", "wandb"])
+        .env("WANDB_BASE_URL", &fresh.url)
+        .env("WANDB_API_KEY", mock::WANDB_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(fresh.violations().is_empty(), "{:?}", fresh.violations());
+    let lines: Vec<Value> = fresh
+        .log()
+        .iter()
+        .filter(|r| r.path.ends_with("file_stream"))
+        .flat_map(|r| {
+            r.json()["files"]["wandb-history.jsonl"]["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|l| serde_json::from_str(l.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(lines[0]["Success Requests"], 3.0);
+    assert_eq!(lines[0]["Avg TPOT (ms)"], 99.99);
+
     let sl = mock::swanlab();
     let o = bin()
         .args([
