@@ -155,6 +155,17 @@ fn local_vllm_command_line_and_attention_backend() {
 
 #[test]
 fn ctrl_c_stops_the_local_server() {
+    stopped_by(libc::SIGINT, 130);
+}
+
+/// `docker stop`, Kubernetes and systemd send SIGTERM: the child server must not be
+/// left behind either.
+#[test]
+fn sigterm_stops_the_local_server() {
+    stopped_by(libc::SIGTERM, 143);
+}
+
+fn stopped_by(signal: i32, code: i32) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cmd = format!("{BIN} sim --port {{port}} --ttft-ms 50 --itl-ms 20");
@@ -205,7 +216,7 @@ fn ctrl_c_stops_the_local_server() {
     let pid = pid.expect("the log names the server's pid");
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: signals our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let t1 = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -217,7 +228,7 @@ fn ctrl_c_stops_the_local_server() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(code));
     assert!(closed(port), "the server's port is closed");
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
