@@ -20,6 +20,7 @@ pub mod local_server;
 pub mod protocol;
 pub mod record;
 pub mod recorder;
+pub mod redact;
 pub mod report;
 pub mod scheduler;
 pub mod sim;

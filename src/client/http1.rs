@@ -171,7 +171,7 @@ impl Endpoint {
         headers: &[(String, String)],
         settings: Settings,
     ) -> anyhow::Result<Endpoint> {
-        let display = crate::config::redact_url(url.as_str());
+        let display = crate::redact::redact_url(url.as_str());
         let https = match url.scheme() {
             "http" => false,
             "https" => true,
