@@ -133,6 +133,11 @@ struct Reading {
 }
 
 impl Reading {
+    fn too_large(&mut self, t: f64, why: String) {
+        self.tl.end = t;
+        self.failure = Some((FailureKind::ResponseTooLarge, why));
+    }
+
     /// Applies one payload received at `t`.
     fn payload(&mut self, proto: &Protocol, data: &[u8], t: f64) {
         if self.failure.is_some() {
@@ -201,13 +206,6 @@ impl Reading {
                 self.cached = Some(c);
             }
         }
-    }
-}
-
-impl Reading {
-    fn too_large(&mut self, t: f64, why: String) {
-        self.tl.end = t;
-        self.failure = Some((FailureKind::ResponseTooLarge, why));
     }
 }
 
