@@ -183,7 +183,14 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     let mut _sim = None;
     // Stopped when this function returns, on every path (Drop).
     let _local = match &cfg.local_server {
-        Some(ls) => Some(crate::local_server::LocalServer::start(ls, root, &stop.dispatch).await?),
+        Some(ls) => match crate::local_server::LocalServer::start(ls, root, &stop.dispatch).await {
+            Ok(l) => Some(l),
+            // A signal while the server starts: exit as an interrupt (130/143).
+            Err(_) if stop.dispatch.is_cancelled() => {
+                return Err(Interrupted(stop.exit_code()).into())
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     let url: Arc<str> = match (&cfg.api, &cfg.sim) {
