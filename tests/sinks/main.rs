@@ -105,6 +105,21 @@ fn meta() -> RunMeta {
 }
 
 /// Pushes two fixed steps through a tracker; returns the run URL.
+/// The history lines a mock W&B received, parsed.
+fn wandb_history(m: &mock::Mock) -> Vec<Value> {
+    m.log()
+        .iter()
+        .filter(|r| r.path.ends_with("file_stream"))
+        .flat_map(|r| {
+            r.json()["files"]["wandb-history.jsonl"]["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|l| serde_json::from_str(l.as_str().unwrap()).unwrap())
+        .collect()
+}
+
 fn push_fixed(s: &SinkSettings) -> anyhow::Result<String> {
     let runs = [step(1, 1.0), step(4, 2.0)];
     let sink = Sink::start(s, &meta())?;
@@ -480,18 +495,7 @@ fn outage_then_push_from_the_store() {
     drop(st);
     assert!(healthy.log().iter().any(|r| r.body.contains("pushed-run")));
     // Recomputed from SQLite: step 1 succeeded 8 of 8.
-    let lines: Vec<Value> = healthy
-        .log()
-        .iter()
-        .filter(|r| r.path.ends_with("file_stream"))
-        .flat_map(|r| {
-            r.json()["files"]["wandb-history.jsonl"]["content"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .map(|l| serde_json::from_str(l.as_str().unwrap()).unwrap())
-        .collect();
+    let lines = wandb_history(&healthy);
     assert_eq!(lines[1]["Success Requests"], 8.0);
     assert_eq!(lines[1]["Concurrency"], 2.0);
 
@@ -513,18 +517,7 @@ fn outage_then_push_from_the_store() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(fresh.violations().is_empty(), "{:?}", fresh.violations());
-    let lines: Vec<Value> = fresh
-        .log()
-        .iter()
-        .filter(|r| r.path.ends_with("file_stream"))
-        .flat_map(|r| {
-            r.json()["files"]["wandb-history.jsonl"]["content"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .map(|l| serde_json::from_str(l.as_str().unwrap()).unwrap())
-        .collect();
+    let lines = wandb_history(&fresh);
     assert_eq!(lines[0]["Success Requests"], 3.0);
     assert_eq!(lines[0]["Avg TPOT (ms)"], 99.99);
 
