@@ -62,10 +62,12 @@ impl Io {
             Io::Tls(s) => s.get_ref().0,
         }
     }
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads into the spare capacity of `buf` (not zeroed first: this runs once per
+    /// SSE read on the hot path).
+    async fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         match self {
-            Io::Tcp(s) => s.read(buf).await,
-            Io::Tls(s) => s.read(buf).await,
+            Io::Tcp(s) => s.read_buf(buf).await,
+            Io::Tls(s) => s.read_buf(buf).await,
         }
     }
     async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -342,9 +344,11 @@ impl Endpoint {
         let mut req = Vec::with_capacity(self.head.len() + extra_headers.len() + 32 + body.len());
         req.extend_from_slice(&self.head);
         req.extend_from_slice(extra_headers.as_bytes());
-        req.extend_from_slice(b"Content-Length: ");
-        req.extend_from_slice(body.len().to_string().as_bytes());
-        req.extend_from_slice(b"\r\n\r\n");
+        {
+            use std::io::Write;
+            // Writing into a Vec cannot fail.
+            let _ = write!(req, "Content-Length: {}\r\n\r\n", body.len());
+        }
         req.extend_from_slice(body);
         let mut resent = false;
         loop {
@@ -485,31 +489,24 @@ async fn read_more(
     timeout: Option<Duration>,
     display: &str,
 ) -> Result<usize, Error> {
-    let start = conn.buf.len();
-    conn.buf.resize(start + READ_CHUNK, 0);
+    if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 2 {
+        conn.buf.reserve(READ_CHUNK);
+    }
+    // A failed or timed-out read appends nothing: `read_buf` advances the length only
+    // by what it read.
     let r = match timeout {
-        None => conn.io.read(&mut conn.buf[start..]).await,
-        Some(t) => match tokio::time::timeout(t, conn.io.read(&mut conn.buf[start..])).await {
+        None => conn.io.read_into(&mut conn.buf).await,
+        Some(t) => match tokio::time::timeout(t, conn.io.read_into(&mut conn.buf)).await {
             Ok(r) => r,
             Err(_) => {
-                conn.buf.truncate(start);
                 return Err(Error::Timeout(format!(
                     "no data from {display} for {} s (--read-timeout)",
                     t.as_secs_f64()
-                )));
+                )))
             }
         },
     };
-    match r {
-        Ok(n) => {
-            conn.buf.truncate(start + n);
-            Ok(n)
-        }
-        Err(e) => {
-            conn.buf.truncate(start);
-            Err(Error::Io(format!("reading from {display}: {e}")))
-        }
-    }
+    r.map_err(|e| Error::Io(format!("reading from {display}: {e}")))
 }
 
 enum Framing {
