@@ -3,7 +3,7 @@
 //! perfscope's own simulator, started through the user command or a stand-in `vllm`
 //! script that records how it was called.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! The simulator's timing model and faults, observed through perfscope itself.
-mod common;
+use crate::common;
 
 use perfscope::sim::SimConfig;
 

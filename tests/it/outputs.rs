@@ -1,6 +1,6 @@
 //! Output files and numbers: the summary and percentiles recomputed independently
 //! from the SQLite rows; evalscope's tree and keys; request bodies as sent.
-mod common;
+use crate::common;
 
 use perfscope::sim::SimConfig;
 use serde_json::Value;

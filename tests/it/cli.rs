@@ -1,12 +1,12 @@
 //! Every flag of evalscope's parameter reference is accepted; bad values name the flag.
-mod common;
+use crate::common;
 
 use clap::Parser;
 use perfscope::cli::Cli;
 
 /// (flag, type column) for every table row of the reference.
 fn reference_flags() -> Vec<(String, String)> {
-    let text = include_str!("fixtures/perf-parameters.md");
+    let text = include_str!("../fixtures/perf-parameters.md");
     let mut out = Vec::new();
     for line in text.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();

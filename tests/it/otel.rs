@@ -1,7 +1,7 @@
 //! OpenTelemetry export: an in-test OTLP/HTTP receiver decodes the protobuf; one
 //! CLIENT span per request, GenAI attributes, first-token event, error.type on
 //! failures, trace ids equal to SQLite's and to the traceparent sent.
-mod common;
+use crate::common;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;

@@ -2,7 +2,7 @@
 //! declarative custom API (TGI's wire format) against in-test mock servers, and the
 //! flickr8k / embedding / rerank datasets from local files.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};

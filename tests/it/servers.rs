@@ -2,7 +2,7 @@
 //! llama.cpp's `llama-server` closing every connection after its response while it
 //! advertises keep-alive, a server that dies mid-stream, one that closes before it
 //! answers, endless bodies, and a stream that is only `data: [DONE]`.
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

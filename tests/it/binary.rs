@@ -1,5 +1,5 @@
 //! The `perfscope` binary end to end: the quick start, exit codes, Ctrl-C, SIGTERM.
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

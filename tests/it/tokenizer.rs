@@ -3,7 +3,7 @@
 //! filter in tokens, chat templates, and token counts when the server sends no usage.
 //! The tokenizer is a byte-level BPE trained here, so nothing is downloaded.
 
-mod common;
+use crate::common;
 
 use perfscope::sim::{SimConfig, SimHandle};
 use serde_json::{json, Value};
@@ -22,7 +22,7 @@ const TEMPLATE: &str = "{%- for message in messages %}{%- if loop.first and mess
 /// Trains a 1,000-token byte-level BPE on English and Chinese text and writes
 /// tokenizer.json (and, with `template`, tokenizer_config.json) into `dir`.
 fn make_tokenizer(dir: &Path, template: bool) -> PathBuf {
-    let mut corpus: Vec<String> = include_str!("../src/dataset/openqa_questions.txt")
+    let mut corpus: Vec<String> = include_str!("../../src/dataset/openqa_questions.txt")
         .lines()
         .map(str::to_string)
         .collect();

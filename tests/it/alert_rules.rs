@@ -1,5 +1,5 @@
 //! The bundled alert rules are valid and their unit tests pass (`promtool`).
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

@@ -1,5 +1,5 @@
 //! Measured timings against what the simulator injected, at --parallel 256.
-mod common;
+use crate::common;
 
 use perfscope::sim::SimConfig;
 use std::sync::atomic::Ordering;

@@ -1,8 +1,7 @@
 //! Tracker sinks against in-process mock W&B, SwanLab and ClearML servers that reject
 //! anything off-protocol: golden transcripts of what is sent, retries, outages, the
 //! `push` subcommand, and keys never reaching logs or output files.
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 mod mock;
 
 use perfscope::config::SweepPoint;

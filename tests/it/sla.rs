@@ -1,7 +1,7 @@
 //! SLA auto-tune against the simulator, whose saturation point is known: with 4 batch
 //! slots, a 5th concurrent request waits a whole request time (~110 ms) for a slot,
 //! so `p99_ttft <= 50` (ms) holds up to concurrency 4 and fails beyond.
-mod common;
+use crate::common;
 
 use perfscope::sim::SimConfig;
 use serde_json::Value;

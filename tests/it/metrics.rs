@@ -1,6 +1,6 @@
 //! The live /metrics endpoint: values agree with what was sent and stored, and the
 //! exposition is valid (checked by promtool when it is installed).
-mod common;
+use crate::common;
 
 use perfscope::sim::SimConfig;
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! A real Prometheus (Debian's package) scrapes a perfscope run against the simulator:
 //! counters and histogram counts equal what was sent and stored, and exemplars come
 //! back from /api/v1/query_exemplars with trace ids that are SQLite rows.
-mod common;
+use crate::common;
 
 use perfscope::sim::SimConfig;
 use std::process::{Child, Command, Stdio};

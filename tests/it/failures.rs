@@ -1,5 +1,5 @@
 //! Every failure kind is a record with its kind and text; injected faults at scale.
-mod common;
+use crate::common;
 
 use perfscope::client::{self, Cancel, Ticket};
 use perfscope::record::{Clock, FailureKind};

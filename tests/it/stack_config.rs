@@ -1,6 +1,6 @@
 //! The docker-compose stack and its configs are valid (no Docker engine is needed:
 //! `docker-compose config -q` and `promtool check config` only parse).
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

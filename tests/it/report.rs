@@ -1,7 +1,7 @@
 //! perf_report.html: self-contained, every chart drawn (checked in headless Chromium
 //! when it is installed), and `perfscope report DIR` regenerating every output file
 //! from the SQLite databases alone.
-mod common;
+use crate::common;
 
 use perfscope::sim::SimConfig;
 use std::path::Path;

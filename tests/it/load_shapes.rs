@@ -1,5 +1,5 @@
 //! Load shapes: rate pacing, open loop, duration, warmup, interruption.
-mod common;
+use crate::common;
 
 use perfscope::sim::SimConfig;
 use std::sync::atomic::Ordering;

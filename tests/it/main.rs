@@ -1,0 +1,24 @@
+//! The integration tests, one binary: in-process servers on 127.0.0.1:0, the
+//! perfscope binary where a test needs a process (signals, exit codes).
+
+mod alert_rules;
+mod apis;
+mod binary;
+mod cli;
+mod common;
+mod failures;
+mod golden;
+mod load_shapes;
+mod local_server;
+mod metrics;
+mod otel;
+mod outputs;
+mod prometheus_scrape;
+mod report;
+mod servers;
+mod simulator;
+mod sinks;
+mod sla;
+mod stack_config;
+mod timing;
+mod tokenizer;
