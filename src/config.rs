@@ -6,6 +6,11 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 
 use crate::cli::PerfArgs;
+use crate::client::ClientConfig;
+use crate::dataset::{DatasetConfig, DatasetKind, ImageSpec};
+pub use crate::protocol::is_encoder_run;
+use crate::protocol::GenParams;
+pub use crate::scheduler::{py_float, SweepPoint};
 use crate::sim::SimConfig;
 
 pub use crate::redact::{redact_url, split_query, MASK};
@@ -49,130 +54,6 @@ impl Api {
     }
 }
 
-/// Whether a stored run used an embedding or rerank endpoint (its API, or for the
-/// simulator its URL path): such runs use evalscope's input-throughput layout.
-pub fn is_encoder_run(api: &str, url: &str) -> bool {
-    match api {
-        "embedding" | "rerank" => true,
-        "sim" => {
-            let path = split_query(url).0.trim_end_matches('/');
-            path.ends_with("/embeddings") || path.ends_with("/rerank") || path.ends_with("/reranks")
-        }
-        _ => false,
-    }
-}
-
-/// Generation parameters mapped into each request body.
-#[derive(Clone, Debug)]
-pub struct GenParams {
-    pub model: String,
-    /// (min, max); equal for a fixed value.
-    pub max_tokens: (u64, u64),
-    pub min_tokens: Option<u64>,
-    pub temperature: f64,
-    pub top_p: Option<f64>,
-    pub top_k: Option<i64>,
-    pub frequency_penalty: Option<f64>,
-    pub repetition_penalty: Option<f64>,
-    pub n_choices: Option<u64>,
-    pub seed: Option<u64>,
-    pub stop: Vec<String>,
-    pub stop_token_ids: Vec<String>,
-    pub logprobs: bool,
-    pub stream: bool,
-    pub extra_args: Map<String, Value>,
-}
-
-/// One point of a sweep.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SweepPoint {
-    /// -1 in open loop (no cap), shown as INF.
-    pub parallel: i64,
-    pub number: u64,
-    /// -1 = no pacing.
-    pub rate: f64,
-}
-
-impl SweepPoint {
-    /// evalscope's run directory name.
-    pub fn dir_name(&self, open_loop: bool) -> String {
-        if open_loop {
-            format!("rate_{}_number_{}", py_float(self.rate), self.number)
-        } else {
-            format!("parallel_{}_number_{}", self.parallel, self.number)
-        }
-    }
-}
-
-/// Formats a float as Python's `str(float)` does for ordinary values (`5.0`, `2.5`).
-pub fn py_float(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e16 {
-        format!("{v:.1}")
-    } else {
-        format!("{v}")
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DatasetKind {
-    OpenQa,
-    LineByLine,
-    Random,
-    LongAlpaca,
-    Custom,
-    RandomVl,
-    /// evalscope's speed_benchmark (`long`: speed_benchmark_long).
-    SpeedBenchmark {
-        long: bool,
-    },
-    /// Texts to embed (`embedding_dataset`).
-    Embedding,
-    /// Query and documents pairs (`rerank_dataset`).
-    Rerank,
-    /// Random texts to embed, `--min/--max-prompt-length` long (`random_embedding`).
-    RandomEmbedding,
-    /// A random query and `num_documents` random documents (`random_rerank`).
-    RandomRerank,
-    /// Flickr8k captions and images from a local copy.
-    Flickr8k,
-}
-
-/// `random_vl` images: size, PIL mode, count per request and the vision patch size.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImageSpec {
-    pub width: u32,
-    pub height: u32,
-    pub format: String,
-    pub num: u32,
-    pub patch_size: u32,
-}
-
-#[derive(Clone, Debug)]
-pub struct DatasetConfig {
-    pub kind: DatasetKind,
-    pub name: String,
-    pub path: Option<String>,
-    /// `--prompt` text (already read from @file).
-    pub prompt: Option<String>,
-    pub min_prompt_length: u64,
-    pub max_prompt_length: u64,
-    pub prefix_length: u64,
-    pub seed: u64,
-    /// `--image-*` for random_vl.
-    pub image: ImageSpec,
-    /// `--query-template` (already read from @file) and the model it may name.
-    pub query_template: Option<String>,
-    pub model: String,
-    /// `--tokenizer-path`: prompt lengths in tokens instead of characters.
-    pub tokenizer: Option<std::sync::Arc<crate::tokenizer::Tokenizer>>,
-    /// `batch_size` from `--extra-args`: inputs per embedding request (1 = a string).
-    pub batch_size: usize,
-    /// `num_documents` and `document_length_ratio` from `--extra-args`: the
-    /// documents per `random_rerank` request and their length relative to the query.
-    pub num_documents: usize,
-    pub document_length_ratio: f64,
-}
-
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub model: String,
@@ -189,13 +70,8 @@ pub struct RunConfig {
     pub chat: bool,
     /// `--tokenizer-path`: token counts when the server sends no usage.
     pub tokenizer: Option<std::sync::Arc<crate::tokenizer::Tokenizer>>,
-    /// All headers sent (including Authorization from --api-key).
-    pub headers: Vec<(String, String)>,
-    pub connect_timeout: Option<Duration>,
-    pub read_timeout: Option<Duration>,
-    pub total_timeout: Duration,
-    /// `--max-response-mib` in bytes.
-    pub max_response_bytes: usize,
+    /// Headers, timeouts and the response cap of the load client.
+    pub client: ClientConfig,
     pub test_connection: bool,
     pub points: Vec<SweepPoint>,
     pub sleep_interval: f64,
@@ -387,7 +263,14 @@ impl RunConfig {
         }
         let local_server = if api.is_local() {
             Some(crate::local_server::LocalServerConfig::resolve(
-                api, a, &model,
+                &crate::local_server::LocalServerFlags {
+                    vllm: api == Api::LocalVllm,
+                    cmd: a.local_server_cmd.as_deref(),
+                    attn: a.attn_implementation.as_deref(),
+                    port: a.port,
+                    timeout: a.local_server_timeout,
+                },
+                &model,
             )?)
         } else {
             if a.local_server_cmd.is_some() {
@@ -572,16 +455,18 @@ impl RunConfig {
             url,
             chat,
             tokenizer,
-            headers,
-            connect_timeout: secs("--connect-timeout", a.connect_timeout)?,
-            read_timeout: secs("--read-timeout", a.read_timeout)?,
-            total_timeout,
-            max_response_bytes: {
-                let m = a.max_response_mib;
-                if !(m > 0.0 && m.is_finite() && m <= 4096.0) {
-                    bail!("--max-response-mib: {m} must be a number of MiB in (0, 4096]");
-                }
-                (m * 1024.0 * 1024.0) as usize
+            client: ClientConfig {
+                headers,
+                connect_timeout: secs("--connect-timeout", a.connect_timeout)?,
+                read_timeout: secs("--read-timeout", a.read_timeout)?,
+                total_timeout,
+                max_response_bytes: {
+                    let m = a.max_response_mib;
+                    if !(m > 0.0 && m.is_finite() && m <= 4096.0) {
+                        bail!("--max-response-mib: {m} must be a number of MiB in (0, 4096]");
+                    }
+                    (m * 1024.0 * 1024.0) as usize
+                },
             },
             test_connection: !a.no_test_connection,
             points,
@@ -632,7 +517,8 @@ impl RunConfig {
 
     /// Headers with secret values masked, for logs.
     pub fn masked_headers(&self) -> Vec<(String, String)> {
-        self.headers
+        self.client
+            .headers
             .iter()
             .map(|(k, v)| {
                 let secret = SECRET_HEADERS.contains(&k.to_ascii_lowercase().as_str());

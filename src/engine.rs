@@ -94,8 +94,8 @@ impl std::error::Error for BadInput {}
 
 struct Ctx {
     cfg: RunConfig,
-    /// The load client's connections to the target.
-    endpoint: client::http1::Endpoint,
+    /// The load client: its connections to the target, protocol and clock.
+    client: client::Client,
     url: Arc<str>,
     /// Parsed once, for span attributes.
     parsed_url: reqwest::Url,
@@ -218,7 +218,11 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
             crate::config::redact_url(&url)
         )
     })?;
-    let endpoint = client::build_endpoint(&cfg, &parsed_url, pool)?;
+    let mut load_client =
+        client::Client::new(&cfg.client, &parsed_url, pool, cfg.protocol.clone(), clock)?;
+    // With a tokenizer the payloads are kept until the token counts a server left
+    // out are filled in (then dropped unless --debug).
+    load_client.keep_messages = cfg.debug || cfg.tokenizer.is_some();
     // From here on the URL is only shown (logs, labels, errors): credentials masked.
     let url: Arc<str> = crate::config::redact_url(&url).into();
     let run_label = root
@@ -254,7 +258,7 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     });
     let ctx = Arc::new(Ctx {
         cfg,
-        endpoint,
+        client: load_client,
         url,
         parsed_url,
         clock,
@@ -672,7 +676,7 @@ async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
         .protocol
         .connection_test_body(ctx.cfg.chat, &ctx.cfg.gen)?;
     let body = bytes::Bytes::from(serde_json::Value::Object(body).to_string());
-    let timeout = ctx.cfg.total_timeout.min(Duration::from_secs(60));
+    let timeout = ctx.cfg.client.total_timeout.min(Duration::from_secs(60));
     let mut last = String::new();
     for attempt in 1..=3u32 {
         let ticket = Ticket {
@@ -683,16 +687,10 @@ async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
             trace: None,
         };
         // A signal during the test stops it at once: nothing of the benchmark ran.
-        let r = client::execute(
-            &ctx.endpoint,
-            &ctx.cfg.protocol,
-            timeout,
-            &ctx.clock,
-            ticket,
-            false,
-            &ctx.stop.dispatch,
-        )
-        .await;
+        let r = ctx
+            .client
+            .execute_within(ticket, timeout, false, &ctx.stop.dispatch)
+            .await;
         if ctx.stop.dispatch.is_cancelled() {
             return Err(Interrupted(ctx.stop.exit_code()).into());
         }
@@ -941,7 +939,7 @@ async fn run_point(
     report::write_run_files(&result, &args)?;
     if matches!(
         cfg.dataset.kind,
-        crate::config::DatasetKind::SpeedBenchmark { .. }
+        crate::dataset::DatasetKind::SpeedBenchmark { .. }
     ) {
         log::block(&report::speed_benchmark(&dir)?);
     }
@@ -1075,18 +1073,7 @@ async fn dispatch(
                 stream_requested: c.gen.stream,
                 trace: Some(client::TraceContext::random(sampled)),
             };
-            // With a tokenizer the payloads are kept until the token counts a
-            // server left out are filled in (then dropped unless --debug).
-            let mut rec = client::execute(
-                &ctx2.endpoint,
-                &c.protocol,
-                c.total_timeout,
-                &ctx2.clock,
-                ticket,
-                c.debug || c.tokenizer.is_some(),
-                &ctx2.stop.abort,
-            )
-            .await;
+            let mut rec = ctx2.client.execute(ticket, &ctx2.stop.abort).await;
             if let Some(t) = &c.tokenizer {
                 c.protocol.fill_token_counts(t, &mut rec);
                 if !c.debug {

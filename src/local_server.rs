@@ -15,9 +15,22 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::PerfArgs;
-use crate::config::Api;
+use crate::redact::MASK;
 use crate::report::log;
+
+/// The flags that describe the server to start.
+pub struct LocalServerFlags<'a> {
+    /// `--api local_vllm` (else `local`).
+    pub vllm: bool,
+    /// `--local-server-cmd`.
+    pub cmd: Option<&'a str>,
+    /// `--attn-implementation`.
+    pub attn: Option<&'a str>,
+    /// `--port`.
+    pub port: u16,
+    /// `--local-server-timeout`, seconds.
+    pub timeout: f64,
+}
 
 #[derive(Clone, Debug)]
 pub struct LocalServerConfig {
@@ -74,12 +87,12 @@ pub fn mask_command(cmd: &str) -> String {
     let mut mask_next = false;
     for word in cmd.split_whitespace() {
         if mask_next {
-            out.push(crate::config::MASK.to_string());
+            out.push(MASK.to_string());
             mask_next = false;
             continue;
         }
         match word.split_once('=') {
-            Some((opt, _)) if secret(opt) => out.push(format!("{opt}={}", crate::config::MASK)),
+            Some((opt, _)) if secret(opt) => out.push(format!("{opt}={}", MASK)),
             _ => {
                 mask_next = secret(word) && !word.contains('=');
                 out.push(word.to_string());
@@ -109,10 +122,10 @@ fn gpu_count() -> usize {
 }
 
 impl LocalServerConfig {
-    pub fn resolve(api: Api, a: &PerfArgs, model: &str) -> Result<LocalServerConfig> {
-        let attn = a.attn_implementation.as_deref();
+    pub fn resolve(f: &LocalServerFlags, model: &str) -> Result<LocalServerConfig> {
+        let attn = f.attn;
         let mut env = Vec::new();
-        let template = match (&a.local_server_cmd, api) {
+        let template = match (f.cmd, f.vllm) {
             (Some(c), _) => {
                 if attn.is_some() && !c.contains("{attn_implementation}") {
                     bail!(
@@ -120,9 +133,9 @@ impl LocalServerConfig {
                          placeholder; put it where your server takes the setting"
                     );
                 }
-                c.clone()
+                c.to_string()
             }
-            (None, Api::LocalVllm) => {
+            (None, true) => {
                 // evalscope's command, with `vllm serve` and a loopback bind.
                 if let Some(v) = attn {
                     let backend = match v {
@@ -146,7 +159,7 @@ impl LocalServerConfig {
                     gpu_count()
                 )
             }
-            (None, _) => {
+            (None, false) => {
                 let fa = match attn {
                     None => "",
                     Some("flash_attention_2" | "flash_attention_3" | "flash_attn") => {
@@ -161,7 +174,7 @@ impl LocalServerConfig {
                 format!("llama-server --model {{model}} --host 127.0.0.1 --port {{port}}{fa}")
             }
         };
-        let port = a.port.to_string();
+        let port = f.port.to_string();
         let argv: Vec<String> = split_command(&template)?
             .into_iter()
             .map(|t| {
@@ -173,17 +186,17 @@ impl LocalServerConfig {
         if argv.is_empty() {
             bail!("--local-server-cmd: the command is empty");
         }
-        if !(a.local_server_timeout > 0.0 && a.local_server_timeout.is_finite()) {
+        if !(f.timeout > 0.0 && f.timeout.is_finite()) {
             bail!(
                 "--local-server-timeout: {} is not a positive number of seconds",
-                a.local_server_timeout
+                f.timeout
             );
         }
         Ok(LocalServerConfig {
             argv,
             env,
-            port: a.port,
-            timeout: Duration::from_secs_f64(a.local_server_timeout),
+            port: f.port,
+            timeout: Duration::from_secs_f64(f.timeout),
         })
     }
 }

@@ -168,7 +168,7 @@ pub struct RequestRecord {
     /// we store them on demand because they dominate the database size).
     pub response_messages: Option<String>,
     pub request_id: Option<String>,
-    pub trace: Option<crate::client::TraceContext>,
+    pub trace: Option<TraceContext>,
     /// Sent a second time, on a new connection, because the reused connection it was
     /// first written to closed before any response byte (timing starts at the resend).
     pub resent: bool,
@@ -202,5 +202,33 @@ impl RequestRecord {
         } else {
             0.0
         })
+    }
+}
+
+/// A W3C trace id, the id of the client's (parent) span and whether it is exported.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TraceContext {
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub sampled: bool,
+}
+
+impl TraceContext {
+    /// Fresh random ids (never all-zero, which W3C reserves as invalid).
+    pub fn random(sampled: bool) -> TraceContext {
+        TraceContext {
+            trace_id: fastrand::u128(1..),
+            span_id: fastrand::u64(1..),
+            sampled,
+        }
+    }
+    /// `00-<trace-id>-<parent-id>-<flags>`: flags 01 when the request's span is
+    /// exported (or no exporter is configured: the server's own sampling decides).
+    pub fn traceparent(&self) -> String {
+        let flags = if self.sampled { "01" } else { "00" };
+        format!("00-{:032x}-{:016x}-{flags}", self.trace_id, self.span_id)
+    }
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
     }
 }

@@ -183,7 +183,7 @@ impl Endpoint {
             .to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let tls = if https {
-            super::install_tls_provider();
+            super::tls::install_tls_provider();
             use rustls_platform_verifier::ConfigVerifierExt;
             let mut cfg = rustls::ClientConfig::with_platform_verifier().map_err(|e| {
                 anyhow::anyhow!("cannot load the system's TLS trust store for {display}: {e}")

@@ -5,8 +5,8 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 
-use super::{in_range, Prompt};
-use crate::config::DatasetConfig;
+use super::config::DatasetConfig;
+use super::prompt::{in_range, Prompt};
 
 /// evalscope's text field priority for embedding objects.
 const TEXT_FIELDS: [&str; 4] = ["text", "input", "sentence", "content"];

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use std::path::Path;
 
-use super::Prompt;
+use super::prompt::Prompt;
 
 const HINT: &str = "download clip-benchmark/wds_flickr8k (Hugging Face), extract the test \
                     shards (tar xf test/*.tar) and pass the directory";

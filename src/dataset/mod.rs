@@ -4,51 +4,21 @@
 //! Prompt lengths are in tokens with `--tokenizer-path`, else in characters, as
 //! evalscope's `--min/--max-prompt-length`.
 
+pub mod config;
 mod encoder;
 mod flickr8k;
 mod openqa;
+pub mod prompt;
 mod random;
 pub mod random_vl;
 pub mod template;
 
 use anyhow::{bail, Context, Result};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::config::{DatasetConfig, DatasetKind};
-
-/// What a dataset yields for one request.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Prompt {
-    /// Plain prompt: body `prompt` (completions).
-    Text(String),
-    /// Chat messages, sent verbatim as body `messages`.
-    Messages(Value),
-    /// A whole request body (JSON-object lines of `line_by_line`); CLI parameters are
-    /// merged with set-default semantics.
-    Body(Map<String, Value>),
-}
-
-impl Prompt {
-    fn wrap(text: String, chat: bool) -> Prompt {
-        if chat {
-            Prompt::Messages(serde_json::json!([{"role": "user", "content": text}]))
-        } else {
-            Prompt::Text(text)
-        }
-    }
-}
-
-/// evalscope's length filter: tokens with --tokenizer-path, else characters.
-fn in_range(text: &str, cfg: &DatasetConfig) -> bool {
-    if cfg.min_prompt_length == 0 && cfg.max_prompt_length == u64::MAX {
-        return true;
-    }
-    let n = match &cfg.tokenizer {
-        Some(t) => t.count(text),
-        None => text.chars().count() as u64,
-    };
-    n >= cfg.min_prompt_length && n <= cfg.max_prompt_length
-}
+pub use config::{DatasetConfig, DatasetKind, ImageSpec};
+use prompt::in_range;
+pub use prompt::Prompt;
 
 /// Builds up to `count` prompts for run number `run_index` (0-based; random prompts
 /// differ between runs so a prefix cache cannot serve later runs).
@@ -259,7 +229,7 @@ pub(crate) fn test_config(kind: DatasetKind) -> DatasetConfig {
         batch_size: 1,
         num_documents: 10,
         document_length_ratio: 5.0,
-        image: crate::config::ImageSpec {
+        image: ImageSpec {
             width: 8,
             height: 8,
             format: "RGB".into(),

@@ -9,8 +9,8 @@
 
 use anyhow::{bail, Result};
 
-use super::Prompt;
-use crate::config::DatasetConfig;
+use super::config::DatasetConfig;
+use super::prompt::Prompt;
 
 /// Largest length accepted when --max-prompt-length is left at its "no cap" default.
 const MAX_CHARS: u64 = 1 << 20;
@@ -369,7 +369,7 @@ pub fn rerank(cfg: &DatasetConfig, count: u64, run_index: u64) -> Result<Vec<Pro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DatasetKind;
+    use crate::dataset::DatasetKind;
 
     #[test]
     fn lengths_in_range_and_prefix_shared() {

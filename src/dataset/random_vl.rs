@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 use base64::Engine as _;
 use serde_json::json;
 
-use super::Prompt;
-use crate::config::{DatasetConfig, ImageSpec};
+use super::config::{DatasetConfig, ImageSpec};
+use super::prompt::Prompt;
 
 fn channels(format: &str) -> Option<(usize, png::ColorType)> {
     match format {

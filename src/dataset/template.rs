@@ -11,7 +11,7 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::{Map, Value};
 
-use super::Prompt;
+use super::prompt::Prompt;
 
 /// Checks that the template parses, so a typo stops the command before any load.
 pub fn check(template: &str) -> Result<()> {

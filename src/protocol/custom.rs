@@ -27,8 +27,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{malformed, prompt_text, ChunkInfo, Usage};
-use crate::config::GenParams;
+use super::body::{malformed, prompt_text};
+use super::chunk::{ChunkInfo, Usage};
+use super::params::GenParams;
 use crate::dataset::Prompt;
 
 #[derive(Deserialize, Debug, Default)]

@@ -13,8 +13,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{malformed, ChunkInfo, Usage};
-use crate::config::GenParams;
+use super::body::malformed;
+use super::chunk::{ChunkInfo, Usage};
+use super::params::GenParams;
 use crate::dataset::Prompt;
 
 pub const DEFAULT_URL: &str =

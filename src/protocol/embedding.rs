@@ -7,8 +7,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{json_error, malformed, prompt_text, put, ChunkInfo, Usage};
-use crate::config::GenParams;
+use super::body::{json_error, malformed, messages_text, prompt_text, put};
+use super::chunk::{ChunkInfo, Usage};
+use super::params::GenParams;
 use crate::dataset::Prompt;
 
 /// `--extra-args` keys that configure perfscope rather than the server.
@@ -42,7 +43,7 @@ pub fn rerank_body(prompt: &Prompt, p: &GenParams) -> Map<String, Value> {
         Prompt::Body(b) => return finish(b.clone(), true, p),
         // evalscope: the first message is the query, the others the documents.
         Prompt::Messages(Value::Array(msgs)) if msgs.len() > 1 => {
-            let text = |v: &Value| super::messages_text(&Value::Array(vec![v.clone()]));
+            let text = |v: &Value| messages_text(&Value::Array(vec![v.clone()]));
             m.insert("query".into(), text(&msgs[0]).into());
             m.insert(
                 "documents".into(),

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::GenParams;
+use super::params::GenParams;
 use crate::dataset::Prompt;
 
 /// Builds the JSON body. `rng` samples `--max-tokens MIN MAX` per request.

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 use std::path::Path;
 
-use crate::config::{py_float, SweepPoint};
+use crate::scheduler::{py_float, SweepPoint};
 use crate::stats::{Column, PERCENTILES};
 use table::{render, Line};
 
@@ -196,7 +196,7 @@ pub fn load_run(
             .unwrap_or_default();
         (conn, api, url)
     };
-    let encoder = crate::config::is_encoder_run(&api, &url);
+    let encoder = crate::protocol::is_encoder_run(&api, &url);
     let summary = crate::stats::summary(
         &conn,
         &crate::stats::RunInputs {

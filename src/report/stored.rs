@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 use super::RunResult;
-use crate::config::SweepPoint;
+use crate::scheduler::SweepPoint;
 
 /// One stored step: its directory and the `run` table's row.
 pub struct Stored {

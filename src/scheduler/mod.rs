@@ -7,6 +7,10 @@
 //! each absolute offset; falling behind never shifts later arrivals, so the realised
 //! rate cannot drift.
 
+pub mod point;
+
+pub use point::{py_float, SweepPoint};
+
 /// Absolute arrival offsets (seconds from the run start) for `n` requests at `rate`
 /// req/s. `n / rate` is the last offset exactly.
 pub fn poisson_schedule(n: usize, rate: f64, seed: u64) -> Vec<f64> {

@@ -179,4 +179,4 @@ fn transport(e: &ureq::Error) -> String {
     }
 }
 
-pub use crate::config::redact_url;
+pub use crate::redact::redact_url;

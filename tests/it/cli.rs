@@ -87,7 +87,7 @@ fn defaults_match_the_reference() {
     );
     assert_eq!(cfg.gen.max_tokens, (2048, 2048));
     assert_eq!(cfg.gen.temperature, 0.0);
-    assert_eq!(cfg.total_timeout.as_secs(), 21600);
+    assert_eq!(cfg.client.total_timeout.as_secs(), 21600);
     assert_eq!(cfg.sleep_interval, 5.0);
     assert_eq!(
         (

@@ -91,10 +91,18 @@ async fn every_failure_kind_is_classified_with_text() {
     let go = |path: String, timeout: Duration, cancel: Cancel| {
         let body = body.clone();
         async move {
-            let endpoint = client::http1::Endpoint::new(
+            let c = client::Client::new(
+                &client::ClientConfig {
+                    headers: vec![],
+                    connect_timeout: None,
+                    read_timeout: None,
+                    total_timeout: timeout,
+                    max_response_bytes: 16 << 20,
+                },
                 &reqwest::Url::parse(&path).unwrap(),
-                &[],
-                client::http1::Settings::default(),
+                64,
+                perfscope::protocol::Protocol::OpenAi,
+                clock,
             )
             .unwrap();
             let t = Ticket {
@@ -104,16 +112,7 @@ async fn every_failure_kind_is_classified_with_text() {
                 stream_requested: true,
                 trace: None,
             };
-            client::execute(
-                &endpoint,
-                &perfscope::protocol::Protocol::OpenAi,
-                timeout,
-                &clock,
-                t,
-                false,
-                &cancel,
-            )
-            .await
+            c.execute(t, &cancel).await
         }
     };
     let base = format!("http://{addr}");

@@ -3,6 +3,7 @@
 
 mod alert_rules;
 mod apis;
+mod architecture;
 mod binary;
 mod cli;
 mod common;

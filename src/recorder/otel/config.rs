@@ -200,7 +200,7 @@ impl OtelConfig {
 
     /// The export URL without credentials or query, for logs.
     pub fn display_url(&self) -> String {
-        crate::config::redact_url(&self.url)
+        crate::redact::redact_url(&self.url)
     }
 }
 

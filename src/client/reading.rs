@@ -1,0 +1,286 @@
+//! Reading one response: status, SSE or JSON body, and the timestamps of each
+//! piece as it arrives.
+
+use super::http1;
+use super::sse::SseDecoder;
+use crate::protocol::{ChunkInfo, Protocol};
+use crate::record::{Clock, FailureKind, Timeline};
+
+/// Mutable per-request state while the response is read.
+pub(crate) struct Reading {
+    pub(crate) tl: Timeline,
+    pub(crate) itl: Vec<f64>,
+    pub(crate) last_output: Option<f64>,
+    pub(crate) usage_prompt: Option<u64>,
+    pub(crate) usage_completion: Option<u64>,
+    pub(crate) cached: Option<u64>,
+    pub(crate) finish: Option<String>,
+    pub(crate) output_chars: u64,
+    pub(crate) output_chunks: u32,
+    pub(crate) done: bool,
+    pub(crate) failure: Option<(FailureKind, String)>,
+    pub(crate) messages: Option<Vec<String>>,
+    /// Bytes held in `messages` (bounded by `max_response`).
+    pub(crate) message_bytes: usize,
+    pub(crate) max_response: usize,
+    /// evalscope 1.14's `n_decode_chunks`: choices-bearing chunks at or after the
+    /// first output chunk, empty deltas (the final `finish_reason` chunk) included.
+    pub(crate) decode_chunks: u32,
+}
+
+impl Reading {
+    fn too_large(&mut self, t: f64, why: String) {
+        self.tl.end = t;
+        self.failure = Some((FailureKind::ResponseTooLarge, why));
+    }
+
+    /// Applies one payload received at `t`.
+    fn payload(&mut self, proto: &Protocol, data: &[u8], t: f64) {
+        if self.failure.is_some() {
+            return;
+        }
+        if self.tl.first_event.is_none() {
+            self.tl.first_event = Some(t);
+        }
+        if data == b"[DONE]" {
+            self.done = true;
+            return;
+        }
+        if let Some(m) = self.messages.as_mut() {
+            // --debug keeps the payloads; an endless stream must not keep all of them.
+            if self.message_bytes + data.len() <= self.max_response {
+                self.message_bytes += data.len();
+                m.push(String::from_utf8_lossy(data).into_owned());
+            }
+        }
+        // evalscope's `completed_time`: the last data event, including the usage-only
+        // chunk, but not `[DONE]`.
+        self.tl.end = t;
+        match proto.parse(data) {
+            Err(e) => self.failure = Some((FailureKind::MalformedChunk, e)),
+            Ok(info) => self.apply(info, t),
+        }
+    }
+
+    fn apply(&mut self, info: ChunkInfo, t: f64) {
+        if let Some(e) = info.error {
+            self.failure = Some((FailureKind::InBandError, e));
+            return;
+        }
+        if info.output_chars > 0 {
+            if self.output_chunks >= MAX_OUTPUT_CHUNKS {
+                self.too_large(
+                    t,
+                    format!("more than {MAX_OUTPUT_CHUNKS} output chunks in one response"),
+                );
+                return;
+            }
+            if self.tl.first_output.is_none() {
+                self.tl.first_output = Some(t);
+            }
+            if let Some(prev) = self.last_output {
+                self.itl.push(t - prev);
+            }
+            self.last_output = Some(t);
+            self.output_chunks += 1;
+            self.output_chars += info.output_chars as u64;
+        }
+        if info.has_choices && self.tl.first_output.is_some() {
+            self.decode_chunks += 1;
+        }
+        if info.finish_reason.is_some() {
+            self.finish = info.finish_reason;
+        }
+        if let Some(u) = info.usage {
+            if u.prompt_tokens.is_some() {
+                self.usage_prompt = u.prompt_tokens;
+            }
+            if u.completion_tokens.is_some() {
+                self.usage_completion = u.completion_tokens;
+            }
+            if let Some(c) = u.cached_tokens {
+                self.cached = Some(c);
+            }
+        }
+    }
+}
+
+/// Most output chunks one request may record: a row holds one ITL value per chunk,
+/// so an endless stream of valid chunks must stop somewhere. Four times the largest
+/// context any served model offers today.
+pub const MAX_OUTPUT_CHUNKS: u32 = 1 << 19;
+
+/// Most bytes of an error response kept (and read) for the error text.
+const ERROR_BODY: usize = 4096;
+
+pub(crate) fn classify(e: &http1::Error) -> FailureKind {
+    match e {
+        http1::Error::Connect(_) => FailureKind::Connect,
+        http1::Error::Timeout(_) => FailureKind::Timeout,
+        http1::Error::Io(_) | http1::Error::Protocol(_) => FailureKind::Transport,
+    }
+}
+
+/// Reads an error response's first bytes for the error text, then stops: an endless
+/// error body must cost neither memory nor the rest of the total timeout.
+async fn error_text_of(resp: &mut http1::Response<'_>) -> String {
+    let mut text = Vec::new();
+    while text.len() < ERROR_BODY {
+        match resp.chunk().await {
+            Ok(Some(c)) => text.extend_from_slice(&c[..c.len().min(ERROR_BODY - text.len())]),
+            _ => break,
+        }
+    }
+    let cut = text.len().min(2048);
+    String::from_utf8_lossy(&text[..cut]).trim().to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn read_response(
+    endpoint: &http1::Endpoint,
+    extra_headers: &str,
+    body: &[u8],
+    proto: &Protocol,
+    clock: &Clock,
+    r: &mut Reading,
+    status_out: &mut Option<u16>,
+    is_stream: &mut bool,
+    resent: &mut bool,
+) {
+    let url = endpoint.display();
+    let send = &mut r.tl.send;
+    let mut resp = match endpoint
+        .send(extra_headers, body, || *send = clock.now())
+        .await
+    {
+        Ok(resp) => resp,
+        Err((e, was_resent)) => {
+            *resent = was_resent;
+            r.tl.end = clock.now();
+            r.failure = Some((classify(&e), format!("POST {url}: {e}")));
+            return;
+        }
+    };
+    *resent = resp.resent;
+    let t_headers = clock.now();
+    r.tl.headers = Some(t_headers);
+    let status = resp.status;
+    *status_out = Some(status);
+    // The failure kind is decided from the status and content type before the body
+    // is read: an endless error page is an HTTP failure, not a timeout.
+    if !(200..300).contains(&status) {
+        let text = error_text_of(&mut resp).await;
+        r.tl.end = clock.now();
+        r.failure = Some((
+            FailureKind::from_status(status),
+            format!("HTTP {status}: {text}"),
+        ));
+        return;
+    }
+    let ctype = resp.content_type.clone();
+    if ctype.contains("text/event-stream") {
+        *is_stream = true;
+        let mut dec = SseDecoder::with_limit(r.max_response);
+        loop {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    let t = clock.now();
+                    dec.feed(bytes, |data| r.payload(proto, data, t));
+                    if dec.overflowed() {
+                        r.too_large(
+                            t,
+                            format!("an SSE line from {url} exceeds --max-response-mib"),
+                        );
+                    }
+                    if r.failure.is_some() {
+                        // The stream is already a failure; stop reading it.
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let t = clock.now();
+                    dec.finish(|data| r.payload(proto, data, t));
+                    if r.failure.is_none() && !r.done && r.finish.is_none() {
+                        r.tl.end = t;
+                        r.failure = Some((
+                            FailureKind::IncompleteStream,
+                            "stream ended without [DONE] or a finish_reason".into(),
+                        ));
+                    }
+                    if r.tl.first_event.is_none() && r.failure.is_none() {
+                        r.tl.end = t;
+                        r.failure =
+                            Some((FailureKind::IncompleteStream, "empty event stream".into()));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    r.tl.end = clock.now();
+                    let kind = match classify(&e) {
+                        FailureKind::Timeout => FailureKind::Timeout,
+                        _ => FailureKind::Transport,
+                    };
+                    r.failure = Some((kind, format!("reading the stream from {url}: {e}")));
+                    return;
+                }
+            }
+        }
+    }
+    *is_stream = false;
+    if !ctype.contains("application/") {
+        // evalscope reads anything else as text and counts it a success; a page of
+        // HTML from a proxy is not an answer.
+        let text = error_text_of(&mut resp).await;
+        r.tl.end = clock.now();
+        r.failure = Some((
+            FailureKind::Other,
+            format!(
+                "unexpected content type `{ctype}` from {url} (expected text/event-stream or application/json): {}",
+                text.chars().take(200).collect::<String>()
+            ),
+        ));
+        return;
+    }
+    // Non-streaming JSON: read it all (up to the cap), then parse.
+    let mut full = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(b)) => {
+                if full.len() + b.len() > r.max_response {
+                    let t = clock.now();
+                    r.too_large(
+                        t,
+                        format!("the response body from {url} exceeds --max-response-mib"),
+                    );
+                    return;
+                }
+                full.extend_from_slice(b);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                r.tl.end = clock.now();
+                let kind = match classify(&e) {
+                    FailureKind::Timeout => FailureKind::Timeout,
+                    _ => FailureKind::Transport,
+                };
+                r.failure = Some((kind, format!("reading the response from {url}: {e}")));
+                return;
+            }
+        }
+    }
+    let t = clock.now();
+    r.tl.end = t;
+    r.tl.first_event = Some(t);
+    if let Some(m) = r.messages.as_mut() {
+        m.push(String::from_utf8_lossy(&full).into_owned());
+    }
+    match proto.parse(&full) {
+        Err(e) => r.failure = Some((FailureKind::MalformedChunk, e)),
+        Ok(info) => {
+            // evalscope: for non-stream responses first_chunk_latency = latency.
+            r.apply(info, t);
+            r.tl.first_output = Some(t);
+            r.itl.clear();
+        }
+    }
+}
