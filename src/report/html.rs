@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{recommendations, RunResult};
+use super::run::{recommendations, sweep_order, RunResult};
 use crate::stats::PERCENTILES;
 
 /// What the report says about the invocation.
@@ -181,7 +181,7 @@ fn num(v: f64, dp: usize) -> String {
 
 /// The whole report for the given runs (any order).
 pub fn render(runs: &[RunResult], meta: &Meta) -> String {
-    let sorted = super::sweep_order(runs);
+    let sorted = sweep_order(runs);
     // The x axis: concurrency for closed-loop sweeps, otherwise the rate.
     let by_rate = sorted.iter().all(|r| r.point.parallel < 0)
         || (sorted

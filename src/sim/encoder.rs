@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{error_response, json_response, Sim};
+use super::server::{error_response, json_response, Sim};
 
 /// Floats per embedding vector.
 const DIM: usize = 32;

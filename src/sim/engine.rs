@@ -14,7 +14,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::config::SimConfig;
-use super::stream::Ev;
+
+/// Engine → body events.
+pub enum Ev {
+    Token,
+    /// The engine dropped the sequence (shutdown).
+    Abort,
+}
 
 pub struct Seq {
     pub tx: mpsc::UnboundedSender<Ev>,

@@ -13,6 +13,8 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
+pub use super::engine::Ev;
+
 const VOCAB: [&str; 16] = [
     " the", " model", " serves", " tokens", " fast", " and", " every", " request", " gets", " an",
     " answer", " from", " a", " batch", " of", " peers",
@@ -160,13 +162,6 @@ pub fn whole_stream(f: &Formatter, fault: Fault) -> Result<Vec<u8>, Vec<u8>> {
 pub const MALFORMED: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"\n\n";
 pub const IN_BAND_ERROR: &[u8] =
     b"data: {\"error\":{\"message\":\"simulated engine error\",\"type\":\"InternalServerError\",\"code\":500}}\n\n";
-
-/// Engine → body events.
-pub enum Ev {
-    Token,
-    /// The engine dropped the sequence (shutdown).
-    Abort,
-}
 
 /// A streaming body fed token by token by the engine (or a fixed-delay timer task).
 pub struct SseBody {

@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::stream::Ev;
+use super::engine::Ev;
 
 pub struct Job {
     pub first: Instant,

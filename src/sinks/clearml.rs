@@ -9,7 +9,8 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::http::{Body, Http, Reply};
-use super::{Final, Outcome, Point, RunMeta, SinkSettings, Tracker};
+use super::payload::{group, Final, Outcome, Point, RunMeta, Tracker};
+use super::settings::{http_url, SinkFlags, SinkSettings};
 
 /// The newest API version whose calls we use; the server's own maximum is lower on
 /// old servers (read from the login token).
@@ -226,7 +227,7 @@ impl Tracker for Clearml {
             .values
             .iter()
             .map(|(k, v)| {
-                let (metric, variant) = super::group(k);
+                let (metric, variant) = group(k);
                 json!({"type": "training_stats_scalar", "task": self.task, "metric": metric,
                        "variant": variant, "value": v, "iter": p.step, "timestamp": ts})
             })
@@ -295,6 +296,37 @@ impl Tracker for Clearml {
     }
 }
 
+/// ClearML: the access and secret keys and the host from ClearML's (or the older
+/// TRAINS_) variables.
+pub fn settings(
+    _flags: &SinkFlags,
+    env: &dyn Fn(&str) -> Option<String>,
+    base: SinkSettings,
+) -> Result<SinkSettings> {
+    let url = http_url;
+    let access = env("CLEARML_API_ACCESS_KEY").or_else(|| env("TRAINS_API_ACCESS_KEY"));
+    let secret = env("CLEARML_API_SECRET_KEY").or_else(|| env("TRAINS_API_SECRET_KEY"));
+    let (Some(key), Some(secret)) = (access, secret) else {
+        bail!(
+            "--visualizer clearml: set CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY \
+                 (ClearML web UI → Settings → Workspace → Create new credentials)"
+        );
+    };
+    Ok(SinkSettings {
+        key,
+        secret: Some(secret),
+        host: url(
+            "CLEARML_API_HOST",
+            env("CLEARML_API_HOST")
+                .or_else(|| env("TRAINS_API_HOST"))
+                .unwrap_or_else(|| "https://api.clear.ml".into()),
+        )?,
+        web_host: env("CLEARML_WEB_HOST").map(|u| u.trim_end_matches('/').to_string()),
+        project: env("CLEARML_PROJECT_NAME").unwrap_or(base.project.clone()),
+        ..base
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,9 +335,9 @@ mod tests {
     fn regex_and_metric_names() {
         assert_eq!(exact_match_regex("perf_benchmark"), "^perf_benchmark$");
         assert_eq!(exact_match_regex("a.b(c)"), "^a\\.b\\(c\\)$");
-        assert_eq!(super::super::group("TTFT (ms) p99"), ("TTFT (ms)", "p99"));
+        assert_eq!(super::group("TTFT (ms) p99"), ("TTFT (ms)", "p99"));
         assert_eq!(
-            super::super::group("Req Throughput (req/s)"),
+            super::group("Req Throughput (req/s)"),
             ("Performance Metrics", "Req Throughput (req/s)")
         );
     }

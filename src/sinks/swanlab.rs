@@ -8,7 +8,10 @@ use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 
 use super::http::{Body, Http};
-use super::{rfc3339, url_segment as seg, Final, Outcome, Point, RunMeta, SinkSettings, Tracker};
+use super::payload::{
+    base36_id, group, rfc3339, url_segment as seg, Final, Outcome, Point, RunMeta, Tracker,
+};
+use super::settings::{http_url, SinkFlags, SinkSettings};
 
 pub struct Swanlab {
     s: SinkSettings,
@@ -37,7 +40,7 @@ impl Swanlab {
             exp: String::new(),
             series_api: false,
             declared: HashSet::new(),
-            flag_id: super::base36_id(16),
+            flag_id: base36_id(16),
             last_step: 0,
             epochs: Default::default(),
         }
@@ -76,7 +79,7 @@ impl Swanlab {
             .filter(|(k, _)| !self.declared.contains(k))
             .collect();
         if !new.is_empty() {
-            let section = |k: &str| super::group(k).0.to_string();
+            let section = |k: &str| group(k).0.to_string();
             if self.series_api {
                 let series: Vec<Value> = new
                     .iter()
@@ -267,4 +270,49 @@ impl Tracker for Swanlab {
         )?;
         Ok(())
     }
+}
+
+/// SwanLab: the key from --swanlab-api-key or SWANLAB_API_KEY, the host from
+/// --swanlab-host, SWANLAB_HOST or SWANLAB_API_HOST.
+pub fn settings(
+    f: &SinkFlags,
+    env: &dyn Fn(&str) -> Option<String>,
+    base: SinkSettings,
+) -> Result<SinkSettings> {
+    let url = http_url;
+    let Some(key) = f
+        .swanlab_api_key
+        .map(str::to_string)
+        .or_else(|| env("SWANLAB_API_KEY"))
+    else {
+        bail!("--visualizer swanlab: no API key; pass --swanlab-api-key or set SWANLAB_API_KEY");
+    };
+    if key == "local" {
+        bail!(
+            "--swanlab-api-key local: SwanLab's local mode writes files for the \
+                 SwanLab Python package, which perfscope does not use; run a self-hosted \
+                 SwanLab and pass its --swanlab-host and key"
+        );
+    }
+    let (src, host) = match (f.swanlab_host, env("SWANLAB_HOST"), env("SWANLAB_API_HOST")) {
+        (Some(h), _, _) => ("--swanlab-host", h.to_string()),
+        (None, Some(h), _) => ("SWANLAB_HOST", h),
+        (None, None, Some(h)) => ("SWANLAB_API_HOST", h),
+        (None, None, None) => ("SWANLAB_API_HOST", "https://api.swanlab.cn".into()),
+    };
+    let host = url(src, host)?;
+    // A self-hosted server serves the UI on the same host.
+    let web = env("SWANLAB_WEB_HOST")
+        .map(|u| u.trim_end_matches('/').to_string())
+        .or_else(|| (host != "https://api.swanlab.cn").then(|| host.clone()));
+    Ok(SinkSettings {
+        key,
+        host,
+        web_host: web.or(Some("https://swanlab.cn".into())),
+        project: env("SWANLAB_PROJ_NAME")
+            .or_else(|| env("SWANLAB_PROJECT"))
+            .unwrap_or(base.project.clone()),
+        workspace: env("SWANLAB_WORKSPACE"),
+        ..base
+    })
 }

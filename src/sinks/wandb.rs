@@ -7,7 +7,10 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::http::{Body, Http};
-use super::{url_segment as seg, Final, Outcome, Point, RunMeta, SinkSettings, Table, Tracker};
+use super::payload::{
+    base36_id, url_segment as seg, Final, Outcome, Point, RunMeta, Table, Tracker,
+};
+use super::settings::{http_url, SinkFlags, SinkSettings};
 
 const UPSERT: &str = "mutation UpsertBucket($id: String, $name: String, $project: String, $entity: String, $groupName: String, $description: String, $displayName: String, $notes: String, $commit: String, $config: JSONString, $host: String, $debug: Boolean, $program: String, $repo: String, $jobType: String, $state: String, $sweep: String, $tags: [String!], $summaryMetrics: JSONString) { upsertBucket(input: {id: $id, name: $name, groupName: $groupName, modelName: $project, entityName: $entity, description: $description, displayName: $displayName, notes: $notes, config: $config, commit: $commit, host: $host, debug: $debug, jobProgram: $program, jobRepo: $repo, jobType: $jobType, state: $state, sweep: $sweep, tags: $tags, summaryMetrics: $summaryMetrics}) { bucket { id name displayName description config sweepName project { id name entity { id name } } historyLineCount } inserted } }";
 const VIEWER: &str = "query Viewer { viewer { id entity username } }";
@@ -177,7 +180,7 @@ impl Tracker for Wandb {
             .iter()
             .map(|(k, v)| (k.clone(), json!({ "value": v })))
             .collect();
-        let id = super::base36_id(8);
+        let id = base36_id(8);
         let d = self.graphql(
             UPSERT,
             json!({
@@ -219,7 +222,7 @@ impl Tracker for Wandb {
         // The offset moves only after a 2xx, so a retried chunk is idempotent.
         self.offset += 1;
         if r.get("stopped").and_then(Value::as_bool) == Some(true) {
-            super::log::warn(
+            crate::report::log::warn(
                 "W&B: the run was stopped from the W&B UI; further points are still sent",
             );
         }
@@ -262,4 +265,33 @@ impl Tracker for Wandb {
         self.file_stream(&body)?;
         Ok(())
     }
+}
+
+/// W&B: the key from --wandb-api-key or WANDB_API_KEY (the flag wins, as
+/// evalscope's `wandb.login(key=...)`), host and project from W&B's variables.
+pub fn settings(
+    f: &SinkFlags,
+    env: &dyn Fn(&str) -> Option<String>,
+    base: SinkSettings,
+) -> Result<SinkSettings> {
+    let url = http_url;
+    // The flag wins, as evalscope's `wandb.login(key=...)`.
+    let Some(key) = f
+        .wandb_api_key
+        .map(str::to_string)
+        .or_else(|| env("WANDB_API_KEY"))
+    else {
+        bail!("--visualizer wandb: no API key; pass --wandb-api-key or set WANDB_API_KEY");
+    };
+    Ok(SinkSettings {
+        key,
+        host: url(
+            "WANDB_BASE_URL",
+            env("WANDB_BASE_URL").unwrap_or_else(|| "https://api.wandb.ai".into()),
+        )?,
+        web_host: env("WANDB_APP_URL").map(|u| u.trim_end_matches('/').to_string()),
+        project: env("WANDB_PROJECT").unwrap_or(base.project.clone()),
+        workspace: env("WANDB_ENTITY"),
+        ..base
+    })
 }

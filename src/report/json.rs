@@ -1,0 +1,113 @@
+//! evalscope's JSON files, written as Python's `json.dump(..., indent=4)` writes them.
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value};
+
+use super::run::RunResult;
+use crate::stats::{Column, PERCENTILES};
+
+/// Writes JSON as Python's `json.dump(..., indent=4, ensure_ascii=False)`, with
+/// non-finite floats as the bare `NaN` token Python writes.
+pub fn to_py_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_value(v, 0, &mut out);
+    out
+}
+
+fn write_value(v: &Value, indent: usize, out: &mut String) {
+    let pad = |n: usize| "    ".repeat(n);
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, x)) in m.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                write_value(x, indent + 1, out);
+                if i + 1 < m.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push_str("[\n");
+            for (i, x) in a.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                write_value(x, indent + 1, out);
+                if i + 1 < a.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A float cell of the percentile file: rounded to 4 dp (evalscope 1.13+), NaN as
+/// Python writes it.
+fn pct_value(v: f64) -> Value {
+    serde_json::Number::from_f64(crate::stats::round(v, crate::stats::PERCENTILE_DP))
+        .map(Value::Number)
+        // serde_json cannot hold NaN; a sentinel string is swapped for the bare token.
+        .unwrap_or_else(|| Value::String("\u{0}NaN".into()))
+}
+
+pub fn percentile_json(columns: &[Column]) -> String {
+    let rows: Vec<Value> = PERCENTILES
+        .iter()
+        .enumerate()
+        .map(|(i, (_, label))| {
+            let mut m = Map::new();
+            m.insert("Percentiles".into(), Value::String(label.to_string()));
+            for c in columns {
+                m.insert(c.name.into(), pct_value(c.values[i]));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    to_py_json(&Value::Array(rows)).replace("\"\\u0000NaN\"", "NaN")
+}
+
+pub fn write_run_files(r: &RunResult, args: &Map<String, Value>) -> Result<()> {
+    let w = |name: &str, text: String| -> Result<()> {
+        let p = r.dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
+    };
+    w(
+        "benchmark_args.json",
+        to_py_json(&Value::Object(args.clone())),
+    )?;
+    w(
+        "benchmark_summary.json",
+        to_py_json(&Value::Object(r.summary.clone())),
+    )?;
+    // evalscope writes the percentile file always, all NaN when nothing succeeded.
+    w("benchmark_percentile.json", percentile_json(&r.columns))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn py_json_layout_and_nan() {
+        let v = serde_json::json!({"a": 1, "b": [1.5, "x"], "c": {}});
+        assert_eq!(
+            to_py_json(&v),
+            "{\n    \"a\": 1,\n    \"b\": [\n        1.5,\n        \"x\"\n    ],\n    \"c\": {}\n}"
+        );
+        let cols = vec![Column {
+            name: "TTFT (ms)",
+            values: vec![f64::NAN; 11],
+        }];
+        let j = percentile_json(&cols);
+        assert!(j.contains("\"TTFT (ms)\": NaN"), "{j}");
+    }
+}

@@ -1,0 +1,133 @@
+//! The results of one sweep point, as the reports read them.
+
+use serde_json::{Map, Value};
+
+use crate::scheduler::{py_float, SweepPoint};
+use crate::stats::{Column, PERCENTILES};
+
+/// The results of one sweep point.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub point: SweepPoint,
+    pub summary: Map<String, Value>,
+    pub columns: Vec<Column>,
+    pub dir: std::path::PathBuf,
+    /// An embedding or rerank run: evalscope's input-throughput layout.
+    pub encoder: bool,
+}
+
+impl RunResult {
+    pub fn num(&self, key: &str) -> f64 {
+        self.summary.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+    }
+    fn col(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+    /// A percentile of a column (label as in PERCENTILES), NaN when absent.
+    pub fn pct(&self, name: &str, label: &str) -> f64 {
+        let i = PERCENTILES.iter().position(|p| p.1 == label).unwrap_or(0);
+        self.col(name).map_or(f64::NAN, |c| c.values[i])
+    }
+    pub fn success_rate(&self) -> f64 {
+        let t = self.num("Total Requests");
+        if t > 0.0 {
+            100.0 * self.num("Success Requests") / t
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The multi-run "Performance Test Summary Report" (evalscope §4.4), plus the best
+/// configuration and recommendations evalscope shows in its HTML report.
+/// Runs by concurrency, then rate (unbounded last), as evalscope's summary lists them.
+pub fn sweep_order(runs: &[RunResult]) -> Vec<&RunResult> {
+    let mut sorted: Vec<&RunResult> = runs.iter().collect();
+    let inf = |v: f64| if v < 0.0 { f64::INFINITY } else { v };
+    sorted.sort_by(|a, b| {
+        inf(a.point.parallel as f64)
+            .total_cmp(&inf(b.point.parallel as f64))
+            .then(inf(a.point.rate).total_cmp(&inf(b.point.rate)))
+    });
+    sorted
+}
+
+/// evalscope's best-configuration and recommendation rules (§4.4).
+pub fn recommendations(sorted: &[&RunResult]) -> Vec<String> {
+    let mut out = vec!["Best Performance Configuration".to_string()];
+    let label = |r: &RunResult| {
+        if r.point.parallel < 0 {
+            format!("rate={}", dash(r.point.rate))
+        } else {
+            format!("concurrency={}", r.point.parallel)
+        }
+    };
+    let Some(best_rps) = sorted.iter().enumerate().max_by(|a, b| {
+        a.1.num("Req Throughput (req/s)")
+            .total_cmp(&b.1.num("Req Throughput (req/s)"))
+    }) else {
+        return out;
+    };
+    out.push(format!(
+        "  Highest RPS: {} ({:.2} req/sec)",
+        label(best_rps.1),
+        best_rps.1.num("Req Throughput (req/s)")
+    ));
+    if let Some(low) = sorted
+        .iter()
+        .filter(|r| r.num("Avg Latency (s)") >= 0.0)
+        .min_by(|a, b| {
+            a.num("Avg Latency (s)")
+                .total_cmp(&b.num("Avg Latency (s)"))
+        })
+    {
+        out.push(format!(
+            "  Lowest Latency: {} ({:.3} seconds)",
+            label(low),
+            low.num("Avg Latency (s)")
+        ));
+    }
+    out.push(String::new());
+    out.push("Performance Recommendations".to_string());
+    if sorted.len() >= 2 {
+        let i = best_rps.0;
+        if i + 1 == sorted.len() {
+            out.push("  • The system seems not to have reached its performance bottleneck, try higher concurrency".into());
+        } else if i == 0 {
+            out.push("  • Consider lowering concurrency, current load may be too high".into());
+        } else {
+            out.push(format!(
+                "  • Optimal concurrency range is around {}",
+                label(sorted[i])
+            ));
+        }
+        let (first, last) = (
+            sorted[0].num("Avg Latency (s)"),
+            sorted[sorted.len() - 1].num("Avg Latency (s)"),
+        );
+        if first > 0.0 && last / first > 3.0 {
+            out.push(format!(
+                "  • Latency grew {:.1}× from lowest to highest load",
+                last / first
+            ));
+        }
+    } else {
+        out.push(
+            "  • Run several --parallel values (a sweep) to find the best configuration".into(),
+        );
+    }
+    if let Some(last) = sorted.last() {
+        if last.success_rate() < 95.0 {
+            out.push("  • Success rate is low at high concurrency, check system resources or reduce concurrency".into());
+        }
+    }
+    out
+}
+
+pub(crate) fn dash(v: f64) -> String {
+    if v == -1.0 {
+        "-".into()
+    } else {
+        py_float(v).trim_end_matches(".0").to_string()
+    }
+}

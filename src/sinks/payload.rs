@@ -1,0 +1,276 @@
+//! What is pushed: the run, one point per sweep step, the final summary and the
+//! percentile table; and the protocol each tracker implements.
+
+use anyhow::Result;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+use crate::report::RunResult;
+use crate::stats::PERCENTILES;
+
+/// What a run is: its display name and the resolved configuration (secrets masked).
+pub struct RunMeta {
+    pub name: String,
+    pub config: Map<String, Value>,
+    pub started_unix: f64,
+}
+
+/// One sweep step.
+pub struct Point {
+    pub step: u64,
+    pub stage: String,
+    pub values: Vec<(String, f64)>,
+    pub unix: f64,
+}
+
+/// A table: column names and rows.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Finished,
+    /// No request succeeded in some step, or the benchmark stopped with an error.
+    Failed,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+pub struct Final {
+    /// Run-level results: the best steps and the totals.
+    pub summary: Vec<(String, f64)>,
+    /// The last step's values (W&B's summary shows the last logged values).
+    pub last: Vec<(String, f64)>,
+    /// Every step's percentiles, one row per step and percentile.
+    pub percentiles: Table,
+    pub outcome: Outcome,
+    pub unix: f64,
+    pub runtime_s: f64,
+}
+
+/// One tracker's protocol.
+pub trait Tracker: Send {
+    /// Authenticates and creates the run; returns its web URL.
+    fn start(&mut self, run: &RunMeta) -> Result<String>;
+    fn point(&mut self, p: &Point) -> Result<()>;
+    fn finish(&mut self, f: &Final) -> Result<()>;
+    /// How often a run with no new data must show it is alive (long soaks), and how.
+    fn heartbeat_every(&self) -> Duration;
+    fn heartbeat(&mut self) -> Result<()>;
+}
+
+/// Summary keys pushed per step: evalscope's numeric summary keys.
+const SUMMARY_KEYS: &[&str] = &[
+    "Concurrency",
+    "Request Rate (req/s)",
+    "Test Duration (s)",
+    "Total Requests",
+    "Success Requests",
+    "Failed Requests",
+    "Req Throughput (req/s)",
+    "Avg Latency (s)",
+    "Avg TTFT (ms)",
+    "Avg TPOT (ms)",
+    "Avg ITL (ms)",
+    "Avg Input Tokens",
+    "Avg Output Tokens",
+    "Output Throughput (tok/s)",
+    "Total Throughput (tok/s)",
+    "Measured Request Rate (req/s)",
+    "Measured Concurrency (avg)",
+    "Goodput (req/s)",
+    "Goodput (%)",
+];
+
+/// Percentile columns and points pushed per step, as `"<column> p<N>"` (no `/`:
+/// the units contain one, and trackers group keys on it).
+const PCT_COLUMNS: &[&str] = &["Latency (s)", "TTFT (ms)", "ITL (ms)", "TPOT (ms)"];
+const PCT_POINTS: &[&str] = &["50%", "90%", "99%"];
+
+/// Chart grouping of a pushed key: percentile keys by their column (`TTFT (ms) p99`
+/// → `TTFT (ms)`, `p99`), the rest under evalscope's title `Performance Metrics`.
+pub fn group(key: &str) -> (&str, &str) {
+    for c in PCT_COLUMNS {
+        if let Some(rest) = key.strip_prefix(c).and_then(|r| r.strip_prefix(' ')) {
+            if rest.starts_with('p') {
+                return (c, rest);
+            }
+        }
+    }
+    match key.strip_prefix("Summary ") {
+        Some(rest) => ("Summary", rest),
+        None => ("Performance Metrics", key),
+    }
+}
+
+/// A step's values: the summary keys, success rate and key percentiles, finite only
+/// (trackers' JSON has no NaN).
+pub fn point_values(r: &RunResult) -> Vec<(String, f64)> {
+    let mut v: Vec<(String, f64)> = SUMMARY_KEYS
+        .iter()
+        .filter_map(|k| {
+            r.summary
+                .get(*k)
+                .and_then(Value::as_f64)
+                .map(|x| (k.to_string(), x))
+        })
+        .collect();
+    v.push(("Success Rate (%)".into(), r.success_rate()));
+    // Embedding / rerank steps: evalscope's input throughput instead of the
+    // generation percentiles (absent there, so dropped below as NaN).
+    let extra: &[&str] = if r.encoder {
+        v.push((
+            "Input Throughput (tok/s)".into(),
+            r.num("Input Throughput (tok/s)"),
+        ));
+        &["Input (tok/s)"]
+    } else {
+        &[]
+    };
+    for c in PCT_COLUMNS.iter().chain(extra) {
+        for p in PCT_POINTS {
+            v.push((format!("{c} p{}", p.trim_end_matches('%')), r.pct(c, p)));
+        }
+    }
+    v.retain(|(_, x)| x.is_finite());
+    v
+}
+
+pub fn point(step: u64, r: &RunResult, unix: f64) -> Point {
+    Point {
+        step,
+        stage: r
+            .dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        values: point_values(r),
+        unix,
+    }
+}
+
+/// The final summary (the best steps and the whole invocation's totals) and the
+/// percentile table of every step.
+pub fn final_payload(runs: &[RunResult], outcome: Outcome, unix: f64, runtime_s: f64) -> Final {
+    let mut summary = Vec::new();
+    let ok: Vec<&RunResult> = runs
+        .iter()
+        .filter(|r| r.num("Success Requests") > 0.0)
+        .collect();
+    if let Some(best) = ok.iter().max_by(|a, b| {
+        a.num("Req Throughput (req/s)")
+            .total_cmp(&b.num("Req Throughput (req/s)"))
+    }) {
+        summary.push((
+            "Best RPS (req/s)".into(),
+            best.num("Req Throughput (req/s)"),
+        ));
+        summary.push(("Best RPS Concurrency".into(), best.point.parallel as f64));
+    }
+    if let Some(best) = ok.iter().min_by(|a, b| {
+        a.num("Avg Latency (s)")
+            .total_cmp(&b.num("Avg Latency (s)"))
+    }) {
+        summary.push(("Lowest Avg Latency (s)".into(), best.num("Avg Latency (s)")));
+        summary.push((
+            "Lowest Latency Concurrency".into(),
+            best.point.parallel as f64,
+        ));
+    }
+    let total: f64 = runs.iter().map(|r| r.num("Total Requests")).sum();
+    let succ: f64 = runs.iter().map(|r| r.num("Success Requests")).sum();
+    summary.push(("Total Requests".into(), total));
+    summary.push(("Success Requests".into(), succ));
+    summary.push(("Steps".into(), runs.len() as f64));
+    summary.retain(|(_, x)| x.is_finite());
+    Final {
+        summary,
+        last: runs.last().map(point_values).unwrap_or_default(),
+        percentiles: percentile_table(runs),
+        outcome,
+        unix,
+        runtime_s,
+    }
+}
+
+/// benchmark_percentile.json of every step in one table: stage, concurrency, rate,
+/// percentile, then the columns.
+pub fn percentile_table(runs: &[RunResult]) -> Table {
+    let mut t = Table {
+        columns: vec![
+            "Stage".into(),
+            "Concurrency".into(),
+            "Rate (req/s)".into(),
+            "Percentile".into(),
+        ],
+        rows: Vec::new(),
+    };
+    let Some(first) = runs.first() else {
+        return t;
+    };
+    t.columns
+        .extend(first.columns.iter().map(|c| c.name.to_string()));
+    for r in runs {
+        let stage = r
+            .dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for (i, (_, label)) in PERCENTILES.iter().enumerate() {
+            let mut row = vec![
+                Value::from(stage.clone()),
+                Value::from(r.point.parallel),
+                Value::from(r.point.rate),
+                Value::from(*label),
+            ];
+            for c in &r.columns {
+                let v = c.values.get(i).copied().unwrap_or(f64::NAN);
+                row.push(if v.is_finite() {
+                    Value::from(v)
+                } else {
+                    Value::Null
+                });
+            }
+            t.rows.push(row);
+        }
+    }
+    t
+}
+
+/// `YYYY-mm-ddTHH:MM:SS.mmmZ` (RFC 3339, UTC), as SwanLab and W&B timestamps.
+pub fn rfc3339(unix: f64) -> String {
+    let ms = (unix * 1000.0).round() as i64;
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// A random lower-case base-36 id (W&B run ids are 8 such characters).
+pub fn base36_id(len: usize) -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| A[fastrand::usize(..A.len())] as char)
+        .collect()
+}
+
+/// Percent-encodes a URL path segment (entity, project and run names).
+pub fn url_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
