@@ -46,6 +46,16 @@ pub struct PushArgs {
     /// The run's directory: `<outputs-dir>/<timestamp>/<name|model>` (or one
     /// `parallel_*` directory of it).
     pub run_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub tracker: TrackerArgs,
+    /// Run name in the tracker (default: the stored name and start time).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// The experiment-tracker flags, shared by `perf` and `push`.
+#[derive(Args, Debug, Clone, Default, Serialize)]
+pub struct TrackerArgs {
     /// Tracker: wandb, swanlab or clearml.
     #[arg(long)]
     pub visualizer: Option<String>,
@@ -58,9 +68,17 @@ pub struct PushArgs {
     /// Self-hosted SwanLab URL (default: SWANLAB_HOST).
     #[arg(long)]
     pub swanlab_host: Option<String>,
-    /// Run name in the tracker (default: the stored name and start time).
-    #[arg(long)]
-    pub name: Option<String>,
+}
+
+impl TrackerArgs {
+    pub fn flags(&self) -> crate::sinks::SinkFlags<'_> {
+        crate::sinks::SinkFlags {
+            visualizer: self.visualizer.as_deref(),
+            wandb_api_key: self.wandb_api_key.as_deref(),
+            swanlab_api_key: self.swanlab_api_key.as_deref(),
+            swanlab_host: self.swanlab_host.as_deref(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -284,15 +302,10 @@ pub struct PerfArgs {
     #[arg(long, num_args = 1.., value_delimiter = ',')]
     pub goodput: Vec<String>,
 
-    // ---- Visualizers
-    #[arg(long)]
-    pub visualizer: Option<String>,
-    #[arg(long)]
-    pub wandb_api_key: Option<String>,
-    #[arg(long)]
-    pub swanlab_api_key: Option<String>,
-    #[arg(long)]
-    pub swanlab_host: Option<String>,
+    // ---- Visualizers (the keys stay at the top level of benchmark_args.json)
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tracker: TrackerArgs,
 
     // ---- Tuning knobs
     /// Most rows per SQLite transaction.

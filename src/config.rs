@@ -492,12 +492,7 @@ impl RunConfig {
             goodput: crate::stats::Goodput::parse(&a.goodput)?,
             sla: resolve_sla(a)?,
             progress_tracker: a.enable_progress_tracker,
-            sink: crate::sinks::SinkSettings::resolve(&crate::sinks::SinkFlags {
-                visualizer: a.visualizer.as_deref(),
-                wandb_api_key: a.wandb_api_key.as_deref(),
-                swanlab_api_key: a.swanlab_api_key.as_deref(),
-                swanlab_host: a.swanlab_host.as_deref(),
-            })?,
+            sink: crate::sinks::SinkSettings::resolve(&a.tracker.flags())?,
             args_json: masked_args(a),
         })
     }

@@ -57,13 +57,7 @@ fn main() {
 }
 
 fn push(a: &perfscope::cli::PushArgs) -> i32 {
-    let flags = perfscope::sinks::SinkFlags {
-        visualizer: a.visualizer.as_deref(),
-        wandb_api_key: a.wandb_api_key.as_deref(),
-        swanlab_api_key: a.swanlab_api_key.as_deref(),
-        swanlab_host: a.swanlab_host.as_deref(),
-    };
-    let settings = match perfscope::sinks::SinkSettings::resolve(&flags) {
+    let settings = match perfscope::sinks::SinkSettings::resolve(&a.tracker.flags()) {
         Ok(Some(s)) => s,
         Ok(None) => {
             eprintln!(
