@@ -12,6 +12,7 @@ pub use crate::protocol::is_encoder_run;
 use crate::protocol::GenParams;
 pub use crate::scheduler::{py_float, SweepPoint};
 use crate::sim::SimConfig;
+pub use crate::sla::SlaConfig;
 
 pub use crate::redact::{redact_url, split_query, MASK};
 /// Header names whose values are masked when shown or stored (evalscope's list).
@@ -619,20 +620,6 @@ fn resolve_protocol(api: Api, a: &PerfArgs, url: &str) -> Result<crate::protocol
 }
 
 /// `--sla-auto-tune`: what to vary, the constraint groups and the search bounds.
-#[derive(Clone, Debug)]
-pub struct SlaConfig {
-    /// `parallel` or `rate`.
-    pub variable: String,
-    pub groups: Vec<Vec<crate::sla::Criterion>>,
-    pub num_runs: u32,
-    pub lower: i64,
-    pub upper: i64,
-    pub number_multiplier: f64,
-    /// Concurrency cap in rate mode (evalscope: --sla-fixed-parallel or the upper bound).
-    pub fixed_parallel: i64,
-    pub start: i64,
-}
-
 fn resolve_sla(a: &PerfArgs) -> Result<Option<SlaConfig>> {
     if !a.sla_auto_tune {
         if let Some(p) = a.sla_params.as_deref() {

@@ -1,21 +1,9 @@
-//! SLA auto-tune (`--sla-auto-tune`): find the largest concurrency or rate meeting a
-//! set of constraints, or the one optimising a metric, by evalscope's search (§7):
-//! double from the start while it passes, then binary-search the last interval.
-//!
-//! Constraints come in two formats:
-//! - evalscope's groups, `[{"p99_ttft": "<=50", "avg_latency": "<=2"}, {"rps": "max"}]`
-//!   (metrics in a group are ANDed; each group is its own search). As evalscope since
-//!   v1.7, bare TTFT/TPOT names are in **milliseconds** and latency in seconds;
-//!   explicit names (`p99_ttft_ms`, `avg_ttft_s`, `avg_latency_s`) say their unit.
-//! - a list of `{"name", "operator", "value"}` with names `latency`, `ttft`, `tpot`
-//!   (averages, in **seconds**), `request_throughput`, `output_token_throughput`,
-//!   `total_token_throughput` (per second) and `goodput` (req/s), all ANDed.
+//! The criteria of `--sla-params` and whether a tested point passes them.
 
 use anyhow::{bail, Result};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::report::RunResult;
-use crate::stats::{Column, PERCENTILES};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
@@ -248,182 +236,10 @@ pub fn point_passes(r: &RunResult, group: &[Criterion]) -> bool {
     rate >= 100.0 && group.iter().all(|c| c.read(r).is_some_and(|v| c.passes(v)))
 }
 
-/// evalscope's constraint search over integers in [lb, ub] from `start`; returns the
-/// largest passing value (None if even `lb` fails) and the note.
-pub fn constraint_search(
-    start: i64,
-    lb: i64,
-    ub: i64,
-    mut pass: impl FnMut(i64) -> Result<bool>,
-) -> Result<(Option<i64>, String)> {
-    let start = start.clamp(lb, ub);
-    let (mut lower, mut upper);
-    if pass(start)? {
-        lower = start;
-        upper = (2 * start).min(ub);
-        loop {
-            if upper == lower {
-                return Ok((Some(lower), "Satisfied".into()));
-            }
-            if !pass(upper)? {
-                break;
-            }
-            lower = upper;
-            if upper == ub {
-                return Ok((Some(ub), "Satisfied (upper bound)".into()));
-            }
-            upper = (2 * upper).min(ub);
-        }
-    } else {
-        upper = start;
-        loop {
-            if upper <= lb {
-                return Ok((None, format!("Failed at lower bound ({lb})")));
-            }
-            let next = (upper / 2).max(lb);
-            if pass(next)? {
-                lower = next;
-                break;
-            }
-            upper = next;
-        }
-    }
-    // lower passes, upper fails: binary search strictly between.
-    let mut best = lower;
-    let (mut l, mut r) = (lower + 1, upper - 1);
-    while l <= r {
-        let mid = (l + r) / 2;
-        if pass(mid)? {
-            best = mid;
-            l = mid + 1;
-        } else {
-            r = mid - 1;
-        }
-    }
-    Ok((Some(best), "Satisfied".into()))
-}
-
-/// evalscope's optimisation: double while the metric strictly improves, then
-/// binary-search between the last improving and the first non-improving value.
-/// `measure` returns None for a point that failed (counts as no improvement).
-pub fn optimise(
-    start: i64,
-    lb: i64,
-    ub: i64,
-    maximise: bool,
-    mut measure: impl FnMut(i64) -> Result<Option<f64>>,
-) -> Result<(Option<i64>, Option<f64>)> {
-    let better = |a: f64, b: f64| if maximise { a > b } else { a < b };
-    let start = start.clamp(lb, ub);
-    let Some(mut best_v) = measure(start)? else {
-        return Ok((None, None));
-    };
-    let mut best = start;
-    let mut cur = start;
-    let mut worse = None;
-    while cur < ub {
-        let next = (cur * 2).min(ub);
-        match measure(next)? {
-            Some(v) if better(v, best_v) => {
-                best = next;
-                best_v = v;
-                cur = next;
-            }
-            _ => {
-                worse = Some(next);
-                break;
-            }
-        }
-    }
-    if let Some(w) = worse {
-        let (mut l, mut r) = (best, w);
-        while l < r - 1 {
-            let mid = (l + r) / 2;
-            match measure(mid)? {
-                Some(v) if better(v, best_v) => {
-                    best = mid;
-                    best_v = v;
-                    l = mid;
-                }
-                _ => r = mid,
-            }
-        }
-    }
-    Ok((Some(best), Some(best_v)))
-}
-
-/// evalscope 1.14.1's `average_results`: the mean of every numeric summary key over
-/// the repeats, except the five request counts, which are summed over the repeats
-/// (earlier releases rounded their means); the percentiles averaged cell by cell
-/// (not recomputed from pooled rows).
-pub fn average(runs: &[RunResult]) -> Option<RunResult> {
-    let first = runs.first()?;
-    let n = runs.len() as f64;
-    let mut summary = Map::new();
-    for (k, v) in &first.summary {
-        if v.is_number() {
-            let mean = runs
-                .iter()
-                .map(|r| r.summary.get(k).and_then(Value::as_f64).unwrap_or(0.0))
-                .sum::<f64>()
-                / n;
-            let summed = [
-                "Total Requests",
-                "Success Requests",
-                "Failed Requests",
-                "Stream Requests",
-                "Non-Stream Requests",
-                "Resent Requests",
-                "Not Sent Requests",
-            ];
-            let integral = ["Concurrency", "Measured Concurrency (peak)"];
-            summary.insert(
-                k.clone(),
-                if summed.contains(&k.as_str()) {
-                    Value::from((mean * n).round() as i64)
-                } else if integral.contains(&k.as_str()) {
-                    Value::from(mean.round() as i64)
-                } else {
-                    Value::from(crate::stats::round(mean, 4))
-                },
-            );
-        } else {
-            summary.insert(k.clone(), v.clone());
-        }
-    }
-    let columns = first
-        .columns
-        .iter()
-        .map(|c| Column {
-            name: c.name,
-            values: (0..PERCENTILES.len())
-                .map(|i| {
-                    runs.iter()
-                        .map(|r| {
-                            r.columns
-                                .iter()
-                                .find(|x| x.name == c.name)
-                                .and_then(|x| x.values.get(i).copied())
-                                .unwrap_or(f64::NAN)
-                        })
-                        .sum::<f64>()
-                        / n
-                })
-                .collect(),
-        })
-        .collect();
-    Some(RunResult {
-        point: first.point.clone(),
-        summary,
-        columns,
-        dir: first.dir.clone(),
-        encoder: first.encoder,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sla::{constraint_search, optimise};
 
     #[test]
     fn both_formats_parse_with_units() {

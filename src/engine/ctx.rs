@@ -1,0 +1,37 @@
+//! The state one invocation shares between its parts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::stop::Stop;
+use crate::client;
+use crate::config::RunConfig;
+use crate::record::Clock;
+use crate::recorder::prometheus::Metrics;
+use crate::report::RunResult;
+
+/// What every part of a run shares.
+pub(crate) struct Ctx {
+    pub(crate) cfg: RunConfig,
+    /// The load client: its connections to the target, protocol and clock.
+    pub(crate) client: client::Client,
+    pub(crate) url: Arc<str>,
+    /// Parsed once, for span attributes.
+    pub(crate) parsed_url: reqwest::Url,
+    pub(crate) clock: Clock,
+    pub(crate) stop: Stop,
+    /// Live Prometheus metrics, when `--metrics-addr` is not `off`.
+    pub(crate) metrics: Option<Arc<Metrics>>,
+    /// The `run` label: `<timestamp>/<name|model>`.
+    pub(crate) run_label: String,
+    /// OpenTelemetry span export, when configured.
+    pub(crate) tracing: Option<Arc<crate::recorder::otel::Tracing>>,
+    pub(crate) progress: Option<Arc<crate::recorder::progress::Progress>>,
+}
+
+/// What a finished invocation produced.
+pub struct Outcome {
+    pub exit_code: i32,
+    pub dir: PathBuf,
+    pub runs: Vec<RunResult>,
+}

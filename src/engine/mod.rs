@@ -1,0 +1,427 @@
+//! Wires a benchmark: output tree, optional in-process simulator, connection test,
+//! the sweep, one run per point (warmup, dispatch, record, report), Ctrl-C.
+//!
+//! The scheduler decides *when* (scheduler::LoadShape), the client *how*:
+//! - closed loop: at most `parallel × --in-flight-task-multiplier` requests exist; a
+//!   semaphore of `parallel` slots wraps only the HTTP call, as evalscope;
+//! - `--rate`: requests are released on an absolute Poisson schedule (and still capped
+//!   by `parallel` in closed loop); each record keeps its intended start;
+//! - `--open-loop`: released on the schedule with no cap;
+//! - `--duration`: dispatch stops at the deadline, in-flight requests finish.
+
+mod ctx;
+mod point;
+mod setup;
+mod stop;
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client;
+use crate::config::{Api, RunConfig};
+use crate::record::Clock;
+use crate::report::{self, log, RunResult};
+use crate::sinks;
+
+use ctx::Ctx;
+pub use ctx::Outcome;
+use point::run_point;
+use setup::{connection_test, start_metrics};
+pub use stop::{
+    install_signals, BadInput, Interrupted, Stop, EXIT_INTERRUPTED, EXIT_NO_SUCCESS, EXIT_OK,
+    EXIT_TERMINATED, INTERRUPT_GRACE, TERMINATE_GRACE,
+};
+
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/')
+        .map_or("/v1/chat/completions", |i| &rest[i..])
+}
+
+/// The output directory of an invocation: `<outputs-dir>/<YYYYmmdd_HHMMSS>/<name|model_id>`.
+pub fn output_root(cfg: &RunConfig) -> PathBuf {
+    let mut p = PathBuf::from(&cfg.outputs_dir);
+    if !cfg.no_timestamp {
+        p.push(chrono::Local::now().format("%Y%m%d_%H%M%S").to_string());
+    }
+    p.push(&cfg.model_id);
+    p
+}
+
+/// Builds the runtime and runs the invocation as a task on it. The engine must not
+/// run in `block_on` on the calling thread: every request completion would then wake
+/// that thread across threads (a futex call and a context switch per request).
+pub fn run_blocking(cfg: RunConfig, stop: Stop, ctrl_c: bool) -> Result<Outcome> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        if ctrl_c {
+            install_signals(stop.clone());
+        }
+        match tokio::spawn(run(cfg, stop)).await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the benchmark task failed: {e}")),
+        }
+    })
+}
+
+/// Runs the whole invocation. `stop` lets the caller (Ctrl-C handler, tests) interrupt.
+pub async fn run(cfg: RunConfig, stop: Stop) -> Result<Outcome> {
+    let root = output_root(&cfg);
+    for p in &cfg.points {
+        let d = root.join(p.dir_name(cfg.open_loop));
+        if d.join("benchmark_data.db").exists() {
+            bail!(
+                "{} already holds a run; choose another --outputs-dir or --name, or drop --no-timestamp",
+                d.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("--outputs-dir: cannot create {}", root.display()))?;
+    log::set_debug(cfg.debug);
+    log::to_file(&root.join("benchmark.log"))
+        .with_context(|| format!("cannot write {}", root.join("benchmark.log").display()))?;
+    log::info(format!(
+        "Starting benchmark with args: {}",
+        serde_json::Value::Object(cfg.args_json.clone())
+    ));
+    let result = run_inner(cfg, stop, &root).await;
+    log::close_file();
+    result
+}
+
+async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
+    let clock = Clock::start();
+    let (_local, _sim, url) = start_target(&cfg, &stop, root).await?;
+    let max_par = cfg.points.iter().map(|p| p.parallel).max().unwrap_or(1);
+    let pool = if max_par > 0 { max_par as usize } else { 1024 };
+    if !cfg.masked_headers().is_empty() {
+        log::debug(format!("headers: {:?}", cfg.masked_headers()));
+    }
+    let parsed_url = reqwest::Url::parse(&url).with_context(|| {
+        format!(
+            "--url: `{}` is not a valid URL",
+            crate::config::redact_url(&url)
+        )
+    })?;
+    let mut load_client =
+        client::Client::new(&cfg.client, &parsed_url, pool, cfg.protocol.clone(), clock)?;
+    // With a tokenizer the payloads are kept until the token counts a server left
+    // out are filled in (then dropped unless --debug).
+    load_client.keep_messages = cfg.debug || cfg.tokenizer.is_some();
+    // From here on the URL is only shown (logs, labels, errors): credentials masked.
+    let url: Arc<str> = crate::config::redact_url(&url).into();
+    let run_label = root
+        .strip_prefix(&cfg.outputs_dir)
+        .unwrap_or(root)
+        .display()
+        .to_string();
+    let (metrics, metrics_server) = start_metrics(&cfg, &run_label, &url).await?;
+    let tracing = match &cfg.otel {
+        None => None,
+        Some(oc) => {
+            let t = crate::recorder::otel::Tracing::start(oc)?;
+            log::info(format!(
+                "OpenTelemetry: one span per request over OTLP {} to {}, sample ratio {}",
+                oc.protocol.as_str(),
+                oc.display_url(),
+                oc.sample_ratio
+            ));
+            Some(t)
+        }
+    };
+    // evalscope: total_count is the sum of --number (warmup excluded); no tracker
+    // when it is 0.
+    let total: u64 = cfg.points.iter().map(|p| p.number).sum();
+    let progress = (cfg.progress_tracker && total > 0 && cfg.sla.is_none()).then(|| {
+        crate::recorder::progress::Progress::start(
+            root,
+            total,
+            metrics
+                .as_ref()
+                .map(|m| (m.progress_processed.clone(), m.progress_total.clone())),
+        )
+    });
+    let ctx = Arc::new(Ctx {
+        cfg,
+        client: load_client,
+        url,
+        parsed_url,
+        clock,
+        stop: stop.clone(),
+        metrics,
+        run_label,
+        tracing,
+        progress,
+    });
+    if ctx.cfg.test_connection {
+        connection_test(&ctx).await?;
+    }
+    if ctx.cfg.sla.is_some() && (ctx.cfg.sink.is_some() || ctx.cfg.progress_tracker) {
+        // evalscope: SLA mode bypasses the visualizer and the progress tracker.
+        log::warn(
+            "--sla-auto-tune: --visualizer and --enable-progress-tracker are not used in SLA mode",
+        );
+    }
+    let sink = match ctx.cfg.sink.clone().filter(|_| ctx.cfg.sla.is_none()) {
+        None => None,
+        Some(settings) => Some(start_sink(settings, &ctx.cfg, clock).await?),
+    };
+    let started_unix = clock.unix(0.0);
+    let result = match &ctx.cfg.sla {
+        Some(sla) => sla_tune(&ctx, root, sla.clone()).await,
+        None => sweep(&ctx, root, sink.as_ref()).await,
+    };
+    if let Some(sink) = sink {
+        finish_sink(&ctx, root, sink, &result, started_unix).await;
+    }
+    if let Some(p) = &ctx.progress {
+        p.finish(result.is_ok());
+    }
+    let runs = result?;
+    finish_invocation(&ctx, root, runs, metrics_server).await
+}
+
+/// The server under test: a local server perfscope starts (stopped on Drop), the
+/// in-process simulator, or the URL as given. Returns them and the URL to load.
+async fn start_target(
+    cfg: &RunConfig,
+    stop: &Stop,
+    root: &Path,
+) -> Result<(
+    Option<crate::local_server::LocalServer>,
+    Option<crate::sim::SimHandle>,
+    Arc<str>,
+)> {
+    let mut sim = None;
+    // Stopped when the invocation drops it, on every path (Drop).
+    let local = match &cfg.local_server {
+        Some(ls) => match crate::local_server::LocalServer::start(ls, root, &stop.dispatch).await {
+            Ok(l) => Some(l),
+            // A signal while the server starts: exit as an interrupt (130/143).
+            Err(_) if stop.dispatch.is_cancelled() => {
+                return Err(Interrupted(stop.exit_code()).into())
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let url: Arc<str> = match (&cfg.api, &cfg.sim) {
+        (Api::Sim, Some(sc)) => {
+            let h = crate::sim::spawn("127.0.0.1:0".parse()?, sc.clone(), 1)?;
+            let u = format!("{}{}", h.base_url(), url_path(&cfg.url));
+            log::info(format!(
+                "Simulator listening on {} (settings: {})",
+                h.base_url(),
+                serde_json::to_string(sc).unwrap_or_default()
+            ));
+            sim = Some(h);
+            u.into()
+        }
+        _ => cfg.url.clone().into(),
+    };
+    Ok((local, sim, url))
+}
+
+/// Sends the final summary and state to the tracker (bounded: a tracker that went
+/// down costs at most a minute at the end).
+async fn finish_sink(
+    ctx: &Ctx,
+    root: &Path,
+    sink: sinks::Sink,
+    result: &Result<Vec<RunResult>>,
+    started_unix: f64,
+) {
+    let (runs, outcome) = match result {
+        Ok(runs) if ctx.stop.dispatch.is_cancelled() => (&runs[..], sinks::Outcome::Interrupted),
+        Ok(runs) if runs.iter().all(|r| r.num("Success Requests") > 0.0) => {
+            (&runs[..], sinks::Outcome::Finished)
+        }
+        Ok(runs) => (&runs[..], sinks::Outcome::Failed),
+        Err(_) => (&[][..], sinks::Outcome::Failed),
+    };
+    let now = sinks::now_unix();
+    let fin = sinks::final_payload(runs, outcome, now, now - started_unix);
+    let (kind, url) = (sink.kind, sink.url.clone());
+    // Bounded: a tracker that went down costs at most a minute at the end.
+    let pushed = tokio::task::spawn_blocking(move || sink.finish(fin, Duration::from_secs(60)))
+        .await
+        .unwrap_or(false);
+    if pushed {
+        log::info(format!("{} run: {url}", kind.title()));
+    } else {
+        log::warn(format!(
+            "{}: the run at {url} is incomplete; push the stored results with \
+                 `perfscope push {} --visualizer {}`",
+            kind.title(),
+            root.display(),
+            kind.flag_value()
+        ));
+    }
+}
+
+/// Authenticates with the tracker and creates its run before any load.
+async fn start_sink(
+    settings: sinks::SinkSettings,
+    cfg: &RunConfig,
+    clock: Clock,
+) -> Result<sinks::Sink> {
+    let name = cfg.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}_{}",
+            cfg.model_id,
+            chrono::Local::now().format("%Y%m%d_%H%M%S")
+        )
+    });
+    let meta = sinks::RunMeta {
+        name,
+        config: cfg.args_json.clone(),
+        started_unix: clock.unix(0.0),
+    };
+    let title = settings.kind.title();
+    let sink = tokio::task::spawn_blocking(move || sinks::Sink::start(&settings, &meta))
+        .await
+        .map_err(|e| anyhow::anyhow!("{title} setup: {e}"))?
+        .with_context(|| {
+            format!("--visualizer: cannot start the {title} run (no load was sent)")
+        })?;
+    log::info(format!("{title} run: {}", sink.url));
+    Ok(sink)
+}
+
+/// Runs every sweep point; each finished point is pushed to the tracker.
+async fn sweep(ctx: &Arc<Ctx>, root: &Path, sink: Option<&sinks::Sink>) -> Result<Vec<RunResult>> {
+    let mut runs = Vec::new();
+    for (i, point) in ctx.cfg.points.clone().iter().enumerate() {
+        if ctx.stop.dispatch.is_cancelled() {
+            break;
+        }
+        if i > 0 && ctx.cfg.sleep_interval > 0.0 {
+            log::info(format!(
+                "Sleeping {} s before the next run (--sleep-interval)",
+                ctx.cfg.sleep_interval
+            ));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(ctx.cfg.sleep_interval)) => {}
+                _ = ctx.stop.dispatch.cancelled() => break,
+            }
+        }
+        let r = run_point(
+            ctx,
+            point,
+            i as u64,
+            root,
+            point.dir_name(ctx.cfg.open_loop),
+        )
+        .await?;
+        if let Some(sink) = sink {
+            sink.point(sinks::point(i as u64, &r, sinks::now_unix()));
+        }
+        runs.push(r);
+    }
+    Ok(runs)
+}
+
+/// The multi-run summary, exit code, --metrics-linger and the span flush.
+async fn finish_invocation(
+    ctx: &Arc<Ctx>,
+    root: &Path,
+    runs: Vec<RunResult>,
+    metrics_server: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<Outcome> {
+    if !runs.is_empty() {
+        let text = report::multi_run_summary(
+            &runs,
+            &ctx.cfg.model_id,
+            &ctx.cfg.dataset.name,
+            ctx.cfg.api.as_str(),
+            root,
+        );
+        log::block(&text);
+        std::fs::write(root.join("performance_summary.txt"), format!("{text}\n")).with_context(
+            || {
+                format!(
+                    "cannot write {}",
+                    root.join("performance_summary.txt").display()
+                )
+            },
+        )?;
+        // evalscope: SLA mode writes no HTML report.
+        if ctx.cfg.sla.is_none() {
+            report::write_html(
+                &runs,
+                root,
+                &ctx.cfg.model_id,
+                &ctx.cfg.dataset.name,
+                ctx.cfg.api.as_str(),
+            )?;
+            log::info(format!(
+                "HTML report: {}",
+                root.join("perf_report.html").display()
+            ));
+        }
+    }
+    let exit_code = if ctx.stop.dispatch.is_cancelled() {
+        ctx.stop.exit_code()
+    } else if runs.iter().any(|r| r.num("Success Requests") == 0.0) {
+        EXIT_NO_SUCCESS
+    } else {
+        EXIT_OK
+    };
+    log::info(format!("Results written to {}", root.display()));
+    if ctx.metrics.is_some() && ctx.cfg.metrics_linger > 0.0 && !ctx.stop.dispatch.is_cancelled() {
+        log::info(format!(
+            "Serving /metrics for {} more seconds (--metrics-linger)",
+            ctx.cfg.metrics_linger
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(ctx.cfg.metrics_linger)) => {}
+            _ = ctx.stop.dispatch.cancelled() => {}
+        }
+    }
+    drop(metrics_server);
+    if let Some(t) = &ctx.tracing {
+        // Flush queued spans before exiting (Ctrl-C included).
+        t.shutdown().await;
+    }
+    Ok(Outcome {
+        exit_code,
+        dir: root.to_path_buf(),
+        runs,
+    })
+}
+
+/// `--sla-auto-tune`: the search runs on a blocking thread and drives each run on
+/// this runtime; runs go to `sla_tuning/sla_<var>_<v>_run_<i>/`. Returns the
+/// averaged result of every tested value, in order of value, for the multi-run
+/// summary.
+async fn sla_tune(
+    ctx: &Arc<Ctx>,
+    root: &Path,
+    sla: crate::sla::SlaConfig,
+) -> Result<Vec<RunResult>> {
+    let tuning = root.join("sla_tuning");
+    let handle = tokio::runtime::Handle::current();
+    let ctx2 = ctx.clone();
+    let variable = sla.variable.clone();
+    let (rows, tested) = tokio::task::spawn_blocking(move || {
+        let cancelled = || ctx2.stop.dispatch.is_cancelled();
+        crate::sla::tune(
+            &sla,
+            ctx2.cfg.sleep_interval,
+            &cancelled,
+            |point, index, name| handle.block_on(run_point(&ctx2, point, index, &tuning, name)),
+        )
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the SLA search failed: {e}"))??;
+    crate::sla::write_summary(root, &variable, &tested)?;
+    log::info("SLA Auto-tune Summary:");
+    log::block(&crate::sla::summary_table(rows));
+    Ok(tested.into_values().collect())
+}

@@ -1,0 +1,481 @@
+//! One sweep point: warmup, dispatch, record, report.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use super::ctx::Ctx;
+use super::stop::BadInput;
+use crate::client::{self, Ticket};
+use crate::config::SweepPoint;
+use crate::dataset::{self, Prompt};
+use crate::record::RequestRecord;
+use crate::recorder::{self, sqlite};
+use crate::report::{self, log, RunResult};
+use crate::scheduler;
+use crate::telemetry::RunLabels;
+
+/// Builds request bodies lazily, so memory does not grow with --number.
+struct Bodies {
+    prompts: Vec<Prompt>,
+    /// Pre-serialised bodies when every request for a prompt is identical.
+    fixed: Option<Vec<bytes::Bytes>>,
+    rng: fastrand::Rng,
+}
+
+impl Bodies {
+    /// A body that cannot be built (a custom API template error) stops the run here,
+    /// before any request: custom bodies are all rendered once.
+    fn new(ctx: &Ctx, prompts: Vec<Prompt>, seed: u64) -> Result<Bodies> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let p = &ctx.cfg.gen;
+        // --prompt: evalscope builds the body once and re-sends it (a --max-tokens
+        // range is sampled once too).
+        let keep = p.max_tokens.0 == p.max_tokens.1 || ctx.cfg.dataset.prompt.is_some();
+        let check = matches!(ctx.cfg.protocol, crate::protocol::Protocol::Custom(_));
+        let mut built = Vec::new();
+        if keep || check {
+            for pr in &prompts {
+                let b = ctx.cfg.protocol.build_body(pr, p, &mut rng)?;
+                if keep {
+                    built.push(bytes::Bytes::from(serde_json::Value::Object(b).to_string()));
+                }
+            }
+        }
+        Ok(Bodies {
+            prompts,
+            fixed: keep.then_some(built),
+            rng,
+        })
+    }
+    fn get(&mut self, i: u64, ctx: &Ctx) -> bytes::Bytes {
+        let k = (i % self.prompts.len() as u64) as usize;
+        match &self.fixed {
+            Some(f) => f[k].clone(),
+            None => match ctx
+                .cfg
+                .protocol
+                .build_body(&self.prompts[k], &ctx.cfg.gen, &mut self.rng)
+            {
+                Ok(b) => serde_json::Value::Object(b).to_string().into(),
+                // Rendered once without error in `new`; only a custom template that
+                // branches on the sampled max_tokens can fail here.
+                Err(e) => {
+                    log::warn(format!("{e:#}"));
+                    bytes::Bytes::from_static(b"{}")
+                }
+            },
+        }
+    }
+}
+
+/// Runs one sweep point into `root/name`: warmup (not recorded), the measured
+/// requests through the recorders, then its files and console tables.
+pub(crate) async fn run_point(
+    ctx: &Arc<Ctx>,
+    point: &SweepPoint,
+    index: u64,
+    root: &Path,
+    name: String,
+) -> Result<RunResult> {
+    let cfg = &ctx.cfg;
+    let dir = root.join(&name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let warmup = cfg.warmup_for(point.number);
+    let prompts = dataset::load(&cfg.dataset, cfg.chat, point.number + warmup, index)
+        .map_err(|e| BadInput(format!("{e:#}")))?;
+    let mut bodies = Bodies::new(ctx, prompts, cfg.dataset.seed ^ index)?;
+    let args = cfg.args_for_run(point);
+    let queue = queue_size(ctx, point);
+    let writer = open_store(ctx, point, root, &name, &args, queue)?;
+    log::info(format!(
+        "Run {name}: parallel={}, number={}, rate={}{}",
+        point.parallel,
+        point.number,
+        point.rate,
+        if warmup > 0 {
+            format!(", warmup={warmup}")
+        } else {
+            String::new()
+        }
+    ));
+    if warmup > 0 {
+        run_warmup(ctx, point, warmup, &mut bodies, &name, queue).await;
+    }
+    let (tx, rx) = mpsc::channel::<RequestRecord>(queue);
+    let bar = recorder::progress_bar(&format!("Processing[{name}]"), point.number);
+    log::set_bar(Some(bar.clone()));
+    let (observers, in_flight) = observers(ctx, point, &name);
+    let fan = tokio::spawn(recorder::fanout(
+        rx,
+        writer.sender(),
+        bar.clone(),
+        cfg.log_every_n_query,
+        name.clone(),
+        observers,
+    ));
+    let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
+    let (sent, not_sent) = dispatch(
+        ctx,
+        point,
+        point.number,
+        &mut bodies,
+        warmup,
+        tx,
+        true,
+        in_flight,
+    )
+    .await;
+    if not_sent > 0 {
+        log::warn(format!(
+            "{name}: {not_sent} requests were waiting for a slot when the run was stopped and were not sent"
+        ));
+    }
+    let live = fan.await.unwrap_or_default();
+    if let (Some(a), Some(b)) = (cpu0, process_cpu_seconds()) {
+        // Whether the client could have been the bottleneck: its CPU time per request
+        // (with --api sim this includes the in-process simulator).
+        log::info(format!(
+            "{name}: {sent} requests in {:.2} s; process CPU {:.2} s ({:.0} µs per request)",
+            ctx.clock.now() - t0,
+            b - a,
+            (b - a) * 1e6 / sent.max(1) as f64
+        ));
+    }
+    log::set_bar(None);
+    let status = if ctx.stop.dispatch.is_cancelled() {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    let rows_written = writer.finish(status, not_sent)?;
+    if rows_written != sent || live.total != sent {
+        log::error(format!(
+            "{sent} requests sent but {rows_written} rows stored"
+        ));
+    }
+    report_point(ctx, point, &dir, &name, &args)
+}
+
+/// Records queued between the request tasks and the recorders.
+fn queue_size(ctx: &Ctx, point: &SweepPoint) -> usize {
+    let cap = if point.parallel > 0 {
+        point.parallel as usize
+    } else {
+        1024
+    };
+    cap * ctx.cfg.queue_size_multiplier
+}
+
+/// The point's database, with its `run` row.
+fn open_store(
+    ctx: &Ctx,
+    point: &SweepPoint,
+    root: &Path,
+    name: &str,
+    args: &serde_json::Map<String, serde_json::Value>,
+    queue: usize,
+) -> Result<sqlite::Writer> {
+    let cfg = &ctx.cfg;
+    let meta = sqlite::RunMeta {
+        run_id: format!("{}/{}", root.display(), name),
+        name: cfg.name.clone().unwrap_or_else(|| cfg.model_id.clone()),
+        model: cfg.model.clone(),
+        api: cfg.api.as_str().into(),
+        url: crate::redact::redact_url(&cfg.url),
+        parallel: point.parallel,
+        number: point.number,
+        rate: point.rate,
+        config_json: serde_json::Value::Object(args.clone()).to_string(),
+    };
+    sqlite::Writer::start(
+        root.join(name).join("benchmark_data.db"),
+        &meta,
+        ctx.clock,
+        cfg.db_commit_interval,
+        queue,
+    )
+}
+
+/// Warmup requests: sent like the measured ones, counted, not recorded.
+async fn run_warmup(
+    ctx: &Arc<Ctx>,
+    point: &SweepPoint,
+    warmup: u64,
+    bodies: &mut Bodies,
+    name: &str,
+    queue: usize,
+) {
+    let (tx, mut rx) = mpsc::channel::<RequestRecord>(queue);
+    let drain = tokio::spawn(async move {
+        let mut n = 0u64;
+        let mut ok = 0u64;
+        while let Some(r) = rx.recv().await {
+            n += 1;
+            ok += r.success as u64;
+        }
+        (n, ok)
+    });
+    let bar = recorder::progress_bar(&format!("Warmup[{name}]"), warmup);
+    log::set_bar(Some(bar.clone()));
+    let _ = dispatch(ctx, point, warmup, bodies, 0, tx, false, None).await;
+    bar.finish_and_clear();
+    let (n, ok) = drain.await.unwrap_or((0, 0));
+    log::info(format!("Warmup done: {ok}/{n} succeeded (not recorded)"));
+}
+
+/// The live recorders of a point (Prometheus, spans, progress) and the in-flight
+/// gauge the request tasks keep.
+fn observers(
+    ctx: &Ctx,
+    point: &SweepPoint,
+    name: &str,
+) -> (
+    recorder::Observers,
+    Option<prometheus_client::metrics::gauge::Gauge>,
+) {
+    let cfg = &ctx.cfg;
+    let labels = RunLabels {
+        run: ctx.run_label.clone(),
+        model: cfg.model.clone(),
+        api: cfg.api.as_str().into(),
+        stage: name.to_string(),
+    };
+    let prom = ctx.metrics.clone().map(|m| {
+        m.start_stage(&labels);
+        m.target_concurrency
+            .get_or_create(&labels)
+            .set(point.parallel);
+        m.target_rate.get_or_create(&labels).set(point.rate);
+        (m, labels.clone())
+    });
+    let in_flight = prom
+        .as_ref()
+        .map(|(m, l)| m.in_flight.get_or_create(l).clone());
+    let spans = ctx.tracing.clone().map(|t| {
+        let u = &ctx.parsed_url;
+        let common = crate::recorder::otel::SpanCommon {
+            operation: cfg.protocol.operation(cfg.chat),
+            model: cfg.model.clone(),
+            server_address: u.host_str().unwrap_or("").to_string(),
+            server_port: u.port_or_known_default().map_or(0, i64::from),
+            run: ctx.run_label.clone(),
+            stage: name.to_string(),
+            parallel: point.parallel,
+            rate: point.rate,
+            max_tokens: cfg.gen.max_tokens.1 as i64,
+        };
+        (t, common.prepare(), ctx.clock)
+    });
+    let observers = recorder::Observers {
+        prom,
+        spans,
+        progress: ctx.progress.clone(),
+        encoder: cfg.protocol.is_encoder(),
+    };
+    (observers, in_flight)
+}
+
+/// The point's result from its stored rows: its JSON files and console tables.
+fn report_point(
+    ctx: &Ctx,
+    point: &SweepPoint,
+    dir: &Path,
+    name: &str,
+    args: &serde_json::Map<String, serde_json::Value>,
+) -> Result<RunResult> {
+    let cfg = &ctx.cfg;
+    let result = report::load_run(dir, point.clone(), cfg.goodput)?;
+    let any_success = result.num("Success Requests") > 0.0;
+    report::write_run_files(&result, args)?;
+    if matches!(
+        cfg.dataset.kind,
+        crate::dataset::DatasetKind::SpeedBenchmark { .. }
+    ) {
+        log::block(&report::speed_benchmark(dir)?);
+    }
+    log::info(format!("Benchmarking summary ({name}):"));
+    log::block(&report::summary_table(&result));
+    if any_success {
+        log::info("Percentile results:");
+        log::block(&report::percentile_table(&result));
+    } else {
+        log::warn(format!(
+            "{name}: no request succeeded; see the error column in {}",
+            dir.join("benchmark_data.db").display()
+        ));
+    }
+    Ok(result)
+}
+
+/// What every request task of one dispatch shares.
+struct Shared {
+    ctx: Arc<Ctx>,
+    slots: Arc<Semaphore>,
+    out: mpsc::Sender<RequestRecord>,
+    /// The in-flight gauge to maintain (measured requests with metrics on).
+    in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// Released requests that were never sent (the run was stopped first).
+    not_sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Releases `count` requests per the load shape; returns how many were sent and how
+/// many were released but never sent (the run was stopped while they waited for a
+/// slot). Every sent request produces exactly one record on `out`; one never sent
+/// produces none.
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    point: &SweepPoint,
+    count: u64,
+    bodies: &mut Bodies,
+    body_offset: u64,
+    out: mpsc::Sender<RequestRecord>,
+    measured: bool,
+    in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
+) -> (u64, u64) {
+    let cfg = &ctx.cfg;
+    let shape = scheduler::LoadShape::new(
+        point,
+        count,
+        cfg.dataset.seed ^ body_offset ^ (point.number << 20),
+        cfg.duration.filter(|_| measured),
+    );
+    // A semaphore of `parallel` slots wraps only the HTTP call, as evalscope; at most
+    // `parallel × --in-flight-task-multiplier` request tasks exist.
+    let (slots, tasks) = match shape.concurrency {
+        Some(c) => (c, c * cfg.in_flight_task_multiplier),
+        None => (Semaphore::MAX_PERMITS, Semaphore::MAX_PERMITS),
+    };
+    let tasks = Arc::new(Semaphore::new(tasks));
+    let shared = Arc::new(Shared {
+        ctx: ctx.clone(),
+        slots: Arc::new(Semaphore::new(slots)),
+        out,
+        in_flight,
+        not_sent: Arc::default(),
+    });
+    let duration_reached = |sent: u64| {
+        log::info(format!(
+            "--duration reached after {sent} requests; waiting for in-flight requests"
+        ))
+    };
+    let anchor = ctx.clock.now();
+    let mut set = JoinSet::new();
+    let mut sent = 0u64;
+    loop {
+        if ctx.stop.dispatch.is_cancelled() {
+            break;
+        }
+        let now = ctx.clock.now();
+        let (seq, intended) = match shape.next(sent, anchor, now) {
+            scheduler::Release::Done => break,
+            scheduler::Release::DurationReached => {
+                duration_reached(sent);
+                break;
+            }
+            scheduler::Release::StopAt(d) => {
+                if d > now {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(ctx.clock.instant(d).into()) => {}
+                        _ = ctx.stop.dispatch.cancelled() => break,
+                    }
+                }
+                duration_reached(sent);
+                break;
+            }
+            scheduler::Release::Request { seq, intended } => (seq, intended),
+        };
+        if let Some(t) = intended.filter(|t| *t > now) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(ctx.clock.instant(t).into()) => {}
+                _ = ctx.stop.dispatch.cancelled() => break,
+            }
+        }
+        // Cancellation first: a permit freed by a request that was stopped must not
+        // release another one.
+        let permit = tokio::select! {
+            biased;
+            _ = ctx.stop.dispatch.cancelled() => break,
+            p = tasks.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let body = bodies.get(body_offset + seq, ctx);
+        // Spans are exported for a --otlp-sample-ratio share of requests; the
+        // traceparent's sampled flag says so to the server.
+        let sampled = ctx
+            .tracing
+            .as_ref()
+            .is_none_or(|t| fastrand::f64() < t.sample_ratio);
+        let ticket = Ticket {
+            seq,
+            intended_start: intended.unwrap_or_default(),
+            body,
+            stream_requested: cfg.gen.stream,
+            trace: Some(client::TraceContext::random(sampled)),
+        };
+        set.spawn(request(shared.clone(), ticket, intended.is_some(), permit));
+        sent += 1;
+        while set.try_join_next().is_some() {}
+    }
+    let not_sent = shared.not_sent.clone();
+    drop(shared);
+    while set.join_next().await.is_some() {}
+    let skipped = not_sent.load(std::sync::atomic::Ordering::Relaxed);
+    (sent - skipped, skipped)
+}
+
+/// One request's task: wait for a slot, send, record. A request still waiting for a
+/// slot when the run is stopped is not sent. Unpaced requests intend to start when
+/// they get their slot.
+async fn request(
+    s: Arc<Shared>,
+    mut ticket: Ticket,
+    paced: bool,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let ctx = &s.ctx;
+    let slot = tokio::select! {
+        biased;
+        _ = ctx.stop.dispatch.cancelled() => None,
+        slot = s.slots.clone().acquire_owned() => slot.ok(),
+    };
+    if slot.is_none() {
+        s.not_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        drop(permit);
+        return;
+    }
+    if let Some(g) = &s.in_flight {
+        g.inc();
+    }
+    if !paced {
+        ticket.intended_start = ctx.clock.now();
+    }
+    let c = &ctx.cfg;
+    let mut rec = ctx.client.execute(ticket, &ctx.stop.abort).await;
+    if let Some(t) = &c.tokenizer {
+        c.protocol.fill_token_counts(t, &mut rec);
+        if !c.debug {
+            rec.response_messages = None;
+        }
+    }
+    drop(slot);
+    if let Some(g) = &s.in_flight {
+        g.dec();
+    }
+    let _ = s.out.send(rec).await;
+    drop(permit);
+}
+
+/// User + system CPU seconds of this process (Linux `/proc/self/stat`; None elsewhere).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // The kernel reports in USER_HZ, 100 on every Linux ABI that matters here.
+    Some(ticks / 100.0)
+}

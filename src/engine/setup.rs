@@ -1,0 +1,146 @@
+//! What a run needs before its load: the `/metrics` server and the connection test.
+
+use anyhow::{bail, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ctx::Ctx;
+use super::stop::Interrupted;
+use crate::client::Ticket;
+use crate::config::RunConfig;
+use crate::recorder;
+use crate::recorder::prometheus::Metrics;
+use crate::report::log;
+use crate::telemetry::RunInfoLabels;
+
+/// Starts the `/metrics` server. A busy default address is a warning (the benchmark
+/// still runs); an address given with --metrics-addr must work.
+pub(crate) async fn start_metrics(
+    cfg: &RunConfig,
+    run_label: &str,
+    url: &str,
+) -> Result<(
+    Option<Arc<Metrics>>,
+    Option<tokio::sync::oneshot::Sender<()>>,
+)> {
+    let Some(addr) = cfg.metrics_addr else {
+        return Ok((None, None));
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if cfg.metrics_addr_explicit => {
+            bail!("--metrics-addr: cannot listen on {addr}: {e}; choose another address or `off`")
+        }
+        Err(e) => {
+            log::warn(format!(
+                "Prometheus metrics disabled: cannot listen on {addr} ({e}); pass --metrics-addr HOST:PORT or off"
+            ));
+            return Ok((None, None));
+        }
+    };
+    if let Some(w) = public_bind_warning(addr) {
+        log::warn(w);
+    }
+    let metrics = Arc::new(Metrics::new(
+        RunInfoLabels {
+            run: run_label.to_string(),
+            model: cfg.model.clone(),
+            api: cfg.api.as_str().into(),
+            url: url.to_string(),
+            dataset: cfg.dataset.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        cfg.progress_tracker,
+    ));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let local = listener.local_addr().unwrap_or(addr);
+    tokio::spawn(recorder::prometheus::serve(
+        listener,
+        metrics.clone(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    log::info(format!("Prometheus metrics on http://{local}/metrics"));
+    Ok((Some(metrics), Some(tx)))
+}
+
+/// The warning for a `/metrics` address other hosts can reach (DESIGN: never bind a
+/// public interface unless the user asks; when they do, say what it exposes).
+pub(crate) fn public_bind_warning(addr: std::net::SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "--metrics-addr {addr}: /metrics is reachable from other hosts (run labels, model and \
+             endpoint are visible); bind 127.0.0.1 unless a remote Prometheus must scrape it"
+        )
+    })
+}
+
+/// A cheap request (max_tokens 1) before the benchmark: a few tries, then an error
+/// naming the URL. evalscope sends a full request and retries for up to 6 hours.
+pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
+    let body = ctx
+        .cfg
+        .protocol
+        .connection_test_body(ctx.cfg.chat, &ctx.cfg.gen)?;
+    let body = bytes::Bytes::from(serde_json::Value::Object(body).to_string());
+    let timeout = ctx.cfg.client.total_timeout.min(Duration::from_secs(60));
+    let mut last = String::new();
+    for attempt in 1..=3u32 {
+        let ticket = Ticket {
+            seq: 0,
+            intended_start: ctx.clock.now(),
+            body: body.clone(),
+            stream_requested: ctx.cfg.gen.stream,
+            trace: None,
+        };
+        // A signal during the test stops it at once: nothing of the benchmark ran.
+        let r = ctx
+            .client
+            .execute_within(ticket, timeout, false, &ctx.stop.dispatch)
+            .await;
+        if ctx.stop.dispatch.is_cancelled() {
+            return Err(Interrupted(ctx.stop.exit_code()).into());
+        }
+        if r.success {
+            log::info(format!("Connection test passed: {}", ctx.url));
+            return Ok(());
+        }
+        last = r.error.unwrap_or_default();
+        if let Some(s) = r.http_status {
+            if (400..500).contains(&s) && s != 429 {
+                bail!(
+                    "connection test to {} failed: {last}\nCheck --model, --url and --api (or skip the test with --no-test-connection)",
+                    ctx.url
+                );
+            }
+        }
+        if attempt == 3 {
+            break;
+        }
+        log::warn(format!(
+            "Connection test attempt {attempt}/3 to {} failed: {last}; retrying",
+            ctx.url
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(attempt as u64)) => {}
+            _ = ctx.stop.dispatch.cancelled() => return Err(Interrupted(ctx.stop.exit_code()).into()),
+        }
+    }
+    bail!(
+        "connection test to {} failed after 3 attempts: {last}\nIs the server up? Check --url (or skip the test with --no-test-connection)",
+        ctx.url
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_on_a_public_address_is_a_warning() {
+        let w = |a: &str| super::public_bind_warning(a.parse().unwrap());
+        assert!(w("127.0.0.1:9464").is_none());
+        assert!(w("[::1]:9464").is_none());
+        assert!(w("0.0.0.0:9464").is_some_and(|m| m.contains("--metrics-addr")));
+        assert!(w("[::]:9464").is_some());
+    }
+}

@@ -1,0 +1,111 @@
+//! A run's load shape: how many requests may be in flight and when each is released.
+//!
+//! - closed loop: at most `parallel` requests hold a slot (evalscope's semaphore
+//!   around the HTTP call), with no schedule: the next is released as soon as the
+//!   dispatcher may create it;
+//! - `--rate`: releases follow an absolute Poisson schedule (capped by `parallel`
+//!   in closed loop); each request keeps its intended start;
+//! - `--open-loop`: released on the schedule with no cap;
+//! - `--duration`: nothing is released at or after the deadline.
+
+use super::point::SweepPoint;
+use super::poisson::poisson_schedule;
+
+/// The load one run puts on the server.
+#[derive(Clone, Debug)]
+pub struct LoadShape {
+    /// Requests to release.
+    pub count: u64,
+    /// Requests that may hold a slot at once (None: open loop, no cap).
+    pub concurrency: Option<usize>,
+    /// Arrival offsets (seconds from the anchor) when paced by `--rate`.
+    schedule: Option<Vec<f64>>,
+    /// Seconds after the anchor at which releasing stops (`--duration`).
+    duration: Option<f64>,
+}
+
+/// What the dispatcher does next.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Release {
+    /// Release request `seq`, at `intended` (clock seconds) when paced.
+    Request { seq: u64, intended: Option<f64> },
+    /// The next arrival falls at or after the deadline: wait until it, then stop.
+    StopAt(f64),
+    /// The deadline has passed.
+    DurationReached,
+    /// Every request was released.
+    Done,
+}
+
+impl LoadShape {
+    /// The shape of `count` requests at `point`; `seed` seeds the Poisson schedule.
+    pub fn new(point: &SweepPoint, count: u64, seed: u64, duration: Option<f64>) -> LoadShape {
+        LoadShape {
+            count,
+            concurrency: (point.parallel > 0).then_some(point.parallel as usize),
+            schedule: (point.rate > 0.0)
+                .then(|| poisson_schedule(count as usize, point.rate, seed)),
+            duration,
+        }
+    }
+
+    /// The next release after `seq` releases, for a run anchored at `anchor`, at
+    /// clock time `now`.
+    pub fn next(&self, seq: u64, anchor: f64, now: f64) -> Release {
+        if seq >= self.count {
+            return Release::Done;
+        }
+        let deadline = self.duration.map(|d| anchor + d);
+        if deadline.is_some_and(|d| now >= d) {
+            return Release::DurationReached;
+        }
+        let intended = self.schedule.as_ref().map(|s| anchor + s[seq as usize]);
+        match (intended, deadline) {
+            (Some(t), Some(d)) if t >= d => Release::StopAt(d),
+            _ => Release::Request { seq, intended },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(parallel: i64, rate: f64) -> SweepPoint {
+        SweepPoint {
+            parallel,
+            number: 10,
+            rate,
+        }
+    }
+
+    #[test]
+    fn closed_loop_releases_every_request_unpaced() {
+        let s = LoadShape::new(&point(4, -1.0), 3, 0, None);
+        assert_eq!(s.concurrency, Some(4));
+        for i in 0..3 {
+            assert_eq!(
+                s.next(i, 5.0, 100.0),
+                Release::Request {
+                    seq: i,
+                    intended: None
+                }
+            );
+        }
+        assert_eq!(s.next(3, 5.0, 100.0), Release::Done);
+    }
+
+    #[test]
+    fn rate_and_duration_bound_the_releases() {
+        let s = LoadShape::new(&point(-1, 2.0), 8, 1, Some(2.0));
+        assert_eq!(s.concurrency, None);
+        let offsets = poisson_schedule(8, 2.0, 1);
+        let Release::Request { intended, .. } = s.next(0, 10.0, 10.0) else {
+            panic!("first request")
+        };
+        assert_eq!(intended, Some(10.0 + offsets[0]));
+        // The last arrival is at 4 s, after the 2 s deadline: stop at the deadline.
+        assert_eq!(s.next(7, 10.0, 10.5), Release::StopAt(12.0));
+        assert_eq!(s.next(1, 10.0, 12.0), Release::DurationReached);
+    }
+}
