@@ -5,6 +5,19 @@ pub const MASK: &str = "**********";
 
 /// Splits a URL before its query string or fragment: (`scheme://host/path`,
 /// `?query#fragment`). Only the path is examined and rewritten (evalscope 1.14.1).
+/// Header names whose values are masked when shown or stored (evalscope's list).
+pub const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-auth-token",
+];
+
+/// Whether a header's value is a secret (any case).
+pub fn is_secret_header(name: &str) -> bool {
+    SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+}
+
 pub fn split_query(url: &str) -> (&str, &str) {
     let start = url.find("://").map_or(0, |i| i + 3);
     match url[start..].find(['?', '#']) {

@@ -24,6 +24,37 @@ pub enum DatasetKind {
     Flickr8k,
 }
 
+impl DatasetKind {
+    /// The kind a `--dataset` name selects (evalscope's plugin names included).
+    pub fn from_name(name: &str) -> Option<DatasetKind> {
+        Some(match name {
+            "openqa" => DatasetKind::OpenQa,
+            "line_by_line" => DatasetKind::LineByLine,
+            "random" => DatasetKind::Random,
+            "longalpaca" => DatasetKind::LongAlpaca,
+            "custom" => DatasetKind::Custom,
+            "speed_benchmark" => DatasetKind::SpeedBenchmark { long: false },
+            "speed_benchmark_long" => DatasetKind::SpeedBenchmark { long: true },
+            "random_vl" => DatasetKind::RandomVl,
+            "embedding_dataset" | "embedding" | "embed" | "embedding_batch" => {
+                DatasetKind::Embedding
+            }
+            "rerank_dataset" | "rerank" => DatasetKind::Rerank,
+            // evalscope's random_embedding_batch is random_embedding with batching,
+            // which `batch_size` in --extra-args turns on for either name here.
+            "random_embedding" | "random_embedding_batch" => DatasetKind::RandomEmbedding,
+            "random_rerank" => DatasetKind::RandomRerank,
+            "flickr8k" => DatasetKind::Flickr8k,
+            _ => return None,
+        })
+    }
+
+    /// The names `--dataset` accepts, for error messages.
+    pub const NAMES: &'static str = "openqa, line_by_line, random, longalpaca, speed_benchmark, \
+         random_vl, flickr8k, embedding_dataset, rerank_dataset, random_embedding, random_rerank \
+         or custom";
+}
+
 /// `random_vl` images: size, PIL mode, count per request and the vision patch size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageSpec {

@@ -1,0 +1,33 @@
+//! `--api`: which server and wire format a run targets.
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Api {
+    OpenAi,
+    Sim,
+    /// A user-configured OpenAI-compatible server started as a child process.
+    Local,
+    /// vLLM's OpenAI server started as a child process.
+    LocalVllm,
+    DashScope,
+    Embedding,
+    Rerank,
+    Custom,
+}
+
+impl Api {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Api::OpenAi => "openai",
+            Api::Sim => "sim",
+            Api::Local => "local",
+            Api::LocalVllm => "local_vllm",
+            Api::DashScope => "dashscope",
+            Api::Embedding => "embedding",
+            Api::Rerank => "rerank",
+            Api::Custom => "custom",
+        }
+    }
+    pub fn is_local(&self) -> bool {
+        matches!(self, Api::Local | Api::LocalVllm)
+    }
+}

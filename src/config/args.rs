@@ -1,0 +1,66 @@
+//! The flags as stored (benchmark_args.json, the `run` table): secrets masked.
+
+use serde_json::{Map, Value};
+
+use crate::cli::PerfArgs;
+use crate::redact::{is_secret_header, redact_url, MASK};
+
+pub(crate) fn masked_args(a: &PerfArgs) -> Map<String, Value> {
+    let mut m = match serde_json::to_value(a) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for k in ["api_key", "wandb_api_key", "swanlab_api_key"] {
+        if m.get(k).is_some_and(|v| !v.is_null()) {
+            m.insert(k.into(), MASK.into());
+        }
+    }
+    m.insert("url".into(), redact_url(&a.url).into());
+    let headers: Map<String, Value> = a
+        .headers
+        .iter()
+        .filter_map(|h| h.split_once('='))
+        .map(|(k, v)| {
+            let secret = is_secret_header(k.trim());
+            (
+                k.trim().to_string(),
+                Value::String(if secret { MASK.into() } else { v.into() }),
+            )
+        })
+        .collect();
+    m.insert("headers".into(), Value::Object(headers));
+    if let Some(c) = &a.local_server_cmd {
+        m.insert(
+            "local_server_cmd".into(),
+            crate::local_server::mask_command(c).into(),
+        );
+    }
+    m.insert("stream".into(), (!a.no_stream).into());
+    m.shift_remove("no_stream");
+    m.shift_remove("no_apply_chat_template");
+    // None = decided from the URL (evalscope); the per-run args hold the outcome.
+    let chat = match (a.apply_chat_template, a.no_apply_chat_template) {
+        (true, _) => Value::Bool(true),
+        (_, true) => Value::Bool(false),
+        _ => Value::Null,
+    };
+    m.insert("apply_chat_template".into(), chat);
+    if let [single] = a.max_tokens.as_slice() {
+        m.insert("max_tokens".into(), (*single).into());
+    }
+    for k in ["stop", "stop_token_ids"] {
+        if m.get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.is_empty())
+        {
+            m.insert(k.into(), Value::Null);
+        }
+    }
+    if let Ok(Value::Object(x)) = serde_json::from_str::<Value>(&a.extra_args) {
+        m.insert("extra_args".into(), Value::Object(x));
+    }
+    if let Some(Ok(v)) = a.sim_args.as_deref().map(serde_json::from_str::<Value>) {
+        m.insert("sim_args".into(), v);
+    }
+    m
+}

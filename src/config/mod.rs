@@ -1,0 +1,215 @@
+//! `RunConfig`: the validated, resolved configuration the engine consumes and the
+//! results store (secrets masked). Parse (cli), then resolve (here).
+
+mod api;
+mod args;
+mod resolve;
+mod stages;
+
+use anyhow::{bail, Result};
+use serde_json::{Map, Value};
+
+use crate::cli::PerfArgs;
+use crate::client::ClientConfig;
+use crate::dataset::{DatasetConfig, DatasetKind};
+use crate::protocol::GenParams;
+use crate::sim::SimConfig;
+use resolve::{
+    resolve_api, resolve_headers, resolve_points, resolve_protocol, resolve_sla, resolve_url,
+};
+use stages::*;
+
+pub use crate::protocol::is_encoder_run;
+pub use crate::redact::{is_secret_header, redact_url, split_query, MASK};
+pub use crate::scheduler::{py_float, SweepPoint};
+pub use crate::sla::SlaConfig;
+pub use api::Api;
+pub use resolve::{complete_url, sanitize_name};
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub model: String,
+    /// basename(model), or --name: the output sub-directory.
+    pub model_id: String,
+    pub name: Option<String>,
+    pub api: Api,
+    /// The wire format (for the simulator: chosen by the URL path).
+    pub protocol: crate::protocol::Protocol,
+    /// `--api local` / `local_vllm`: the child server to start.
+    pub local_server: Option<crate::local_server::LocalServerConfig>,
+    pub url: String,
+    /// Datasets yield chat messages (true) or plain prompts (false).
+    pub chat: bool,
+    /// `--tokenizer-path`: token counts when the server sends no usage.
+    pub tokenizer: Option<std::sync::Arc<crate::tokenizer::Tokenizer>>,
+    /// Headers, timeouts and the response cap of the load client.
+    pub client: ClientConfig,
+    pub test_connection: bool,
+    pub points: Vec<SweepPoint>,
+    pub sleep_interval: f64,
+    pub warmup_num: f64,
+    pub open_loop: bool,
+    pub duration: Option<f64>,
+    pub dataset: DatasetConfig,
+    pub gen: GenParams,
+    pub outputs_dir: String,
+    pub no_timestamp: bool,
+    pub debug: bool,
+    pub log_every_n_query: u64,
+    pub db_commit_interval: usize,
+    pub queue_size_multiplier: usize,
+    pub in_flight_task_multiplier: usize,
+    pub sim: Option<SimConfig>,
+    /// Where to serve /metrics (None = off) and whether the address was given
+    /// explicitly (then failing to bind it is an error, not a warning).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub metrics_addr_explicit: bool,
+    pub metrics_linger: f64,
+    /// OpenTelemetry export (None = off).
+    pub otel: Option<crate::recorder::otel::OtelConfig>,
+    /// `--enable-progress-tracker`: progress.json and the /metrics progress gauges.
+    pub progress_tracker: bool,
+    /// `--sla-auto-tune` settings (None: the normal sweep).
+    pub sla: Option<SlaConfig>,
+    /// `--goodput` bounds (None: no goodput keys).
+    pub goodput: Option<crate::stats::Goodput>,
+    /// Experiment tracker (`--visualizer`, or a deprecated key alone).
+    pub sink: Option<crate::sinks::SinkSettings>,
+    /// The flags as given, secrets masked: written to benchmark_args.json and the DB.
+    pub args_json: Map<String, Value>,
+}
+
+impl RunConfig {
+    /// Checks every flag and builds each stage's settings (`resolve_*`), in the
+    /// order the flags are validated.
+    pub fn resolve(a: &PerfArgs) -> Result<RunConfig> {
+        let api = resolve_api(a)?;
+        let kind = resolve_dataset_kind(a)?;
+        let model = match (&a.model, &api) {
+            (Some(m), _) if !m.trim().is_empty() => m.clone(),
+            (_, Api::Sim) => "sim-7b".to_string(),
+            _ => bail!(
+                "--model is required (the model name the server expects, e.g. --model qwen2.5-7b)"
+            ),
+        };
+        let model_id = model
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(&model)
+            .to_string();
+        let points = resolve_points(a)?;
+        check_timing(a)?;
+        let mut url = resolve_url(api, a)?;
+        // evalscope's speed_benchmark plugin rewrites a chat URL to /v1/completions,
+        // but only after the HTTP client captured the URL, so users must pass
+        // /completions themselves. Here the rewrite happens before anything uses it.
+        if matches!(kind, DatasetKind::SpeedBenchmark { .. }) {
+            let (path, query) = split_query(&url);
+            if let Some(base) = path.trim_end_matches('/').strip_suffix("/chat/completions") {
+                url = format!("{base}/completions{query}");
+            }
+        }
+        let protocol = resolve_protocol(api, a, &url)?;
+        let chat = resolve_chat(a, api, &protocol, &url);
+        let headers = protocol_headers(a, &protocol, resolve_headers(a)?);
+        let local_server = resolve_local_server(a, api, &model)?;
+        let client = resolve_client(a, headers)?;
+        let gen = resolve_gen(a, &model)?;
+        let tokenizer = resolve_tokenizer(a, chat)?;
+        let sim = resolve_sim(a, api)?;
+        let dataset = resolve_dataset(a, kind, &model, tokenizer.clone(), &gen.extra_args)?;
+        let name = a.name.as_deref().map(sanitize_name);
+        let (metrics_addr, otel) = resolve_observability(a)?;
+        Ok(RunConfig {
+            model_id: name.clone().unwrap_or(model_id),
+            name,
+            model,
+            api,
+            protocol,
+            local_server,
+            url,
+            chat,
+            tokenizer,
+            client,
+            test_connection: !a.no_test_connection,
+            points,
+            sleep_interval: a.sleep_interval,
+            warmup_num: a.warmup_num,
+            open_loop: a.open_loop,
+            duration: a.duration,
+            dataset,
+            gen,
+            outputs_dir: a.outputs_dir.clone(),
+            no_timestamp: a.no_timestamp,
+            debug: a.debug,
+            log_every_n_query: a.log_every_n_query.max(1),
+            // evalscope coerces values <= 0 to 1.
+            db_commit_interval: a.db_commit_interval.max(1) as usize,
+            queue_size_multiplier: a.queue_size_multiplier.max(1) as usize,
+            in_flight_task_multiplier: a.in_flight_task_multiplier.max(1) as usize,
+            sim,
+            metrics_addr,
+            metrics_addr_explicit: a.metrics_addr != crate::cli::DEFAULT_METRICS_ADDR,
+            metrics_linger: a.metrics_linger,
+            otel,
+            goodput: crate::stats::Goodput::parse(&a.goodput)?,
+            sla: resolve_sla(a)?,
+            progress_tracker: a.enable_progress_tracker,
+            sink: crate::sinks::SinkSettings::resolve(&a.tracker.flags())?,
+            args_json: args::masked_args(a),
+        })
+    }
+
+    /// Warmup requests for a run of `number` (evalscope: >=1 absolute, (0,1) a ratio
+    /// with at least one).
+    pub fn warmup_for(&self, number: u64) -> u64 {
+        let w = self.warmup_num;
+        if w <= 0.0 {
+            0
+        } else if w < 1.0 {
+            ((w * number as f64) as u64).max(1)
+        } else {
+            w as u64
+        }
+    }
+
+    /// Headers with secret values masked, for logs.
+    pub fn masked_headers(&self) -> Vec<(String, String)> {
+        self.client
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let secret = is_secret_header(k);
+                (k.clone(), if secret { MASK.to_string() } else { v.clone() })
+            })
+            .collect()
+    }
+
+    /// benchmark_args.json for one run: the flags with this run's parallel/number/rate.
+    pub fn args_for_run(&self, point: &SweepPoint) -> Map<String, Value> {
+        let mut m = self.args_json.clone();
+        m.insert("model_id".into(), self.model_id.clone().into());
+        m.insert("url".into(), redact_url(&self.url).into());
+        m.insert("apply_chat_template".into(), self.chat.into());
+        m.insert("parallel".into(), point.parallel.into());
+        m.insert("number".into(), point.number.into());
+        m.insert("rate".into(), point.rate.into());
+        m
+    }
+}
+
+/// `--duration`, `--warmup-num` and `--sleep-interval`.
+fn check_timing(a: &PerfArgs) -> Result<()> {
+    if let Some(d) = a.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            bail!("--duration: {d} is not a positive number of seconds");
+        }
+    }
+    if !(a.warmup_num >= 0.0 && a.warmup_num.is_finite()) {
+        bail!("--warmup-num: {} must be >= 0", a.warmup_num);
+    }
+    if !(a.sleep_interval >= 0.0 && a.sleep_interval.is_finite()) {
+        bail!("--sleep-interval: {} must be >= 0", a.sleep_interval);
+    }
+    Ok(())
+}
