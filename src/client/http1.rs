@@ -15,107 +15,18 @@
 //! the platform's trust store). No proxies (evalscope's aiohttp session ignores the
 //! proxy variables too), no HTTP/2 (vLLM, SGLang, llama.cpp and TGI serve HTTP/1.1).
 
-use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::chunked::{ChunkState, Chunked};
+pub use super::conn::Error;
+use super::conn::{Conn, Io};
 
 /// Largest response head (status line and headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 32 * 1024;
-
-/// Why a request failed below the protocol layer.
-#[derive(Debug)]
-pub enum Error {
-    /// TCP connect or TLS handshake failed.
-    Connect(String),
-    /// `--connect-timeout` or `--read-timeout` elapsed.
-    Timeout(String),
-    /// The connection broke or the peer closed it.
-    Io(String),
-    /// The bytes received are not an HTTP/1.x response.
-    Protocol(String),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Connect(s) | Error::Timeout(s) | Error::Io(s) | Error::Protocol(s) => {
-                f.write_str(s)
-            }
-        }
-    }
-}
-
-enum Io {
-    Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Io {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Io::Tcp(s) => s,
-            Io::Tls(s) => s.get_ref().0,
-        }
-    }
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Io::Tcp(s) => s.read(buf).await,
-            Io::Tls(s) => s.read(buf).await,
-        }
-    }
-    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Io::Tcp(s) => s.write_all(buf).await,
-            Io::Tls(s) => {
-                s.write_all(buf).await?;
-                s.flush().await
-            }
-        }
-    }
-}
-
-/// One open connection and its read buffer.
-struct Conn {
-    io: Io,
-    /// Bytes read from the socket and not yet consumed.
-    buf: Vec<u8>,
-    /// Requests this connection has carried.
-    uses: u32,
-}
-
-impl Conn {
-    /// Whether an idle connection is still open: a non-blocking peek. Zero bytes means
-    /// the peer closed it (typically right after its last response, as llama.cpp's
-    /// server does while still advertising keep-alive); pending bytes on a plain
-    /// connection are a response to nothing, so that connection is unusable too.
-    fn is_open(&self) -> bool {
-        let fd = self.io.tcp().as_raw_fd();
-        let mut b = [0u8; 1];
-        // SAFETY: a one-byte peek into a local buffer on a socket this struct owns.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                b.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n == 0 {
-            return false;
-        }
-        if n < 0 {
-            let e = io::Error::last_os_error().kind();
-            return e == io::ErrorKind::WouldBlock;
-        }
-        // TLS: session tickets or alerts may be waiting; the TLS layer reads them.
-        matches!(self.io, Io::Tls(_))
-    }
-}
 
 /// Settings of an endpoint's connections.
 #[derive(Clone, Debug)]
@@ -522,81 +433,6 @@ enum Framing {
     Close,
 }
 
-/// Chunked transfer decoding state (RFC 9112 §7.1).
-#[derive(Default)]
-struct Chunked {
-    state: ChunkState,
-    /// The size line read so far.
-    line: Vec<u8>,
-}
-
-#[derive(Default, PartialEq)]
-enum ChunkState {
-    #[default]
-    Size,
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// Trailer lines after the last chunk; `line` holds the current one.
-    Trailer,
-    Done,
-}
-
-impl Chunked {
-    /// Decodes `input` into `out`; returns the bytes consumed (all of them unless the
-    /// body ended inside `input`).
-    fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
-        let mut i = 0;
-        while i < input.len() {
-            match self.state {
-                ChunkState::Done => break,
-                ChunkState::Data(n) => {
-                    let take = (n as usize).min(input.len() - i);
-                    out.extend_from_slice(&input[i..i + take]);
-                    i += take;
-                    let left = n - take as u64;
-                    self.state = if left == 0 {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(left)
-                    };
-                }
-                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailer => {
-                    let b = input[i];
-                    i += 1;
-                    if b != b'\n' {
-                        if self.line.len() > 4096 {
-                            return Err("chunk size line longer than 4 KiB".into());
-                        }
-                        self.line.push(b);
-                        continue;
-                    }
-                    let line = std::mem::take(&mut self.line);
-                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
-                    self.state = match self.state {
-                        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
-                        ChunkState::DataEnd => return Err("missing CRLF after chunk data".into()),
-                        ChunkState::Trailer if line.is_empty() => ChunkState::Done,
-                        ChunkState::Trailer => ChunkState::Trailer,
-                        _ => {
-                            let hex = line.split(|&c| c == b';').next().unwrap_or(b"");
-                            let hex = std::str::from_utf8(hex).unwrap_or("").trim();
-                            let n = u64::from_str_radix(hex, 16)
-                                .map_err(|_| format!("invalid chunk size `{hex}`"))?;
-                            if n == 0 {
-                                ChunkState::Trailer
-                            } else {
-                                ChunkState::Data(n)
-                            }
-                        }
-                    };
-                }
-            }
-        }
-        Ok(i)
-    }
-}
-
 /// A response whose head has been read; the body is read with [`Response::chunk`].
 pub struct Response<'a> {
     pub status: u16,
@@ -713,37 +549,6 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dechunk(parts: &[&[u8]]) -> (Vec<u8>, bool) {
-        let mut c = Chunked::default();
-        let mut out = Vec::new();
-        for p in parts {
-            let n = c.decode(p, &mut out).expect("valid");
-            assert!(n == p.len() || c.state == ChunkState::Done);
-        }
-        (out, c.state == ChunkState::Done)
-    }
-
-    #[test]
-    fn chunked_any_split() {
-        let body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-T: 1\r\n\r\n";
-        assert_eq!(dechunk(&[body]), (b"hello, world".to_vec(), true));
-        for i in 0..body.len() {
-            for j in i..body.len() {
-                let (out, done) = dechunk(&[&body[..i], &body[i..j], &body[j..]]);
-                assert_eq!(out, b"hello, world", "split {i} {j}");
-                assert!(done);
-            }
-        }
-    }
-
-    #[test]
-    fn chunked_errors() {
-        let mut c = Chunked::default();
-        assert!(c.decode(b"zz\r\n", &mut Vec::new()).is_err());
-        let mut c = Chunked::default();
-        assert!(c.decode(b"1\r\nab\r\n", &mut Vec::new()).is_err());
-    }
 
     #[test]
     fn percent_decoding_of_credentials() {

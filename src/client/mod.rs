@@ -6,6 +6,8 @@
 //! client could first have seen them.
 
 mod cancel;
+mod chunked;
+mod conn;
 pub mod http1;
 mod reading;
 pub mod sse;

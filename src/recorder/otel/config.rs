@@ -136,24 +136,7 @@ impl OtelConfig {
             }
         };
 
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for var in [
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        ] {
-            if let Some(v) = env(var) {
-                for (k, val) in parse_pairs(&v, var)? {
-                    // The traces-specific variable overrides the generic one per key.
-                    headers.retain(|(h, _)| !h.eq_ignore_ascii_case(&k));
-                    if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
-                        || reqwest::header::HeaderValue::from_str(&val).is_err()
-                    {
-                        bail!("{var}: header `{k}` is not a valid HTTP header name or value");
-                    }
-                    headers.push((k, val));
-                }
-            }
-        }
+        let headers = otlp_headers(&env)?;
         let timeout = match pick("TIMEOUT") {
             None => Duration::from_secs(10),
             Some((var, v)) => match v.trim().parse::<u64>() {
@@ -169,25 +152,7 @@ impl OtelConfig {
                 );
             }
         }
-        let mut resource = vec![("service.name".to_string(), "perfscope".to_string())];
-        if let Some(v) = env("OTEL_RESOURCE_ATTRIBUTES") {
-            for (k, val) in parse_pairs(&v, "OTEL_RESOURCE_ATTRIBUTES")? {
-                resource.retain(|(r, _)| *r != k);
-                resource.push((k, val));
-            }
-        }
-        if let Some(name) = env("OTEL_SERVICE_NAME") {
-            resource.retain(|(r, _)| r != "service.name");
-            resource.push(("service.name".into(), name));
-        }
-        resource.sort_by_key(|(k, _)| k != "service.name");
-        for (k, v) in [
-            ("telemetry.sdk.name", "perfscope"),
-            ("telemetry.sdk.language", "rust"),
-            ("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
-        ] {
-            resource.push((k.into(), v.into()));
-        }
+        let resource = resource(&env)?;
         Ok(Some(OtelConfig {
             url,
             protocol,
@@ -247,6 +212,54 @@ pub(super) fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`, then the traces-specific variable (which overrides
+/// the generic one per key).
+fn otlp_headers(env: &impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for var in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        if let Some(v) = env(var) {
+            for (k, val) in parse_pairs(&v, var)? {
+                // The traces-specific variable overrides the generic one per key.
+                headers.retain(|(h, _)| !h.eq_ignore_ascii_case(&k));
+                if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                    || reqwest::header::HeaderValue::from_str(&val).is_err()
+                {
+                    bail!("{var}: header `{k}` is not a valid HTTP header name or value");
+                }
+                headers.push((k, val));
+            }
+        }
+    }
+    Ok(headers)
+}
+
+/// The resource attributes: `service.name` first, the SDK's own last.
+fn resource(env: &impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>> {
+    let mut resource = vec![("service.name".to_string(), "perfscope".to_string())];
+    if let Some(v) = env("OTEL_RESOURCE_ATTRIBUTES") {
+        for (k, val) in parse_pairs(&v, "OTEL_RESOURCE_ATTRIBUTES")? {
+            resource.retain(|(r, _)| *r != k);
+            resource.push((k, val));
+        }
+    }
+    if let Some(name) = env("OTEL_SERVICE_NAME") {
+        resource.retain(|(r, _)| r != "service.name");
+        resource.push(("service.name".into(), name));
+    }
+    resource.sort_by_key(|(k, _)| k != "service.name");
+    for (k, v) in [
+        ("telemetry.sdk.name", "perfscope"),
+        ("telemetry.sdk.language", "rust"),
+        ("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
+    ] {
+        resource.push((k.into(), v.into()));
+    }
+    Ok(resource)
 }
 
 #[cfg(test)]
