@@ -323,22 +323,80 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
         ));
     }
 
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>perfscope report: {}</title><style>{CSS}</style></head><body><h1>perfscope benchmark report</h1>"#,
-        esc(meta.model)
-    );
-    let _ = write!(
-        h,
-        "<table class=\"info\"><tr><th>Model</th><td>{}</td></tr><tr><th>Dataset</th><td>{}</td></tr><tr><th>API</th><td>{}</td></tr><tr><th>Runs</th><td>{}</td></tr><tr><th>Output path</th><td>{}</td></tr><tr><th>Generated</th><td>{}</td></tr></table>",
-        esc(meta.model),
-        esc(meta.dataset),
-        esc(meta.api),
-        sorted.len(),
-        esc(&meta.output_path),
-        esc(&meta.generated)
-    );
+    let (headers, rows) = summary_rows(&sorted, encoder);
+    let page = Page {
+        model: meta.model,
+        dataset: meta.dataset,
+        api: meta.api,
+        runs: sorted.len(),
+        output_path: &meta.output_path,
+        generated: &meta.generated,
+        css: CSS,
+        headers,
+        rows,
+        recs: recs(&recommendations(&sorted)),
+        charts,
+        tables: sorted.iter().map(|r| percentile_table(r)).collect(),
+    };
+    let mut env = minijinja::Environment::new();
+    env.add_filter("esc", |s: String| esc(&s));
+    // Named without `.html`: values are escaped where the template says `esc`, as
+    // they always were, not by minijinja's own HTML escaping.
+    let page_html = env
+        .add_template("report", TEMPLATE)
+        .and_then(|()| env.get_template("report"))
+        .and_then(|t| t.render(&page));
+    match page_html {
+        Ok(mut h) => {
+            h.push('\n');
+            h
+        }
+        // The template is part of the binary; a failure here is a bug, shown in the
+        // page rather than losing the run's report.
+        Err(e) => format!(
+            "<!DOCTYPE html><html><body><pre>{}</pre></body></html>\n",
+            esc(&e.to_string())
+        ),
+    }
+}
+
+/// The report's page layout (minijinja).
+const TEMPLATE: &str = include_str!("report.html.j2");
+
+/// What the template shows.
+#[derive(serde::Serialize)]
+struct Page<'a> {
+    model: &'a str,
+    dataset: &'a str,
+    api: &'a str,
+    runs: usize,
+    output_path: &'a str,
+    generated: &'a str,
+    css: &'a str,
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    recs: Vec<Rec>,
+    charts: Vec<String>,
+    tables: Vec<PctTable>,
+}
+
+/// One line of the recommendations: a heading or an item under it.
+#[derive(serde::Serialize)]
+struct Rec {
+    heading: bool,
+    text: String,
+}
+
+/// One run's percentile table.
+#[derive(serde::Serialize)]
+struct PctTable {
+    name: String,
+    columns: Vec<&'static str>,
+    rows: Vec<(&'static str, Vec<String>)>,
+}
+
+/// The summary table's extra headers and every run's cells.
+fn summary_rows(sorted: &[&RunResult], encoder: bool) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let headers: &[&str] = if encoder {
         &[
             "Avg input tok/s",
@@ -356,106 +414,86 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
             "Total tok/s",
         ]
     };
-    h.push_str("<h2>Summary</h2><table class=\"grid\"><tr><th>Conc.</th><th>Rate</th><th>Requests</th><th>Success</th><th>RPS</th><th>Avg latency (s)</th><th>P99 latency (s)</th>");
-    for t in headers {
-        let _ = write!(h, "<th>{t}</th>");
-    }
-    h.push_str("</tr>");
-    for r in &sorted {
-        let mut cells = vec![
-            if r.point.parallel < 0 {
-                "INF".to_string()
+    let rows = sorted
+        .iter()
+        .map(|r| {
+            let mut cells = vec![
+                if r.point.parallel < 0 {
+                    "INF".to_string()
+                } else {
+                    r.point.parallel.to_string()
+                },
+                if r.point.rate < 0.0 {
+                    "-".to_string()
+                } else {
+                    num(r.point.rate, 2)
+                },
+                r.num("Total Requests").to_string(),
+                format!("{:.1}%", r.success_rate()),
+                num(r.num("Req Throughput (req/s)"), 2),
+                num(r.num("Avg Latency (s)"), 3),
+                num(r.pct("Latency (s)", "99%"), 3),
+            ];
+            if encoder {
+                cells.extend([
+                    num(r.num("Input Throughput (tok/s)"), 1),
+                    num(r.pct("Input (tok/s)", "99%"), 1),
+                    num(r.num("Avg Input Tokens"), 1),
+                    num(r.num("Total Throughput (tok/s)"), 1),
+                ]);
             } else {
-                r.point.parallel.to_string()
-            },
-            if r.point.rate < 0.0 {
-                "-".to_string()
-            } else {
-                num(r.point.rate, 2)
-            },
-            r.num("Total Requests").to_string(),
-            format!("{:.1}%", r.success_rate()),
-            num(r.num("Req Throughput (req/s)"), 2),
-            num(r.num("Avg Latency (s)"), 3),
-            num(r.pct("Latency (s)", "99%"), 3),
-        ];
-        if encoder {
-            cells.extend([
-                num(r.num("Input Throughput (tok/s)"), 1),
-                num(r.pct("Input (tok/s)", "99%"), 1),
-                num(r.num("Avg Input Tokens"), 1),
-                num(r.num("Total Throughput (tok/s)"), 1),
-            ]);
-        } else {
-            cells.extend([
-                num(r.num("Avg TTFT (ms)"), 2),
-                num(r.pct("TTFT (ms)", "99%"), 2),
-                num(r.num("Avg TPOT (ms)"), 2),
-                num(r.pct("TPOT (ms)", "99%"), 2),
-                num(r.num("Output Throughput (tok/s)"), 1),
-                num(r.num("Total Throughput (tok/s)"), 1),
-            ]);
-        }
-        h.push_str("<tr>");
-        for c in cells {
-            let _ = write!(h, "<td>{c}</td>");
-        }
-        h.push_str("</tr>");
-    }
-    h.push_str("</table>");
-    let rec = recommendations(&sorted);
-    h.push_str("<h2>Best configuration and recommendations</h2><ul class=\"rec\">");
-    for line in rec.iter().skip(1) {
-        let t = line.trim().trim_start_matches('•').trim();
-        if t.is_empty() {
-            continue;
-        }
-        if line.starts_with(' ') {
-            let _ = write!(h, "<li>{}</li>", esc(t));
-        } else {
-            let _ = write!(h, "</ul><h3>{}</h3><ul class=\"rec\">", esc(t));
-        }
-    }
-    h.push_str("</ul><h2>Charts</h2><div class=\"charts\">");
-    for c in &charts {
-        h.push_str(c);
-    }
-    h.push_str("</div><h2>Percentiles per run</h2>");
-    for r in &sorted {
-        let name = r
+                cells.extend([
+                    num(r.num("Avg TTFT (ms)"), 2),
+                    num(r.pct("TTFT (ms)", "99%"), 2),
+                    num(r.num("Avg TPOT (ms)"), 2),
+                    num(r.pct("TPOT (ms)", "99%"), 2),
+                    num(r.num("Output Throughput (tok/s)"), 1),
+                    num(r.num("Total Throughput (tok/s)"), 1),
+                ]);
+            }
+            cells
+        })
+        .collect();
+    (headers.to_vec(), rows)
+}
+
+/// The console's recommendation lines as headings and items (the first line is the
+/// console title).
+fn recs(lines: &[String]) -> Vec<Rec> {
+    lines
+        .iter()
+        .skip(1)
+        .filter_map(|line| {
+            let t = line.trim().trim_start_matches('•').trim();
+            (!t.is_empty()).then(|| Rec {
+                heading: !line.starts_with(' '),
+                text: t.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn percentile_table(r: &RunResult) -> PctTable {
+    PctTable {
+        name: r
             .dir
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let _ = write!(
-            h,
-            "<h3>{}</h3><table class=\"grid\"><tr><th>Percentile</th>",
-            esc(&name)
-        );
-        for c in &r.columns {
-            let _ = write!(h, "<th>{}</th>", esc(c.name));
-        }
-        h.push_str("</tr>");
-        for (i, (_, label)) in PERCENTILES.iter().enumerate() {
-            let _ = write!(h, "<tr><td>{label}</td>");
-            for c in &r.columns {
-                let _ = write!(
-                    h,
-                    "<td>{}</td>",
-                    num(c.values.get(i).copied().unwrap_or(f64::NAN), 4)
-                );
-            }
-            h.push_str("</tr>");
-        }
-        h.push_str("</table>");
+            .unwrap_or_default(),
+        columns: r.columns.iter().map(|c| c.name).collect(),
+        rows: PERCENTILES
+            .iter()
+            .enumerate()
+            .map(|(i, (_, label))| {
+                let cells = r
+                    .columns
+                    .iter()
+                    .map(|c| num(c.values.get(i).copied().unwrap_or(f64::NAN), 4))
+                    .collect();
+                (*label, cells)
+            })
+            .collect(),
     }
-    // A self-check the test reads back from the rendered page: charts without a
-    // drawn point are reported on the console.
-    h.push_str(
-        "<script>(function(){var n=0;document.querySelectorAll('svg.chart').forEach(function(s){var k=s.querySelectorAll('circle').length;if(!k){console.error('empty chart: '+s.dataset.title);}n+=k;});document.body.setAttribute('data-points',String(n));document.body.setAttribute('data-charts',String(document.querySelectorAll('svg.chart').length));})();</script>",
-    );
-    h.push_str("</body></html>\n");
-    h
 }
 
 const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;background:#fff}\
