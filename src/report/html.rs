@@ -179,10 +179,9 @@ fn num(v: f64, dp: usize) -> String {
     }
 }
 
-/// The whole report for the given runs (any order).
-pub fn render(runs: &[RunResult], meta: &Meta) -> String {
-    let sorted = sweep_order(runs);
-    // The x axis: concurrency for closed-loop sweeps, otherwise the rate.
+/// The x axis of the sweep charts: concurrency for closed-loop sweeps, otherwise
+/// the rate. Returns whether it is the rate, its label and its values.
+fn x_axis(sorted: &[&RunResult]) -> (bool, &'static str, Vec<String>) {
     let by_rate = sorted.iter().all(|r| r.point.parallel < 0)
         || (sorted
             .windows(2)
@@ -212,6 +211,13 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
                 .collect(),
         )
     };
+    (by_rate, x_label, xs)
+}
+
+/// Every chart: the sweep charts (x = concurrency or rate), then each run's
+/// percentile curves.
+fn charts(sorted: &[&RunResult]) -> Vec<String> {
+    let (by_rate, x_label, xs) = x_axis(sorted);
     let col = |key: &str| {
         sorted
             .iter()
@@ -322,7 +328,14 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
             unit,
         ));
     }
+    charts
+}
 
+/// The whole report for the given runs (any order).
+pub fn render(runs: &[RunResult], meta: &Meta) -> String {
+    let sorted = sweep_order(runs);
+    let encoder = sorted.first().is_some_and(|r| r.encoder);
+    let charts = charts(&sorted);
     let (headers, rows) = summary_rows(&sorted, encoder);
     let page = Page {
         model: meta.model,
