@@ -2,14 +2,19 @@
 //! `evalscope perf` with a built-in simulated server.
 //!
 //! ```text
-//! Dataset ──Prompt──▶ protocol::openai::build_body ──┐
-//! scheduler (when) ──Ticket{seq, intended_start}─────┼──▶ client (HTTP + SSE + timestamps)
-//!                                                    ▼
-//!                                 RequestRecord (always, failures included)
-//!                                                    ▼
-//!        recorder::fanout ──▶ recorder::sqlite (canonical) ──▶ stats ──▶ report
-//!                         └─▶ live progress / log lines
+//! cli ──▶ config (assembles each stage's settings)
+//! dataset ──Prompt──▶ protocol ──┐
+//! scheduler ──LoadShape──────────┼──▶ client (HTTP/1.1 + SSE + timestamps)
+//!                                ▼
+//!               record::RequestRecord (always, failures included)
+//!                                ▼
+//! recorder (fan-out) ──▶ SQLite (canonical) ──▶ stats ──▶ report ──▶ sinks, sla
+//!                    ├─▶ prometheus, otel, progress
+//! engine wires one invocation; sim, telemetry, redact, tokenizer stand alone.
 //! ```
+//!
+//! No module imports one above it, and none import each other (ARCHITECTURE.md;
+//! checked by `tests/it/architecture.rs`).
 
 pub mod cli;
 pub mod client;

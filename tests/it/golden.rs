@@ -1,5 +1,5 @@
 //! Golden outputs: what perfscope writes must not change unless a test here is
-//! re-blessed on purpose (`PERFSCOPE_BLESS=1 cargo test golden`).
+//! regenerated on purpose (`PERFSCOPE_UPDATE_GOLDEN=1 cargo test golden`).
 //!
 //! - Reports: `perfscope report` regenerates every JSON, text and HTML file from a
 //!   stored database (`tests/fixtures/golden_run`, a two-step sweep against the
@@ -21,16 +21,16 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
-/// Compares `actual` with the golden file `name`, or rewrites it when blessing.
+/// Compares `actual` with the golden file `name`, or rewrites it with PERFSCOPE_UPDATE_GOLDEN set.
 fn check(name: &str, actual: &str) {
     let path = golden_dir().join(name);
-    if std::env::var_os("PERFSCOPE_BLESS").is_some() {
+    if std::env::var_os("PERFSCOPE_UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
         return;
     }
     let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (bless with PERFSCOPE_BLESS=1)", path.display()));
+        .unwrap_or_else(|e| panic!("{}: {e} (regenerate with PERFSCOPE_UPDATE_GOLDEN=1)", path.display()));
     if want != actual {
         let line = want
             .lines()
