@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::redact::MASK;
-use crate::report::log;
+use crate::telemetry::log;
 
 /// The flags that describe the server to start.
 pub struct LocalServerFlags<'a> {

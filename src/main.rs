@@ -7,6 +7,9 @@ use perfscope::engine::{self, Stop};
 
 fn main() {
     let cli = Cli::parse();
+    // Outside a run (flag checks, `report`, `push`) log lines go to the console; each
+    // run installs its own subscriber that also writes its benchmark.log.
+    let _ = tracing::dispatcher::set_global_default(perfscope::telemetry::log::console());
     let code = match cli.command {
         Command::Perf(args) => match RunConfig::resolve(&args) {
             Err(e) => {

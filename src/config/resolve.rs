@@ -146,7 +146,7 @@ pub(crate) fn resolve_sla(a: &PerfArgs) -> Result<Option<SlaConfig>> {
         if let Some(p) = a.sla_params.as_deref() {
             // Validated even when unused, so a typo is not silently ignored.
             crate::sla::parse_params(p)?;
-            crate::report::log::warn(
+            crate::telemetry::log::warn(
                 "--sla-params has no effect without --sla-auto-tune; add --sla-auto-tune to search",
             );
         }

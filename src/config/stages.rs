@@ -14,8 +14,8 @@ use crate::local_server::{LocalServerConfig, LocalServerFlags};
 use crate::protocol::{GenParams, Protocol};
 use crate::recorder::otel::OtelConfig;
 use crate::redact::split_query;
-use crate::report::log;
 use crate::sim::SimConfig;
+use crate::telemetry::log;
 use crate::tokenizer::Tokenizer;
 
 /// `--dataset` and the length bounds that do not depend on anything else.

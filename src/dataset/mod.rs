@@ -61,7 +61,7 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
         DatasetKind::RandomRerank => random::rerank(cfg, count, run_index)?,
         DatasetKind::Flickr8k => flickr8k::load(cfg.path.as_deref(), chat, count)?,
         DatasetKind::RandomVl => {
-            crate::report::log::info(format!(
+            crate::telemetry::log::info(format!(
                 "random_vl: {} {}x{} {} image(s) per request, about {} vision tokens each \
                  (--image-patch-size {})",
                 cfg.image.num,

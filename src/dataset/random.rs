@@ -218,7 +218,7 @@ impl<'a> Vocab<'a> {
 fn log_error(what: String, built: &[(usize, String)]) {
     let max = built.iter().map(|b| b.0).max().unwrap_or(0);
     let sum: usize = built.iter().map(|b| b.0).sum();
-    crate::report::log::info(format!(
+    crate::telemetry::log::info(format!(
         "{what}; re-encoded length error: mean {:.3}, max {max} tokens",
         if built.is_empty() {
             0.0

@@ -13,6 +13,8 @@ use crate::report::RunResult;
 /// What every part of a run shares.
 pub(crate) struct Ctx {
     pub(crate) cfg: RunConfig,
+    /// This invocation's log (its benchmark.log, the progress bar it prints around).
+    pub(crate) log: Arc<crate::telemetry::log::RunLog>,
     /// The load client: its connections to the target, protocol and clock.
     pub(crate) client: client::Client,
     pub(crate) url: Arc<str>,

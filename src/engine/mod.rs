@@ -22,8 +22,10 @@ use std::time::Duration;
 use crate::client;
 use crate::config::{Api, RunConfig};
 use crate::record::Clock;
-use crate::report::{self, log, RunResult};
+use crate::report::{self, RunResult};
 use crate::sinks;
+use crate::telemetry::log::{self, RunLog};
+use tracing::instrument::WithSubscriber;
 
 use ctx::Ctx;
 pub use ctx::Outcome;
@@ -83,19 +85,47 @@ pub async fn run(cfg: RunConfig, stop: Stop) -> Result<Outcome> {
     }
     std::fs::create_dir_all(&root)
         .with_context(|| format!("--outputs-dir: cannot create {}", root.display()))?;
-    log::set_debug(cfg.debug);
-    log::to_file(&root.join("benchmark.log"))
+    let run_log = RunLog::open(&root.join("benchmark.log"), cfg.debug)
         .with_context(|| format!("cannot write {}", root.join("benchmark.log").display()))?;
-    log::info(format!(
-        "Starting benchmark with args: {}",
-        serde_json::Value::Object(cfg.args_json.clone())
-    ));
-    let result = run_inner(cfg, stop, &root).await;
-    log::close_file();
-    result
+    // Every line of this invocation, from its tasks and threads too, goes to its
+    // own benchmark.log.
+    let dispatch = run_log.dispatch();
+    async move {
+        log::info(format!(
+            "Starting benchmark with args: {}",
+            serde_json::Value::Object(cfg.args_json.clone())
+        ));
+        tokio::spawn(log_interruption(stop.clone()).with_current_subscriber());
+        run_inner(cfg, stop, &root, run_log).await
+    }
+    .with_subscriber(dispatch)
+    .await
 }
 
-async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
+/// Says so when a signal stops dispatch (install_signals sets the signal first).
+async fn log_interruption(stop: Stop) {
+    stop.dispatch.cancelled().await;
+    let sig = stop.signal.load(std::sync::atomic::Ordering::SeqCst);
+    if sig == 0 {
+        return;
+    }
+    let (name, grace) = if sig == libc::SIGTERM {
+        ("Terminated (SIGTERM)", TERMINATE_GRACE)
+    } else {
+        ("Interrupted", INTERRUPT_GRACE)
+    };
+    log::warn(format!(
+        "{name}: no new requests; waiting up to {} s for in-flight requests (signal again to stop now)",
+        grace.as_secs()
+    ));
+}
+
+async fn run_inner(
+    cfg: RunConfig,
+    stop: Stop,
+    root: &Path,
+    run_log: Arc<RunLog>,
+) -> Result<Outcome> {
     let clock = Clock::start();
     let (_local, _sim, url) = start_target(&cfg, &stop, root).await?;
     let max_par = cfg.points.iter().map(|p| p.parallel).max().unwrap_or(1);
@@ -149,6 +179,7 @@ async fn run_inner(cfg: RunConfig, stop: Stop, root: &Path) -> Result<Outcome> {
     });
     let ctx = Arc::new(Ctx {
         cfg,
+        log: run_log,
         client: load_client,
         url,
         parsed_url,
@@ -249,9 +280,12 @@ async fn finish_sink(
     let fin = sinks::final_payload(runs, outcome, now, now - started_unix);
     let (kind, url) = (sink.kind, sink.url.clone());
     // Bounded: a tracker that went down costs at most a minute at the end.
-    let pushed = tokio::task::spawn_blocking(move || sink.finish(fin, Duration::from_secs(60)))
-        .await
-        .unwrap_or(false);
+    let d = tracing::dispatcher::get_default(|d| d.clone());
+    let pushed = tokio::task::spawn_blocking(move || {
+        tracing::dispatcher::with_default(&d, || sink.finish(fin, Duration::from_secs(60)))
+    })
+    .await
+    .unwrap_or(false);
     if pushed {
         log::info(format!("{} run: {url}", kind.title()));
     } else {
@@ -284,12 +318,13 @@ async fn start_sink(
         started_unix: clock.unix(0.0),
     };
     let title = settings.kind.title();
-    let sink = tokio::task::spawn_blocking(move || sinks::Sink::start(&settings, &meta))
-        .await
-        .map_err(|e| anyhow::anyhow!("{title} setup: {e}"))?
-        .with_context(|| {
-            format!("--visualizer: cannot start the {title} run (no load was sent)")
-        })?;
+    let d = tracing::dispatcher::get_default(|d| d.clone());
+    let sink = tokio::task::spawn_blocking(move || {
+        tracing::dispatcher::with_default(&d, || sinks::Sink::start(&settings, &meta))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{title} setup: {e}"))?
+    .with_context(|| format!("--visualizer: cannot start the {title} run (no load was sent)"))?;
     log::info(format!("{title} run: {}", sink.url));
     Ok(sink)
 }
@@ -409,7 +444,9 @@ async fn sla_tune(
     let handle = tokio::runtime::Handle::current();
     let ctx2 = ctx.clone();
     let variable = sla.variable.clone();
+    let d = tracing::dispatcher::get_default(|d| d.clone());
     let (rows, tested) = tokio::task::spawn_blocking(move || {
+        let _log = tracing::dispatcher::set_default(&d);
         let cancelled = || ctx2.stop.dispatch.is_cancelled();
         crate::sla::tune(
             &sla,

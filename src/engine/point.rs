@@ -13,9 +13,11 @@ use crate::config::SweepPoint;
 use crate::dataset::{self, Prompt};
 use crate::record::RequestRecord;
 use crate::recorder::{self, sqlite};
-use crate::report::{self, log, RunResult};
+use crate::report::{self, RunResult};
 use crate::scheduler;
+use crate::telemetry::log;
 use crate::telemetry::RunLabels;
+use tracing::instrument::WithSubscriber;
 
 /// Builds request bodies lazily, so memory does not grow with --number.
 struct Bodies {
@@ -106,16 +108,19 @@ pub(crate) async fn run_point(
     }
     let (tx, rx) = mpsc::channel::<RequestRecord>(queue);
     let bar = recorder::progress_bar(&format!("Processing[{name}]"), point.number);
-    log::set_bar(Some(bar.clone()));
+    ctx.log.set_bar(Some(bar.clone()));
     let (observers, in_flight) = observers(ctx, point, &name);
-    let fan = tokio::spawn(recorder::fanout(
-        rx,
-        writer.sender(),
-        bar.clone(),
-        cfg.log_every_n_query,
-        name.clone(),
-        observers,
-    ));
+    let fan = tokio::spawn(
+        recorder::fanout(
+            rx,
+            writer.sender(),
+            bar.clone(),
+            cfg.log_every_n_query,
+            name.clone(),
+            observers,
+        )
+        .with_current_subscriber(),
+    );
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
     let (sent, not_sent) = dispatch(
         ctx,
@@ -144,7 +149,7 @@ pub(crate) async fn run_point(
             (b - a) * 1e6 / sent.max(1) as f64
         ));
     }
-    log::set_bar(None);
+    ctx.log.set_bar(None);
     let status = if ctx.stop.dispatch.is_cancelled() {
         "interrupted"
     } else {
@@ -219,7 +224,7 @@ async fn run_warmup(
         (n, ok)
     });
     let bar = recorder::progress_bar(&format!("Warmup[{name}]"), warmup);
-    log::set_bar(Some(bar.clone()));
+    ctx.log.set_bar(Some(bar.clone()));
     let _ = dispatch(ctx, point, warmup, bodies, 0, tx, false, None).await;
     bar.finish_and_clear();
     let (n, ok) = drain.await.unwrap_or((0, 0));

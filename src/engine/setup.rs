@@ -10,8 +10,9 @@ use crate::client::Ticket;
 use crate::config::RunConfig;
 use crate::recorder;
 use crate::recorder::prometheus::Metrics;
-use crate::report::log;
+use crate::telemetry::log;
 use crate::telemetry::RunInfoLabels;
+use tracing::instrument::WithSubscriber;
 
 /// Starts the `/metrics` server. A busy default address is a warning (the benchmark
 /// still runs); an address given with --metrics-addr must work.
@@ -54,13 +55,12 @@ pub(crate) async fn start_metrics(
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let local = listener.local_addr().unwrap_or(addr);
-    tokio::spawn(recorder::prometheus::serve(
-        listener,
-        metrics.clone(),
-        async {
+    tokio::spawn(
+        recorder::prometheus::serve(listener, metrics.clone(), async {
             let _ = rx.await;
-        },
-    ));
+        })
+        .with_current_subscriber(),
+    );
     log::info(format!("Prometheus metrics on http://{local}/metrics"));
     Ok((Some(metrics), Some(tx)))
 }

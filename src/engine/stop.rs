@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::Cancel;
-use crate::report::log;
 
 /// How long in-flight requests may finish after Ctrl-C before they are cancelled.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
@@ -83,15 +82,12 @@ pub fn install_signals(stop: Stop) {
             return;
         };
         stop.signal.store(sig, std::sync::atomic::Ordering::SeqCst);
-        let (name, grace) = if sig == libc::SIGTERM {
-            ("Terminated (SIGTERM)", TERMINATE_GRACE)
+        let grace = if sig == libc::SIGTERM {
+            TERMINATE_GRACE
         } else {
-            ("Interrupted", INTERRUPT_GRACE)
+            INTERRUPT_GRACE
         };
-        log::warn(format!(
-            "{name}: no new requests; waiting up to {} s for in-flight requests (signal again to stop now)",
-            grace.as_secs()
-        ));
+        // The run says so in its own log (engine::log_interruption).
         stop.dispatch.cancel();
         tokio::select! {
             _ = tokio::time::sleep(grace) => {}

@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 use tokio::sync::mpsc;
 
 use crate::record::RequestRecord;
-use crate::report::log;
+use crate::telemetry::log;
 
 /// Running totals for the live log line: O(1) per record (evalscope recomputes
 /// its ITL mean over every value so far on each request, §10).

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::report::log;
+use crate::telemetry::log;
+use tracing::instrument::WithSubscriber;
 
 pub struct Progress {
     path: PathBuf,
@@ -45,17 +46,20 @@ impl Progress {
         }
         p.write("running", true);
         let weak = Arc::downgrade(&p);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
+        tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
                 tick.tick().await;
-                let Some(p) = weak.upgrade() else { break };
-                if p.write("running", false) == Some(false) {
-                    break;
+                loop {
+                    tick.tick().await;
+                    let Some(p) = weak.upgrade() else { break };
+                    if p.write("running", false) == Some(false) {
+                        break;
+                    }
                 }
             }
-        });
+            .with_current_subscriber(),
+        );
         p
     }
 

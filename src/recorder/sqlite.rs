@@ -216,9 +216,12 @@ impl Writer {
             ],
         )?;
         let (tx, mut rx) = mpsc::channel::<RequestRecord>(queue.max(1));
+        // The thread logs to the invocation's log, like the task that started it.
+        let log = tracing::dispatcher::get_default(|d| d.clone());
         let handle = std::thread::Builder::new()
             .name("perfscope-sqlite".into())
             .spawn(move || -> Result<u64> {
+                let _log = tracing::dispatcher::set_default(&log);
                 let mut rows = 0u64;
                 while let Some(first) = rx.blocking_recv() {
                     let opened = Instant::now();

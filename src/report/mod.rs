@@ -4,7 +4,6 @@
 mod console;
 pub mod html;
 mod json;
-pub mod log;
 mod run;
 pub mod stored;
 pub mod table;
@@ -12,6 +11,8 @@ pub mod table;
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::path::Path;
+
+use crate::telemetry::log;
 
 pub use console::{multi_run_summary, percentile_table, speed_benchmark, summary_table};
 pub use json::{percentile_json, to_py_json, write_run_files};

@@ -29,7 +29,7 @@ use anyhow::{bail, Result};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::report::log;
+use crate::telemetry::log;
 
 impl SinkSettings {
     /// Resolves from the flags and the process environment; `Ok(None)`: no tracker.
@@ -100,9 +100,12 @@ impl Sink {
         let every = settings.heartbeat.unwrap_or_else(|| t.heartbeat_every());
         let (tx, rx) = mpsc::channel::<Msg>();
         let title = settings.kind.title();
+        // The thread logs to the invocation's log, like the task that started it.
+        let log = tracing::dispatcher::get_default(|d| d.clone());
         let handle = std::thread::Builder::new()
             .name("perfscope-sink".into())
             .spawn(move || {
+                let _log = tracing::dispatcher::set_default(&log);
                 loop {
                     let r = match rx.recv_timeout(every) {
                         Ok(Msg::Point(p)) => t.point(&p),

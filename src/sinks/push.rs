@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{final_payload, point, Outcome, RunMeta, Sink, SinkSettings};
-use crate::report::log;
 use crate::report::stored::{self, steps};
+use crate::telemetry::log;
 
 /// Pushes the stored run; returns the tracker's run URL.
 pub fn push(dir: &Path, settings: &SinkSettings, name: Option<&str>) -> Result<String> {

@@ -222,7 +222,7 @@ impl Tracker for Wandb {
         // The offset moves only after a 2xx, so a retried chunk is idempotent.
         self.offset += 1;
         if r.get("stopped").and_then(Value::as_bool) == Some(true) {
-            crate::report::log::warn(
+            crate::telemetry::log::warn(
                 "W&B: the run was stopped from the W&B UI; further points are still sent",
             );
         }

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use super::criteria::{point_passes, Criterion, Op};
 use super::search::{average, constraint_search, optimise};
-use crate::report::{self, log, RunResult};
+use crate::report::{self, RunResult};
 use crate::scheduler::SweepPoint;
 use crate::stats::PERCENTILES;
+use crate::telemetry::log;
 
 #[derive(Clone, Debug)]
 pub struct SlaConfig {

@@ -5,6 +5,8 @@
 //! `_total` suffix: prometheus-client adds those (`ttft` + seconds →
 //! `perfscope_time_to_first_token_seconds`).
 
+pub mod log;
+
 use prometheus_client::encoding::EncodeLabelSet;
 
 pub const PREFIX: &str = "perfscope";

@@ -10,8 +10,9 @@ use perfscope::sim::{self, SimConfig, SimHandle};
 use std::path::Path;
 use std::sync::Mutex;
 
-/// Engine runs in one test binary are serialised: the log sink is process-wide and
-/// timing tests should not share the two cores with another load test.
+/// Load tests are serialised: the timing tests compare against injected delays to
+/// within milliseconds and must not share the two cores with another load test.
+/// (Each run logs to its own subscriber, so logs never need this.)
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn lock() -> std::sync::MutexGuard<'static, ()> {

@@ -29,8 +29,12 @@ fn check(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (regenerate with PERFSCOPE_UPDATE_GOLDEN=1)", path.display()));
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (regenerate with PERFSCOPE_UPDATE_GOLDEN=1)",
+            path.display()
+        )
+    });
     if want != actual {
         let line = want
             .lines()

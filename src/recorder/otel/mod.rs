@@ -30,7 +30,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::record::{Clock, RequestRecord};
-use crate::report::log;
+use crate::telemetry::log;
+use tracing::instrument::WithSubscriber;
 
 /// A batch is sent when it holds this many spans or bytes, or is this old.
 const BATCH_SPANS: usize = 512;
@@ -152,38 +153,41 @@ impl Tracing {
         let totals = Arc::new(Totals::default());
         let exporter = {
             let (cfg, totals) = (cfg.clone(), totals.clone());
-            tokio::spawn(async move {
-                let mut warned = false;
-                while let Some((body, n)) = rx.recv().await {
-                    match export::send(&http, &cfg, body).await {
-                        export::Sent::Ok { rejected, message } => {
-                            let rejected = rejected.clamp(0, n as i64) as u64;
-                            totals
-                                .exported
-                                .fetch_add(n as u64 - rejected, Ordering::Relaxed);
-                            totals.rejected.fetch_add(rejected, Ordering::Relaxed);
-                            if rejected > 0 && !warned {
-                                warned = true;
-                                log::warn(format!(
-                                    "OTLP: {} rejected {rejected} spans: {message}",
-                                    cfg.display_url()
-                                ));
+            tokio::spawn(
+                async move {
+                    let mut warned = false;
+                    while let Some((body, n)) = rx.recv().await {
+                        match export::send(&http, &cfg, body).await {
+                            export::Sent::Ok { rejected, message } => {
+                                let rejected = rejected.clamp(0, n as i64) as u64;
+                                totals
+                                    .exported
+                                    .fetch_add(n as u64 - rejected, Ordering::Relaxed);
+                                totals.rejected.fetch_add(rejected, Ordering::Relaxed);
+                                if rejected > 0 && !warned {
+                                    warned = true;
+                                    log::warn(format!(
+                                        "OTLP: {} rejected {rejected} spans: {message}",
+                                        cfg.display_url()
+                                    ));
+                                }
                             }
-                        }
-                        export::Sent::Failed(why) => {
-                            totals.failed.fetch_add(n as u64, Ordering::Relaxed);
-                            if !warned {
-                                warned = true;
-                                log::warn(format!(
-                                    "OTLP export to {} failed: {why}; spans are dropped, \
+                            export::Sent::Failed(why) => {
+                                totals.failed.fetch_add(n as u64, Ordering::Relaxed);
+                                if !warned {
+                                    warned = true;
+                                    log::warn(format!(
+                                        "OTLP export to {} failed: {why}; spans are dropped, \
                                      results are unaffected",
-                                    cfg.display_url()
-                                ));
+                                        cfg.display_url()
+                                    ));
+                                }
                             }
                         }
                     }
                 }
-            })
+                .with_current_subscriber(),
+            )
         };
         let mut resource = Vec::new();
         for (k, v) in &cfg.resource {
@@ -213,14 +217,17 @@ impl Tracing {
         });
         // Sends batches that are not full but old enough (low request rates).
         let weak = Arc::downgrade(&t);
-        let ticker = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(BATCH_AGE / 2);
-            loop {
-                tick.tick().await;
-                let Some(t) = weak.upgrade() else { break };
-                t.flush_if(|b| b.started.is_some_and(|s| s.elapsed() >= BATCH_AGE));
+        let ticker = tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(BATCH_AGE / 2);
+                loop {
+                    tick.tick().await;
+                    let Some(t) = weak.upgrade() else { break };
+                    t.flush_if(|b| b.started.is_some_and(|s| s.elapsed() >= BATCH_AGE));
+                }
             }
-        });
+            .with_current_subscriber(),
+        );
         if let Ok(mut slot) = t.ticker.lock() {
             *slot = Some(ticker);
         }
