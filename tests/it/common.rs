@@ -268,3 +268,38 @@ pub fn evalscope_dir(root: &Path) -> std::path::PathBuf {
     std::fs::write(model_dir.join("perf_report.html"), "evalscope's own").unwrap();
     model_dir
 }
+
+fn golden_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Compares `actual` with `tests/golden/<name>`, or rewrites that file when
+/// PERFSCOPE_UPDATE_GOLDEN is set (after a deliberate change; review the diff).
+pub fn golden(name: &str, actual: &str) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("PERFSCOPE_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (regenerate with PERFSCOPE_UPDATE_GOLDEN=1)",
+            path.display()
+        )
+    });
+    if want != actual {
+        let line = want
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(want.lines().count().min(actual.lines().count()));
+        panic!(
+            "{name} differs from {} at line {}:\nwant: {:?}\ngot:  {:?}",
+            path.display(),
+            line + 1,
+            want.lines().nth(line),
+            actual.lines().nth(line)
+        );
+    }
+}

@@ -13,43 +13,9 @@ use crate::common;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::routing::post;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-/// Compares `actual` with the golden file `name`, or rewrites it with PERFSCOPE_UPDATE_GOLDEN set.
-fn check(name: &str, actual: &str) {
-    let path = golden_dir().join(name);
-    if std::env::var_os("PERFSCOPE_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (regenerate with PERFSCOPE_UPDATE_GOLDEN=1)",
-            path.display()
-        )
-    });
-    if want != actual {
-        let line = want
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(want.lines().count().min(actual.lines().count()));
-        panic!(
-            "{name} differs from {} at line {}:\nwant: {:?}\ngot:  {:?}",
-            path.display(),
-            line + 1,
-            want.lines().nth(line),
-            actual.lines().nth(line)
-        );
-    }
-}
 
 /// The parts of a report that are not stored: where it was written and when.
 fn normalise(text: &str, dir: &Path) -> String {
@@ -128,7 +94,7 @@ fn reports_regenerated_from_the_fixture_database_are_unchanged() {
         files.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
     for (rel, text) in files {
-        check(&format!("report/{rel}"), &text);
+        common::golden(&format!("report/{rel}"), &text);
     }
 }
 
@@ -139,7 +105,7 @@ fn reports_of_an_evalscope_directory_are_unchanged() {
     report(&dir);
     for name in ["perfscope_summary.txt", "perfscope_report.html"] {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
-        check(&format!("evalscope_report/{name}"), &normalise(&text, &dir));
+        common::golden(&format!("evalscope_report/{name}"), &normalise(&text, &dir));
     }
 }
 
@@ -269,5 +235,5 @@ fn request_bodies_of_fixed_seed_runs_are_unchanged() {
             transcript.push('\n');
         }
     }
-    check("requests.txt", &transcript);
+    common::golden("requests.txt", &transcript);
 }

@@ -179,36 +179,6 @@ fn transcript(log: &[mock::Req], run_id: &str) -> String {
     out
 }
 
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var("PERFSCOPE_UPDATE_GOLDEN").is_ok() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "{} missing; run with PERFSCOPE_UPDATE_GOLDEN=1",
-            path.display()
-        )
-    });
-    if want != actual {
-        let line = want
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(want.lines().count().min(actual.lines().count()));
-        panic!(
-            "{name} differs from the golden transcript at line {}:\nwant: {:?}\ngot:  {:?}",
-            line + 1,
-            want.lines().nth(line),
-            actual.lines().nth(line)
-        );
-    }
-}
-
 #[test]
 fn golden_transcripts_for_every_tracker() {
     for (kind, file) in [
@@ -245,7 +215,7 @@ fn golden_transcripts_for_every_tracker() {
         ] {
             assert!(!t.contains(secret));
         }
-        golden(file, &t);
+        common::golden(file, &t);
     }
 }
 
