@@ -8,7 +8,7 @@
 //!                                ▼
 //!               record::RequestRecord (always, failures included)
 //!                                ▼
-//! recorder (fan-out) ──▶ SQLite (canonical) ──▶ stats ──▶ report ──▶ sinks, sla
+//! recorder (fan-out) ──▶ store (SQLite, canonical) ──▶ stats ──▶ report ──▶ sinks, sla
 //!                    ├─▶ prometheus, otel, progress
 //! engine wires one invocation; sim, telemetry, redact, tokenizer stand alone.
 //! ```
@@ -32,5 +32,6 @@ pub mod sim;
 pub mod sinks;
 pub mod sla;
 pub mod stats;
+pub mod store;
 pub mod telemetry;
 pub mod tokenizer;

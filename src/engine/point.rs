@@ -12,9 +12,10 @@ use crate::client::{self, Ticket};
 use crate::config::SweepPoint;
 use crate::dataset::{self, Prompt};
 use crate::record::RequestRecord;
-use crate::recorder::{self, sqlite};
+use crate::recorder;
 use crate::report::{self, RunResult};
 use crate::scheduler;
+use crate::store;
 use crate::telemetry::log;
 use crate::telemetry::RunLabels;
 use tracing::instrument::WithSubscriber;
@@ -182,9 +183,9 @@ fn open_store(
     name: &str,
     args: &serde_json::Map<String, serde_json::Value>,
     queue: usize,
-) -> Result<sqlite::Writer> {
+) -> Result<store::Writer> {
     let cfg = &ctx.cfg;
-    let meta = sqlite::RunMeta {
+    let meta = store::RunMeta {
         run_id: format!("{}/{}", root.display(), name),
         name: cfg.name.clone().unwrap_or_else(|| cfg.model_id.clone()),
         model: cfg.model.clone(),
@@ -195,7 +196,7 @@ fn open_store(
         rate: point.rate,
         config_json: serde_json::Value::Object(args.clone()).to_string(),
     };
-    sqlite::Writer::start(
+    store::Writer::start(
         root.join(name).join("benchmark_data.db"),
         &meta,
         ctx.clock,

@@ -6,7 +6,6 @@
 pub mod otel;
 pub mod progress;
 pub mod prometheus;
-pub mod sqlite;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;

@@ -369,15 +369,7 @@ fn encoder_summary(
 /// evalscope's speed_benchmark report for one run: generation speed and GPU memory
 /// per prompt length, written to `speed_benchmark.json`; returns the console table.
 pub fn speed_benchmark(dir: &Path) -> Result<String> {
-    let conn = crate::recorder::sqlite::open(&dir.join("benchmark_data.db"))?;
-    let mut st = conn.prepare(
-        "SELECT prompt_tokens, ROUND(AVG(completion_tokens * 1.0 / latency), 2), \
-         ROUND(AVG(COALESCE(max_gpu_memory_cost, 0)), 2) FROM result \
-         WHERE success=1 AND latency > 0 GROUP BY prompt_tokens ORDER BY prompt_tokens",
-    )?;
-    let rows: Vec<(Option<i64>, Option<f64>, Option<f64>)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<std::result::Result<_, _>>()?;
+    let rows = crate::store::speed_rows(&dir.join("benchmark_data.db"))?;
     let json: Vec<Value> = rows
         .iter()
         .map(|(p, v, m)| {

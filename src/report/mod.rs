@@ -56,7 +56,7 @@ fn write_html_as(
 /// report are written beside evalscope's files (`perfscope_summary.txt`,
 /// `perfscope_report.html`), which stay as they are.
 pub fn regenerate(dir: &Path) -> Result<()> {
-    let stored = stored::steps(dir)?;
+    let stored = crate::store::steps(dir)?;
     let runs = stored::load_all(&stored)?;
     // An evalscope output directory keeps its own files: perfscope's go beside them.
     let evalscope = stored.iter().any(|s| s.evalscope);

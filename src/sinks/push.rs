@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{final_payload, point, Outcome, RunMeta, Sink, SinkSettings};
-use crate::report::stored::{self, steps};
+use crate::report::stored;
+use crate::store::steps;
 use crate::telemetry::log;
 
 /// Pushes the stored run; returns the tracker's run URL.

@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn peak_and_sql_percentiles() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(crate::recorder::sqlite::SCHEMA).unwrap();
+        conn.execute_batch(crate::store::SCHEMA).unwrap();
         for (s, e, itl) in [
             (0.0, 2.0, "[0.1, 0.3]"),
             (1.0, 3.0, "[0.2]"),

@@ -207,7 +207,7 @@ fn report_renders_an_evalscope_output_directory_with_its_1_14_rules() {
     assert!(txt.contains("Performance Overview"), "{txt}");
 
     // The numbers, by evalscope 1.14.1's rules, worked out by hand from the rows.
-    let step = perfscope::report::stored::steps(&dir).unwrap();
+    let step = perfscope::store::steps(&dir).unwrap();
     assert!(step[0].evalscope);
     assert_eq!((step[0].point.parallel, step[0].point.number), (2, 5));
     let run = &perfscope::report::stored::load_all(&step).unwrap()[0];

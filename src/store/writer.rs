@@ -1,14 +1,11 @@
-//! The canonical store: one SQLite database per run (`benchmark_data.db`), written by
-//! one thread that owns the connection. Group commit: a transaction takes every row
+//! The writer of a run's database: one thread owns the connection. Group commit: a transaction takes every row
 //! that arrives within 100 ms, up to `--db-commit-interval` rows (evalscope commits
 //! every `db_commit_interval` rows), so a slow disk slows commits, never requests,
 //! and every row is committed within about 100 ms of its request ending.
-//!
-//! The `result` table is evalscope's, column for column, followed by our additions.
 
-use anyhow::{Context, Result};
-use rusqlite::{params, Connection};
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use rusqlite::params;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -17,60 +14,8 @@ use tokio::sync::mpsc::error::TryRecvError;
 const COMMIT_WINDOW: Duration = Duration::from_millis(100);
 const POLL: Duration = Duration::from_millis(2);
 
+use super::schema::open;
 use crate::record::{Clock, RequestRecord};
-
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS result(
-  request TEXT,
-  start_time REAL,
-  inter_token_latencies TEXT,
-  success INTEGER,
-  response_messages TEXT,
-  completed_time REAL,
-  latency REAL,
-  first_chunk_latency REAL,
-  prompt_tokens INTEGER,
-  completion_tokens INTEGER,
-  max_gpu_memory_cost REAL,
-  time_per_output_token REAL,
-  request_id TEXT,
-  is_stream INTEGER,
-  seq INTEGER,
-  intended_start REAL,
-  headers_time REAL,
-  first_event_time REAL,
-  first_token_time REAL,
-  end_time REAL,
-  time_to_first_event REAL,
-  http_status INTEGER,
-  failure_kind TEXT,
-  error TEXT,
-  cached_tokens INTEGER,
-  output_chunks INTEGER,
-  finish_reason TEXT,
-  trace_id TEXT,
-  start_unix REAL,
-  end_unix REAL,
-  decode_chunks INTEGER,
-  resent INTEGER
-);
-CREATE TABLE IF NOT EXISTS run(
-  run_id TEXT,
-  name TEXT,
-  model TEXT,
-  api TEXT,
-  url TEXT,
-  parallel INTEGER,
-  number INTEGER,
-  rate REAL,
-  started_unix REAL,
-  finished_unix REAL,
-  status TEXT,
-  requests INTEGER,
-  config_json TEXT,
-  not_sent INTEGER
-);
-";
 
 const INSERT: &str = "INSERT INTO result(request,start_time,inter_token_latencies,success,
  response_messages,completed_time,latency,first_chunk_latency,prompt_tokens,completion_tokens,
@@ -78,18 +23,6 @@ const INSERT: &str = "INSERT INTO result(request,start_time,inter_token_latencie
  first_event_time,first_token_time,end_time,time_to_first_event,http_status,failure_kind,error,
  cached_tokens,output_chunks,finish_reason,trace_id,start_unix,end_unix,decode_chunks,resent)
  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32)";
-
-pub fn open(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)
-        .with_context(|| format!("cannot create the database {}", path.display()))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    // Reports sort millions of ITL values; SQLite's sorter may use a second thread.
-    conn.pragma_update(None, "threads", 2)?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
-}
 
 /// Run metadata written when the run starts and updated when it ends.
 pub struct RunMeta {
