@@ -180,51 +180,7 @@ pub(crate) async fn read_response(
     let ctype = resp.content_type.clone();
     if ctype.contains("text/event-stream") {
         *is_stream = true;
-        let mut dec = SseDecoder::with_limit(r.max_response);
-        loop {
-            match resp.chunk().await {
-                Ok(Some(bytes)) => {
-                    let t = clock.now();
-                    dec.feed(bytes, |data| r.payload(proto, data, t));
-                    if dec.overflowed() {
-                        r.too_large(
-                            t,
-                            format!("an SSE line from {url} exceeds --max-response-mib"),
-                        );
-                    }
-                    if r.failure.is_some() {
-                        // The stream is already a failure; stop reading it.
-                        return;
-                    }
-                }
-                Ok(None) => {
-                    let t = clock.now();
-                    dec.finish(|data| r.payload(proto, data, t));
-                    if r.failure.is_none() && !r.done && r.finish.is_none() {
-                        r.tl.end = t;
-                        r.failure = Some((
-                            FailureKind::IncompleteStream,
-                            "stream ended without [DONE] or a finish_reason".into(),
-                        ));
-                    }
-                    if r.tl.first_event.is_none() && r.failure.is_none() {
-                        r.tl.end = t;
-                        r.failure =
-                            Some((FailureKind::IncompleteStream, "empty event stream".into()));
-                    }
-                    return;
-                }
-                Err(e) => {
-                    r.tl.end = clock.now();
-                    let kind = match classify(&e) {
-                        FailureKind::Timeout => FailureKind::Timeout,
-                        _ => FailureKind::Transport,
-                    };
-                    r.failure = Some((kind, format!("reading the stream from {url}: {e}")));
-                    return;
-                }
-            }
-        }
+        return read_stream(&mut resp, proto, clock, r, url).await;
     }
     *is_stream = false;
     if !ctype.contains("application/") {
@@ -281,6 +237,60 @@ pub(crate) async fn read_response(
             r.apply(info, t);
             r.tl.first_output = Some(t);
             r.itl.clear();
+        }
+    }
+}
+
+/// Reads an event stream, timestamping each read as it returns.
+async fn read_stream(
+    resp: &mut http1::Response<'_>,
+    proto: &Protocol,
+    clock: &Clock,
+    r: &mut Reading,
+    url: &str,
+) {
+    let mut dec = SseDecoder::with_limit(r.max_response);
+    loop {
+        match resp.chunk().await {
+            Ok(Some(bytes)) => {
+                let t = clock.now();
+                dec.feed(bytes, |data| r.payload(proto, data, t));
+                if dec.overflowed() {
+                    r.too_large(
+                        t,
+                        format!("an SSE line from {url} exceeds --max-response-mib"),
+                    );
+                }
+                if r.failure.is_some() {
+                    // The stream is already a failure; stop reading it.
+                    return;
+                }
+            }
+            Ok(None) => {
+                let t = clock.now();
+                dec.finish(|data| r.payload(proto, data, t));
+                if r.failure.is_none() && !r.done && r.finish.is_none() {
+                    r.tl.end = t;
+                    r.failure = Some((
+                        FailureKind::IncompleteStream,
+                        "stream ended without [DONE] or a finish_reason".into(),
+                    ));
+                }
+                if r.tl.first_event.is_none() && r.failure.is_none() {
+                    r.tl.end = t;
+                    r.failure = Some((FailureKind::IncompleteStream, "empty event stream".into()));
+                }
+                return;
+            }
+            Err(e) => {
+                r.tl.end = clock.now();
+                let kind = match classify(&e) {
+                    FailureKind::Timeout => FailureKind::Timeout,
+                    _ => FailureKind::Transport,
+                };
+                r.failure = Some((kind, format!("reading the stream from {url}: {e}")));
+                return;
+            }
         }
     }
 }

@@ -95,8 +95,11 @@ pub async fn run(cfg: RunConfig, stop: Stop) -> Result<Outcome> {
             "Starting benchmark with args: {}",
             serde_json::Value::Object(cfg.args_json.clone())
         ));
-        tokio::spawn(log_interruption(stop.clone()).with_current_subscriber());
-        run_inner(cfg, stop, &root, run_log).await
+        let watch = tokio::spawn(log_interruption(stop.clone()).with_current_subscriber());
+        let result = run_inner(cfg, stop, &root, run_log).await;
+        // A run that was never interrupted leaves no task waiting behind it.
+        watch.abort();
+        result
     }
     .with_subscriber(dispatch)
     .await

@@ -350,16 +350,19 @@ fn no_file_over_600_lines_and_no_function_over_120() {
         let lines: Vec<&str> = text.lines().collect();
         for (i, l) in lines.iter().enumerate() {
             let t = l.trim_start();
-            let is_fn = [
-                "fn ",
-                "pub fn ",
-                "async fn ",
-                "pub async fn ",
-                "pub(crate) fn ",
-            ]
-            .iter()
-            .any(|p| t.starts_with(p))
-                && !t.ends_with(';');
+            // Any visibility and qualifiers: `pub(crate) async fn`, `const fn`, ...
+            let mut head = t;
+            for p in [
+                "pub(crate) ",
+                "pub(super) ",
+                "pub ",
+                "const ",
+                "async ",
+                "unsafe ",
+            ] {
+                head = head.strip_prefix(p).unwrap_or(head);
+            }
+            let is_fn = head.starts_with("fn ") && !t.ends_with(';');
             if !is_fn {
                 continue;
             }
