@@ -273,7 +273,11 @@ async fn finish_sink(
 ) {
     let (runs, outcome) = match result {
         Ok(runs) if ctx.stop.dispatch.is_cancelled() => (&runs[..], sinks::Outcome::Interrupted),
-        Ok(runs) if runs.iter().all(|r| r.num("Success Requests") > 0.0) => {
+        Ok(runs)
+            if runs
+                .iter()
+                .all(|r| r.num(crate::stats::Metric::SuccessRequests) > 0.0) =>
+        {
             (&runs[..], sinks::Outcome::Finished)
         }
         Ok(runs) => (&runs[..], sinks::Outcome::Failed),
@@ -406,7 +410,10 @@ async fn finish_invocation(
     }
     let exit_code = if ctx.stop.dispatch.is_cancelled() {
         ctx.stop.exit_code()
-    } else if runs.iter().any(|r| r.num("Success Requests") == 0.0) {
+    } else if runs
+        .iter()
+        .any(|r| r.num(crate::stats::Metric::SuccessRequests) == 0.0)
+    {
         EXIT_NO_SUCCESS
     } else {
         EXIT_OK

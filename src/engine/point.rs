@@ -294,7 +294,7 @@ fn report_point(
 ) -> Result<RunResult> {
     let cfg = &ctx.cfg;
     let result = report::load_run(dir, point.clone(), cfg.goodput)?;
-    let any_success = result.num("Success Requests") > 0.0;
+    let any_success = result.num(crate::stats::Metric::SuccessRequests) > 0.0;
     report::write_run_files(&result, args)?;
     if matches!(
         cfg.dataset.kind,

@@ -49,16 +49,18 @@ impl Live {
             self.input_tokens += r.prompt_tokens.unwrap_or(0);
         }
     }
+    /// The running figures, under the catalogue's keys and rounding (evalscope logs
+    /// its metrics this way while a run goes).
     pub fn line(&self) -> String {
+        use crate::stats::Metric::*;
         let wall = (self.last_end - self.first_send.unwrap_or(0.0)).max(1e-9);
         let avg = |s: f64, n: u64| if n > 0 { s / n as f64 } else { 0.0 };
-        let mut m = serde_json::json!({
-            "Total Requests": self.total,
-            "Success Requests": self.success,
-            "Failed Requests": self.total - self.success,
-            "Req Throughput (req/s)": crate::stats::round(self.success as f64 / wall, 4),
-            "Avg Latency (s)": crate::stats::round(avg(self.latency_sum, self.success), 4),
-        });
+        let mut s = crate::stats::Summary::default();
+        s.set(TotalRequests, self.total as f64);
+        s.set(SuccessRequests, self.success as f64);
+        s.set(FailedRequests, (self.total - self.success) as f64);
+        s.set(ReqThroughput, self.success as f64 / wall);
+        s.set(AvgLatency, avg(self.latency_sum, self.success));
         if self.encoder {
             // evalscope's Input Throughput: Σ input tokens / Σ latency.
             let v = if self.latency_sum > 0.0 {
@@ -66,14 +68,12 @@ impl Live {
             } else {
                 0.0
             };
-            m["Input Throughput (tok/s)"] = crate::stats::round(v, 4).into();
+            s.set(InputThroughput, v);
         } else {
-            m["Avg TTFT (ms)"] =
-                crate::stats::round(avg(self.ttft_sum, self.ttft_n) * 1000.0, 2).into();
-            m["Output Throughput (tok/s)"] =
-                crate::stats::round(self.output_tokens as f64 / wall, 4).into();
+            s.set(AvgTtft, avg(self.ttft_sum, self.ttft_n) * 1000.0);
+            s.set(OutputThroughput, self.output_tokens as f64 / wall);
         }
-        m.to_string()
+        serde_json::Value::Object(s.to_json()).to_string()
     }
 }
 

@@ -10,117 +10,151 @@ use super::json::to_py_json;
 use super::run::{dash, recommendations, sweep_order, RunResult};
 use super::table::{render, Line};
 use crate::scheduler::SweepPoint;
-use crate::stats::PERCENTILES;
+use crate::stats::catalogue::{Format, Section};
+use crate::stats::{Col, Metric, Summary, PERCENTILES};
 
-fn fmt_num(v: &Value) -> String {
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().unwrap_or(0.0);
-            format!("{f:.4}")
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_string()
+/// A summary value as the console shows it: integers plainly, floats to 4 dp with
+/// trailing zeros dropped.
+fn fmt_metric(s: &Summary, m: Metric) -> String {
+    let Some(v) = s.get(m) else {
+        return String::new();
+    };
+    match m.def().format {
+        Format::Int => format!("{}", v as i64),
+        _ => format!("{v:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string(),
+    }
+}
+
+/// The per-run table being built: its lines and the metrics its layout has placed.
+struct Layout<'a> {
+    r: &'a RunResult,
+    lines: Vec<Line>,
+    placed: Vec<Metric>,
+}
+
+impl Layout<'_> {
+    /// A row of one or more metrics (`a / b`), when `show`; either way the metrics
+    /// count as placed.
+    fn row(&mut self, label: &str, ms: &[Metric], show: bool) {
+        self.placed.extend_from_slice(ms);
+        if show {
+            let v: Vec<String> = ms.iter().map(|&m| fmt_metric(&self.r.summary, m)).collect();
+            self.lines
+                .push(Line::Cells(vec![label.to_string(), v.join(" / ")]));
         }
-        other => other.to_string().trim_matches('"').to_string(),
+    }
+    fn one(&mut self, m: Metric) {
+        self.row(m.key(), &[m], true);
+    }
+    fn one_if(&mut self, m: Metric, show: bool) {
+        self.row(m.key(), &[m], show);
+    }
+    /// The section's metrics the layout does not place, in the catalogue's order:
+    /// a metric declared with a section shows up with no change here.
+    fn rest(&mut self, section: Section) {
+        for &m in Metric::ALL {
+            let d = m.def();
+            if d.section == Some(section)
+                && d.scope.applies(self.r.encoder)
+                && !self.placed.contains(&m)
+                && self.r.summary.get(m).is_some()
+            {
+                self.one(m);
+            }
+        }
+    }
+    fn section(&mut self, title: &str) {
+        self.lines.push(Line::Section(format!("── {title} ──")));
     }
 }
 
 /// The per-run "Benchmarking summary" table (evalscope §4.3 layout, plus our rows).
 pub fn summary_table(r: &RunResult) -> String {
+    use Metric::*;
     let s = &r.summary;
-    let g = |k: &str| s.get(k).map(fmt_num).unwrap_or_default();
-    let cell = |k: &str, v: String| Line::Cells(vec![k.to_string(), v]);
-    let mut lines = vec![Line::Section("── General ──".into())];
-    lines.push(cell("Test Duration (s)", g("Test Duration (s)")));
-    lines.push(cell(
-        "Concurrency",
-        if r.point.parallel < 0 {
-            "INF".into()
-        } else {
-            g("Concurrency")
-        },
-    ));
-    lines.push(cell("Request Rate (req/s)", g("Request Rate (req/s)")));
-    lines.push(cell(
-        "Total / Success / Failed",
-        format!(
-            "{} / {} / {}",
-            g("Total Requests"),
-            g("Success Requests"),
-            g("Failed Requests")
-        ),
-    ));
-    if r.num("Stream Requests") > 0.0 && r.num("Non-Stream Requests") > 0.0 {
-        lines.push(cell(
-            "Stream / Non-Stream",
-            format!("{} / {}", g("Stream Requests"), g("Non-Stream Requests")),
-        ));
-    }
-    lines.push(cell("Req Throughput (req/s)", g("Req Throughput (req/s)")));
-    lines.push(cell(
-        "Measured Request Rate (req/s)",
-        g("Measured Request Rate (req/s)"),
-    ));
-    lines.push(cell(
+    let mut t = Layout {
+        r,
+        lines: Vec::new(),
+        placed: Vec::new(),
+    };
+    t.section("General");
+    t.one(TestDuration);
+    t.placed.push(Concurrency);
+    let conc = if r.point.parallel < 0 {
+        "INF".into()
+    } else {
+        fmt_metric(s, Concurrency)
+    };
+    t.lines
+        .push(Line::Cells(vec![Concurrency.key().into(), conc]));
+    t.one(RequestRate);
+    let counts = [TotalRequests, SuccessRequests, FailedRequests];
+    t.row("Total / Success / Failed", &counts, true);
+    let both = r.num(StreamRequests) > 0.0 && r.num(NonStreamRequests) > 0.0;
+    t.row(
+        "Stream / Non-Stream",
+        &[StreamRequests, NonStreamRequests],
+        both,
+    );
+    t.one(ReqThroughput);
+    t.one(MeasuredRequestRate);
+    t.row(
         "Measured Concurrency (avg / peak)",
-        format!(
-            "{} / {}",
-            g("Measured Concurrency (avg)"),
-            g("Measured Concurrency (peak)")
-        ),
-    ));
-    if s.contains_key("Goodput (req/s)") {
-        lines.push(cell(
-            "Goodput (req/s) / (%)",
-            format!("{} / {}", g("Goodput (req/s)"), g("Goodput (%)")),
-        ));
+        &[MeasuredConcurrencyAvg, MeasuredConcurrencyPeak],
+        true,
+    );
+    t.row(
+        "Goodput (req/s) / (%)",
+        &[GoodputRps, GoodputPct],
+        s.has(GoodputRps),
+    );
+    t.rest(Section::General);
+    t.section("Latency");
+    t.one(AvgLatency);
+    for m in [AvgTtft, AvgTimeToFirstEvent, AvgTpot, AvgItl] {
+        t.one_if(m, r.num(m) != 0.0);
     }
-    lines.push(Line::Section("── Latency ──".into()));
-    lines.push(cell("Avg Latency (s)", g("Avg Latency (s)")));
-    for k in [
-        "Avg TTFT (ms)",
-        "Avg Time to First Event (ms)",
-        "Avg TPOT (ms)",
-        "Avg ITL (ms)",
-    ] {
-        if r.num(k) != 0.0 {
-            lines.push(cell(k, g(k)));
-        }
-    }
-    if r.num("Avg Schedule Lag (ms)") > 0.0 {
-        lines.push(cell("Avg Schedule Lag (ms)", g("Avg Schedule Lag (ms)")));
-    }
-    lines.push(Line::Section("── Tokens ──".into()));
-    let token_rows: &[&str] = if r.encoder {
-        &["Avg Input Tokens", "Input Throughput (tok/s)"]
+    t.one_if(AvgScheduleLag, r.num(AvgScheduleLag) > 0.0);
+    t.rest(Section::Latency);
+    t.section("Tokens");
+    let tokens: &[Metric] = if r.encoder {
+        &[AvgInputTokens, InputThroughput]
     } else {
         &[
-            "Avg Input Tokens",
-            "Avg Output Tokens",
-            "Output Throughput (tok/s)",
-            "Total Throughput (tok/s)",
+            AvgInputTokens,
+            AvgOutputTokens,
+            OutputThroughput,
+            TotalThroughput,
         ]
     };
-    for k in token_rows {
-        lines.push(cell(k, g(k)));
+    for &m in tokens {
+        t.one(m);
     }
-    if let Some(Value::String(t)) = s.get("Token Counts") {
-        if t != "server usage" {
-            lines.push(cell(
-                "Token Counts",
-                "UNKNOWN for some requests (no usage from server)".into(),
-            ));
+    // The other layout's rows are placed too: evalscope shows one or the other.
+    t.placed.extend_from_slice(&[
+        AvgOutputTokens,
+        OutputThroughput,
+        TotalThroughput,
+        InputThroughput,
+    ]);
+    t.rest(Section::Tokens);
+    if s.token_counts().is_some_and(|c| c != "server usage") {
+        t.lines.push(Line::Cells(vec![
+            TokenCounts.key().into(),
+            "UNKNOWN for some requests (no usage from server)".into(),
+        ]));
+    }
+    let kinds = s.failures_by_kind();
+    if !kinds.is_empty() {
+        t.section("Failures");
+        for (k, n) in kinds {
+            t.lines.push(Line::Cells(vec![k.clone(), n.to_string()]));
         }
     }
-    if let Some(Value::Object(kinds)) = s.get("Failures by Kind") {
-        if !kinds.is_empty() {
-            lines.push(Line::Section("── Failures ──".into()));
-            for (k, v) in kinds {
-                lines.push(cell(k, v.to_string()));
-            }
-        }
-    }
-    render(None, &["Key", "Value"], &lines)
+    render(None, &["Key", "Value"], &t.lines)
 }
 
 /// Python's `format(v, "g")`, which tabulate applies to the percentile cells: six
@@ -164,7 +198,7 @@ pub fn percentile_table(r: &RunResult) -> String {
         .columns
         .iter()
         .map(|c| {
-            let mut cells = vec![c.name.to_string()];
+            let mut cells = vec![c.name().to_string()];
             cells.extend(
                 c.values
                     .iter()
@@ -204,9 +238,9 @@ pub fn multi_run_summary(
             Line::Cells(vec![
                 conc(&r.point),
                 dash(r.point.rate),
-                format!("{}", r.num("Total Requests")),
-                format!("{:.2}", r.num("Req Throughput (req/s)")),
-                format!("{:.2}", r.num("Output Throughput (tok/s)")),
+                format!("{}", r.num(Metric::TotalRequests)),
+                format!("{:.2}", r.num(Metric::ReqThroughput)),
+                format!("{:.2}", r.num(Metric::OutputThroughput)),
                 format!("{:.1}%", r.success_rate()),
             ])
         })
@@ -218,7 +252,8 @@ pub fn multi_run_summary(
     ));
     let mut detail = Vec::new();
     for r in &sorted {
-        let metric = |name: &str, avg_key: &str, col: &str, dp: usize| {
+        // evalscope's rows: its label, the summary average and the column.
+        let metric = |name: &str, avg: Metric, col: Col, dp: usize| {
             let f = |v: f64| {
                 if v == 0.0 || v.is_nan() {
                     "-".to_string()
@@ -230,28 +265,33 @@ pub fn multi_run_summary(
                 conc(&r.point),
                 dash(r.point.rate),
                 name.into(),
-                f(r.num(avg_key)),
+                f(r.num(avg)),
                 f(r.pct(col, "50%")),
                 f(r.pct(col, "99%")),
                 f(r.pct(col, "max")),
             ])
         };
-        detail.push(metric("Latency (s)", "Avg Latency (s)", "Latency (s)", 3));
-        detail.push(metric("TTFT (ms)", "Avg TTFT (ms)", "TTFT (ms)", 2));
-        detail.push(metric("TPOT (ms)", "Avg TPOT (ms)", "TPOT (ms)", 2));
+        detail.push(metric(
+            Col::Latency.key(),
+            Metric::AvgLatency,
+            Col::Latency,
+            3,
+        ));
+        detail.push(metric(Col::Ttft.key(), Metric::AvgTtft, Col::Ttft, 2));
+        detail.push(metric(Col::Tpot.key(), Metric::AvgTpot, Col::Tpot, 2));
         detail.push(metric(
             "Input Tokens",
-            "Avg Input Tokens",
-            "Input tokens",
+            Metric::AvgInputTokens,
+            Col::InputTokens,
             1,
         ));
         detail.push(metric(
             "Output Tokens",
-            "Avg Output Tokens",
-            "Output tokens",
+            Metric::AvgOutputTokens,
+            Col::OutputTokens,
             1,
         ));
-        let tpot = r.num("Avg TPOT (ms)");
+        let tpot = r.num(Metric::AvgTpot);
         if tpot > 0.0 {
             detail.push(Line::Cells(vec![
                 conc(&r.point),
@@ -281,7 +321,7 @@ fn basic_information(
     api: &str,
     out_path: &Path,
 ) -> String {
-    let total_time: f64 = runs.iter().map(|r| r.num("Test Duration (s)")).sum();
+    let total_time: f64 = runs.iter().map(|r| r.num(Metric::TestDuration)).sum();
     let mut info = vec![
         Line::Cells(vec!["Model".into(), model_id.into()]),
         Line::Cells(vec!["Test Dataset".into(), dataset.into()]),
@@ -290,7 +330,7 @@ fn basic_information(
     if !runs.first().is_some_and(|r| r.encoder) {
         let generated: f64 = runs
             .iter()
-            .map(|r| r.num("Avg Output Tokens").max(0.0) * r.num("Success Requests"))
+            .map(|r| r.num(Metric::AvgOutputTokens).max(0.0) * r.num(Metric::SuccessRequests))
             .sum();
         let rate = if total_time > 0.0 {
             generated / total_time
@@ -333,12 +373,12 @@ fn encoder_summary(
             Line::Cells(vec![
                 conc(&r.point),
                 dash(r.point.rate),
-                format!("{:.2}", r.num("Req Throughput (req/s)")),
-                format!("{:.3}", r.num("Avg Latency (s)")),
-                format!("{:.3}", r.pct("Latency (s)", "99%")),
-                format!("{:.2}", r.num("Input Throughput (tok/s)")),
-                format!("{:.2}", r.pct("Input (tok/s)", "99%")),
-                format!("{:.1}", r.num("Avg Input Tokens")),
+                format!("{:.2}", r.num(Metric::ReqThroughput)),
+                format!("{:.3}", r.num(Metric::AvgLatency)),
+                format!("{:.3}", r.pct(Col::Latency, "99%")),
+                format!("{:.2}", r.num(Metric::InputThroughput)),
+                format!("{:.2}", r.pct(Col::InputTps, "99%")),
+                format!("{:.1}", r.num(Metric::AvgInputTokens)),
                 format!("{:.1}%", r.success_rate()),
             ])
         })

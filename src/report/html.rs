@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::run::{recommendations, sweep_order, RunResult};
-use crate::stats::PERCENTILES;
+use crate::stats::{Col, Metric, PercentileRow, PERCENTILES};
 
 /// What the report says about the invocation.
 pub struct Meta<'a> {
@@ -218,32 +218,32 @@ fn x_axis(sorted: &[&RunResult]) -> (bool, &'static str, Vec<String>) {
 /// percentile curves.
 fn charts(sorted: &[&RunResult]) -> Vec<String> {
     let (by_rate, x_label, xs) = x_axis(sorted);
-    let col = |key: &str| {
+    let col = |m: Metric| {
         sorted
             .iter()
-            .map(|r| r.num(key))
+            .map(|r| r.num(m))
             .map(|v| if v < 0.0 { f64::NAN } else { v })
             .collect::<Vec<_>>()
     };
-    let pct = |c: &str, p: &str| sorted.iter().map(|r| r.pct(c, p)).collect::<Vec<_>>();
+    let pct = |c: Col, p: &str| sorted.iter().map(|r| r.pct(c, p)).collect::<Vec<_>>();
     let mut charts = Vec::new();
     // Embedding / rerank runs have no tokens out: their charts show input throughput.
     let encoder = sorted.first().is_some_and(|r| r.encoder);
-    let latency_charts: &[(&str, &str, &str, &str)] = if encoder {
+    let latency_charts: &[(&str, Metric, Col, &str)] = if encoder {
         &[
-            ("Latency", "Avg Latency (s)", "Latency (s)", "seconds"),
+            ("Latency", Metric::AvgLatency, Col::Latency, "seconds"),
             (
                 "Input throughput per request",
-                "Input Throughput (tok/s)",
-                "Input (tok/s)",
+                Metric::InputThroughput,
+                Col::InputTps,
                 "tokens / s",
             ),
         ]
     } else {
         &[
-            ("Latency", "Avg Latency (s)", "Latency (s)", "seconds"),
-            ("Time to first token", "Avg TTFT (ms)", "TTFT (ms)", "ms"),
-            ("Time per output token", "Avg TPOT (ms)", "TPOT (ms)", "ms"),
+            ("Latency", Metric::AvgLatency, Col::Latency, "seconds"),
+            ("Time to first token", Metric::AvgTtft, Col::Ttft, "ms"),
+            ("Time per output token", Metric::AvgTpot, Col::Tpot, "ms"),
         ]
     };
     for &(title, avg, c, unit) in latency_charts {
@@ -264,7 +264,7 @@ fn charts(sorted: &[&RunResult]) -> Vec<String> {
         "Request throughput",
         x_label,
         &xs,
-        &[("req/s".into(), col("Req Throughput (req/s)"))],
+        &[("req/s".into(), col(Metric::ReqThroughput))],
         "requests / s",
     ));
     charts.push(line_chart(
@@ -272,11 +272,11 @@ fn charts(sorted: &[&RunResult]) -> Vec<String> {
         x_label,
         &xs,
         &if encoder {
-            vec![("input tok/s".into(), col("Total Throughput (tok/s)"))]
+            vec![("input tok/s".into(), col(Metric::TotalThroughput))]
         } else {
             vec![
-                ("output tok/s".into(), col("Output Throughput (tok/s)")),
-                ("total tok/s".into(), col("Total Throughput (tok/s)")),
+                ("output tok/s".into(), col(Metric::OutputThroughput)),
+                ("total tok/s".into(), col(Metric::TotalThroughput)),
             ]
         },
         "tokens / s",
@@ -293,13 +293,13 @@ fn charts(sorted: &[&RunResult]) -> Vec<String> {
     ));
     // Per-run percentile curves: x = percentile, one line per run.
     let labels: Vec<String> = PERCENTILES.iter().map(|p| p.1.to_string()).collect();
-    let pct_charts: &[(&str, &str)] = if encoder {
-        &[("Latency (s)", "seconds"), ("Input tokens", "tokens")]
+    let pct_charts: &[(Col, &str)] = if encoder {
+        &[(Col::Latency, "seconds"), (Col::InputTokens, "tokens")]
     } else {
         &[
-            ("Latency (s)", "seconds"),
-            ("TTFT (ms)", "ms"),
-            ("TPOT (ms)", "ms"),
+            (Col::Latency, "seconds"),
+            (Col::Ttft, "ms"),
+            (Col::Tpot, "ms"),
         ]
     };
     for &(c, unit) in pct_charts {
@@ -314,14 +314,14 @@ fn charts(sorted: &[&RunResult]) -> Vec<String> {
                 let vals = r
                     .columns
                     .iter()
-                    .find(|x| x.name == c)
+                    .find(|x| x.col == c)
                     .map(|x| x.values.clone())
                     .unwrap_or_default();
                 (name, vals)
             })
             .collect();
         charts.push(line_chart(
-            &format!("{c} percentiles per run"),
+            &format!("{} percentiles per run", c.key()),
             "percentile",
             &labels,
             &series,
@@ -419,9 +419,9 @@ fn summary_rows(sorted: &[&RunResult], encoder: bool) -> (Vec<&'static str>, Vec
         ]
     } else {
         &[
-            "Avg TTFT (ms)",
+            Metric::AvgTtft.key(),
             "P99 TTFT (ms)",
-            "Avg TPOT (ms)",
+            Metric::AvgTpot.key(),
             "P99 TPOT (ms)",
             "Output tok/s",
             "Total tok/s",
@@ -441,27 +441,27 @@ fn summary_rows(sorted: &[&RunResult], encoder: bool) -> (Vec<&'static str>, Vec
                 } else {
                     num(r.point.rate, 2)
                 },
-                r.num("Total Requests").to_string(),
+                r.num(Metric::TotalRequests).to_string(),
                 format!("{:.1}%", r.success_rate()),
-                num(r.num("Req Throughput (req/s)"), 2),
-                num(r.num("Avg Latency (s)"), 3),
-                num(r.pct("Latency (s)", "99%"), 3),
+                num(r.num(Metric::ReqThroughput), 2),
+                num(r.num(Metric::AvgLatency), 3),
+                num(r.pct(Col::Latency, "99%"), 3),
             ];
             if encoder {
                 cells.extend([
-                    num(r.num("Input Throughput (tok/s)"), 1),
-                    num(r.pct("Input (tok/s)", "99%"), 1),
-                    num(r.num("Avg Input Tokens"), 1),
-                    num(r.num("Total Throughput (tok/s)"), 1),
+                    num(r.num(Metric::InputThroughput), 1),
+                    num(r.pct(Col::InputTps, "99%"), 1),
+                    num(r.num(Metric::AvgInputTokens), 1),
+                    num(r.num(Metric::TotalThroughput), 1),
                 ]);
             } else {
                 cells.extend([
-                    num(r.num("Avg TTFT (ms)"), 2),
-                    num(r.pct("TTFT (ms)", "99%"), 2),
-                    num(r.num("Avg TPOT (ms)"), 2),
-                    num(r.pct("TPOT (ms)", "99%"), 2),
-                    num(r.num("Output Throughput (tok/s)"), 1),
-                    num(r.num("Total Throughput (tok/s)"), 1),
+                    num(r.num(Metric::AvgTtft), 2),
+                    num(r.pct(Col::Ttft, "99%"), 2),
+                    num(r.num(Metric::AvgTpot), 2),
+                    num(r.pct(Col::Tpot, "99%"), 2),
+                    num(r.num(Metric::OutputThroughput), 1),
+                    num(r.num(Metric::TotalThroughput), 1),
                 ]);
             }
             cells
@@ -493,17 +493,14 @@ fn percentile_table(r: &RunResult) -> PctTable {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        columns: r.columns.iter().map(|c| c.name).collect(),
-        rows: PERCENTILES
-            .iter()
-            .enumerate()
-            .map(|(i, (_, label))| {
-                let cells = r
-                    .columns
-                    .iter()
-                    .map(|c| num(c.values.get(i).copied().unwrap_or(f64::NAN), 4))
-                    .collect();
-                (*label, cells)
+        columns: r.columns.iter().map(|c| c.name()).collect(),
+        rows: PercentileRow::of(&r.columns)
+            .into_iter()
+            .map(|row| {
+                (
+                    row.label,
+                    row.cells.iter().map(|&(_, v)| num(v, 4)).collect(),
+                )
             })
             .collect(),
     }

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 
 use super::run::RunResult;
-use crate::stats::{Column, PERCENTILES};
+use crate::stats::{Column, PercentileRow};
 
 /// Writes JSON as Python's `json.dump(..., indent=4, ensure_ascii=False)`, with
 /// non-finite floats as the bare `NaN` token Python writes.
@@ -49,24 +49,24 @@ fn write_value(v: &Value, indent: usize, out: &mut String) {
     }
 }
 
-/// A float cell of the percentile file: rounded to 4 dp (evalscope 1.13+), NaN as
-/// Python writes it.
+/// A float cell of the percentile file (already rounded), NaN as Python writes it.
 fn pct_value(v: f64) -> Value {
-    serde_json::Number::from_f64(crate::stats::round(v, crate::stats::PERCENTILE_DP))
+    serde_json::Number::from_f64(v)
         .map(Value::Number)
         // serde_json cannot hold NaN; a sentinel string is swapped for the bare token.
         .unwrap_or_else(|| Value::String("\u{0}NaN".into()))
 }
 
+/// benchmark_percentile.json: one object per percentile point, evalscope's
+/// `Percentiles` label first, then each column's key.
 pub fn percentile_json(columns: &[Column]) -> String {
-    let rows: Vec<Value> = PERCENTILES
-        .iter()
-        .enumerate()
-        .map(|(i, (_, label))| {
+    let rows: Vec<Value> = PercentileRow::of(columns)
+        .into_iter()
+        .map(|row| {
             let mut m = Map::new();
-            m.insert("Percentiles".into(), Value::String(label.to_string()));
-            for c in columns {
-                m.insert(c.name.into(), pct_value(c.values[i]));
+            m.insert("Percentiles".into(), Value::String(row.label.to_string()));
+            for (col, v) in row.cells {
+                m.insert(col.key().into(), pct_value(v));
             }
             Value::Object(m)
         })
@@ -85,7 +85,7 @@ pub fn write_run_files(r: &RunResult, args: &Map<String, Value>) -> Result<()> {
     )?;
     w(
         "benchmark_summary.json",
-        to_py_json(&Value::Object(r.summary.clone())),
+        to_py_json(&Value::Object(r.summary.to_json())),
     )?;
     // evalscope writes the percentile file always, all NaN when nothing succeeded.
     w("benchmark_percentile.json", percentile_json(&r.columns))?;
@@ -104,7 +104,7 @@ mod tests {
             "{\n    \"a\": 1,\n    \"b\": [\n        1.5,\n        \"x\"\n    ],\n    \"c\": {}\n}"
         );
         let cols = vec![Column {
-            name: "TTFT (ms)",
+            col: crate::stats::Col::Ttft,
             values: vec![f64::NAN; 11],
         }];
         let j = percentile_json(&cols);

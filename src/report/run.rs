@@ -1,15 +1,13 @@
 //! The results of one sweep point, as the reports read them.
 
-use serde_json::{Map, Value};
-
 use crate::scheduler::{py_float, SweepPoint};
-use crate::stats::{Column, PERCENTILES};
+use crate::stats::{percentile_of, Col, Column, Metric, Summary};
 
 /// The results of one sweep point.
 #[derive(Clone, Debug)]
 pub struct RunResult {
     pub point: SweepPoint,
-    pub summary: Map<String, Value>,
+    pub summary: Summary,
     pub columns: Vec<Column>,
     pub dir: std::path::PathBuf,
     /// An embedding or rerank run: evalscope's input-throughput layout.
@@ -17,21 +15,18 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    pub fn num(&self, key: &str) -> f64 {
-        self.summary.get(key).and_then(Value::as_f64).unwrap_or(0.0)
-    }
-    fn col(&self, name: &str) -> Option<&Column> {
-        self.columns.iter().find(|c| c.name == name)
+    /// A summary value, 0 when the run has no such key.
+    pub fn num(&self, m: Metric) -> f64 {
+        self.summary.num(m)
     }
     /// A percentile of a column (label as in PERCENTILES), NaN when absent.
-    pub fn pct(&self, name: &str, label: &str) -> f64 {
-        let i = PERCENTILES.iter().position(|p| p.1 == label).unwrap_or(0);
-        self.col(name).map_or(f64::NAN, |c| c.values[i])
+    pub fn pct(&self, col: Col, label: &str) -> f64 {
+        percentile_of(&self.columns, col, label)
     }
     pub fn success_rate(&self) -> f64 {
-        let t = self.num("Total Requests");
+        let t = self.num(Metric::TotalRequests);
         if t > 0.0 {
-            100.0 * self.num("Success Requests") / t
+            100.0 * self.num(Metric::SuccessRequests) / t
         } else {
             0.0
         }
@@ -63,28 +58,28 @@ pub fn recommendations(sorted: &[&RunResult]) -> Vec<String> {
         }
     };
     let Some(best_rps) = sorted.iter().enumerate().max_by(|a, b| {
-        a.1.num("Req Throughput (req/s)")
-            .total_cmp(&b.1.num("Req Throughput (req/s)"))
+        a.1.num(Metric::ReqThroughput)
+            .total_cmp(&b.1.num(Metric::ReqThroughput))
     }) else {
         return out;
     };
     out.push(format!(
         "  Highest RPS: {} ({:.2} req/sec)",
         label(best_rps.1),
-        best_rps.1.num("Req Throughput (req/s)")
+        best_rps.1.num(Metric::ReqThroughput)
     ));
     if let Some(low) = sorted
         .iter()
-        .filter(|r| r.num("Avg Latency (s)") >= 0.0)
+        .filter(|r| r.num(Metric::AvgLatency) >= 0.0)
         .min_by(|a, b| {
-            a.num("Avg Latency (s)")
-                .total_cmp(&b.num("Avg Latency (s)"))
+            a.num(Metric::AvgLatency)
+                .total_cmp(&b.num(Metric::AvgLatency))
         })
     {
         out.push(format!(
             "  Lowest Latency: {} ({:.3} seconds)",
             label(low),
-            low.num("Avg Latency (s)")
+            low.num(Metric::AvgLatency)
         ));
     }
     out.push(String::new());
@@ -102,8 +97,8 @@ pub fn recommendations(sorted: &[&RunResult]) -> Vec<String> {
             ));
         }
         let (first, last) = (
-            sorted[0].num("Avg Latency (s)"),
-            sorted[sorted.len() - 1].num("Avg Latency (s)"),
+            sorted[0].num(Metric::AvgLatency),
+            sorted[sorted.len() - 1].num(Metric::AvgLatency),
         );
         if first > 0.0 && last / first > 3.0 {
             out.push(format!(

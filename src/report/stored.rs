@@ -1,12 +1,11 @@
 //! A stored invocation's results, recomputed from its rows.
 
 use anyhow::Result;
-use serde_json::Value;
 use std::path::Path;
 
 use super::run::RunResult;
 use crate::scheduler::SweepPoint;
-use crate::store::{evalscope_args, import_evalscope, is_evalscope_db, open_run, Stored};
+use crate::store::{RunRows, Stored};
 
 /// Every step's summary and percentiles, recomputed from its rows with the goodput
 /// bounds it was run with.
@@ -24,31 +23,17 @@ pub fn load_all(stored: &[Stored]) -> Result<Vec<RunResult>> {
         .collect()
 }
 
-/// A run's summary and percentiles, computed from its stored rows alone. The
-/// database is perfscope's, or evalscope's own (`result` table only): then its rows
-/// are read into memory (the file is never written) and the API comes from its
-/// benchmark_args.json.
+/// A run's summary and percentiles, computed from its stored rows alone (perfscope's
+/// database, or evalscope's own).
 pub fn load_run(
     dir: &Path,
     point: SweepPoint,
     goodput: Option<crate::stats::Goodput>,
 ) -> Result<RunResult> {
-    let db = dir.join("benchmark_data.db");
-    let (conn, api, url) = if is_evalscope_db(&db)? {
-        let args = evalscope_args(dir);
-        let text = |k: &str| {
-            args.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        (import_evalscope(&db)?, text("api"), text("url"))
-    } else {
-        open_run(&db)?
-    };
-    let encoder = crate::protocol::is_encoder_run(&api, &url);
+    let rows = RunRows::open_step(dir)?;
+    let encoder = crate::protocol::is_encoder_run(&rows.api, &rows.url);
     let summary = crate::stats::summary(
-        &conn,
+        &rows,
         &crate::stats::RunInputs {
             parallel: point.parallel,
             rate: point.rate,
@@ -56,7 +41,7 @@ pub fn load_run(
             encoder,
         },
     )?;
-    let columns = crate::stats::percentile_columns(&conn, encoder)?;
+    let columns = crate::stats::percentile_columns(&rows, encoder)?;
     Ok(RunResult {
         point,
         summary,

@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 
 use crate::report::RunResult;
-use crate::stats::PERCENTILES;
+use crate::stats::catalogue::Scope;
+use crate::stats::{Col, Metric, PERCENTILES};
 
 /// What a run is: its display name and the resolved configuration (secrets masked).
 pub struct RunMeta {
@@ -62,41 +63,17 @@ pub trait Tracker: Send {
     fn heartbeat(&mut self) -> Result<()>;
 }
 
-/// Summary keys pushed per step: evalscope's numeric summary keys.
-const SUMMARY_KEYS: &[&str] = &[
-    "Concurrency",
-    "Request Rate (req/s)",
-    "Test Duration (s)",
-    "Total Requests",
-    "Success Requests",
-    "Failed Requests",
-    "Req Throughput (req/s)",
-    "Avg Latency (s)",
-    "Avg TTFT (ms)",
-    "Avg TPOT (ms)",
-    "Avg ITL (ms)",
-    "Avg Input Tokens",
-    "Avg Output Tokens",
-    "Output Throughput (tok/s)",
-    "Total Throughput (tok/s)",
-    "Measured Request Rate (req/s)",
-    "Measured Concurrency (avg)",
-    "Goodput (req/s)",
-    "Goodput (%)",
-];
-
-/// Percentile columns and points pushed per step, as `"<column> p<N>"` (no `/`:
-/// the units contain one, and trackers group keys on it).
-const PCT_COLUMNS: &[&str] = &["Latency (s)", "TTFT (ms)", "ITL (ms)", "TPOT (ms)"];
+/// Percentile points pushed per step, for the catalogue's tracked columns, as
+/// `"<column> p<N>"` (no `/`: the units contain one, and trackers group keys on it).
 const PCT_POINTS: &[&str] = &["50%", "90%", "99%"];
 
 /// Chart grouping of a pushed key: percentile keys by their column (`TTFT (ms) p99`
 /// → `TTFT (ms)`, `p99`), the rest under evalscope's title `Performance Metrics`.
 pub fn group(key: &str) -> (&str, &str) {
-    for c in PCT_COLUMNS {
-        if let Some(rest) = key.strip_prefix(c).and_then(|r| r.strip_prefix(' ')) {
+    for c in Col::ALL.iter().filter(|c| c.def().tracked) {
+        if let Some(rest) = key.strip_prefix(c.key()).and_then(|r| r.strip_prefix(' ')) {
             if rest.starts_with('p') {
-                return (c, rest);
+                return (&key[..c.key().len()], rest);
             }
         }
     }
@@ -106,33 +83,28 @@ pub fn group(key: &str) -> (&str, &str) {
     }
 }
 
-/// A step's values: the summary keys, success rate and key percentiles, finite only
-/// (trackers' JSON has no NaN).
+/// A step's values: the catalogue's tracked summary metrics, the success rate and
+/// the tracked columns' key percentiles, finite only (trackers' JSON has no NaN).
 pub fn point_values(r: &RunResult) -> Vec<(String, f64)> {
-    let mut v: Vec<(String, f64)> = SUMMARY_KEYS
+    // Generation runs do not push the embedding-only Input Throughput (evalscope's
+    // 0.0 placeholder there); embedding runs push evalscope's zeroed generation
+    // keys as it writes them, and have no generation percentiles (NaN, dropped).
+    let pushed = |scope: Scope| scope != Scope::Encoder || r.encoder;
+    let mut v: Vec<(String, f64)> = Metric::ALL
         .iter()
-        .filter_map(|k| {
-            r.summary
-                .get(*k)
-                .and_then(Value::as_f64)
-                .map(|x| (k.to_string(), x))
-        })
+        .filter(|m| m.def().tracked && pushed(m.def().scope))
+        .filter_map(|&m| r.summary.get(m).map(|x| (m.key().to_string(), x)))
         .collect();
     v.push(("Success Rate (%)".into(), r.success_rate()));
-    // Embedding / rerank steps: evalscope's input throughput instead of the
-    // generation percentiles (absent there, so dropped below as NaN).
-    let extra: &[&str] = if r.encoder {
-        v.push((
-            "Input Throughput (tok/s)".into(),
-            r.num("Input Throughput (tok/s)"),
-        ));
-        &["Input (tok/s)"]
-    } else {
-        &[]
-    };
-    for c in PCT_COLUMNS.iter().chain(extra) {
+    for c in Col::ALL
+        .iter()
+        .filter(|c| c.def().tracked && pushed(c.def().scope))
+    {
         for p in PCT_POINTS {
-            v.push((format!("{c} p{}", p.trim_end_matches('%')), r.pct(c, p)));
+            v.push((
+                format!("{} p{}", c.key(), p.trim_end_matches('%')),
+                r.pct(*c, p),
+            ));
         }
     }
     v.retain(|(_, x)| x.is_finite());
@@ -158,32 +130,32 @@ pub fn final_payload(runs: &[RunResult], outcome: Outcome, unix: f64, runtime_s:
     let mut summary = Vec::new();
     let ok: Vec<&RunResult> = runs
         .iter()
-        .filter(|r| r.num("Success Requests") > 0.0)
+        .filter(|r| r.num(Metric::SuccessRequests) > 0.0)
         .collect();
     if let Some(best) = ok.iter().max_by(|a, b| {
-        a.num("Req Throughput (req/s)")
-            .total_cmp(&b.num("Req Throughput (req/s)"))
+        a.num(Metric::ReqThroughput)
+            .total_cmp(&b.num(Metric::ReqThroughput))
     }) {
-        summary.push((
-            "Best RPS (req/s)".into(),
-            best.num("Req Throughput (req/s)"),
-        ));
+        summary.push(("Best RPS (req/s)".into(), best.num(Metric::ReqThroughput)));
         summary.push(("Best RPS Concurrency".into(), best.point.parallel as f64));
     }
     if let Some(best) = ok.iter().min_by(|a, b| {
-        a.num("Avg Latency (s)")
-            .total_cmp(&b.num("Avg Latency (s)"))
+        a.num(Metric::AvgLatency)
+            .total_cmp(&b.num(Metric::AvgLatency))
     }) {
-        summary.push(("Lowest Avg Latency (s)".into(), best.num("Avg Latency (s)")));
+        summary.push((
+            "Lowest Avg Latency (s)".into(),
+            best.num(Metric::AvgLatency),
+        ));
         summary.push((
             "Lowest Latency Concurrency".into(),
             best.point.parallel as f64,
         ));
     }
-    let total: f64 = runs.iter().map(|r| r.num("Total Requests")).sum();
-    let succ: f64 = runs.iter().map(|r| r.num("Success Requests")).sum();
-    summary.push(("Total Requests".into(), total));
-    summary.push(("Success Requests".into(), succ));
+    let total: f64 = runs.iter().map(|r| r.num(Metric::TotalRequests)).sum();
+    let succ: f64 = runs.iter().map(|r| r.num(Metric::SuccessRequests)).sum();
+    summary.push((Metric::TotalRequests.key().into(), total));
+    summary.push((Metric::SuccessRequests.key().into(), succ));
     summary.push(("Steps".into(), runs.len() as f64));
     summary.retain(|(_, x)| x.is_finite());
     Final {
@@ -212,7 +184,7 @@ pub fn percentile_table(runs: &[RunResult]) -> Table {
         return t;
     };
     t.columns
-        .extend(first.columns.iter().map(|c| c.name.to_string()));
+        .extend(first.columns.iter().map(|c| c.name().to_string()));
     for r in runs {
         let stage = r
             .dir

@@ -43,7 +43,10 @@ pub fn push(dir: &Path, settings: &SinkSettings, name: Option<&str>) -> Result<S
     }
     let outcome = if stored.iter().any(|s| s.status == "interrupted") {
         Outcome::Interrupted
-    } else if runs.iter().any(|r| r.num("Success Requests") == 0.0) {
+    } else if runs
+        .iter()
+        .any(|r| r.num(crate::stats::Metric::SuccessRequests) == 0.0)
+    {
         Outcome::Failed
     } else {
         Outcome::Finished

@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use serde_json::Value;
 
 use crate::report::RunResult;
+use crate::stats::{Col, Metric};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
@@ -46,8 +47,8 @@ impl Op {
 /// scale into the user's unit.
 #[derive(Clone, Debug, PartialEq)]
 enum Source {
-    Summary(&'static str),
-    Pct(&'static str, &'static str),
+    Summary(Metric),
+    Pct(Col, &'static str),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -63,8 +64,8 @@ impl Criterion {
     /// The metric's value in the user's unit; None when the run has no such value.
     pub fn read(&self, r: &RunResult) -> Option<f64> {
         let raw = match &self.source {
-            Source::Summary(k) => r.summary.get(*k).and_then(Value::as_f64),
-            Source::Pct(c, p) => Some(r.pct(c, p)),
+            Source::Summary(m) => r.summary.get(*m),
+            Source::Pct(c, p) => Some(r.pct(*c, p)),
         }?;
         // evalscope's -1 means "no denominator": not a measured value.
         (raw.is_finite() && raw >= 0.0).then_some(raw * self.scale)
@@ -95,27 +96,27 @@ fn metric(name: &str, seed_format: bool) -> Option<(Source, f64)> {
     let s = |k| Some((Summary(k), 1.0));
     if seed_format {
         return match name {
-            "latency" => s("Avg Latency (s)"),
-            "ttft" => Some((Summary("Avg TTFT (ms)"), 1e-3)),
-            "tpot" => Some((Summary("Avg TPOT (ms)"), 1e-3)),
-            "request_throughput" => s("Req Throughput (req/s)"),
-            "output_token_throughput" => s("Output Throughput (tok/s)"),
-            "total_token_throughput" => s("Total Throughput (tok/s)"),
-            "goodput" => s("Goodput (req/s)"),
+            "latency" => s(Metric::AvgLatency),
+            "ttft" => Some((Summary(Metric::AvgTtft), 1e-3)),
+            "tpot" => Some((Summary(Metric::AvgTpot), 1e-3)),
+            "request_throughput" => s(Metric::ReqThroughput),
+            "output_token_throughput" => s(Metric::OutputThroughput),
+            "total_token_throughput" => s(Metric::TotalThroughput),
+            "goodput" => s(Metric::GoodputRps),
             _ => None,
         };
     }
     match name {
-        "avg_latency" | "avg_latency_s" => return s("Avg Latency (s)"),
-        "avg_ttft" | "avg_ttft_ms" => return s("Avg TTFT (ms)"),
-        "avg_ttft_s" => return Some((Summary("Avg TTFT (ms)"), 1e-3)),
-        "avg_tpot" | "avg_tpot_ms" => return s("Avg TPOT (ms)"),
-        "avg_tpot_s" => return Some((Summary("Avg TPOT (ms)"), 1e-3)),
-        "rps" | "request_throughput" => return s("Req Throughput (req/s)"),
-        "tps" | "output_token_throughput" => return s("Output Throughput (tok/s)"),
-        "total_token_throughput" => return s("Total Throughput (tok/s)"),
-        "goodput" | "goodput_rps" => return s("Goodput (req/s)"),
-        "goodput_pct" => return s("Goodput (%)"),
+        "avg_latency" | "avg_latency_s" => return s(Metric::AvgLatency),
+        "avg_ttft" | "avg_ttft_ms" => return s(Metric::AvgTtft),
+        "avg_ttft_s" => return Some((Summary(Metric::AvgTtft), 1e-3)),
+        "avg_tpot" | "avg_tpot_ms" => return s(Metric::AvgTpot),
+        "avg_tpot_s" => return Some((Summary(Metric::AvgTpot), 1e-3)),
+        "rps" | "request_throughput" => return s(Metric::ReqThroughput),
+        "tps" | "output_token_throughput" => return s(Metric::OutputThroughput),
+        "total_token_throughput" => return s(Metric::TotalThroughput),
+        "goodput" | "goodput_rps" => return s(Metric::GoodputRps),
+        "goodput_pct" => return s(Metric::GoodputPct),
         _ => {}
     }
     // p50/p90/p99 of latency (s), ttft and tpot (ms).
@@ -127,11 +128,11 @@ fn metric(name: &str, seed_format: bool) -> Option<(Source, f64)> {
         _ => return None,
     };
     match rest {
-        "latency" | "latency_s" => Some((Pct("Latency (s)", label), 1.0)),
-        "ttft" | "ttft_ms" => Some((Pct("TTFT (ms)", label), 1.0)),
-        "ttft_s" => Some((Pct("TTFT (ms)", label), 1e-3)),
-        "tpot" | "tpot_ms" => Some((Pct("TPOT (ms)", label), 1.0)),
-        "tpot_s" => Some((Pct("TPOT (ms)", label), 1e-3)),
+        "latency" | "latency_s" => Some((Pct(Col::Latency, label), 1.0)),
+        "ttft" | "ttft_ms" => Some((Pct(Col::Ttft, label), 1.0)),
+        "ttft_s" => Some((Pct(Col::Ttft, label), 1e-3)),
+        "tpot" | "tpot_ms" => Some((Pct(Col::Tpot, label), 1.0)),
+        "tpot_s" => Some((Pct(Col::Tpot, label), 1e-3)),
         _ => None,
     }
 }
@@ -246,7 +247,7 @@ mod tests {
         let g = parse_params(r#"[{"p99_ttft": "<=50", "avg_latency": "<= 2"}, {"rps": ">=10"}]"#)
             .unwrap();
         assert_eq!(g.len(), 2);
-        assert_eq!(g[0][0].source, Source::Pct("TTFT (ms)", "99%"));
+        assert_eq!(g[0][0].source, Source::Pct(Col::Ttft, "99%"));
         assert_eq!((g[0][0].op, g[0][0].value), (Op::Le, 50.0));
         let g = parse_params(r#"[{"avg_ttft_s": "≤0.05"}]"#).unwrap();
         assert_eq!((g[0][0].scale, g[0][0].value), (1e-3, 0.05));

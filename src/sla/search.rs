@@ -1,9 +1,9 @@
 //! evalscope's searches (§7) over an integer variable, and the averaging of repeats.
 
 use anyhow::Result;
-use serde_json::{Map, Value};
 
 use crate::report::RunResult;
+use crate::stats::catalogue::Format;
 use crate::stats::{Column, PERCENTILES};
 
 /// evalscope's constraint search over integers in [lb, ub] from `start`; returns the
@@ -111,56 +111,40 @@ pub fn optimise(
 }
 
 /// evalscope 1.14.1's `average_results`: the mean of every numeric summary key over
-/// the repeats, except the five request counts, which are summed over the repeats
+/// the repeats, except the request counts (the catalogue's additive metrics), summed
 /// (earlier releases rounded their means); the percentiles averaged cell by cell
 /// (not recomputed from pooled rows).
 pub fn average(runs: &[RunResult]) -> Option<RunResult> {
     let first = runs.first()?;
     let n = runs.len() as f64;
-    let mut summary = Map::new();
-    for (k, v) in &first.summary {
-        if v.is_number() {
-            let mean = runs
-                .iter()
-                .map(|r| r.summary.get(k).and_then(Value::as_f64).unwrap_or(0.0))
-                .sum::<f64>()
-                / n;
-            let summed = [
-                "Total Requests",
-                "Success Requests",
-                "Failed Requests",
-                "Stream Requests",
-                "Non-Stream Requests",
-                "Resent Requests",
-                "Not Sent Requests",
-            ];
-            let integral = ["Concurrency", "Measured Concurrency (peak)"];
-            summary.insert(
-                k.clone(),
-                if summed.contains(&k.as_str()) {
-                    Value::from((mean * n).round() as i64)
-                } else if integral.contains(&k.as_str()) {
-                    Value::from(mean.round() as i64)
-                } else {
-                    Value::from(crate::stats::round(mean, 4))
-                },
-            );
-        } else {
-            summary.insert(k.clone(), v.clone());
-        }
+    let mut summary = first.summary.clone();
+    for (m, _) in first.summary.numbers() {
+        let mean = runs.iter().map(|r| r.summary.num(m)).sum::<f64>() / n;
+        let d = m.def();
+        summary.set_as_is(
+            m,
+            if d.additive {
+                (mean * n).round()
+            } else if d.format == Format::Int {
+                mean.round()
+            } else {
+                // evalscope rounds every averaged float to 4 dp.
+                crate::stats::round(mean, 4)
+            },
+        );
     }
     let columns = first
         .columns
         .iter()
         .map(|c| Column {
-            name: c.name,
+            col: c.col,
             values: (0..PERCENTILES.len())
                 .map(|i| {
                     runs.iter()
                         .map(|r| {
                             r.columns
                                 .iter()
-                                .find(|x| x.name == c.name)
+                                .find(|x| x.col == c.col)
                                 .and_then(|x| x.values.get(i).copied())
                                 .unwrap_or(f64::NAN)
                         })

@@ -165,7 +165,7 @@ pub fn write_summary(root: &Path, variable: &str, tested: &Tested) -> Result<()>
         );
         for c in &r.columns {
             pct.insert(
-                c.name.into(),
+                c.name().into(),
                 c.values
                     .iter()
                     .map(|x| serde_json::Value::from(*x))

@@ -14,28 +14,31 @@
 //! - Percentiles: nearest rank, index ⌈n·p/100⌉ − 1 of the ascending values, min and
 //!   max at the ends, NaN removed first, rounded to 4 dp.
 //!
-//! Everything is a SQL aggregate or an ordered scan that SQLite sorts itself, so
-//! reporting a run of 200,000 requests (12 million ITL values) needs no more memory
-//! than one of 1,000.
+//! The metrics themselves are declared once, in `catalogue.rs`; the rows come from
+//! the store (`store::RunRows`: aggregates and sorted scans, so reporting a run of
+//! 200,000 requests needs no more memory than one of 1,000).
 //!
 //! Requests whose token counts are unknown (server sent no usage and no tokenizer)
 //! are left out of token averages and the summary says so.
 
+pub mod catalogue;
 mod columns;
 mod inputs;
 mod percentile;
-mod sql;
 mod summary;
+mod values;
 
-pub use columns::{percentile_columns, Column};
+pub use catalogue::{Col, Direction, Metric};
+pub use columns::percentile_columns;
 pub use inputs::{Goodput, RunInputs};
 pub use percentile::{percentile_values, percentiles_of_sorted, round, PERCENTILES, PERCENTILE_DP};
-pub use sql::has_column;
-pub use summary::{peak_concurrency, summary};
+pub use summary::summary;
+pub use values::{percentile_of, Column, PercentileRow, Summary};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunRows;
     use percentile::positions;
     use rusqlite::Connection;
 
@@ -78,14 +81,15 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(peak_concurrency(&conn).unwrap(), 2);
-        let cols = percentile_columns(&conn, false).unwrap();
-        let itl = cols.iter().find(|c| c.name == "ITL (ms)").unwrap();
+        let rows = RunRows::from_connection(conn);
+        assert_eq!(rows.peak_in_flight().unwrap(), 2);
+        let cols = percentile_columns(&rows, false).unwrap();
+        let itl = cols.iter().find(|c| c.col == Col::Itl).unwrap();
         assert_eq!(itl.values[0], 100.0);
         // n = 3: p50 → ⌈1.5⌉ − 1 = index 1.
         assert_eq!(itl.values[5], 200.0);
         assert_eq!(itl.values[10], 300.0);
-        let ttft = cols.iter().find(|c| c.name == "TTFT (ms)").unwrap();
+        let ttft = cols.iter().find(|c| c.col == Col::Ttft).unwrap();
         assert!(ttft.values.iter().all(|v| v.is_nan()));
     }
 }

@@ -1,14 +1,16 @@
 //! The canonical store: one SQLite database per run (`benchmark_data.db`). This
-//! module owns its schema, the writer and the reads of stored runs; `stats` computes
-//! the summary and percentiles over the connection it opens.
+//! module owns its schema, the writer and every read of stored runs: `stats` asks
+//! `RunRows` for counts, aggregates and sorted values, and never sees SQL
+//! statements or the connection.
 
 mod read;
+mod rows;
 mod schema;
 mod writer;
 
 pub use read::{
-    evalscope_args, import_evalscope, is_evalscope_db, open_run, speed_rows, steps, SpeedRow,
-    Stored,
+    evalscope_args, import_evalscope, is_evalscope_db, speed_rows, steps, SpeedRow, Stored,
 };
+pub use rows::{Rows, RunRows};
 pub use schema::{open, SCHEMA};
 pub use writer::{RunMeta, Writer};

@@ -242,14 +242,3 @@ pub fn speed_rows(db: &Path) -> Result<Vec<SpeedRow>> {
         .collect::<std::result::Result<_, _>>()?;
     Ok(rows)
 }
-
-/// A perfscope database's rows, and the API and URL its `run` row names.
-pub fn open_run(db: &Path) -> Result<(rusqlite::Connection, String, String)> {
-    let conn = super::schema::open(db)?;
-    let (api, url): (String, String) = conn
-        .query_row("SELECT api, url FROM run LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap_or_default();
-    Ok((conn, api, url))
-}

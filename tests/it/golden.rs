@@ -237,3 +237,24 @@ fn request_bodies_of_fixed_seed_runs_are_unchanged() {
     }
     common::golden("requests.txt", &transcript);
 }
+
+/// docs/outputs-and-metrics.md lists the metric catalogue as the code declares it
+/// (regenerated with PERFSCOPE_UPDATE_GOLDEN=1).
+#[test]
+fn docs_list_the_metric_catalogue() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/outputs-and-metrics.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = ("<!-- catalogue:start -->\n", "<!-- catalogue:end -->");
+    let a = doc.find(start).expect("catalogue start marker") + start.len();
+    let b = doc.find(end).expect("catalogue end marker");
+    let table = perfscope::stats::catalogue::markdown();
+    if std::env::var_os("PERFSCOPE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, format!("{}{table}{}", &doc[..a], &doc[b..])).unwrap();
+        return;
+    }
+    assert_eq!(
+        &doc[a..b],
+        table,
+        "docs/outputs-and-metrics.md's catalogue is stale: regenerate with PERFSCOPE_UPDATE_GOLDEN=1"
+    );
+}

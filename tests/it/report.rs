@@ -211,7 +211,7 @@ fn report_renders_an_evalscope_output_directory_with_its_1_14_rules() {
     assert!(step[0].evalscope);
     assert_eq!((step[0].point.parallel, step[0].point.number), (2, 5));
     let run = &perfscope::report::stored::load_all(&step).unwrap()[0];
-    let s = &run.summary;
+    let s = &run.summary.to_json();
     let num = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k}: {}", s[k]));
     // Window: rows with start > 0 and completed ≥ start: 10.0 … 11.2.
     assert_eq!(num("Test Duration (s)"), 1.2);
@@ -247,7 +247,7 @@ fn report_renders_an_evalscope_output_directory_with_its_1_14_rules() {
     let col = |name: &str| {
         run.columns
             .iter()
-            .find(|c| c.name == name)
+            .find(|c| c.name() == name)
             .unwrap()
             .values
             .iter()

@@ -7,7 +7,7 @@ mod mock;
 use perfscope::config::SweepPoint;
 use perfscope::report::RunResult;
 use perfscope::sinks::{self, Outcome, RunMeta, Sink, SinkSettings, Visualizer};
-use perfscope::stats::Column;
+use perfscope::stats::{Col, Column, Metric, Summary};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::process::Command;
@@ -47,28 +47,28 @@ fn mock_of(kind: Visualizer) -> mock::Mock {
 
 /// A hand-made step with fixed values, so transcripts are deterministic.
 fn step(parallel: i64, scale: f64) -> RunResult {
-    let mut summary = Map::new();
-    for (k, v) in [
-        ("Test Duration (s)", 2.5),
-        ("Concurrency", parallel as f64),
-        ("Request Rate (req/s)", -1.0),
-        ("Total Requests", 10.0),
-        ("Success Requests", 10.0),
-        ("Failed Requests", 0.0),
-        ("Req Throughput (req/s)", 4.0 * scale),
-        ("Avg Latency (s)", 0.25 * scale),
-        ("Avg TTFT (ms)", 80.0 * scale),
-        ("Avg TPOT (ms)", 10.0),
-        ("Avg ITL (ms)", 10.0),
-        ("Avg Input Tokens", 20.0),
-        ("Avg Output Tokens", 16.0),
-        ("Output Throughput (tok/s)", 64.0 * scale),
-        ("Total Throughput (tok/s)", 144.0 * scale),
+    let mut summary = Summary::default();
+    for (m, v) in [
+        (Metric::TestDuration, 2.5),
+        (Metric::Concurrency, parallel as f64),
+        (Metric::RequestRate, -1.0),
+        (Metric::TotalRequests, 10.0),
+        (Metric::SuccessRequests, 10.0),
+        (Metric::FailedRequests, 0.0),
+        (Metric::ReqThroughput, 4.0 * scale),
+        (Metric::AvgLatency, 0.25 * scale),
+        (Metric::AvgTtft, 80.0 * scale),
+        (Metric::AvgTpot, 10.0),
+        (Metric::AvgItl, 10.0),
+        (Metric::AvgInputTokens, 20.0),
+        (Metric::AvgOutputTokens, 16.0),
+        (Metric::OutputThroughput, 64.0 * scale),
+        (Metric::TotalThroughput, 144.0 * scale),
     ] {
-        summary.insert(k.into(), json!(v));
+        summary.set(m, v);
     }
-    let col = |name: &'static str, base: f64| Column {
-        name,
+    let col = |col: Col, base: f64| Column {
+        col,
         values: (0..11)
             .map(|i| base * (1.0 + i as f64 / 10.0) * scale)
             .collect(),
@@ -82,10 +82,10 @@ fn step(parallel: i64, scale: f64) -> RunResult {
         },
         summary,
         columns: vec![
-            col("Latency (s)", 0.2),
-            col("TTFT (ms)", 70.0),
-            col("ITL (ms)", 9.0),
-            col("TPOT (ms)", 9.5),
+            col(Col::Latency, 0.2),
+            col(Col::Ttft, 70.0),
+            col(Col::Itl, 9.0),
+            col(Col::Tpot, 9.5),
         ],
         dir: format!("/runs/parallel_{parallel}_number_10").into(),
     }

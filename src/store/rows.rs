@@ -1,0 +1,177 @@
+//! The rows of one stored run, as `stats` asks for them: counts, aggregates and
+//! sorted scans of expressions over the `result` columns. The SQL text, the table
+//! names and the connection stay here; `stats` names columns and row filters only.
+//!
+//! Every figure is an SQL aggregate or an ordered scan that SQLite sorts itself, so
+//! reading a run of 200,000 requests (12 million ITL values) needs no more memory
+//! than one of 1,000.
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
+use std::path::Path;
+
+/// Which rows an expression runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// One row per request (the `result` table).
+    Requests,
+    /// One row per inter-token gap of each request (`j.value`: the gap in seconds).
+    ItlGaps,
+}
+
+impl Rows {
+    fn from(self) -> &'static str {
+        match self {
+            Rows::Requests => "result",
+            Rows::ItlGaps => "result, json_each(result.inter_token_latencies) AS j",
+        }
+    }
+}
+
+/// One stored run's rows, read-only, with the API and URL it was run against.
+pub struct RunRows {
+    conn: Connection,
+    pub api: String,
+    pub url: String,
+}
+
+impl RunRows {
+    /// The rows of a step directory's `benchmark_data.db`: perfscope's, or
+    /// evalscope's own (then read into memory, the file never written, the API and
+    /// URL from its benchmark_args.json).
+    pub fn open_step(dir: &Path) -> Result<RunRows> {
+        let db = dir.join("benchmark_data.db");
+        if super::read::is_evalscope_db(&db)? {
+            let args = super::read::evalscope_args(dir);
+            let text = |k: &str| {
+                args.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            return Ok(RunRows {
+                conn: super::read::import_evalscope(&db)?,
+                api: text("api"),
+                url: text("url"),
+            });
+        }
+        let conn = super::schema::open(&db)?;
+        let (api, url): (String, String) = conn
+            .query_row("SELECT api, url FROM run LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap_or_default();
+        Ok(RunRows { conn, api, url })
+    }
+
+    /// Rows held by a connection (tests build them in memory).
+    pub fn from_connection(conn: Connection) -> RunRows {
+        RunRows {
+            conn,
+            api: String::new(),
+            url: String::new(),
+        }
+    }
+
+    /// How many rows meet a filter (an SQL condition over the columns).
+    pub fn count(&self, rows: Rows, filter: &str) -> Result<u64> {
+        let n: Option<i64> = self.one(&format!(
+            "SELECT COUNT(*) FROM {} WHERE {filter}",
+            rows.from()
+        ))?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// An aggregate (`SUM(latency)`, `AVG(...)`, `MAX(...)`) over the rows meeting a
+    /// filter; None when no row contributes.
+    pub fn aggregate(&self, rows: Rows, aggregate: &str, filter: &str) -> Result<Option<f64>> {
+        self.one(&format!(
+            "SELECT {aggregate} FROM {} WHERE {filter}",
+            rows.from()
+        ))
+    }
+
+    /// The values of an expression over the rows meeting a filter, NULLs left out,
+    /// handed in ascending order to `f` with their count; sorted by SQLite and
+    /// streamed.
+    pub fn sorted<R>(
+        &self,
+        rows: Rows,
+        expr: &str,
+        filter: &str,
+        f: impl FnOnce(usize, &mut dyn Iterator<Item = f64>) -> R,
+    ) -> Result<R> {
+        let base = format!("SELECT {expr} AS v FROM {} WHERE {filter}", rows.from());
+        let n: i64 = self.conn.query_row(
+            &format!("SELECT COUNT(*) FROM ({base}) WHERE v IS NOT NULL"),
+            [],
+            |r| r.get(0),
+        )?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT v FROM ({base}) WHERE v IS NOT NULL ORDER BY v"
+        ))?;
+        let mut values = st
+            .query_map([], |r| r.get::<_, f64>(0))?
+            .filter_map(|r| r.ok());
+        Ok(f(n.max(0) as usize, &mut values))
+    }
+
+    /// Rows meeting a filter, counted by the text of an expression, in its order.
+    pub fn count_by(&self, expr: &str, filter: &str) -> Result<Vec<(String, u64)>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {expr}, COUNT(*) FROM result WHERE {filter} GROUP BY 1 ORDER BY 1"
+        ))?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, n) = row?;
+            out.push((k, n.max(0) as u64));
+        }
+        Ok(out)
+    }
+
+    /// Most requests in flight at once (send to end), by a running sum over start
+    /// (+1) and end (−1) events in time order; ends sort before starts at the same
+    /// instant.
+    pub fn peak_in_flight(&self) -> Result<u64> {
+        let n: Option<i64> = self.one(
+            "SELECT MAX(c) FROM (SELECT SUM(d) OVER (ORDER BY t, d ROWS UNBOUNDED PRECEDING) AS c FROM (
+                SELECT start_time AS t, 1 AS d FROM result
+                UNION ALL SELECT MAX(end_time, start_time) AS t, -1 AS d FROM result))",
+        )?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Whether the rows have a column (databases of older versions, and evalscope's
+    /// own, lack perfscope's later additions).
+    pub fn has_column(&self, name: &str) -> Result<bool> {
+        self.table_has_column("result", name)
+    }
+
+    /// Requests released but never sent because the run was stopped (kept on the
+    /// `run` row; 0 for databases without it).
+    pub fn not_sent(&self) -> Result<u64> {
+        if !self.table_has_column("run", "not_sent")? {
+            return Ok(0);
+        }
+        let n: Option<i64> = self.one("SELECT MAX(not_sent) FROM run")?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    fn table_has_column(&self, table: &str, name: &str) -> Result<bool> {
+        let mut st = self
+            .conn
+            .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?;
+        Ok(st.exists([table, name])?)
+    }
+
+    fn one<T: rusqlite::types::FromSql>(&self, sql: &str) -> Result<Option<T>> {
+        Ok(self
+            .conn
+            .query_row(sql, [], |r| r.get::<_, Option<T>>(0))
+            .optional()
+            .with_context(|| format!("reading the stored rows: {sql}"))?
+            .flatten())
+    }
+}
