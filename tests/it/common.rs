@@ -15,8 +15,29 @@ use std::sync::Mutex;
 /// (Each run logs to its own subscriber, so logs never need this.)
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
-pub fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+thread_local! {
+    static HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The load-test lock, held until dropped; re-entrant within a test's thread, so a
+/// test holding it can run `Bench`es.
+pub struct Serial(Option<std::sync::MutexGuard<'static, ()>>);
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            HELD.with(|h| h.set(false));
+        }
+    }
+}
+
+pub fn lock() -> Serial {
+    if HELD.with(|h| h.get()) {
+        return Serial(None);
+    }
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    HELD.with(|h| h.set(true));
+    Serial(Some(guard))
 }
 
 pub fn start_sim(cfg: SimConfig) -> SimHandle {
@@ -59,6 +80,151 @@ pub fn stop_after(dispatch_ms: u64, abort_ms: Option<u64>) -> Stop {
 
 pub fn run(args: &[&str]) -> anyhow::Result<Outcome> {
     run_with(args, Stop::default())
+}
+
+/// The common setup of a load test: a simulator on 127.0.0.1:0 (or a given URL), a
+/// temporary outputs directory, and `perfscope perf` with `--model m` and no
+/// connection test, plus the flags a test adds:
+/// `Bench::sim().parallel(8).number(100).run()`.
+pub struct Bench {
+    sim: Option<SimConfig>,
+    url: Option<String>,
+    path: String,
+    model: String,
+    args: Vec<String>,
+    stop: Stop,
+}
+
+/// A finished `Bench` run: its outcome, outputs and the simulator it ran against.
+pub struct Ran {
+    pub outcome: Outcome,
+    pub out: tempfile::TempDir,
+    pub sim: Option<SimHandle>,
+    _serial: Serial,
+}
+
+impl Bench {
+    /// Against a simulator with its default settings.
+    pub fn sim() -> Bench {
+        Bench::sim_with(SimConfig::default())
+    }
+    pub fn sim_with(cfg: SimConfig) -> Bench {
+        Bench {
+            sim: Some(cfg),
+            url: None,
+            path: "/v1/chat/completions".into(),
+            model: "m".into(),
+            args: Vec::new(),
+            stop: Stop::default(),
+        }
+    }
+    /// Against a server the test started itself.
+    pub fn url(url: &str) -> Bench {
+        Bench {
+            sim: None,
+            url: Some(url.into()),
+            path: String::new(),
+            model: "m".into(),
+            args: Vec::new(),
+            stop: Stop::default(),
+        }
+    }
+    /// The simulator path requested (default `/v1/chat/completions`).
+    pub fn path(mut self, path: &str) -> Bench {
+        self.path = path.into();
+        self
+    }
+    /// `--model` (default `m`).
+    pub fn model(mut self, model: &str) -> Bench {
+        self.model = model.into();
+        self
+    }
+    pub fn parallel(self, n: u64) -> Bench {
+        self.arg("--parallel", &n.to_string())
+    }
+    pub fn number(self, n: u64) -> Bench {
+        self.arg("--number", &n.to_string())
+    }
+    pub fn rate(self, r: f64) -> Bench {
+        self.arg("--rate", &r.to_string())
+    }
+    pub fn max_tokens(self, n: u64) -> Bench {
+        self.arg("--max-tokens", &n.to_string())
+    }
+    /// A flag and its value.
+    pub fn arg(mut self, flag: &str, value: &str) -> Bench {
+        self.args.extend([flag.to_string(), value.to_string()]);
+        self
+    }
+    /// Flags as written on a command line.
+    pub fn args(mut self, args: &[&str]) -> Bench {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+    /// Stops the run as a signal would (see `stop_after`).
+    pub fn stop(mut self, stop: Stop) -> Bench {
+        self.stop = stop;
+        self
+    }
+    /// Runs it (serialised with the other load tests); panics if perfscope fails.
+    pub fn run(self) -> Ran {
+        self.try_run().expect("perfscope perf runs")
+    }
+    pub fn try_run(self) -> anyhow::Result<Ran> {
+        let serial = lock();
+        let sim = self.sim.map(start_sim);
+        let url = match (&sim, self.url) {
+            (Some(s), _) => format!("{}{}", s.base_url(), self.path),
+            (None, Some(u)) => u,
+            (None, None) => unreachable!("a Bench has a simulator or a URL"),
+        };
+        let out = tempfile::tempdir()?;
+        let mut argv: Vec<String> = [
+            "--url",
+            &url,
+            "--model",
+            &self.model,
+            "--outputs-dir",
+            out.path().to_str().unwrap_or_default(),
+            "--no-test-connection",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        argv.extend(self.args);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let outcome = run_with(&argv, self.stop)?;
+        Ok(Ran {
+            outcome,
+            out,
+            sim,
+            _serial: serial,
+        })
+    }
+}
+
+impl Ran {
+    /// A step's directory by name (`parallel_8_number_100`).
+    pub fn step(&self, name: &str) -> std::path::PathBuf {
+        self.outcome.dir.join(name)
+    }
+    /// The directory of a one-step run.
+    pub fn only_step(&self) -> std::path::PathBuf {
+        let dirs = run_dirs(&self.outcome.dir);
+        assert_eq!(dirs.len(), 1, "one step expected: {dirs:?}");
+        dirs[0].clone()
+    }
+    /// The one step's benchmark_summary.json.
+    pub fn summary(&self) -> serde_json::Value {
+        json(&self.only_step().join("benchmark_summary.json"))
+    }
+    /// The one step's database.
+    pub fn db(&self) -> rusqlite::Connection {
+        db(&self.only_step())
+    }
+    pub fn sim(&self) -> &SimHandle {
+        self.sim.as_ref().expect("a simulator run")
+    }
 }
 
 pub fn db(dir: &Path) -> rusqlite::Connection {

@@ -1,5 +1,5 @@
 //! Every failure kind is a record with its kind and text; injected faults at scale.
-use crate::common;
+use crate::common::{self, Bench};
 
 use perfscope::client::{self, Cancel, Ticket};
 use perfscope::record::{Clock, FailureKind};
@@ -247,8 +247,7 @@ fn the_server_receives_headers_and_body_as_configured() {
 
 #[test]
 fn injected_faults_every_sent_request_is_a_row() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         zero_delay: true,
         error_rate: 0.05,
         drop_rate: 0.05,
@@ -257,23 +256,11 @@ fn injected_faults_every_sent_request_is_a_row() {
         rate_limit_rate: 0.02,
         seed: 11,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let o = common::run(&[
-        "--url",
-        &url,
-        "--model",
-        "m",
-        "--parallel",
-        "16",
-        "--number",
-        "500",
-        "--outputs-dir",
-        out.path().to_str().unwrap(),
-        "--no-test-connection",
-    ])
-    .unwrap();
+    })
+    .parallel(16)
+    .number(500)
+    .run();
+    let (o, sim) = (&ran.outcome, ran.sim());
     // The run completed with successes: exit code 0, failures are data.
     assert_eq!(o.exit_code, 0);
     let sent = sim
@@ -319,26 +306,14 @@ fn injected_faults_every_sent_request_is_a_row() {
 
 #[test]
 fn all_failing_run_exits_3() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         zero_delay: true,
         error_rate: 1.0,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let o = common::run(&[
-        "--url",
-        &url,
-        "--model",
-        "m",
-        "--number",
-        "5",
-        "--no-test-connection",
-        "--outputs-dir",
-        out.path().to_str().unwrap(),
-    ])
-    .unwrap();
+    })
+    .number(5)
+    .run();
+    let o = &ran.outcome;
     assert_eq!(o.exit_code, 3);
     let dir = o.dir.join("parallel_1_number_5");
     let s = common::json(&dir.join("benchmark_summary.json"));
@@ -383,35 +358,18 @@ fn connection_test_names_the_url() {
 
 #[test]
 fn requests_never_sent_are_not_rows() {
-    let _g = common::lock();
     // Every answer takes 30 s: four requests are in flight and four more wait for a
     // slot (--in-flight-task-multiplier 2) when the run is stopped.
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         ttft_ms: Some(30_000.0),
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let stop = common::stop_after(800, Some(300));
-    let o = common::run_with(
-        &[
-            "--url",
-            &url,
-            "--model",
-            "m",
-            "--parallel",
-            "4",
-            "--number",
-            "100",
-            "--no-test-connection",
-            "--metrics-addr",
-            "off",
-            "--outputs-dir",
-            out.path().to_str().unwrap(),
-        ],
-        stop,
-    )
-    .unwrap();
+    })
+    .parallel(4)
+    .number(100)
+    .arg("--metrics-addr", "off")
+    .stop(common::stop_after(800, Some(300)))
+    .run();
+    let (o, sim) = (&ran.outcome, ran.sim());
     assert_eq!(o.exit_code, 130);
     let seen = sim
         .sim

@@ -1,38 +1,22 @@
 //! Load shapes: rate pacing, open loop, duration, warmup, interruption.
-use crate::common;
+use crate::common::{self, Bench};
 
 use perfscope::sim::SimConfig;
 use std::sync::atomic::Ordering;
 
 #[test]
 fn realised_rate_within_2_percent_over_2000_requests() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         zero_delay: true,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let o = common::run(&[
-        "--url",
-        &url,
-        "--model",
-        "m",
-        "--parallel",
-        "64",
-        "--number",
-        "2000",
-        "--rate",
-        "500",
-        "--max-tokens",
-        "16",
-        "--outputs-dir",
-        out.path().to_str().unwrap(),
-        "--no-test-connection",
-    ])
-    .unwrap();
-    assert_eq!(o.exit_code, 0);
-    let dir = o.dir.join("parallel_64_number_2000");
+    })
+    .parallel(64)
+    .number(2000)
+    .rate(500.0)
+    .max_tokens(16)
+    .run();
+    assert_eq!(ran.outcome.exit_code, 0);
+    let dir = ran.step("parallel_64_number_2000");
     let conn = common::db(&dir);
     let (n, first, last, lag): (i64, f64, f64, f64) = conn
         .query_row(
@@ -68,33 +52,19 @@ fn realised_rate_within_2_percent_over_2000_requests() {
 
 #[test]
 fn open_loop_directory_and_no_cap() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         ttft_ms: Some(200.0),
         itl_ms: Some(1.0),
         min_output_len: 4,
         max_output_len: 4,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let o = common::run(&[
-        "--url",
-        &url,
-        "--model",
-        "m",
-        "--open-loop",
-        "--rate",
-        "200",
-        "--number",
-        "100",
-        "--outputs-dir",
-        out.path().to_str().unwrap(),
-        "--no-test-connection",
-    ])
-    .unwrap();
-    assert_eq!(o.exit_code, 0);
-    let dir = o.dir.join("rate_200.0_number_100");
+    })
+    .args(&["--open-loop"])
+    .rate(200.0)
+    .number(100)
+    .run();
+    assert_eq!(ran.outcome.exit_code, 0);
+    let dir = ran.step("rate_200.0_number_100");
     let s = common::json(&dir.join("benchmark_summary.json"));
     assert_eq!(s["Concurrency"], -1);
     // 200 req/s with 0.2 s per request: about 40 in flight, far above any small cap.
@@ -104,62 +74,36 @@ fn open_loop_directory_and_no_cap() {
 
 #[test]
 fn warmup_is_sent_but_not_recorded_and_duration_stops_dispatch() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         ttft_ms: Some(5.0),
         itl_ms: Some(5.0),
         min_output_len: 10,
         max_output_len: 10,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let o = common::run(&[
-        "--url",
-        &url,
-        "--model",
-        "m",
-        "--parallel",
-        "4",
-        "--number",
-        "20",
-        "--warmup-num",
-        "0.5",
-        "--outputs-dir",
-        out.path().to_str().unwrap(),
-        "--no-test-connection",
-    ])
-    .unwrap();
+    })
+    .parallel(4)
+    .number(20)
+    .arg("--warmup-num", "0.5")
+    .run();
+    let sim = ran.sim();
     assert_eq!(sim.sim.requests_total.load(Ordering::Relaxed), 30);
-    let rows: i64 = common::db(&o.dir.join("parallel_4_number_20"))
+    let rows: i64 = ran
+        .db()
         .query_row("SELECT COUNT(*) FROM result", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 20);
 
     // --duration: 10 req/s for at most 1 s → about 10 of 1000 requests are sent.
     let before = sim.sim.requests_total.load(Ordering::Relaxed);
-    let o = common::run(&[
-        "--url",
-        &url,
-        "--model",
-        "m",
-        "--parallel",
-        "4",
-        "--number",
-        "1000",
-        "--rate",
-        "10",
-        "--duration",
-        "1",
-        "--outputs-dir",
-        out.path().to_str().unwrap(),
-        "--no-test-connection",
-        "--name",
-        "dur",
-    ])
-    .unwrap();
+    let dur = Bench::url(&format!("{}/v1/chat/completions", sim.base_url()))
+        .parallel(4)
+        .number(1000)
+        .rate(10.0)
+        .arg("--duration", "1")
+        .run();
     let sent = sim.sim.requests_total.load(Ordering::Relaxed) - before;
-    let rows: i64 = common::db(&o.dir.join("parallel_4_number_1000"))
+    let rows: i64 = dur
+        .db()
         .query_row("SELECT COUNT(*) FROM result", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows as u64, sent);
@@ -168,36 +112,17 @@ fn warmup_is_sent_but_not_recorded_and_duration_stops_dispatch() {
 
 #[test]
 fn interrupt_drains_commits_and_summarises() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         ttft_ms: Some(20.0),
         itl_ms: Some(20.0),
         min_output_len: 10,
         max_output_len: 10,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let stop = common::stop_after(700, None);
-    let o = common::run_with(
-        &[
-            "--url",
-            &url,
-            "--model",
-            "m",
-            "--parallel",
-            "4",
-            "8",
-            "--number",
-            "400",
-            "400",
-            "--outputs-dir",
-            out.path().to_str().unwrap(),
-            "--no-test-connection",
-        ],
-        stop,
-    )
-    .unwrap();
+    })
+    .args(&["--parallel", "4", "8", "--number", "400", "400"])
+    .stop(common::stop_after(700, None))
+    .run();
+    let (o, sim) = (&ran.outcome, ran.sim());
     assert_eq!(o.exit_code, 130);
     // The second sweep point never started.
     assert!(!o.dir.join("parallel_8_number_400").exists());

@@ -1,6 +1,6 @@
 //! Output files and numbers: the summary and percentiles recomputed independently
 //! from the SQLite rows; evalscope's tree and keys; request bodies as sent.
-use crate::common;
+use crate::common::{self, Bench};
 
 use perfscope::sim::SimConfig;
 use serde_json::Value;
@@ -23,38 +23,19 @@ fn r(x: f64, dp: usize) -> f64 {
 
 #[test]
 fn summary_and_percentiles_recomputed_from_sqlite() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         error_rate: 0.1,
         seed: 3,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let o = common::run(&[
-        "--url",
-        &url,
-        "--model",
-        "m",
-        "--parallel",
-        "2",
-        "6",
-        "--number",
-        "12",
-        "60",
-        "--outputs-dir",
-        out.path().to_str().unwrap(),
-        "--no-test-connection",
-        "--sleep-interval",
-        "0",
-        "--name",
-        "my/run",
-    ])
-    .unwrap();
+    })
+    .args(&["--parallel", "2", "6", "--number", "12", "60"])
+    .args(&["--sleep-interval", "0", "--name", "my/run"])
+    .run();
+    let o = &ran.outcome;
     assert_eq!(o.exit_code, 0);
     // <outputs-dir>/<timestamp>/<name sanitised>/parallel_P_number_N/
     assert_eq!(o.dir.file_name().unwrap(), "my_run");
-    assert_eq!(o.dir.parent().unwrap().parent().unwrap(), out.path());
+    assert_eq!(o.dir.parent().unwrap().parent().unwrap(), ran.out.path());
     let ts = o
         .dir
         .parent()
@@ -340,27 +321,15 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn no_usage_means_unknown_tokens_not_a_crash() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         zero_delay: true,
         no_usage: true,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let o = common::run(&[
-        "--url",
-        &url,
-        "--model",
-        "m",
-        "--number",
-        "3",
-        "--outputs-dir",
-        out.path().to_str().unwrap(),
-    ])
-    .unwrap();
-    assert_eq!(o.exit_code, 0);
-    let dir = o.dir.join("parallel_1_number_3");
+    })
+    .number(3)
+    .run();
+    assert_eq!(ran.outcome.exit_code, 0);
+    let dir = ran.only_step();
     let s = common::json(&dir.join("benchmark_summary.json"));
     assert_eq!(s["Success Requests"], 3);
     assert_eq!(s["Avg Output Tokens"], -1.0);
@@ -386,22 +355,16 @@ fn no_usage_means_unknown_tokens_not_a_crash() {
 /// from the stored rows (vLLM's definition; TPOT of one-token outputs counts as 0).
 #[test]
 fn goodput_recomputed_from_sqlite() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         error_rate: 0.1,
         seed: 5,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--parallel", "4", "--number", "60",
-        "--outputs-dir", out.path().to_str().unwrap(), "--no-test-connection",
-        "--goodput", "e2el:330", "ttft:50", "tpot:40",
-    ])
-    .unwrap();
-    let dir = o.dir.join("parallel_4_number_60");
+    })
+    .parallel(4)
+    .number(60)
+    .args(&["--goodput", "e2el:330", "ttft:50", "tpot:40"])
+    .run();
+    let dir = ran.only_step();
     let s = common::json(&dir.join("benchmark_summary.json"));
     let conn = common::db(&dir);
     // success, TTFT, TPOT, latency (seconds; NULL for failures)
@@ -439,13 +402,8 @@ fn goodput_recomputed_from_sqlite() {
         r(100.0 * good as f64 / 60.0, 2)
     );
     // Without --goodput there are no goodput keys (evalscope's summary is unchanged).
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--number", "4", "--name", "plain",
-        "--outputs-dir", out.path().to_str().unwrap(), "--no-test-connection",
-    ])
-    .unwrap();
-    let s = common::json(&o.dir.join("parallel_1_number_4/benchmark_summary.json"));
+    let url = format!("{}/v1/chat/completions", ran.sim().base_url());
+    let s = Bench::url(&url).number(4).run().summary();
     assert!(s.get("Goodput (req/s)").is_none());
 }
 
@@ -454,25 +412,23 @@ fn goodput_recomputed_from_sqlite() {
 /// too late), and speed_benchmark.json per prompt length.
 #[test]
 fn speed_benchmark_rewrites_the_url_and_reports_speed() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         zero_delay: true,
         min_output_len: 16,
         max_output_len: 16,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--dataset", "speed_benchmark", "--number", "8",
-        "--max-tokens", "16", "--outputs-dir", out.path().to_str().unwrap(),
-    ])
-    .unwrap();
-    assert_eq!(o.exit_code, 0);
-    let dir = o.dir.join("parallel_1_number_8");
+    })
+    .arg("--dataset", "speed_benchmark")
+    .number(8)
+    .max_tokens(16)
+    .run();
+    assert_eq!(ran.outcome.exit_code, 0);
+    let dir = ran.only_step();
     let args = common::json(&dir.join("benchmark_args.json"));
-    assert_eq!(args["url"], format!("{}/v1/completions", sim.base_url()));
+    assert_eq!(
+        args["url"],
+        format!("{}/v1/completions", ran.sim().base_url())
+    );
     let conn = common::db(&dir);
     let lens: Vec<i64> = conn
         .prepare("SELECT LENGTH(json_extract(request, '$.prompt')) FROM result WHERE success=1 ORDER BY 1")

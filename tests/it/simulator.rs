@@ -1,5 +1,5 @@
 //! The simulator's timing model and faults, observed through perfscope itself.
-use crate::common;
+use crate::common::{self, Bench};
 
 use perfscope::sim::SimConfig;
 
@@ -9,28 +9,23 @@ fn summary(o: &perfscope::engine::Outcome, dir: &str) -> serde_json::Value {
 
 #[test]
 fn continuous_batching_saturates() {
-    let _g = common::lock();
     // 8 batch slots, 4 ms + 0.5 ms per sequence per step, 20 tokens per answer.
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         max_num_seqs: 8,
         decode_base_ms: 4.0,
         decode_ms_per_seq: 0.5,
         min_output_len: 20,
         max_output_len: 20,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--parallel", "2", "8", "32", "--number", "16", "64", "256",
-        "--sleep-interval", "0", "--no-test-connection", "--outputs-dir", out.path().to_str().unwrap(),
-    ])
-    .unwrap();
+    })
+    .args(&["--parallel", "2", "8", "32", "--number", "16", "64", "256"])
+    .arg("--sleep-interval", "0")
+    .run();
+    let o = &ran.outcome;
     let (a, b, c) = (
-        summary(&o, "parallel_2_number_16"),
-        summary(&o, "parallel_8_number_64"),
-        summary(&o, "parallel_32_number_256"),
+        summary(o, "parallel_2_number_16"),
+        summary(o, "parallel_8_number_64"),
+        summary(o, "parallel_32_number_256"),
     );
     let rps = |s: &serde_json::Value| s["Req Throughput (req/s)"].as_f64().unwrap();
     let ttft = |s: &serde_json::Value| s["Avg TTFT (ms)"].as_f64().unwrap();
@@ -47,8 +42,7 @@ fn continuous_batching_saturates() {
 
 #[test]
 fn stall_hits_the_read_timeout_and_debug_keeps_chunks() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         ttft_ms: Some(1.0),
         itl_ms: Some(1.0),
         min_output_len: 10,
@@ -57,16 +51,12 @@ fn stall_hits_the_read_timeout_and_debug_keeps_chunks() {
         stall_ms: 3000.0,
         seed: 5,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--parallel", "8", "--number", "16", "--read-timeout", "0.5",
-        "--debug", "--no-test-connection", "--outputs-dir", out.path().to_str().unwrap(),
-    ])
-    .unwrap();
-    let conn = common::db(&o.dir.join("parallel_8_number_16"));
+    })
+    .parallel(8)
+    .number(16)
+    .args(&["--read-timeout", "0.5", "--debug"])
+    .run();
+    let conn = ran.db();
     let (timeouts, ok): (i64, i64) = conn
         .query_row(
             "SELECT SUM(failure_kind = 'timeout'), SUM(success) FROM result",

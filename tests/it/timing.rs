@@ -1,34 +1,30 @@
 //! Measured timings against what the simulator injected, at --parallel 256.
-use crate::common;
+use crate::common::{self, Bench};
 
 use perfscope::sim::SimConfig;
 use std::sync::atomic::Ordering;
 
 #[test]
 fn ttft_and_itl_within_2ms_of_injected_at_parallel_256() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         ttft_ms: Some(100.0),
         itl_ms: Some(10.0),
         min_output_len: 16,
         max_output_len: 32,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "sim-7b", "--parallel", "256", "--number", "768",
-        // Arrivals ramp in over ~0.8 s instead of 256 requests landing in the same
-        // millisecond (which measures the server's accept queue, not the client);
-        // the cap of 256 in flight is still reached (1000/s x ~0.34 s per request).
-        "--rate", "1000",
-        // Connections are opened during the (unrecorded) warmup: the injected delays
-        // start once the server has read a request, so connect time is not in them.
-        "--warmup-num", "256",
-        "--outputs-dir", out.path().to_str().unwrap(), "--no-test-connection",
-    ])
-    .unwrap();
+    })
+    .model("sim-7b")
+    .parallel(256)
+    .number(768)
+    // Arrivals ramp in over ~0.8 s instead of 256 requests landing in the same
+    // millisecond (which measures the server's accept queue, not the client); the
+    // cap of 256 in flight is still reached (1000/s x ~0.34 s per request).
+    .rate(1000.0)
+    // Connections are opened during the (unrecorded) warmup: the injected delays
+    // start once the server has read a request, so connect time is not in them.
+    .arg("--warmup-num", "256")
+    .run();
+    let (o, sim) = (&ran.outcome, ran.sim());
     assert_eq!(o.exit_code, 0);
     assert_eq!(sim.sim.requests_total.load(Ordering::Relaxed), 768 + 256);
     let dir = o.dir.join("parallel_256_number_768");
