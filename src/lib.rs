@@ -10,7 +10,7 @@
 //!                                ▼
 //! recorder (fan-out) ──▶ store (SQLite, canonical) ──▶ stats ──▶ report ──▶ sinks, sla
 //!                    ├─▶ prometheus, otel, progress
-//! engine wires one invocation; sim, telemetry, redact, tokenizer stand alone.
+//! engine wires one invocation; sim, telemetry, redact, retry, tokenizer stand alone.
 //! ```
 //!
 //! No module imports one above it, and none import each other (ARCHITECTURE.md;
@@ -27,6 +27,7 @@ pub mod record;
 pub mod recorder;
 pub mod redact;
 pub mod report;
+pub mod retry;
 pub mod scheduler;
 pub mod sim;
 pub mod sinks;

@@ -70,25 +70,23 @@ impl Http {
         headers: &[(&str, &str)],
         body: Body,
     ) -> Result<Reply> {
-        let mut wait = self.first_wait;
+        let mut backoff = crate::retry::Backoff::new(self.first_wait, Duration::from_secs(30));
         let mut last = String::new();
         for attempt in 1..=self.attempts {
+            let mut retry_after = None;
             match self.once(method, url, headers, &body) {
-                Ok((reply, retry_after)) => {
+                Ok((reply, after)) => {
                     let transient = reply.status == 429 || reply.status >= 500;
                     if !transient || attempt == self.attempts {
                         return Ok(reply);
                     }
                     last = reply.describe();
-                    if let Some(after) = retry_after {
-                        wait = after.min(Duration::from_secs(30));
-                    }
+                    retry_after = after;
                 }
                 Err(e) => last = e,
             }
             if attempt < self.attempts {
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(30));
+                std::thread::sleep(backoff.wait(retry_after));
             }
         }
         bail!(
@@ -152,12 +150,11 @@ impl Http {
             }
         };
         let mut resp = result.map_err(|e| transport(&e))?;
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::retry::retry_after(
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+        );
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()

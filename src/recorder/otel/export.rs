@@ -54,7 +54,8 @@ pub async fn send(http: &reqwest::Client, cfg: &OtelConfig, message: Bytes) -> S
             Bytes::from(b)
         }
     };
-    let mut wait = Duration::from_millis(200);
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
         match once(http, cfg, body.clone()).await {
@@ -62,8 +63,7 @@ pub async fn send(http: &reqwest::Client, cfg: &OtelConfig, message: Bytes) -> S
             Attempt::Retry(why, after) => {
                 last = why;
                 if attempt < ATTEMPTS {
-                    tokio::time::sleep(after.unwrap_or(wait).min(Duration::from_secs(5))).await;
-                    wait *= 2;
+                    tokio::time::sleep(backoff.wait(after)).await;
                 }
             }
         }
@@ -93,12 +93,11 @@ async fn once(http: &reqwest::Client, cfg: &OtelConfig, body: Bytes) -> Attempt 
         Err(e) => return Attempt::Retry(transport_error(&e), None),
     };
     let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::retry::retry_after(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+    );
     match cfg.protocol {
         Protocol::HttpProtobuf => {
             let body = resp.bytes().await.unwrap_or_default();
