@@ -24,7 +24,7 @@ pub use crate::redact::{is_secret_header, redact_url, split_query, MASK};
 pub use crate::scheduler::{py_float, SweepPoint};
 pub use crate::sla::SlaConfig;
 pub use api::Api;
-pub use resolve::{complete_url, sanitize_name};
+pub use resolve::{complete_url, sanitize_name, url_path};
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub model: String,

@@ -25,6 +25,14 @@ pub fn complete_url(url: &str, default: &str) -> String {
     format!("{}{query}", complete_path(base, default))
 }
 
+/// The path (and query) of a URL, `/v1/chat/completions` when it has none: what a
+/// local server (or the simulator) is asked for when perfscope starts it.
+pub fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/')
+        .map_or("/v1/chat/completions", |i| &rest[i..])
+}
+
 fn complete_path(url: &str, default: &str) -> String {
     const SUFFIXES: [&str; 6] = [
         "/chat/completions",
@@ -98,11 +106,7 @@ pub(crate) fn resolve_url(api: Api, a: &PerfArgs) -> Result<String> {
         Api::Local | Api::LocalVllm => {
             // evalscope serves the local model on --port; the path of --url is kept.
             let full = complete_url(&url, "chat/completions");
-            let rest = full.split_once("://").map_or(full.as_str(), |(_, r)| r);
-            let path = rest
-                .find('/')
-                .map_or("/v1/chat/completions", |i| &rest[i..]);
-            format!("http://127.0.0.1:{}{path}", a.port)
+            format!("http://127.0.0.1:{}{}", a.port, url_path(&full))
         }
     })
 }

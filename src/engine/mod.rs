@@ -36,12 +36,6 @@ pub use stop::{
     EXIT_TERMINATED, INTERRUPT_GRACE, TERMINATE_GRACE,
 };
 
-fn url_path(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.find('/')
-        .map_or("/v1/chat/completions", |i| &rest[i..])
-}
-
 /// The output directory of an invocation: `<outputs-dir>/<YYYYmmdd_HHMMSS>/<name|model_id>`.
 pub fn output_root(cfg: &RunConfig) -> PathBuf {
     let mut p = PathBuf::from(&cfg.outputs_dir);
@@ -248,7 +242,7 @@ async fn start_target(
     let url: Arc<str> = match (&cfg.api, &cfg.sim) {
         (Api::Sim, Some(sc)) => {
             let h = crate::sim::spawn("127.0.0.1:0".parse()?, sc.clone(), 1)?;
-            let u = format!("{}{}", h.base_url(), url_path(&cfg.url));
+            let u = format!("{}{}", h.base_url(), crate::config::url_path(&cfg.url));
             log::info(format!(
                 "Simulator listening on {} (settings: {})",
                 h.base_url(),
