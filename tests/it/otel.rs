@@ -1,7 +1,7 @@
 //! OpenTelemetry export: an in-test OTLP/HTTP receiver decodes the protobuf; one
 //! CLIENT span per request, GenAI attributes, first-token event, error.type on
 //! failures, trace ids equal to SQLite's and to the traceparent sent.
-use crate::common;
+use crate::common::{self, Bench};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -118,25 +118,20 @@ fn receiver() -> (String, Shared, std::thread::JoinHandle<()>) {
 
 #[test]
 fn one_client_span_per_request_with_ids_from_sqlite() {
-    let _g = common::lock();
     let (endpoint, spans, _h) = receiver();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         zero_delay: true,
         error_rate: 0.1,
         seed: 4,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--parallel", "4", "--number", "120", "--no-test-connection",
-        "--otlp-endpoint", &endpoint, "--metrics-addr", "off", "--max-tokens", "64",
-        "--outputs-dir", out.path().to_str().unwrap(),
-    ])
-    .unwrap();
-    assert_eq!(o.exit_code, 0);
-    let conn = common::db(&o.dir.join("parallel_4_number_120"));
+    })
+    .parallel(4)
+    .number(120)
+    .max_tokens(64)
+    .args(&["--otlp-endpoint", &endpoint, "--metrics-addr", "off"])
+    .run();
+    assert_eq!(ran.outcome.exit_code, 0);
+    let conn = ran.db();
     let mut st = conn
         .prepare("SELECT trace_id, success, failure_kind, completion_tokens FROM result")
         .unwrap();

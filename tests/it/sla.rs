@@ -1,31 +1,30 @@
 //! SLA auto-tune against the simulator, whose saturation point is known: with 4 batch
 //! slots, a 5th concurrent request waits a whole request time (~110 ms) for a slot,
 //! so `p99_ttft <= 50` (ms) holds up to concurrency 4 and fails beyond.
-use crate::common;
+use crate::common::{self, Bench};
 
 use perfscope::sim::SimConfig;
 use serde_json::Value;
 
 #[test]
 fn constraint_search_finds_the_batch_size() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
+    let ran = Bench::sim_with(SimConfig {
         max_num_seqs: 4,
         decode_base_ms: 4.0,
         decode_ms_per_seq: 0.5,
         min_output_len: 20,
         max_output_len: 20,
         ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--no-test-connection", "--outputs-dir", out.path().to_str().unwrap(),
-        "--sla-auto-tune", "--sla-params", r#"[{"p99_ttft": "<=50"}]"#, "--sla-num-runs", "2",
-        "--sla-upper-bound", "16", "--sla-number-multiplier", "4", "--sleep-interval", "0",
+    })
+    .args(&[
+        "--sla-auto-tune",
+        "--sla-params",
+        r#"[{"p99_ttft": "<=50"}]"#,
     ])
-    .unwrap();
+    .args(&["--sla-num-runs", "2", "--sla-upper-bound", "16"])
+    .args(&["--sla-number-multiplier", "4", "--sleep-interval", "0"])
+    .run();
+    let o = &ran.outcome;
     assert_eq!(o.exit_code, 0);
     let log = std::fs::read_to_string(o.dir.join("benchmark.log")).unwrap();
     let row = log
@@ -91,23 +90,18 @@ fn constraint_search_finds_the_batch_size() {
 
 #[test]
 fn rate_mode_and_bad_params() {
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
-        zero_delay: true,
-        ..SimConfig::default()
-    });
-    let out = tempfile::tempdir().unwrap();
-    let url = format!("{}/v1/chat/completions", sim.base_url());
     // Every point passes `rps >= 1`: the search doubles up to the upper bound, pacing
     // each point at the tested rate with the fixed concurrency cap.
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--no-test-connection", "--outputs-dir", out.path().to_str().unwrap(),
-        "--sla-auto-tune", "--sla-variable", "rate", "--sla-params",
-        r#"[{"name": "request_throughput", "operator": ">=", "value": 1}]"#,
-        "--sla-num-runs", "1", "--sla-upper-bound", "40", "--sla-fixed-parallel", "8", "--sleep-interval", "0",
-    ])
-    .unwrap();
+    let ran = Bench::sim_with(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    })
+    .args(&["--sla-auto-tune", "--sla-variable", "rate", "--sla-params"])
+    .args(&[r#"[{"name": "request_throughput", "operator": ">=", "value": 1}]"#])
+    .args(&["--sla-num-runs", "1", "--sla-upper-bound", "40"])
+    .args(&["--sla-fixed-parallel", "8", "--sleep-interval", "0"])
+    .run();
+    let o = &ran.outcome;
     let summary = common::json(&o.dir.join("sla_summary.json"));
     let keys: Vec<&String> = summary.as_object().unwrap().keys().collect();
     assert_eq!(
