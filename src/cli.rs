@@ -341,6 +341,15 @@ pub struct PerfArgs {
     /// Share of requests whose span is exported (0..1).
     #[arg(long, default_value_t = 1.0)]
     pub otlp_sample_ratio: f64,
+    /// The served model's Prometheus endpoints to scrape before, during and after
+    /// each run into the `server_metrics` table: `auto` (<scheme>://<host:port>/metrics
+    /// of --url), one or more URLs (e.g. a separate metrics port or a DCGM
+    /// exporter), or `off`.
+    #[arg(long, num_args = 1.., default_values_t = ["auto".to_string()])]
+    pub server_metrics: Vec<String>,
+    /// Seconds between scrapes of --server-metrics.
+    #[arg(long, default_value_t = 1.0)]
+    pub server_metrics_interval: f64,
     /// Simulator settings for --api sim, as JSON with the `perfscope sim` flag names in
     /// snake_case, e.g. '{"ttft_ms": 100, "itl_ms": 10}'.
     #[arg(long, value_parser = parse_json_object)]

@@ -29,6 +29,7 @@ pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod scheduler;
+pub mod scrape;
 pub mod sim;
 pub mod sinks;
 pub mod sla;

@@ -66,6 +66,8 @@ pub struct RunConfig {
     pub metrics_linger: f64,
     /// OpenTelemetry export (None = off).
     pub otel: Option<crate::recorder::otel::OtelConfig>,
+    /// The served model's /metrics to scrape (None = off).
+    pub server_metrics: Option<crate::scrape::ScrapeConfig>,
     /// `--enable-progress-tracker`: progress.json and the /metrics progress gauges.
     pub progress_tracker: bool,
     /// `--sla-auto-tune` settings (None: the normal sweep).
@@ -152,6 +154,7 @@ impl RunConfig {
             metrics_addr_explicit: a.metrics_addr != crate::cli::DEFAULT_METRICS_ADDR,
             metrics_linger: a.metrics_linger,
             otel,
+            server_metrics: resolve_server_metrics(a, api)?,
             goodput: crate::stats::Goodput::parse(&a.goodput)?,
             sla: resolve_sla(a)?,
             progress_tracker: a.enable_progress_tracker,

@@ -315,3 +315,45 @@ pub(crate) fn resolve_observability(
     }
     Ok((metrics_addr, otel))
 }
+
+/// `--server-metrics` and its interval: `auto` scrapes `/metrics` at the --url's
+/// origin (not for DashScope's public endpoint), `off` nothing, else the URLs given.
+pub(crate) fn resolve_server_metrics(
+    a: &PerfArgs,
+    api: Api,
+) -> Result<Option<crate::scrape::ScrapeConfig>> {
+    let secs = a.server_metrics_interval;
+    if !(secs.is_finite() && (0.05..=3600.0).contains(&secs)) {
+        bail!("--server-metrics-interval: {secs} must be a number of seconds from 0.05 to 3600");
+    }
+    let (mut endpoints, mut auto) = (Vec::new(), false);
+    for v in &a.server_metrics {
+        match v.trim() {
+            "off" | "none" | "false" => return Ok(None),
+            "auto" => auto = api != Api::DashScope,
+            other => {
+                let u = reqwest::Url::parse(other).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--server-metrics: `{}` is not a URL ({e}); give e.g. http://127.0.0.1:8000/metrics, `auto` or `off`",
+                        crate::redact::redact_url(other)
+                    )
+                })?;
+                if !matches!(u.scheme(), "http" | "https") {
+                    bail!(
+                        "--server-metrics: `{}` must be an http:// or https:// URL",
+                        crate::redact::redact_url(other)
+                    );
+                }
+                endpoints.push(other.to_string());
+            }
+        }
+    }
+    endpoints.dedup();
+    Ok(
+        (auto || !endpoints.is_empty()).then(|| crate::scrape::ScrapeConfig {
+            auto,
+            endpoints,
+            interval: std::time::Duration::from_secs_f64(secs),
+        }),
+    )
+}

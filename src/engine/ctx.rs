@@ -29,6 +29,10 @@ pub(crate) struct Ctx {
     /// OpenTelemetry span export, when configured.
     pub(crate) tracing: Option<Arc<crate::recorder::otel::Tracing>>,
     pub(crate) progress: Option<Arc<crate::recorder::progress::Progress>>,
+    /// The served model's /metrics endpoints found at setup (None: none to scrape).
+    pub(crate) scrape: Option<crate::scrape::ScrapeConfig>,
+    /// Scrape endpoints whose failure has been reported (once per invocation).
+    pub(crate) scrape_reported: crate::scrape::Reported,
 }
 
 /// What a finished invocation produced.

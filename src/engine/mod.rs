@@ -36,6 +36,20 @@ pub use stop::{
     EXIT_TERMINATED, INTERRUPT_GRACE, TERMINATE_GRACE,
 };
 
+/// Probes the served model's /metrics once (off the async threads) and says what
+/// it found; None when nothing is to be scraped.
+async fn find_server_metrics(cfg: &RunConfig, target: &str) -> Option<crate::scrape::ScrapeConfig> {
+    let wanted = cfg.server_metrics.clone()?;
+    let target = target.to_string();
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        tracing::dispatcher::with_default(&dispatch, || crate::scrape::discover(&wanted, &target))
+    })
+    .await
+    .ok()?;
+    (!found.endpoints.is_empty()).then_some(found)
+}
+
 /// The output directory of an invocation: `<outputs-dir>/<YYYYmmdd_HHMMSS>/<name|model_id>`.
 pub fn output_root(cfg: &RunConfig) -> PathBuf {
     let mut p = PathBuf::from(&cfg.outputs_dir);
@@ -174,6 +188,7 @@ async fn run_inner(
                 .map(|m| (m.progress_processed.clone(), m.progress_total.clone())),
         )
     });
+    let scrape = find_server_metrics(&cfg, &url).await;
     let ctx = Arc::new(Ctx {
         cfg,
         log: run_log,
@@ -186,6 +201,8 @@ async fn run_inner(
         run_label,
         tracing,
         progress,
+        scrape,
+        scrape_reported: Default::default(),
     });
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;

@@ -122,6 +122,19 @@ pub(crate) async fn run_point(
         )
         .with_current_subscriber(),
     );
+    // The server's state just before the first request, then every interval.
+    let scraper = match &ctx.scrape {
+        Some(s) => {
+            crate::scrape::Scraper::start(
+                s,
+                ctx.clock,
+                dir.join("benchmark_data.db"),
+                ctx.scrape_reported.clone(),
+            )
+            .await
+        }
+        None => None,
+    };
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
     let (sent, not_sent) = dispatch(
         ctx,
@@ -140,6 +153,9 @@ pub(crate) async fn run_point(
         ));
     }
     let live = fan.await.unwrap_or_default();
+    if let Some(s) = scraper {
+        s.finish().await;
+    }
     if let (Some(a), Some(b)) = (cpu0, process_cpu_seconds()) {
         // Whether the client could have been the bottleneck: its CPU time per request
         // (with --api sim this includes the in-process simulator).
@@ -304,6 +320,9 @@ fn report_point(
     }
     log::info(format!("Benchmarking summary ({name}):"));
     log::block(&report::summary_table(&result));
+    for w in result.summary.warnings() {
+        log::warn(format!("{name}: {w}"));
+    }
     if any_success {
         log::info("Percentile results:");
         log::block(&report::percentile_table(&result));

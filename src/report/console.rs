@@ -147,6 +147,13 @@ pub fn summary_table(r: &RunResult) -> String {
             "UNKNOWN for some requests (no usage from server)".into(),
         ]));
     }
+    let server = Metric::ALL
+        .iter()
+        .any(|m| m.def().section == Some(Section::Server) && s.has(*m));
+    if server {
+        t.section("Server");
+        t.rest(Section::Server);
+    }
     let kinds = s.failures_by_kind();
     if !kinds.is_empty() {
         t.section("Failures");

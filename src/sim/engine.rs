@@ -17,6 +17,8 @@ use super::config::SimConfig;
 
 /// Engine → body events.
 pub enum Ev {
+    /// The sequence got a batch slot (vLLM's "scheduled": its queue time ends).
+    Scheduled,
     Token,
     /// The engine dropped the sequence (shutdown).
     Abort,
@@ -73,6 +75,7 @@ async fn run(cfg: SimConfig, mut rx: mpsc::UnboundedReceiver<Seq>, state: Arc<En
             if let Some(s) = waiting.pop_front() {
                 kv_used += need;
                 prefill_tokens += s.prompt;
+                let _ = s.tx.send(Ev::Scheduled);
                 running.push(s);
             }
         }

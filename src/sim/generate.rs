@@ -192,10 +192,15 @@ fn observe(sim: &Sim, fmt: &Formatter, arrived: Instant) -> stream::Observe {
         model_name: fmt.model.to_string(),
         engine: "0".into(),
     };
-    sim.server_metrics
-        .prompt_tokens
+    let m = &sim.server_metrics;
+    m.prompt_tokens
         .get_or_create(&labels)
         .inc_by(fmt.prompt_tokens);
+    m.prefix_cache_queries
+        .get_or_create(&labels)
+        .inc_by(fmt.prompt_tokens);
+    let _ = m.prefix_cache_hits.get_or_create(&labels);
+    let _ = m.preemptions.get_or_create(&labels);
     let outside_engine = sim.engine.is_none();
     let kv = (fmt.prompt_tokens + fmt.target) as i64;
     if outside_engine {
@@ -208,6 +213,8 @@ fn observe(sim: &Sim, fmt: &Formatter, arrived: Instant) -> stream::Observe {
         metrics: sim.server_metrics.clone(),
         labels,
         arrived,
+        scheduled: None,
+        first: None,
         last: None,
         kv: outside_engine.then_some(kv),
     }
@@ -294,6 +301,7 @@ async fn generated_reply(
     let mut got = 0;
     while got < target {
         match rx.recv().await {
+            Some(Ev::Scheduled) => observe.scheduled(),
             Some(Ev::Token) => {
                 got += 1;
                 observe.tokens(1, got == target);

@@ -37,7 +37,18 @@ pub struct ServerMetrics {
     pub ttft: H,
     pub itl: H,
     pub e2e: H,
+    /// vLLM's request phases: waiting (arrival to scheduled), prefill (scheduled to
+    /// first token), decode (first to last token).
+    pub queue: H,
+    pub prefill: H,
+    pub decode: H,
     pub prompt_tokens: Family<ServerLabels, Counter>,
+    /// Prefix-cache lookups and hits in tokens (the simulator caches no prefix:
+    /// every prompt token is a query, none a hit), and preemptions (none: a request
+    /// waits for KV room instead).
+    pub prefix_cache_queries: Family<ServerLabels, Counter>,
+    pub prefix_cache_hits: Family<ServerLabels, Counter>,
+    pub preemptions: Family<ServerLabels, Counter>,
     pub generation_tokens: Family<ServerLabels, Counter>,
     running: Family<ServerLabels, Gauge>,
     waiting: Family<ServerLabels, Gauge>,
@@ -62,7 +73,13 @@ impl ServerMetrics {
             ttft: hist!(telemetry::TTFT_BUCKETS),
             itl: hist!(telemetry::ITL_BUCKETS),
             e2e: hist!(E2E_BUCKETS),
+            queue: hist!(E2E_BUCKETS),
+            prefill: hist!(E2E_BUCKETS),
+            decode: hist!(E2E_BUCKETS),
             prompt_tokens: Family::default(),
+            prefix_cache_queries: Family::default(),
+            prefix_cache_hits: Family::default(),
+            preemptions: Family::default(),
             generation_tokens: Family::default(),
             running: Family::default(),
             waiting: Family::default(),
@@ -87,8 +104,41 @@ impl ServerMetrics {
         r.register_with_unit(
             "vllm:e2e_request_latency",
             "Histogram of e2e request latency in seconds.",
-            s,
+            s.clone(),
             m.e2e.clone(),
+        );
+        r.register_with_unit(
+            "vllm:request_queue_time",
+            "Histogram of time spent in WAITING phase for request.",
+            s.clone(),
+            m.queue.clone(),
+        );
+        r.register_with_unit(
+            "vllm:request_prefill_time",
+            "Histogram of time spent in PREFILL phase for request.",
+            s.clone(),
+            m.prefill.clone(),
+        );
+        r.register_with_unit(
+            "vllm:request_decode_time",
+            "Histogram of time spent in DECODE phase for request.",
+            s,
+            m.decode.clone(),
+        );
+        r.register(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            m.prefix_cache_queries.clone(),
+        );
+        r.register(
+            "vllm:prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            m.prefix_cache_hits.clone(),
+        );
+        r.register(
+            "vllm:num_preemptions",
+            "Cumulative number of preemption from the engine.",
+            m.preemptions.clone(),
         );
         r.register(
             "vllm:prompt_tokens",

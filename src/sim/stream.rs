@@ -184,21 +184,49 @@ pub struct Observe {
     pub metrics: Arc<super::metrics::ServerMetrics>,
     pub labels: super::metrics::ServerLabels,
     pub arrived: Instant,
+    /// When the batching engine admitted it (None: at once, outside the engine).
+    pub scheduled: Option<Instant>,
+    pub first: Option<Instant>,
     pub last: Option<Instant>,
     /// Counted in `active`/`active_kv` (streams outside the batching engine).
     pub kv: Option<i64>,
 }
 
 impl Observe {
+    /// The engine admitted the request: its queue time is over (vLLM's
+    /// `request_queue_time_seconds`, arrival to scheduled).
+    pub fn scheduled(&mut self) {
+        let now = Instant::now();
+        self.scheduled = Some(now);
+        self.metrics
+            .queue
+            .get_or_create(&self.labels)
+            .observe((now - self.arrived).as_secs_f64());
+    }
+
     /// `n` tokens left in one frame now.
     pub fn tokens(&mut self, n: u64, done: bool) {
         let now = Instant::now();
         let m = &self.metrics;
         match self.last {
-            None => m
-                .ttft
-                .get_or_create(&self.labels)
-                .observe((now - self.arrived).as_secs_f64()),
+            None => {
+                // Outside the engine a request is scheduled on arrival (queue 0).
+                let scheduled = match self.scheduled {
+                    Some(t) => t,
+                    None => {
+                        m.queue.get_or_create(&self.labels).observe(0.0);
+                        self.arrived
+                    }
+                };
+                // vLLM: prefill is scheduled to first token, decode first to last.
+                m.prefill
+                    .get_or_create(&self.labels)
+                    .observe((now - scheduled).as_secs_f64());
+                self.first = Some(now);
+                m.ttft
+                    .get_or_create(&self.labels)
+                    .observe((now - self.arrived).as_secs_f64())
+            }
             Some(prev) => m
                 .itl
                 .get_or_create(&self.labels)
@@ -215,6 +243,10 @@ impl Observe {
             m.e2e
                 .get_or_create(&self.labels)
                 .observe((now - self.arrived).as_secs_f64());
+            let first = self.first.unwrap_or(now);
+            m.decode
+                .get_or_create(&self.labels)
+                .observe((now - first).as_secs_f64());
         }
     }
 }
@@ -313,6 +345,11 @@ impl Body for SseBody {
         let before = this.sent;
         loop {
             match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ev::Scheduled)) => {
+                    if let Some(o) = this.observe.as_mut() {
+                        o.scheduled();
+                    }
+                }
                 Poll::Ready(Some(Ev::Token)) => {
                     if this.sent == 0 {
                         if let Some((log, arrived)) = this.first_token_log.take() {

@@ -60,6 +60,8 @@ pub enum Section {
     General,
     Latency,
     Tokens,
+    /// The served model's own figures (`server_metrics`).
+    Server,
 }
 
 /// One summary metric.
@@ -161,6 +163,7 @@ use Format::{Counts, Dp, Float, Int, Text};
 const GENERAL: Option<Section> = Some(Section::General);
 const LATENCY: Option<Section> = Some(Section::Latency);
 const TOKENS: Option<Section> = Some(Section::Tokens);
+const SERVER: Option<Section> = Some(Section::Server);
 
 summary_metrics! {
     TestDuration: "Test Duration (s)", "s", Dp(4), Neutral, Any, Evalscope,
@@ -259,6 +262,54 @@ summary_metrics! {
     TokenCounts: "Token Counts", "", Text, Neutral, Any, Perfscope,
         additive false, tracked false, None,
         "whether every success had server usage, or how many had none";
+    ServerPromptTokens: "Server Prompt Tokens", "tokens", Int, Neutral, Any, Perfscope,
+        additive true, tracked true, SERVER,
+        "server counter delta over the run: vllm:prompt_tokens_total, sglang:prompt_tokens_total, llamacpp:prompt_tokens_total or tgi_request_input_length_sum";
+    ServerOutputTokens: "Server Output Tokens", "tokens", Int, Neutral, Any, Perfscope,
+        additive true, tracked true, SERVER,
+        "server counter delta over the run: vllm:generation_tokens_total, sglang:generation_tokens_total, llamacpp:tokens_predicted_total or tgi_request_generated_tokens_sum";
+    ServerAvgTtft: "Server Avg TTFT (ms)", "ms", Dp(2), LowerIsBetter, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "Δ_sum / Δ_count of vllm:time_to_first_token_seconds or sglang:time_to_first_token_seconds";
+    ServerAvgQueueTime: "Server Avg Queue Time (ms)", "ms", Dp(2), LowerIsBetter, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "Δ_sum / Δ_count of vllm:request_queue_time_seconds, sglang:queue_time_seconds or tgi_request_queue_duration";
+    ServerAvgPrefillTime: "Server Avg Prefill Time (ms)", "ms", Dp(2), LowerIsBetter, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "Δ_sum / Δ_count of vllm:request_prefill_time_seconds";
+    ServerAvgDecodeTime: "Server Avg Decode Time (ms)", "ms", Dp(2), LowerIsBetter, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "Δ_sum / Δ_count of vllm:request_decode_time_seconds";
+    ClientOverheadTtft: "Client Overhead TTFT (ms)", "ms", Dp(2), LowerIsBetter, Generation, Perfscope,
+        additive false, tracked true, SERVER,
+        "Avg TTFT − Server Avg TTFT: network, HTTP layers and the client";
+    ServerPeakRunning: "Server Peak Running", "requests", Int, Neutral, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "most running requests in one scrape (Σ over engines): vllm:num_requests_running, sglang:num_running_reqs, llamacpp:requests_processing or tgi_batch_current_size";
+    ServerPeakWaiting: "Server Peak Waiting", "requests", Int, LowerIsBetter, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "most waiting requests in one scrape: vllm:num_requests_waiting, sglang:num_queue_reqs, llamacpp:requests_deferred or tgi_queue_size";
+    ServerPeakKvCacheUsage: "Server Peak KV Cache Usage (%)", "%", Dp(2), Neutral, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "100 · highest vllm:kv_cache_usage_perc (vllm:gpu_cache_usage_perc before vLLM 0.10), sglang:token_usage or llamacpp:kv_cache_usage_ratio";
+    ServerPrefixCacheHitRate: "Server Prefix Cache Hit Rate (%)", "%", Dp(2), HigherIsBetter, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "100 · Δ vllm:prefix_cache_hits_total / Δ vllm:prefix_cache_queries_total, else 100 · mean sglang:cache_hit_rate";
+    ServerPreemptions: "Server Preemptions", "requests", Int, LowerIsBetter, Any, Perfscope,
+        additive true, tracked true, SERVER,
+        "Δ vllm:num_preemptions_total or sglang:num_retracted_requests_total";
+    GpuAvgUtilization: "GPU Avg Utilization (%)", "%", Dp(2), Neutral, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "mean over the scrapes of the mean over GPUs of DCGM_FI_DEV_GPU_UTIL";
+    GpuPeakMemory: "GPU Peak Memory (GiB)", "GiB", Dp(3), Neutral, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "highest Σ over GPUs of DCGM_FI_DEV_FB_USED (MiB) / 1024 in one scrape";
+    Energy: "Energy (J)", "J", Dp(2), LowerIsBetter, Any, Perfscope,
+        additive true, tracked true, SERVER,
+        "Σ over GPUs of the DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION delta (mJ) / 1000";
+    OutputTokensPerJoule: "Output Tokens per Joule", "tok/J", Dp(4), HigherIsBetter, Generation, Perfscope,
+        additive false, tracked true, SERVER,
+        "client Σ completion_tokens of successes / Energy";
 }
 
 percentile_columns! {

@@ -25,6 +25,7 @@ pub mod catalogue;
 mod columns;
 mod inputs;
 mod percentile;
+mod server;
 mod summary;
 mod values;
 

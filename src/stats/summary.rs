@@ -93,6 +93,7 @@ pub fn summary(rows: &RunRows, run: &RunInputs) -> Result<Summary> {
     evalscope_keys(rows, run, &t, &mut s)?;
     cache_and_decode_keys(rows, &mut s)?;
     perfscope_keys(rows, run, &t, &mut s)?;
+    super::server::server_keys(rows, &mut s)?;
     Ok(s)
 }
 

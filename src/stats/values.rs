@@ -14,6 +14,8 @@ pub struct Summary {
     values: Vec<Option<f64>>,
     failures_by_kind: Option<Vec<(String, u64)>>,
     token_counts: Option<String>,
+    /// What the computation found suspicious (logged, not written to the file).
+    warnings: Vec<String>,
 }
 
 impl Default for Summary {
@@ -22,6 +24,7 @@ impl Default for Summary {
             values: vec![None; Metric::ALL.len()],
             failures_by_kind: None,
             token_counts: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -67,6 +70,12 @@ impl Summary {
     }
     pub fn token_counts(&self) -> Option<&str> {
         self.token_counts.as_deref()
+    }
+    pub fn warn(&mut self, text: String) {
+        self.warnings.push(text);
+    }
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
     /// Only the numeric metrics present, in the file's order.
     pub fn numbers(&self) -> impl Iterator<Item = (Metric, f64)> + '_ {

@@ -6,6 +6,7 @@
 mod read;
 mod rows;
 mod schema;
+mod server;
 mod writer;
 
 pub use read::{
@@ -13,4 +14,5 @@ pub use read::{
 };
 pub use rows::{Rows, RunRows};
 pub use schema::{open, SCHEMA};
+pub use server::ServerSamples;
 pub use writer::{RunMeta, Writer};

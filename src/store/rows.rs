@@ -143,6 +143,67 @@ impl RunRows {
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
+    /// Whether the run has samples of a server metric (`server_metrics.name`).
+    pub fn server_has(&self, name: &str) -> Result<bool> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT 1 FROM server_metrics WHERE name = ?1 AND value IS NOT NULL LIMIT 1",
+        )?;
+        Ok(st.exists([name])?)
+    }
+
+    /// A server counter's change over the run: Σ over its series (source and labels)
+    /// of the last sample minus the first. None without samples.
+    pub fn server_delta(&self, name: &str) -> Result<Option<f64>> {
+        self.server_one(
+            "SELECT SUM(last - first) FROM (
+               SELECT MAX(CASE WHEN ts = t1 THEN value END) AS last,
+                      MAX(CASE WHEN ts = t0 THEN value END) AS first
+               FROM (SELECT source, labels, ts, value,
+                            MIN(ts) OVER w AS t0, MAX(ts) OVER w AS t1
+                     FROM server_metrics WHERE name = ?1 AND value IS NOT NULL
+                     WINDOW w AS (PARTITION BY source, labels))
+               GROUP BY source, labels)",
+            name,
+        )
+    }
+
+    /// The highest total of a server gauge in one scrape (Σ over its series of one
+    /// source at one time, e.g. over engines or GPUs).
+    pub fn server_peak_sum(&self, name: &str) -> Result<Option<f64>> {
+        self.server_one(
+            "SELECT MAX(v) FROM (SELECT SUM(value) AS v FROM server_metrics
+             WHERE name = ?1 AND value IS NOT NULL GROUP BY source, ts)",
+            name,
+        )
+    }
+
+    /// The highest single sample of a server gauge.
+    pub fn server_max(&self, name: &str) -> Result<Option<f64>> {
+        self.server_one(
+            "SELECT MAX(value) FROM server_metrics WHERE name = ?1",
+            name,
+        )
+    }
+
+    /// The mean over scrapes of the mean over series of a server gauge.
+    pub fn server_mean(&self, name: &str) -> Result<Option<f64>> {
+        self.server_one(
+            "SELECT AVG(v) FROM (SELECT AVG(value) AS v FROM server_metrics
+             WHERE name = ?1 AND value IS NOT NULL GROUP BY source, ts)",
+            name,
+        )
+    }
+
+    fn server_one(&self, sql: &str, name: &str) -> Result<Option<f64>> {
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row([name], |r| r.get::<_, Option<f64>>(0))
+            .optional()
+            .with_context(|| format!("reading server_metrics {name}"))?
+            .flatten())
+    }
+
     /// Whether the rows have a column (databases of older versions, and evalscope's
     /// own, lack perfscope's later additions).
     pub fn has_column(&self, name: &str) -> Result<bool> {

@@ -1,6 +1,7 @@
 //! The schema of `benchmark_data.db`: the `result` table is evalscope's, column for
 //! column, followed by our additions; the `run` table holds the resolved
-//! configuration and status.
+//! configuration and status; `server_metrics` every sample scraped from the served
+//! model's `/metrics` (`ts` in unix seconds on the run's clock, as `start_unix`).
 
 use anyhow::{Context, Result};
 use rusqlite::Connection;
@@ -57,6 +58,14 @@ CREATE TABLE IF NOT EXISTS run(
   config_json TEXT,
   not_sent INTEGER
 );
+CREATE TABLE IF NOT EXISTS server_metrics(
+  ts REAL,
+  source TEXT,
+  name TEXT,
+  labels TEXT,
+  value REAL
+);
+CREATE INDEX IF NOT EXISTS server_metrics_series ON server_metrics(name, source, labels, ts);
 ";
 
 /// Opens (creating) a run's database with the schema.

@@ -229,6 +229,9 @@ fn run(server: &Server, extra: &[&str]) -> (perfscope::engine::Outcome, rusqlite
         out.path().to_str().unwrap(),
         "--metrics-addr",
         "off",
+        // These servers count every request they read; a /metrics probe would be one.
+        "--server-metrics",
+        "off",
     ];
     args.extend_from_slice(extra);
     let o = common::run(&args).unwrap();
@@ -532,6 +535,8 @@ fn credentials_in_the_url_reach_the_server_and_nothing_else() {
         "4",
         "--outputs-dir",
         out.path().to_str().unwrap(),
+        "--server-metrics",
+        "off",
         "--metrics-addr",
         &metrics,
         "--metrics-linger",
