@@ -264,7 +264,7 @@ summary_metrics! {
         "whether every success had server usage, or how many had none";
     ServerPromptTokens: "Server Prompt Tokens", "tokens", Int, Neutral, Any, Perfscope,
         additive true, tracked true, SERVER,
-        "server counter delta over the run: vllm:prompt_tokens_total, sglang:prompt_tokens_total, llamacpp:prompt_tokens_total or tgi_request_input_length_sum";
+        "server counter delta over the run: vllm:prompt_tokens_total, sglang:prompt_tokens_total, llamacpp:prompt_tokens_total + llamacpp:prompt_tokens_cached_total, or tgi_request_input_length_sum";
     ServerOutputTokens: "Server Output Tokens", "tokens", Int, Neutral, Any, Perfscope,
         additive true, tracked true, SERVER,
         "server counter delta over the run: vllm:generation_tokens_total, sglang:generation_tokens_total, llamacpp:tokens_predicted_total or tgi_request_generated_tokens_sum";
@@ -294,7 +294,7 @@ summary_metrics! {
         "100 · highest vllm:kv_cache_usage_perc (vllm:gpu_cache_usage_perc before vLLM 0.10), sglang:token_usage or llamacpp:kv_cache_usage_ratio";
     ServerPrefixCacheHitRate: "Server Prefix Cache Hit Rate (%)", "%", Dp(2), HigherIsBetter, Any, Perfscope,
         additive false, tracked true, SERVER,
-        "100 · Δ vllm:prefix_cache_hits_total / Δ vllm:prefix_cache_queries_total, else 100 · mean sglang:cache_hit_rate";
+        "100 · Δ vllm:prefix_cache_hits_total / Δ vllm:prefix_cache_queries_total; llama.cpp: 100 · Δ prompt_tokens_cached_total / (Δ cached + Δ prompt_tokens_total); else 100 · mean sglang:cache_hit_rate";
     ServerPreemptions: "Server Preemptions", "requests", Int, LowerIsBetter, Any, Perfscope,
         additive true, tracked true, SERVER,
         "Δ vllm:num_preemptions_total or sglang:num_retracted_requests_total";

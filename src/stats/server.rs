@@ -23,14 +23,16 @@ enum Read {
     Mean,
 }
 
-/// Each figure, its candidate names (first present wins) and how it is read.
+/// Each figure, its candidate names (the first present wins; `a+b` adds two
+/// series, e.g. llama.cpp's prompt tokens processed and reused from its cache) and
+/// how it is read.
 const SOURCES: &[(Metric, &[&str], Read)] = &[
     (
         Metric::ServerPromptTokens,
         &[
             "vllm:prompt_tokens_total",
             "sglang:prompt_tokens_total",
-            "llamacpp:prompt_tokens_total",
+            "llamacpp:prompt_tokens_total+llamacpp:prompt_tokens_cached_total",
             "tgi_request_input_length_sum",
         ],
         Read::Delta,
@@ -119,6 +121,7 @@ const SOURCES: &[(Metric, &[&str], Read)] = &[
 
 /// The sample name a figure reads first (histograms by their `_count`).
 fn probe_name(name: &str, read: Read) -> String {
+    let name = name.split('+').next().unwrap_or(name);
     match read {
         Read::HistogramMeanMs => format!("{name}_count"),
         _ => name.to_string(),
@@ -127,7 +130,15 @@ fn probe_name(name: &str, read: Read) -> String {
 
 fn read(rows: &RunRows, name: &str, how: Read) -> Result<Option<f64>> {
     Ok(match how {
-        Read::Delta => rows.server_delta(name)?.map(|d| d.max(0.0)),
+        Read::Delta => {
+            let mut total = None;
+            for part in name.split('+') {
+                if let Some(d) = rows.server_delta(part)? {
+                    total = Some(total.unwrap_or(0.0) + d.max(0.0));
+                }
+            }
+            total
+        }
         Read::HistogramMeanMs => {
             let sum = rows.server_delta(&format!("{name}_sum"))?;
             let count = rows.server_delta(&format!("{name}_count"))?;
@@ -195,18 +206,29 @@ pub(crate) fn server_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
     Ok(())
 }
 
-/// vLLM's prefix-cache counters (queries and hits, in tokens), else SGLang's
-/// hit-rate gauge.
+/// vLLM's prefix-cache counters (queries and hits, in tokens), llama.cpp's prompt
+/// tokens reused from its cache against those processed, else SGLang's hit-rate
+/// gauge.
 fn prefix_cache(rows: &RunRows, s: &mut Summary) -> Result<()> {
     let (q, h) = (
         "vllm:prefix_cache_queries_total",
         "vllm:prefix_cache_hits_total",
+    );
+    let (processed, cached) = (
+        "llamacpp:prompt_tokens_total",
+        "llamacpp:prompt_tokens_cached_total",
     );
     if rows.server_has(q)? && rows.server_has(h)? {
         let queries = rows.server_delta(q)?.unwrap_or(0.0);
         if queries > 0.0 {
             let hits = rows.server_delta(h)?.unwrap_or(0.0);
             s.set(Metric::ServerPrefixCacheHitRate, 100.0 * hits / queries);
+        }
+    } else if rows.server_has(cached)? {
+        let hits = rows.server_delta(cached)?.unwrap_or(0.0).max(0.0);
+        let all = hits + rows.server_delta(processed)?.unwrap_or(0.0).max(0.0);
+        if all > 0.0 {
+            s.set(Metric::ServerPrefixCacheHitRate, 100.0 * hits / all);
         }
     } else if let Some(rate) = rows.server_mean("sglang:cache_hit_rate")? {
         s.set(Metric::ServerPrefixCacheHitRate, 100.0 * rate);

@@ -152,17 +152,23 @@ impl RunRows {
     }
 
     /// A server counter's change over the run: Σ over its series (source and labels)
-    /// of the last sample minus the first. None without samples.
+    /// of the last sample minus the first. A series that appears after its source's
+    /// first scrape started from 0 there (a counter is created at its first event).
+    /// None without samples.
     pub fn server_delta(&self, name: &str) -> Result<Option<f64>> {
         self.server_one(
-            "SELECT SUM(last - first) FROM (
-               SELECT MAX(CASE WHEN ts = t1 THEN value END) AS last,
-                      MAX(CASE WHEN ts = t0 THEN value END) AS first
+            "SELECT SUM(last - CASE WHEN t0 > s0 THEN 0 ELSE first END) FROM (
+               SELECT source,
+                      MAX(CASE WHEN ts = t1 THEN value END) AS last,
+                      MAX(CASE WHEN ts = t0 THEN value END) AS first,
+                      MIN(t0) AS t0
                FROM (SELECT source, labels, ts, value,
                             MIN(ts) OVER w AS t0, MAX(ts) OVER w AS t1
                      FROM server_metrics WHERE name = ?1 AND value IS NOT NULL
                      WINDOW w AS (PARTITION BY source, labels))
-               GROUP BY source, labels)",
+               GROUP BY source, labels)
+             JOIN (SELECT source, MIN(ts) AS s0 FROM server_metrics GROUP BY source)
+             USING (source)",
             name,
         )
     }
