@@ -328,7 +328,79 @@ fn charts(sorted: &[&RunResult]) -> Vec<String> {
             unit,
         ));
     }
+    for r in sorted {
+        if let Some(t) = &r.timeline {
+            charts.extend(timeline_charts(r, t));
+        }
+    }
     charts
+}
+
+/// One run's client and server on one time axis (x: seconds since the first
+/// scrape of the served model's /metrics).
+fn timeline_charts(r: &RunResult, t: &crate::stats::Timeline) -> Vec<String> {
+    let stage = r
+        .dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // At most about ten time labels, however many scrapes.
+    let every = t.secs.len().div_ceil(10).max(1);
+    let xs: Vec<String> = t
+        .secs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if i % every == 0 {
+                format!("{s:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    let keep = |series: Vec<(&str, &Vec<f64>)>| -> Vec<(String, Vec<f64>)> {
+        series
+            .into_iter()
+            .filter(|(_, v)| v.iter().any(|x| x.is_finite()))
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (title, unit, series) in [
+        (
+            "requests in flight",
+            "requests",
+            keep(vec![
+                ("client in flight", &t.client_in_flight),
+                ("server running", &t.server_running),
+                ("server waiting", &t.server_waiting),
+            ]),
+        ),
+        (
+            "TTFT per interval",
+            "ms",
+            keep(vec![
+                ("client TTFT", &t.client_ttft_ms),
+                ("server TTFT", &t.server_ttft_ms),
+            ]),
+        ),
+        (
+            "KV-cache usage",
+            "%",
+            keep(vec![("KV cache", &t.server_kv_pct)]),
+        ),
+    ] {
+        if !series.is_empty() {
+            out.push(line_chart(
+                &format!("{stage}: {title}"),
+                "seconds",
+                &xs,
+                &series,
+                unit,
+            ));
+        }
+    }
+    out
 }
 
 /// The whole report for the given runs (any order).

@@ -1,7 +1,7 @@
 //! The results of one sweep point, as the reports read them.
 
 use crate::scheduler::{py_float, SweepPoint};
-use crate::stats::{percentile_of, Col, Column, Metric, Summary};
+use crate::stats::{percentile_of, Col, Column, Metric, Summary, Timeline};
 
 /// The results of one sweep point.
 #[derive(Clone, Debug)]
@@ -12,6 +12,8 @@ pub struct RunResult {
     pub dir: std::path::PathBuf,
     /// An embedding or rerank run: evalscope's input-throughput layout.
     pub encoder: bool,
+    /// Client and server on one time axis (when the server was scraped).
+    pub timeline: Option<Timeline>,
 }
 
 impl RunResult {

@@ -48,5 +48,6 @@ pub fn load_run(
         columns,
         dir: dir.to_path_buf(),
         encoder,
+        timeline: crate::stats::timeline(&rows)?,
     })
 }

@@ -160,5 +160,6 @@ pub fn average(runs: &[RunResult]) -> Option<RunResult> {
         columns,
         dir: first.dir.clone(),
         encoder: first.encoder,
+        timeline: first.timeline.clone(),
     })
 }

@@ -27,6 +27,7 @@ mod inputs;
 mod percentile;
 mod server;
 mod summary;
+mod timeline;
 mod values;
 
 pub use catalogue::{Col, Direction, Metric};
@@ -34,6 +35,7 @@ pub use columns::percentile_columns;
 pub use inputs::{Goodput, RunInputs};
 pub use percentile::{percentile_values, percentiles_of_sorted, round, PERCENTILES, PERCENTILE_DP};
 pub use summary::summary;
+pub use timeline::{timeline, Timeline};
 pub use values::{percentile_of, Column, PercentileRow, Summary};
 
 #[cfg(test)]

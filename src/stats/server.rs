@@ -128,6 +128,20 @@ fn probe_name(name: &str, read: Read) -> String {
     }
 }
 
+/// The first of a figure's candidate series the run has (None: no such source).
+pub(crate) fn source_of(rows: &RunRows, metric: Metric) -> Result<Option<&'static str>> {
+    for &(m, names, how) in SOURCES {
+        if m == metric {
+            for name in names {
+                if rows.server_has(&probe_name(name, how))? {
+                    return Ok(Some(name));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn read(rows: &RunRows, name: &str, how: Read) -> Result<Option<f64>> {
     Ok(match how {
         Read::Delta => {

@@ -200,6 +200,45 @@ impl RunRows {
         )
     }
 
+    /// The scrape times of the first source, in order.
+    pub fn scrape_times(&self) -> Result<Vec<f64>> {
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT ts FROM server_metrics
+             WHERE source = (SELECT MIN(source) FROM server_metrics) ORDER BY ts",
+        )?;
+        let rows = st.query_map([], |r| r.get::<_, f64>(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// A server series' total (Σ over its labels) at each scrape, in time order.
+    pub fn server_totals(&self, name: &str) -> Result<Vec<(f64, f64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT ts, SUM(value) FROM server_metrics WHERE name = ?1 AND value IS NOT NULL
+             GROUP BY ts ORDER BY ts",
+        )?;
+        let rows = st.query_map([name], |r| Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Requests in flight (sent, not ended) at a unix time.
+    pub fn in_flight_at(&self, unix: f64) -> Result<u64> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT COUNT(*) FROM result WHERE start_unix <= ?1 AND end_unix > ?1",
+        )?;
+        let n: i64 = st.query_row([unix], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The mean TTFT (ms) of the successful requests whose first token arrived in
+    /// (from, to] (unix seconds); None when none did.
+    pub fn mean_ttft_ms_between(&self, from: f64, to: f64) -> Result<Option<f64>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT AVG(first_chunk_latency) * 1000 FROM result WHERE success = 1
+             AND start_unix + first_chunk_latency > ?1 AND start_unix + first_chunk_latency <= ?2",
+        )?;
+        Ok(st.query_row([from, to], |r| r.get::<_, Option<f64>>(0))?)
+    }
+
     fn server_one(&self, sql: &str, name: &str) -> Result<Option<f64>> {
         Ok(self
             .conn

@@ -20,6 +20,8 @@ fn sweep(out: &Path) -> perfscope::engine::Outcome {
     let o = common::run(&[
         "--url", &url, "--model", "org/m-7b", "--parallel", "1", "4", "8", "--number", "6", "24", "48",
         "--sleep-interval", "0", "--no-test-connection", "--outputs-dir", out.to_str().unwrap(),
+        // The sweep charts only: the server timeline is tested in server_metrics.rs.
+        "--server-metrics", "off",
     ])
     .unwrap();
     o

@@ -75,6 +75,7 @@ fn step(parallel: i64, scale: f64) -> RunResult {
     };
     RunResult {
         encoder: false,
+        timeline: None,
         point: SweepPoint {
             parallel,
             number: 10,
