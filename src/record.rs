@@ -167,7 +167,10 @@ pub struct RequestRecord {
     /// Parsed chunk payloads, kept only with `--debug` (evalscope stores every chunk;
     /// we store them on demand because they dominate the database size).
     pub response_messages: Option<String>,
+    /// The server's own id for the request (its `x-request-id` response header).
     pub request_id: Option<String>,
+    /// The `traceparent` the server answered with, when it traces the request.
+    pub server_traceparent: Option<String>,
     pub trace: Option<TraceContext>,
     /// Sent a second time, on a new connection, because the reused connection it was
     /// first written to closed before any response byte (timing starts at the resend).

@@ -299,9 +299,17 @@ impl Endpoint {
                     let mut length = None;
                     let mut chunked = false;
                     let mut close = http10;
+                    let (mut server_request_id, mut server_traceparent) = (None, None);
+                    let short = |v: &str| v.chars().take(256).collect::<String>();
                     for h in parsed.headers.iter() {
                         let v = std::str::from_utf8(h.value).unwrap_or("").trim();
-                        if h.name.eq_ignore_ascii_case("content-type") {
+                        if h.name.eq_ignore_ascii_case("x-request-id")
+                            || h.name.eq_ignore_ascii_case("request-id")
+                        {
+                            server_request_id = Some(short(v));
+                        } else if h.name.eq_ignore_ascii_case("traceparent") {
+                            server_traceparent = Some(short(v));
+                        } else if h.name.eq_ignore_ascii_case("content-type") {
                             content_type = v.to_ascii_lowercase();
                         } else if h.name.eq_ignore_ascii_case("content-length") {
                             length = Some(v.parse::<u64>().map_err(|_| {
@@ -341,6 +349,8 @@ impl Endpoint {
                         status,
                         content_type,
                         resent: false,
+                        server_request_id,
+                        server_traceparent,
                         conn: Some(conn),
                         framing,
                         keep_alive: !close,
@@ -440,6 +450,10 @@ pub struct Response<'a> {
     pub content_type: String,
     /// The request was resent once after a reused connection closed.
     pub resent: bool,
+    /// The server's own id for the request (`x-request-id` or `request-id`) and its
+    /// `traceparent`, when it sends them (at most 256 characters each).
+    pub server_request_id: Option<String>,
+    pub server_traceparent: Option<String>,
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,

@@ -148,6 +148,8 @@ async fn execute(
         message_bytes: 0,
         max_response: endpoint.max_response(),
         decode_chunks: 0,
+        server_request_id: None,
+        server_traceparent: None,
     };
     let mut status = None;
     let mut is_stream = ticket.stream_requested;
@@ -211,7 +213,8 @@ async fn execute(
         finish_reason: r.finish,
         output_chars: r.output_chars,
         response_messages: r.messages.map(|m| format!("[{}]", m.join(","))),
-        request_id: None,
+        request_id: r.server_request_id,
+        server_traceparent: r.server_traceparent,
         trace: ticket.trace,
         resent,
     }

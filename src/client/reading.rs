@@ -26,6 +26,9 @@ pub(crate) struct Reading {
     /// evalscope 1.14's `n_decode_chunks`: choices-bearing chunks at or after the
     /// first output chunk, empty deltas (the final `finish_reason` chunk) included.
     pub(crate) decode_chunks: u32,
+    /// The server's request id and `traceparent` from the response head.
+    pub(crate) server_request_id: Option<String>,
+    pub(crate) server_traceparent: Option<String>,
 }
 
 impl Reading {
@@ -163,6 +166,8 @@ pub(crate) async fn read_response(
     };
     *resent = resp.resent;
     let t_headers = clock.now();
+    r.server_request_id = resp.server_request_id.take();
+    r.server_traceparent = resp.server_traceparent.take();
     r.tl.headers = Some(t_headers);
     let status = resp.status;
     *status_out = Some(status);

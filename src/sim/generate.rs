@@ -132,7 +132,18 @@ fn pick_fault(cfg: &SimConfig, x: f64, half: u64) -> Fault {
 
 /// A chat or completions request: parse, decide, then answer at once (zero-delay)
 /// or through the batching engine / fixed-delay ticker.
+/// One generation request; the answer carries an `x-request-id` header, as vLLM's
+/// does with `--enable-request-id-headers`.
 pub(crate) async fn handle(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
+    let id = sim.request_ids.fetch_add(1, Ordering::Relaxed);
+    let mut resp = generate(sim, body, chat).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("cmpl-sim-{id}")) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn generate(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
     // Injected delays count from here, before any parsing.
     let arrived = Instant::now();
     let req: Value = match serde_json::from_slice(&body) {

@@ -23,6 +23,8 @@ pub struct Sim {
     pub prompt_tokens_total: AtomicU64,
     pub generation_tokens_total: AtomicU64,
     pub requests_total: AtomicU64,
+    /// The next `x-request-id`.
+    pub request_ids: AtomicU64,
     /// Fixed-delay mode: actual first-token delay per request id.
     pub first_tokens: Arc<stream::FirstTokenLog>,
     /// The `vllm:*` metrics served on the simulator's own `/metrics`.
@@ -51,6 +53,7 @@ impl Sim {
             prompt_tokens_total: AtomicU64::new(0),
             generation_tokens_total: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
+            request_ids: AtomicU64::new(0),
             first_tokens: Arc::default(),
             server_metrics: Arc::default(),
             tokenizer,

@@ -149,9 +149,24 @@ fn one_client_span_per_request_with_ids_from_sqlite() {
     // The exporter was flushed before the run returned.
     let spans = spans.lock().unwrap().spans.clone();
     assert_eq!(spans.len(), 120, "one span per request");
+    // The server's own id of each request (its x-request-id), stored and on the span.
+    let server_ids: HashMap<String, String> = conn
+        .prepare("SELECT trace_id, request_id FROM result")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = server_ids.values().collect();
+    assert_eq!(distinct.len(), 120);
+    assert!(server_ids.values().all(|id| id.starts_with("cmpl-sim-")));
     let mut failures = 0;
     for s in &spans {
         let trace = hex(&s.trace_id);
+        assert_eq!(
+            attr(s, "perfscope.server.request_id"),
+            Some(AnyValue::StringValue(server_ids[&trace].clone()))
+        );
         let (ok, kind, tokens) = rows
             .get(&trace)
             .unwrap_or_else(|| panic!("span trace {trace} is not a stored row"));

@@ -284,6 +284,13 @@ impl Tracing {
         if let Some(k) = r.failure {
             proto::key_value(buf, a, "error.type", Value::Str(k.as_str()));
         }
+        // The server's side of this request, to find its own logs and spans.
+        if let Some(id) = &r.request_id {
+            proto::key_value(buf, a, "perfscope.server.request_id", Value::Str(id));
+        }
+        if let Some(tp) = &r.server_traceparent {
+            proto::key_value(buf, a, "perfscope.server.traceparent", Value::Str(tp));
+        }
         if r.resent {
             // The request was written to a reused connection that closed unanswered,
             // and resent on a new one at the span's start.
