@@ -10,6 +10,7 @@
 //!                                ▼
 //! recorder (fan-out) ──▶ store (SQLite, canonical) ──▶ stats ──▶ report ──▶ sinks, sla
 //!                    ├─▶ prometheus, otel, progress
+//! scrape (the served model's /metrics) ──▶ store (server_metrics)
 //! engine wires one invocation; sim, telemetry, redact, retry, tokenizer stand alone.
 //! ```
 //!
