@@ -1,6 +1,7 @@
 //! Reports computed from stored rows: evalscope's JSON files, the per-run console
 //! tables (§4.3) and the multi-run summary (§4.4) written to performance_summary.txt.
 
+mod charts;
 mod console;
 pub mod html;
 mod json;
