@@ -99,6 +99,22 @@ struct PctTable {
     rows: Vec<(&'static str, Vec<String>)>,
 }
 
+/// The sweep point's cells: concurrency (`INF` for rate-only runs) and rate.
+fn point_cells(r: &RunResult) -> Vec<String> {
+    vec![
+        if r.point.parallel < 0 {
+            "INF".to_string()
+        } else {
+            r.point.parallel.to_string()
+        },
+        if r.point.rate < 0.0 {
+            "-".to_string()
+        } else {
+            num(r.point.rate, 2)
+        },
+    ]
+}
+
 /// The Server table: every catalogue metric of the Server section that some run
 /// has, one row per run ("-" where a run lacks it).
 fn server_rows(sorted: &[&RunResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
@@ -116,18 +132,7 @@ fn server_rows(sorted: &[&RunResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
             sorted
                 .iter()
                 .map(|r| {
-                    let mut cells = vec![
-                        if r.point.parallel < 0 {
-                            "INF".to_string()
-                        } else {
-                            r.point.parallel.to_string()
-                        },
-                        if r.point.rate < 0.0 {
-                            "-".to_string()
-                        } else {
-                            num(r.point.rate, 2)
-                        },
-                    ];
+                    let mut cells = point_cells(r);
                     cells.extend(metrics.iter().map(|m| {
                         match (r.summary.get(*m), m.def().format) {
                             (None, _) => "-".to_string(),
@@ -164,23 +169,14 @@ fn summary_rows(sorted: &[&RunResult], encoder: bool) -> (Vec<&'static str>, Vec
     let rows = sorted
         .iter()
         .map(|r| {
-            let mut cells = vec![
-                if r.point.parallel < 0 {
-                    "INF".to_string()
-                } else {
-                    r.point.parallel.to_string()
-                },
-                if r.point.rate < 0.0 {
-                    "-".to_string()
-                } else {
-                    num(r.point.rate, 2)
-                },
+            let mut cells = point_cells(r);
+            cells.extend([
                 r.num(Metric::TotalRequests).to_string(),
                 format!("{:.1}%", r.success_rate()),
                 num(r.num(Metric::ReqThroughput), 2),
                 num(r.num(Metric::AvgLatency), 3),
                 num(r.pct(Col::Latency, "99%"), 3),
-            ];
+            ]);
             if encoder {
                 cells.extend([
                     num(r.num(Metric::InputThroughput), 1),

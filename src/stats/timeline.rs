@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::catalogue::Metric;
 use super::server::source_of;
-use crate::store::RunRows;
+use crate::store::{Rows, RunRows};
 
 /// Series aligned on the scrape times (NaN where a value is missing).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -29,16 +29,20 @@ pub fn timeline(rows: &RunRows) -> Result<Option<Timeline>> {
     if times.len() < 2 {
         return Ok(None);
     }
+    // Every series is sampled at the same scrape times (one source's, in order).
+    let index: std::collections::HashMap<u64, usize> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_bits(), i))
+        .collect();
     let at = |series: &[(f64, f64)]| -> Vec<f64> {
-        times
-            .iter()
-            .map(|t| {
-                series
-                    .iter()
-                    .find(|(ts, _)| ts == t)
-                    .map_or(f64::NAN, |x| x.1)
-            })
-            .collect()
+        let mut out = vec![f64::NAN; times.len()];
+        for (ts, v) in series {
+            if let Some(&i) = index.get(&ts.to_bits()) {
+                out[i] = *v;
+            }
+        }
+        out
     };
     let gauge = |metric: Metric, scale: f64| -> Result<Vec<f64>> {
         Ok(match source_of(rows, metric)? {
@@ -63,17 +67,13 @@ pub fn timeline(rows: &RunRows) -> Result<Option<Timeline>> {
         ),
         None => (vec![f64::NAN; times.len()], vec![f64::NAN; times.len()]),
     };
-    for (i, &ts) in times.iter().enumerate() {
-        t.client_in_flight.push(rows.in_flight_at(ts)? as f64);
+    t.client_in_flight = in_flight(rows, &times)?;
+    t.client_ttft_ms = client_ttft(rows, &times)?;
+    for i in 0..times.len() {
         if i == 0 {
-            t.client_ttft_ms.push(f64::NAN);
             t.server_ttft_ms.push(f64::NAN);
             continue;
         }
-        t.client_ttft_ms.push(
-            rows.mean_ttft_ms_between(times[i - 1], ts)?
-                .unwrap_or(f64::NAN),
-        );
         // A histogram created mid-run started at 0.
         let (s0, c0) = (sum[i - 1], count[i - 1]);
         let (s0, c0) = if c0.is_nan() { (0.0, 0.0) } else { (s0, c0) };
@@ -85,4 +85,60 @@ pub fn timeline(rows: &RunRows) -> Result<Option<Timeline>> {
         });
     }
     Ok(Some(t))
+}
+
+/// How many values of an ascending stream are ≤ each of the (ascending) times.
+fn counts_up_to(times: &[f64], values: &mut dyn Iterator<Item = f64>) -> Vec<u64> {
+    let mut out = Vec::with_capacity(times.len());
+    let mut values = values.peekable();
+    let mut n = 0u64;
+    for &t in times {
+        while values.next_if(|v| *v <= t).is_some() {
+            n += 1;
+        }
+        out.push(n);
+    }
+    out
+}
+
+/// Requests in flight (sent, not ended) at each time: sends so far minus ends so
+/// far, from two sorted scans (one pass over the rows, however many scrapes).
+fn in_flight(rows: &RunRows, times: &[f64]) -> Result<Vec<f64>> {
+    let sent = rows.sorted(Rows::Requests, "start_unix", "1", |_, v| {
+        counts_up_to(times, v)
+    })?;
+    let ended = rows.sorted(Rows::Requests, "end_unix", "1", |_, v| {
+        counts_up_to(times, v)
+    })?;
+    Ok(sent
+        .iter()
+        .zip(&ended)
+        .map(|(s, e)| s.saturating_sub(*e) as f64)
+        .collect())
+}
+
+/// The mean TTFT (ms) of the successful requests whose first token arrived in each
+/// scrape interval (NaN for the first scrape and for intervals without one).
+fn client_ttft(rows: &RunRows, times: &[f64]) -> Result<Vec<f64>> {
+    let mut sums = vec![(0.0f64, 0u64); times.len()];
+    let mut i = 0;
+    rows.ordered_pairs(
+        "start_unix + first_chunk_latency",
+        "first_chunk_latency * 1000",
+        "success = 1",
+        |at, ttft| {
+            while i < times.len() && times[i] < at {
+                i += 1;
+            }
+            // Interval (times[i-1], times[i]]; none before the first scrape.
+            if i > 0 && i < times.len() {
+                sums[i].0 += ttft;
+                sums[i].1 += 1;
+            }
+        },
+    )?;
+    Ok(sums
+        .iter()
+        .map(|&(s, n)| if n > 0 { s / n as f64 } else { f64::NAN })
+        .collect())
 }

@@ -220,23 +220,24 @@ impl RunRows {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Requests in flight (sent, not ended) at a unix time.
-    pub fn in_flight_at(&self, unix: f64) -> Result<u64> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT COUNT(*) FROM result WHERE start_unix <= ?1 AND end_unix > ?1",
-        )?;
-        let n: i64 = st.query_row([unix], |r| r.get(0))?;
-        Ok(n.max(0) as u64)
-    }
-
-    /// The mean TTFT (ms) of the successful requests whose first token arrived in
-    /// (from, to] (unix seconds); None when none did.
-    pub fn mean_ttft_ms_between(&self, from: f64, to: f64) -> Result<Option<f64>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT AVG(first_chunk_latency) * 1000 FROM result WHERE success = 1
-             AND start_unix + first_chunk_latency > ?1 AND start_unix + first_chunk_latency <= ?2",
-        )?;
-        Ok(st.query_row([from, to], |r| r.get::<_, Option<f64>>(0))?)
+    /// Pairs of expressions over the rows meeting a filter, in ascending order of
+    /// the first, NULLs left out, streamed to `f`.
+    pub fn ordered_pairs(
+        &self,
+        key: &str,
+        value: &str,
+        filter: &str,
+        mut f: impl FnMut(f64, f64),
+    ) -> Result<()> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {key} AS k, {value} AS v FROM result
+             WHERE {filter} AND k IS NOT NULL AND v IS NOT NULL ORDER BY k"
+        ))?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            f(r.get(0)?, r.get(1)?);
+        }
+        Ok(())
     }
 
     fn server_one(&self, sql: &str, name: &str) -> Result<Option<f64>> {
