@@ -236,6 +236,50 @@ pub struct PerfArgs {
     pub max_prompt_length: u64,
     #[arg(long, default_value_t = 0)]
     pub prefix_length: u64,
+    /// `random`: this many distinct shared prefixes of --prefix-length, handed out
+    /// round-robin (request i gets prefix i mod N).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub prefix_count: i64,
+    /// Moves the random datasets' texts (evalscope's vocabulary offset); advanced by
+    /// --number after each sweep run.
+    #[arg(long, default_value_t = 0)]
+    pub dataset_offset: u64,
+    /// Dataset options as JSON, checked against the dataset's own keys (e.g.
+    /// '{"target_input_len": 1024}' for openqa/longalpaca/line_by_line/share_gpt_*,
+    /// '{"speed": 2.0}' for workload_trace).
+    #[arg(long, value_parser = parse_json_object)]
+    pub dataset_args: Option<String>,
+    /// Where evalscope would download a built-in dataset from: modelscope (default),
+    /// huggingface or local. perfscope never downloads; the hub decides which id its
+    /// error names when --dataset-path is missing.
+    #[arg(long)]
+    pub data_source: Option<String>,
+    /// Threads that build the random datasets' texts (0 = automatic, 1 = serial).
+    #[arg(long, allow_negative_numbers = true)]
+    pub num_workers: Option<i64>,
+    /// Multi-turn sessions: --number counts conversations, --parallel concurrent
+    /// conversations; each turn carries the whole history.
+    #[arg(long)]
+    pub multi_turn: bool,
+    /// random_multi_turn: fewest turns per conversation.
+    #[arg(long, default_value_t = 1)]
+    pub min_turns: u64,
+    /// random_multi_turn: most turns per conversation; for every multi-turn dataset a
+    /// cap on the turns sent.
+    #[arg(long)]
+    pub max_turns: Option<u64>,
+    /// Deprecated by evalscope: JSON folded into --dataset-args.
+    #[arg(long, value_parser = parse_json_object)]
+    pub multi_turn_args: Option<String>,
+    /// Trace replay (mooncake_trace): tokens per `hash_ids` block.
+    #[arg(long, default_value_t = 512)]
+    pub trace_block_size: u64,
+    /// Trace replay: replay the timestamps this many times faster (2.0 = twice as fast).
+    #[arg(long, default_value_t = 1.0)]
+    pub trace_speedup: f64,
+    /// evalscope delegates scenarios (agentx) to aiperf; perfscope does not run them.
+    #[arg(long)]
+    pub scenario: Option<String>,
 
     // ---- Vision
     #[arg(long, default_value_t = 224)]
@@ -280,6 +324,10 @@ pub struct PerfArgs {
     pub stop_token_ids: Vec<String>,
     #[arg(long)]
     pub logprobs: bool,
+    /// Add evalscope's prefill/decode disaggregation metrics: Steady ITL (gaps after
+    /// the first), PD Handoff Latency (the first gap) and PD Handoff Overhead.
+    #[arg(long)]
+    pub enable_pd_metrics: bool,
     /// JSON object merged last into every request body.
     #[arg(long, default_value = "{}", value_parser = parse_json_object)]
     pub extra_args: String,
@@ -291,6 +339,9 @@ pub struct PerfArgs {
     pub no_timestamp: bool,
     #[arg(long)]
     pub name: Option<String>,
+    /// A display label for reports and trackers (not used in paths or metrics).
+    #[arg(long)]
+    pub alias: Option<String>,
     #[arg(long)]
     pub debug: bool,
     #[arg(long, default_value_t = 10)]

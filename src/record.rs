@@ -175,6 +175,26 @@ pub struct RequestRecord {
     /// Sent a second time, on a new connection, because the reused connection it was
     /// first written to closed before any response byte (timing starts at the resend).
     pub resent: bool,
+    /// The generated text, kept only when a multi-turn session needs it for the
+    /// next turn's history (never stored).
+    pub output_text: Option<String>,
+    /// The conversation and turn of a multi-turn request.
+    pub session: Option<SessionTag>,
+}
+
+/// Where a multi-turn request sits in its conversation (evalscope's `trace_id`,
+/// `input_num_turns`, `is_first_turn` and `is_last_turn`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionTag {
+    /// `bench-<claim>` (evalscope's trace_id; warmup conversations are not stored).
+    pub id: String,
+    /// 1-based turn index.
+    pub turn: u32,
+    pub is_last: bool,
+    /// The conversation's span (parent of every turn's span, in the turns' trace).
+    pub parent_span: u64,
+    /// When the conversation's first turn was sent (run-clock seconds).
+    pub started: f64,
 }
 
 impl RequestRecord {

@@ -117,6 +117,11 @@ pub struct Ticket {
     /// W3C trace context for this request: sent as `traceparent` so a traced server
     /// puts its spans in this trace, stored in SQLite and used as the exemplar.
     pub trace: Option<TraceContext>,
+    /// Keep the generated text (content + reasoning): a multi-turn session sends it
+    /// back as the assistant's turn.
+    pub keep_text: bool,
+    /// Header lines (`name: value\r\n`) this request adds (a trace row's own).
+    pub extra_headers: Option<std::sync::Arc<str>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -150,6 +155,7 @@ async fn execute(
         decode_chunks: 0,
         server_request_id: None,
         server_traceparent: None,
+        text: ticket.keep_text.then(String::new),
     };
     let mut status = None;
     let mut is_stream = ticket.stream_requested;
@@ -158,10 +164,13 @@ async fn execute(
     // is taken by the endpoint right before the request's first byte is written
     // (after a connect, so TCP and TLS setup are not part of TTFT), and again at a
     // resend.
-    let extra = match &ticket.trace {
+    let mut extra = match &ticket.trace {
         Some(t) => format!("traceparent: {}\r\n", t.traceparent()),
         None => String::new(),
     };
+    if let Some(h) = &ticket.extra_headers {
+        extra.push_str(h);
+    }
     r.tl.send = clock.now();
     r.tl.end = r.tl.send;
     let fut = read_response(
@@ -217,5 +226,7 @@ async fn execute(
         server_traceparent: r.server_traceparent,
         trace: ticket.trace,
         resent,
+        output_text: r.text,
+        session: None,
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Reading {
     /// The server's request id and `traceparent` from the response head.
     pub(crate) server_request_id: Option<String>,
     pub(crate) server_traceparent: Option<String>,
+    /// The generated text, when the request asked for it (multi-turn history).
+    pub(crate) text: Option<String>,
 }
 
 impl Reading {
@@ -61,7 +63,14 @@ impl Reading {
         self.tl.end = t;
         match proto.parse(data) {
             Err(e) => self.failure = Some((FailureKind::MalformedChunk, e)),
-            Ok(info) => self.apply(info, t),
+            Ok(info) => {
+                if info.output_chars > 0 {
+                    if let Some(text) = self.text.as_mut() {
+                        crate::protocol::chunk::push_output_text(data, text);
+                    }
+                }
+                self.apply(info, t)
+            }
         }
     }
 
@@ -238,6 +247,11 @@ pub(crate) async fn read_response(
     match proto.parse(&full) {
         Err(e) => r.failure = Some((FailureKind::MalformedChunk, e)),
         Ok(info) => {
+            if info.output_chars > 0 {
+                if let Some(text) = r.text.as_mut() {
+                    crate::protocol::chunk::push_output_text(&full, text);
+                }
+            }
             // evalscope: for non-stream responses first_chunk_latency = latency.
             r.apply(info, t);
             r.tl.first_output = Some(t);

@@ -5,6 +5,7 @@ mod api;
 mod args;
 mod resolve;
 mod stages;
+mod workload;
 
 use anyhow::{bail, Result};
 use serde_json::{Map, Value};
@@ -25,6 +26,7 @@ pub use crate::scheduler::{py_float, SweepPoint};
 pub use crate::sla::SlaConfig;
 pub use api::Api;
 pub use resolve::{complete_url, sanitize_name, url_path};
+pub use workload::TraceReplay;
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub model: String,
@@ -50,6 +52,14 @@ pub struct RunConfig {
     pub open_loop: bool,
     pub duration: Option<f64>,
     pub dataset: DatasetConfig,
+    /// `--multi-turn`: the turn bounds (None: single requests).
+    pub turns: Option<crate::dataset::multi_turn::TurnBounds>,
+    /// Trace replay (`mooncake_trace`, `workload_trace`).
+    pub trace: Option<TraceReplay>,
+    /// `--enable-pd-metrics`.
+    pub pd_metrics: bool,
+    /// `--alias`: a display label only.
+    pub alias: Option<String>,
     pub gen: GenParams,
     pub outputs_dir: String,
     pub no_timestamp: bool,
@@ -119,7 +129,11 @@ impl RunConfig {
         let gen = resolve_gen(a, &model)?;
         let tokenizer = resolve_tokenizer(a, chat)?;
         let sim = resolve_sim(a, api)?;
-        let dataset = resolve_dataset(a, kind, &model, tokenizer.clone(), &gen.extra_args)?;
+        let work = workload::resolve_workload(a, kind, chat)?;
+        let mut dataset = resolve_dataset(a, kind, &model, tokenizer.clone(), &gen.extra_args)?;
+        dataset.args = work.args;
+        dataset.hub = work.hub;
+        dataset.num_workers = work.num_workers;
         let name = a.name.as_deref().map(sanitize_name);
         let (metrics_addr, otel) = resolve_observability(a)?;
         Ok(RunConfig {
@@ -140,6 +154,10 @@ impl RunConfig {
             open_loop: a.open_loop,
             duration: a.duration,
             dataset,
+            turns: work.turns,
+            trace: work.trace,
+            pd_metrics: a.enable_pd_metrics,
+            alias: a.alias.clone(),
             gen,
             outputs_dir: a.outputs_dir.clone(),
             no_timestamp: a.no_timestamp,

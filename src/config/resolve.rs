@@ -209,7 +209,10 @@ pub(crate) fn resolve_points(a: &PerfArgs) -> Result<Vec<SweepPoint>> {
                 rates.len()
             );
         }
-        if rates.iter().any(|r| *r <= 0.0) {
+        // evalscope: rates may be -1 when the dataset brings its own arrival times.
+        let scheduled = crate::dataset::DatasetKind::from_name(&a.dataset)
+            .is_some_and(crate::dataset::DatasetKind::is_trace);
+        if !scheduled && rates.iter().any(|r| *r <= 0.0) {
             bail!("--open-loop needs a positive --rate for every run (requests are fired on that schedule)");
         }
         for (n, r) in a.number.iter().zip(rates) {

@@ -266,6 +266,8 @@ pub(crate) fn resolve_dataset(
         min_prompt_length: a.min_prompt_length,
         max_prompt_length: a.max_prompt_length,
         prefix_length: a.prefix_length,
+        prefix_count: a.prefix_count.max(1) as u64,
+        dataset_offset: a.dataset_offset,
         seed: a.seed.unwrap_or(0),
         image,
         query_template,
@@ -283,6 +285,9 @@ pub(crate) fn resolve_dataset(
                 }
             },
         },
+        args: Default::default(),
+        num_workers: 0,
+        hub: Default::default(),
     })
 }
 

@@ -22,6 +22,16 @@ pub enum DatasetKind {
     RandomRerank,
     /// Flickr8k captions and images from a local copy.
     Flickr8k,
+    /// `share_gpt_zh` / `share_gpt_en`: a whole conversation as one request.
+    ShareGpt {
+        zh: bool,
+    },
+    /// Conversations sent turn by turn (`--multi-turn`).
+    MultiTurn(MultiTurnKind),
+    /// Mooncake-style trace: timestamps, lengths and shared `hash_ids` blocks.
+    MooncakeTrace,
+    /// evalscope's `workload_trace`: recorded bodies replayed at their timestamps.
+    WorkloadTrace,
 }
 
 impl DatasetKind {
@@ -45,14 +55,50 @@ impl DatasetKind {
             "random_embedding" | "random_embedding_batch" => DatasetKind::RandomEmbedding,
             "random_rerank" => DatasetKind::RandomRerank,
             "flickr8k" => DatasetKind::Flickr8k,
+            "share_gpt_zh" => DatasetKind::ShareGpt { zh: true },
+            "share_gpt_en" => DatasetKind::ShareGpt { zh: false },
+            "random_multi_turn" => DatasetKind::MultiTurn(MultiTurnKind::Random),
+            "share_gpt_zh_multi_turn" => {
+                DatasetKind::MultiTurn(MultiTurnKind::ShareGpt { zh: true })
+            }
+            "share_gpt_en_multi_turn" => {
+                DatasetKind::MultiTurn(MultiTurnKind::ShareGpt { zh: false })
+            }
+            "custom_multi_turn" => DatasetKind::MultiTurn(MultiTurnKind::Custom),
+            "mooncake_trace" => DatasetKind::MooncakeTrace,
+            "workload_trace" => DatasetKind::WorkloadTrace,
             _ => return None,
         })
     }
 
     /// The names `--dataset` accepts, for error messages.
     pub const NAMES: &'static str = "openqa, line_by_line, random, longalpaca, speed_benchmark, \
-         random_vl, flickr8k, embedding_dataset, rerank_dataset, random_embedding, random_rerank \
-         or custom";
+         random_vl, flickr8k, embedding_dataset, rerank_dataset, random_embedding, random_rerank, \
+         custom, share_gpt_zh, share_gpt_en, random_multi_turn, share_gpt_zh_multi_turn, \
+         share_gpt_en_multi_turn, custom_multi_turn, mooncake_trace or workload_trace";
+
+    /// Whether the arrival times come from the dataset (trace replay).
+    pub fn is_trace(self) -> bool {
+        matches!(
+            self,
+            DatasetKind::MooncakeTrace | DatasetKind::WorkloadTrace
+        )
+    }
+}
+
+/// The multi-turn datasets and where each reads from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MultiTurnKind {
+    Random,
+    ShareGpt { zh: bool },
+    Custom,
+}
+
+/// The turn bounds of a multi-turn run (`--min-turns`, `--max-turns`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TurnBounds {
+    pub min: u64,
+    pub max: Option<u64>,
 }
 
 /// `random_vl` images: size, PIL mode, count per request and the vision patch size.
@@ -75,6 +121,10 @@ pub struct DatasetConfig {
     pub min_prompt_length: u64,
     pub max_prompt_length: u64,
     pub prefix_length: u64,
+    /// `--prefix-count`: distinct shared prefixes, handed out round-robin (random).
+    pub prefix_count: u64,
+    /// `--dataset-offset`: moves the random texts (evalscope's vocabulary offset).
+    pub dataset_offset: u64,
     pub seed: u64,
     /// `--image-*` for random_vl.
     pub image: ImageSpec,
@@ -89,4 +139,65 @@ pub struct DatasetConfig {
     /// documents per `random_rerank` request and their length relative to the query.
     pub num_documents: usize,
     pub document_length_ratio: f64,
+    /// `--dataset-args` as checked for this dataset.
+    pub args: DatasetArgs,
+    /// Threads building random texts (`--num-workers`: 0 automatic, 1 serial).
+    pub num_workers: usize,
+    /// `--data-source`: the hub an error message points to (perfscope never downloads).
+    pub hub: Hub,
+}
+
+/// `--data-source`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hub {
+    #[default]
+    ModelScope,
+    HuggingFace,
+    Local,
+}
+
+impl Hub {
+    /// Where to download a dataset from, for an error message: the ModelScope and
+    /// Hugging Face ids evalscope 1.14 uses.
+    pub fn download_hint(self, modelscope: &str, huggingface: &str) -> String {
+        match self {
+            Hub::ModelScope => format!("download it from ModelScope ({modelscope})"),
+            Hub::HuggingFace => format!("download it from Hugging Face ({huggingface})"),
+            Hub::Local => "--data-source local reads only --dataset-path".to_string(),
+        }
+    }
+}
+
+/// `--input-len-mode` of `--dataset-args`: what happens to prompts shorter than
+/// `target_input_len`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InputLenMode {
+    /// Keep them (padded with `prefix_file` text when one is given).
+    #[default]
+    Cap,
+    /// Drop them.
+    Drop,
+}
+
+/// `--dataset-args` (and the folded `--multi-turn-args`), per dataset, unknown keys
+/// rejected as evalscope's pydantic schemas do.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DatasetArgs {
+    /// Text datasets: fit every prompt to this many tokens (needs --tokenizer-path).
+    pub target_input_len: Option<u64>,
+    pub input_len_mode: InputLenMode,
+    /// Text datasets: a corpus whose tokens pad short prompts up to the target.
+    pub prefix_file: Option<String>,
+    /// Where the padding goes: a leading system message (`system`) or the start of
+    /// the first message (`user`).
+    pub prefix_system: bool,
+    /// workload_trace: replay speed (2.0 = twice as fast).
+    pub speed: Option<f64>,
+    /// workload_trace: replace every body's `model`.
+    pub model_override: Option<String>,
+    /// workload_trace: replace a body's `model` by this table.
+    pub model_mapping: serde_json::Map<String, serde_json::Value>,
+    /// workload_trace: set `max_tokens` to the recorded completion length (with
+    /// `ignore_eos`).
+    pub match_output_length: bool,
 }

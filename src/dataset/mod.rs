@@ -7,16 +7,18 @@
 pub mod config;
 mod encoder;
 mod flickr8k;
+pub mod multi_turn;
 mod openqa;
 pub mod prompt;
 mod random;
 pub mod random_vl;
 pub mod template;
+pub mod trace;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-pub use config::{DatasetConfig, DatasetKind, ImageSpec};
+pub use config::{DatasetArgs, DatasetConfig, DatasetKind, Hub, ImageSpec, InputLenMode};
 use prompt::in_range;
 pub use prompt::Prompt;
 
@@ -102,23 +104,14 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
                 .map(|l| Prompt::Text("熵".repeat(l)))
                 .collect()
         }
-        DatasetKind::Custom => {
-            let path = cfg
-                .path
-                .as_deref()
-                .context("--dataset custom needs --dataset-path FILE (one prompt per line)")?;
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!("--dataset-path: cannot read `{path}` (UTF-8 text, one prompt per line)")
-            })?;
-            // evalscope's custom template: every non-empty line is a prompt, length
-            // filtered, chat-wrapped for chat endpoints (no JSON interpretation).
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && in_range(l, cfg))
-                .take(count as usize)
-                .map(|l| Prompt::wrap(l.to_string(), chat))
-                .collect()
+        DatasetKind::ShareGpt { zh } => multi_turn::share_gpt_prompts(cfg, zh, chat, count)?,
+        DatasetKind::MultiTurn(_) | DatasetKind::MooncakeTrace | DatasetKind::WorkloadTrace => {
+            bail!(
+                "--dataset {}: conversations and traces are loaded by their own runner                  (--multi-turn, or --open-loop for a trace)",
+                cfg.name
+            )
         }
+        DatasetKind::Custom => custom(cfg, chat, count)?,
     };
     let prompts = match &cfg.query_template {
         Some(t) if !prompts.is_empty() => template::apply(t, &cfg.model, prompts)?,
@@ -140,6 +133,25 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
         );
     }
     Ok(prompts)
+}
+
+/// evalscope's custom template: every non-empty line of `--dataset-path` is a
+/// prompt, length filtered, chat-wrapped for chat endpoints (no JSON interpretation).
+fn custom(cfg: &DatasetConfig, chat: bool, count: u64) -> Result<Vec<Prompt>> {
+    let path = cfg
+        .path
+        .as_deref()
+        .context("--dataset custom needs --dataset-path FILE (one prompt per line)")?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("--dataset-path: cannot read `{path}` (UTF-8 text, one prompt per line)")
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && in_range(l, cfg))
+        .take(count as usize)
+        .map(|l| Prompt::wrap(l.to_string(), chat))
+        .collect())
 }
 
 /// The string field `field` of every item of a JSON list file, or of every line of a
@@ -222,6 +234,8 @@ pub(crate) fn test_config(kind: DatasetKind) -> DatasetConfig {
         min_prompt_length: 0,
         max_prompt_length: u64::MAX,
         prefix_length: 0,
+        prefix_count: 1,
+        dataset_offset: 0,
         seed: 0,
         query_template: None,
         model: "m".into(),
@@ -229,6 +243,9 @@ pub(crate) fn test_config(kind: DatasetKind) -> DatasetConfig {
         batch_size: 1,
         num_documents: 10,
         document_length_ratio: 5.0,
+        args: DatasetArgs::default(),
+        num_workers: 0,
+        hub: Hub::default(),
         image: ImageSpec {
             width: 8,
             height: 8,

@@ -46,16 +46,104 @@ pub fn generate(
     }
     check_cap(cfg)?;
     let mut rng = run_rng(cfg, run_index);
-    let prefix = random_text(&mut rng, cfg.prefix_length as usize);
+    let prefixes = char_prefixes(cfg, &mut rng)?;
     let (lo, hi) = (cfg.min_prompt_length, cfg.max_prompt_length.max(1));
     Ok((0..count)
-        .map(|_| {
+        .map(|i| {
             let len = rng.u64(lo.max(1)..=hi) as usize;
-            let mut p = prefix.clone();
+            let mut p = prefixes[(i % prefixes.len() as u64) as usize].clone();
             p.push_str(&random_text(&mut rng, len));
             Prompt::wrap(p, chat)
         })
         .collect())
+}
+
+/// `--prefix-count` distinct prefixes of `--prefix-length` characters (one, possibly
+/// empty, by default). Request i gets prefix i mod count (evalscope 1.14 §5.3).
+fn char_prefixes(cfg: &DatasetConfig, rng: &mut fastrand::Rng) -> Result<Vec<String>> {
+    let n = cfg.prefix_count.max(1) as usize;
+    let mut out: Vec<String> = Vec::with_capacity(n);
+    while out.len() < n {
+        let p = random_text(rng, cfg.prefix_length as usize);
+        if out.contains(&p) {
+            if cfg.prefix_length < 4 {
+                bail!(
+                    "--prefix-count {n}: too many distinct prefixes for --prefix-length {}",
+                    cfg.prefix_length
+                );
+            }
+            continue;
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// `--prefix-count` distinct token prefixes (evalscope 1.14 §5.3): each drawn
+/// uniformly from the allowed ids; one equal to an earlier prefix is counted up as a
+/// base-V number (last position first, with carry) until it is new.
+fn token_prefixes(
+    cfg: &DatasetConfig,
+    allowed: &[u32],
+    rng: &mut fastrand::Rng,
+) -> Result<Vec<Vec<u32>>> {
+    let (n, len, v) = (
+        cfg.prefix_count.max(1),
+        cfg.prefix_length as usize,
+        allowed.len(),
+    );
+    if n > 1 && (v as f64).powi(len.min(64) as i32) < n as f64 {
+        bail!("--prefix-count {n}: more than the {v}^{len} possible prefixes of --prefix-length {len}");
+    }
+    let index: std::collections::HashMap<u32, usize> =
+        allowed.iter().enumerate().map(|(i, &t)| (t, i)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut p: Vec<u32> = (0..len).map(|_| allowed[rng.usize(..v)]).collect();
+        while !seen.insert(p.clone()) {
+            for pos in (0..len).rev() {
+                let next = (index.get(&p[pos]).copied().unwrap_or(0) + 1) % v;
+                p[pos] = allowed[next];
+                if next != 0 {
+                    break;
+                }
+            }
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Texts for `n` turns of `random_multi_turn`: the shared prefix (prepended to every
+/// turn by the caller) and texts of a length uniform in [max(1, min), max] tokens
+/// (characters without a tokenizer). evalscope does not subtract the chat template
+/// here, unlike `random`.
+pub(super) fn turn_texts(
+    cfg: &DatasetConfig,
+    rng: &mut fastrand::Rng,
+    n: usize,
+) -> Result<(String, Vec<String>)> {
+    check_cap(cfg)?;
+    let prefix = match &cfg.tokenizer {
+        Some(t) => {
+            let vocab = Vocab::new(t)?;
+            let v = vocab.allowed.len();
+            let ids: Vec<u32> = (0..cfg.prefix_length)
+                .map(|_| vocab.allowed[rng.usize(..v)])
+                .collect();
+            t.decode(&ids)
+        }
+        None => random_text(rng, cfg.prefix_length as usize),
+    };
+    let lens: Vec<usize> = (0..n).map(|_| length(rng, cfg)).collect();
+    let what = format!(
+        "{n} turns of {}..={} tokens after a {}-token prefix",
+        cfg.min_prompt_length.max(1),
+        cfg.max_prompt_length.max(1),
+        cfg.prefix_length
+    );
+    Ok((prefix, texts(cfg, rng, &lens, &what)?))
 }
 
 /// Largest token length accepted when --max-prompt-length is left at "no cap".
@@ -63,9 +151,13 @@ const MAX_TOKENS: u64 = 1 << 21;
 
 /// The random stream of run `run_index`: evalscope advances `dataset_offset` per
 /// run so later runs miss the prefix cache; the run index in the seed does the same.
-fn run_rng(cfg: &DatasetConfig, run_index: u64) -> fastrand::Rng {
+pub(super) fn run_rng(cfg: &DatasetConfig, run_index: u64) -> fastrand::Rng {
+    // --dataset-offset moves the texts as evalscope's vocabulary offset does: another
+    // offset, other texts (a prefix cache warmed by one run misses the next).
     fastrand::Rng::with_seed(
-        cfg.seed ^ (run_index.wrapping_add(1)).wrapping_mul(0x2545_F491_4F6C_DD1D),
+        cfg.seed
+            ^ (run_index.wrapping_add(1)).wrapping_mul(0x2545_F491_4F6C_DD1D)
+            ^ cfg.dataset_offset.wrapping_mul(0x9E37_79B9_7F4A_7C15),
     )
 }
 
@@ -91,6 +183,8 @@ fn check_cap(cfg: &DatasetConfig) -> Result<()> {
 #[derive(Clone, Copy)]
 struct Plan {
     len: usize,
+    /// Which of the `--prefix-count` prefixes goes first.
+    prefix: usize,
     offset: usize,
     seed: u64,
 }
@@ -128,6 +222,7 @@ impl<'a> Vocab<'a> {
     fn plan(&self, rng: &mut fastrand::Rng, len: usize) -> Plan {
         Plan {
             len,
+            prefix: 0,
             offset: rng.usize(..self.allowed.len()),
             seed: rng.u64(..),
         }
@@ -177,7 +272,7 @@ impl<'a> Vocab<'a> {
     /// Results are in plan order.
     fn build_all(
         &self,
-        prefix: &[u32],
+        prefixes: &[Vec<u32>],
         plans: &[Plan],
         measure: &(dyn Fn(&str) -> usize + Sync),
     ) -> Vec<(usize, String)> {
@@ -198,7 +293,7 @@ impl<'a> Vocab<'a> {
                 .map(|part| {
                     s.spawn(move || {
                         part.iter()
-                            .map(|&p| self.build(prefix, p, measure))
+                            .map(|&p| self.build(&prefixes[p.prefix], p, measure))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -245,9 +340,7 @@ fn generate_tokens(
     let vocab = Vocab::new(tok)?;
     let v = vocab.allowed.len();
     let mut rng = run_rng(cfg, run_index);
-    let prefix: Vec<u32> = (0..cfg.prefix_length)
-        .map(|_| vocab.allowed[rng.usize(..v)])
-        .collect();
+    let prefixes = token_prefixes(cfg, &vocab.allowed, &mut rng)?;
     let empty = serde_json::json!([{"role": "user", "content": ""}]);
     let template_len = if chat {
         tok.count(&tok.render_chat(&empty, true)?)
@@ -279,11 +372,13 @@ fn generate_tokens(
         .map(|i| {
             let len = if hi > lo { rng.u64(lo..hi) } else { lo } as usize;
             let mut p = vocab.plan(&mut rng, len);
-            p.offset = (p.offset + i) % v;
+            // evalscope: offset_i = (randint(0, V) + dataset_offset) mod V, read at + i.
+            p.offset = (p.offset + i + cfg.dataset_offset as usize) % v;
+            p.prefix = i % prefixes.len();
             p
         })
         .collect();
-    let built = vocab.build_all(&prefix, &plans, &measure);
+    let built = vocab.build_all(&prefixes, &plans, &measure);
     log_error(
         format!(
             "random: {count} prompts of {}..={} tokens{}",
@@ -319,7 +414,7 @@ fn texts(
     let vocab = Vocab::new(tok)?;
     let plans: Vec<Plan> = lens.iter().map(|&n| vocab.plan(rng, n)).collect();
     let measure = |t: &str| tok.count(t) as usize;
-    let built = vocab.build_all(&[], &plans, &measure);
+    let built = vocab.build_all(&[Vec::new()], &plans, &measure);
     log_error(format!("{}: {what}", cfg.name), &built);
     Ok(built.into_iter().map(|(_, t)| t).collect())
 }

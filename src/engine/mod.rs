@@ -11,8 +11,10 @@
 
 mod ctx;
 mod point;
+mod sessions;
 mod setup;
 mod stop;
+mod work;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};

@@ -7,10 +7,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::ctx::Ctx;
-use super::stop::BadInput;
+use super::work::{Bodies, Work};
 use crate::client::{self, Ticket};
 use crate::config::SweepPoint;
-use crate::dataset::{self, Prompt};
 use crate::record::RequestRecord;
 use crate::recorder;
 use crate::report::{self, RunResult};
@@ -19,60 +18,6 @@ use crate::store;
 use crate::telemetry::log;
 use crate::telemetry::RunLabels;
 use tracing::instrument::WithSubscriber;
-
-/// Builds request bodies lazily, so memory does not grow with --number.
-struct Bodies {
-    prompts: Vec<Prompt>,
-    /// Pre-serialised bodies when every request for a prompt is identical.
-    fixed: Option<Vec<bytes::Bytes>>,
-    rng: fastrand::Rng,
-}
-
-impl Bodies {
-    /// A body that cannot be built (a custom API template error) stops the run here,
-    /// before any request: custom bodies are all rendered once.
-    fn new(ctx: &Ctx, prompts: Vec<Prompt>, seed: u64) -> Result<Bodies> {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let p = &ctx.cfg.gen;
-        // --prompt: evalscope builds the body once and re-sends it (a --max-tokens
-        // range is sampled once too).
-        let keep = p.max_tokens.0 == p.max_tokens.1 || ctx.cfg.dataset.prompt.is_some();
-        let check = matches!(ctx.cfg.protocol, crate::protocol::Protocol::Custom(_));
-        let mut built = Vec::new();
-        if keep || check {
-            for pr in &prompts {
-                let b = ctx.cfg.protocol.build_body(pr, p, &mut rng)?;
-                if keep {
-                    built.push(bytes::Bytes::from(serde_json::Value::Object(b).to_string()));
-                }
-            }
-        }
-        Ok(Bodies {
-            prompts,
-            fixed: keep.then_some(built),
-            rng,
-        })
-    }
-    fn get(&mut self, i: u64, ctx: &Ctx) -> bytes::Bytes {
-        let k = (i % self.prompts.len() as u64) as usize;
-        match &self.fixed {
-            Some(f) => f[k].clone(),
-            None => match ctx
-                .cfg
-                .protocol
-                .build_body(&self.prompts[k], &ctx.cfg.gen, &mut self.rng)
-            {
-                Ok(b) => serde_json::Value::Object(b).to_string().into(),
-                // Rendered once without error in `new`; only a custom template that
-                // branches on the sampled max_tokens can fail here.
-                Err(e) => {
-                    log::warn(format!("{e:#}"));
-                    bytes::Bytes::from_static(b"{}")
-                }
-            },
-        }
-    }
-}
 
 /// Runs one sweep point into `root/name`: warmup (not recorded), the measured
 /// requests through the recorders, then its files and console tables.
@@ -87,9 +32,9 @@ pub(crate) async fn run_point(
     let dir = root.join(&name);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let warmup = cfg.warmup_for(point.number);
-    let prompts = dataset::load(&cfg.dataset, cfg.chat, point.number + warmup, index)
-        .map_err(|e| BadInput(format!("{e:#}")))?;
-    let mut bodies = Bodies::new(ctx, prompts, cfg.dataset.seed ^ index)?;
+    let mut work = Work::load(ctx, point.number + warmup, index)?;
+    let warmup = work.warmup(warmup);
+    let number = work.measured(point.number, warmup);
     let args = cfg.args_for_run(point);
     let queue = queue_size(ctx, point);
     let writer = open_store(ctx, point, root, &name, &args, queue)?;
@@ -104,11 +49,11 @@ pub(crate) async fn run_point(
             String::new()
         }
     ));
-    if warmup > 0 {
-        run_warmup(ctx, point, warmup, &mut bodies, &name, queue).await;
+    if let (true, Work::Requests(bodies)) = (warmup > 0, &mut work) {
+        run_warmup(ctx, point, warmup, bodies, &name, queue).await;
     }
     let (tx, rx) = mpsc::channel::<RequestRecord>(queue);
-    let bar = recorder::progress_bar(&format!("Processing[{name}]"), point.number);
+    let bar = recorder::progress_bar(&format!("Processing[{name}]"), number);
     ctx.log.set_bar(Some(bar.clone()));
     let (observers, in_flight) = observers(ctx, point, &name);
     let fan = tokio::spawn(
@@ -136,17 +81,16 @@ pub(crate) async fn run_point(
         None => None,
     };
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
-    let (sent, not_sent) = dispatch(
-        ctx,
-        point,
-        point.number,
-        &mut bodies,
-        warmup,
-        tx,
-        true,
-        in_flight,
-    )
-    .await;
+    let (sent, not_sent) = match &mut work {
+        Work::Requests(bodies) => {
+            dispatch(ctx, point, number, bodies, warmup, tx, true, in_flight).await
+        }
+        Work::Sessions(convs) => {
+            let sent =
+                super::sessions::dispatch(ctx, point, convs.clone(), warmup, tx, in_flight).await;
+            (sent, 0)
+        }
+    };
     if not_sent > 0 {
         log::warn(format!(
             "{name}: {not_sent} requests were waiting for a slot when the run was stopped and were not sent"
@@ -362,11 +306,12 @@ async fn dispatch(
     in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
 ) -> (u64, u64) {
     let cfg = &ctx.cfg;
-    let shape = scheduler::LoadShape::new(
+    let shape = bodies.shape(
         point,
         count,
-        cfg.dataset.seed ^ body_offset ^ (point.number << 20),
+        body_offset,
         cfg.duration.filter(|_| measured),
+        cfg.dataset.seed,
     );
     // A semaphore of `parallel` slots wraps only the HTTP call, as evalscope; at most
     // `parallel × --in-flight-task-multiplier` request tasks exist.
@@ -427,6 +372,11 @@ async fn dispatch(
             p = tasks.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let body = bodies.get(body_offset + seq, ctx);
+        let (extra_headers, row_id) = bodies
+            .extras
+            .get((body_offset + seq) as usize)
+            .cloned()
+            .unwrap_or_default();
         // Spans are exported for a --otlp-sample-ratio share of requests; the
         // traceparent's sampled flag says so to the server.
         let sampled = ctx
@@ -439,8 +389,16 @@ async fn dispatch(
             body,
             stream_requested: cfg.gen.stream,
             trace: Some(client::TraceContext::random(sampled)),
+            keep_text: false,
+            extra_headers,
         };
-        set.spawn(request(shared.clone(), ticket, intended.is_some(), permit));
+        set.spawn(request(
+            shared.clone(),
+            ticket,
+            row_id,
+            intended.is_some(),
+            permit,
+        ));
         sent += 1;
         while set.try_join_next().is_some() {}
     }
@@ -457,6 +415,7 @@ async fn dispatch(
 async fn request(
     s: Arc<Shared>,
     mut ticket: Ticket,
+    row_id: Option<String>,
     paced: bool,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
@@ -485,6 +444,10 @@ async fn request(
         if !c.debug {
             rec.response_messages = None;
         }
+    }
+    if row_id.is_some() {
+        // evalscope stores a workload_trace row's own request_id.
+        rec.request_id = row_id;
     }
     drop(slot);
     if let Some(g) = &s.in_flight {

@@ -93,6 +93,8 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
             body: body.clone(),
             stream_requested: ctx.cfg.gen.stream,
             trace: None,
+            keep_text: false,
+            extra_headers: None,
         };
         // A signal during the test stops it at once: nothing of the benchmark ran.
         let r = ctx

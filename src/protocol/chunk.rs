@@ -494,12 +494,66 @@ pub fn parse_payload(data: &[u8]) -> Result<ChunkInfo, String> {
     Ok(info)
 }
 
+/// Appends the output text of one payload (a chat delta or message: content plus
+/// `reasoning_content`, else `reasoning`; a completion: `text`) to `out`, as
+/// evalscope 1.14 accumulates `generated_text` for the next turn's history. Only
+/// multi-turn sessions call it, so it may parse the payload in full.
+pub fn push_output_text(data: &[u8], out: &mut String) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Some(c) = v.pointer("/choices/0") else {
+        return;
+    };
+    let d = c.get("delta").or_else(|| c.get("message"));
+    match d {
+        Some(d) => {
+            if let Some(t) = d.get("content").and_then(|t| t.as_str()) {
+                out.push_str(t);
+            }
+            let reasoning = d
+                .get("reasoning_content")
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty())
+                .or_else(|| d.get("reasoning").and_then(|t| t.as_str()));
+            if let Some(t) = reasoning {
+                out.push_str(t);
+            }
+        }
+        None => {
+            if let Some(t) = c.get("text").and_then(|t| t.as_str()) {
+                out.push_str(t);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::Deserialize;
     use serde_json::Value;
     use std::borrow::Cow;
+
+    #[test]
+    fn output_text_of_deltas_messages_and_completions() {
+        let mut out = String::new();
+        push_output_text(br#"{"choices":[{"delta":{"content":"Hi"}}]}"#, &mut out);
+        push_output_text(
+            br#"{"choices":[{"delta":{"content":" a","reasoning_content":"r"}}]}"#,
+            &mut out,
+        );
+        push_output_text(
+            br#"{"choices":[{"message":{"content":"!","reasoning":"q"}}]}"#,
+            &mut out,
+        );
+        push_output_text(
+            br#"{"object":"text_completion","choices":[{"text":" end"}]}"#,
+            &mut out,
+        );
+        push_output_text(b"not json", &mut out);
+        assert_eq!(out, "Hi ar!q end");
+    }
 
     // The general-purpose serde implementation the scanner must agree with.
     #[derive(Deserialize, Default)]

@@ -128,14 +128,18 @@ pub async fn fanout(
     };
     while let Some(r) = rx.recv().await {
         live.add(&r);
-        bar.inc(1);
+        // Multi-turn progress counts conversations (evalscope: on each last turn).
+        let done = r.session.as_ref().is_none_or(|s| s.is_last);
+        if done {
+            bar.inc(1);
+        }
         if let Some((m, labels)) = &prom {
             m.observe(&r, labels);
         }
         if let Some((t, common, clock)) = &spans {
             t.record(&r, clock, common);
         }
-        if let Some(p) = &progress {
+        if let Some(p) = progress.as_ref().filter(|_| done) {
             p.add();
         }
         if live.total.is_multiple_of(log_every) {

@@ -147,12 +147,18 @@ pub fn summary_table(r: &RunResult) -> String {
             "UNKNOWN for some requests (no usage from server)".into(),
         ]));
     }
-    let server = Metric::ALL
-        .iter()
-        .any(|m| m.def().section == Some(Section::Server) && s.has(*m));
-    if server {
-        t.section("Server");
-        t.rest(Section::Server);
+    // evalscope's optional `── Multi-turn ──` group, then the server's figures.
+    for (section, title) in [
+        (Section::MultiTurn, "Multi-turn & Cache"),
+        (Section::Server, "Server"),
+    ] {
+        let any = Metric::ALL
+            .iter()
+            .any(|m| m.def().section == Some(section) && s.has(*m));
+        if any {
+            t.section(title);
+            t.rest(section);
+        }
     }
     let kinds = s.failures_by_kind();
     if !kinds.is_empty() {

@@ -89,6 +89,10 @@ pub fn write_run_files(r: &RunResult, args: &Map<String, Value>) -> Result<()> {
     )?;
     // evalscope writes the percentile file always, all NaN when nothing succeeded.
     w("benchmark_percentile.json", percentile_json(&r.columns))?;
+    // evalscope: multi-turn runs add per-conversation figures.
+    if let Some(t) = &r.traces {
+        w("trace_summary.json", to_py_json(t))?;
+    }
     Ok(())
 }
 

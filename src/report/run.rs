@@ -14,6 +14,8 @@ pub struct RunResult {
     pub encoder: bool,
     /// Client and server on one time axis (when the server was scraped).
     pub timeline: Option<Timeline>,
+    /// A multi-turn run's `trace_summary.json` (None otherwise).
+    pub traces: Option<serde_json::Value>,
 }
 
 impl RunResult {

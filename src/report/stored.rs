@@ -49,5 +49,6 @@ pub fn load_run(
         dir: dir.to_path_buf(),
         encoder,
         timeline: crate::stats::timeline(&rows)?,
+        traces: crate::stats::trace_summary(&rows)?,
     })
 }

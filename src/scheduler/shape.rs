@@ -49,6 +49,17 @@ impl LoadShape {
         }
     }
 
+    /// A replayed trace: `offsets` (seconds from the anchor, ascending) are the
+    /// absolute schedule, capped by `parallel` in closed loop.
+    pub fn from_offsets(point: &SweepPoint, offsets: Vec<f64>, duration: Option<f64>) -> LoadShape {
+        LoadShape {
+            count: offsets.len() as u64,
+            concurrency: (point.parallel > 0).then_some(point.parallel as usize),
+            schedule: Some(offsets),
+            duration,
+        }
+    }
+
     /// The next release after `seq` releases, for a run anchored at `anchor`, at
     /// clock time `now`.
     pub fn next(&self, seq: u64, anchor: f64, now: f64) -> Release {
@@ -93,6 +104,20 @@ mod tests {
             );
         }
         assert_eq!(s.next(3, 5.0, 100.0), Release::Done);
+    }
+
+    #[test]
+    fn trace_offsets_are_the_schedule() {
+        let s = LoadShape::from_offsets(&point(-1, -1.0), vec![0.0, 0.25, 1.0], Some(0.5));
+        assert_eq!(s.count, 3);
+        assert_eq!(
+            s.next(1, 2.0, 2.0),
+            Release::Request {
+                seq: 1,
+                intended: Some(2.25)
+            }
+        );
+        assert_eq!(s.next(2, 2.0, 2.3), Release::StopAt(2.5));
     }
 
     #[test]

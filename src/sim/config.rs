@@ -25,6 +25,12 @@ pub struct SimConfig {
     /// Continuous batching: KV capacity in tokens (prompt + output of running sequences).
     #[arg(long, default_value_t = 262_144)]
     pub kv_cache_tokens: u64,
+    /// Prefix cache block size, tokens (vLLM's default block size is 16).
+    #[arg(long, default_value_t = 16)]
+    pub block_size: u64,
+    /// Turn the prefix cache off (no `cached_tokens`, no hits).
+    #[arg(long)]
+    pub no_prefix_cache: bool,
     /// Prefill cost per prompt token admitted in a step, milliseconds.
     #[arg(long, default_value_t = 0.02)]
     pub prefill_ms_per_token: f64,
@@ -79,6 +85,8 @@ impl Default for SimConfig {
             itl_ms: None,
             max_num_seqs: 128,
             kv_cache_tokens: 262_144,
+            block_size: 16,
+            no_prefix_cache: false,
             prefill_ms_per_token: 0.02,
             decode_base_ms: 5.0,
             decode_ms_per_seq: 0.05,
@@ -118,8 +126,8 @@ impl SimConfig {
         if self.max_output_len < self.min_output_len || self.max_output_len == 0 {
             return Err("max_output_len must be >= min_output_len and > 0".into());
         }
-        if self.max_num_seqs == 0 || self.kv_cache_tokens == 0 {
-            return Err("max_num_seqs and kv_cache_tokens must be > 0".into());
+        if self.max_num_seqs == 0 || self.kv_cache_tokens == 0 || self.block_size == 0 {
+            return Err("max_num_seqs, kv_cache_tokens and block_size must be > 0".into());
         }
         for (n, v) in [
             ("ttft_ms", self.ttft_ms.unwrap_or(0.0)),

@@ -27,6 +27,8 @@ pub enum Ev {
 pub struct Seq {
     pub tx: mpsc::UnboundedSender<Ev>,
     pub prompt: u64,
+    /// Prompt tokens found in the prefix cache: no prefill cost.
+    pub cached: u64,
     pub target: u64,
     pub generated: u64,
 }
@@ -74,7 +76,7 @@ async fn run(cfg: SimConfig, mut rx: mpsc::UnboundedReceiver<Seq>, state: Arc<En
             }
             if let Some(s) = waiting.pop_front() {
                 kv_used += need;
-                prefill_tokens += s.prompt;
+                prefill_tokens += s.prompt.saturating_sub(s.cached);
                 let _ = s.tx.send(Ev::Scheduled);
                 running.push(s);
             }

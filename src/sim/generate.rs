@@ -178,16 +178,18 @@ async fn generate(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
         .and_then(Value::as_str)
         .unwrap_or("sim-7b")
         .into();
-    let fmt = Formatter {
+    let mut fmt = Formatter {
         chat,
         model,
         id: n,
         created: sim.created,
         include_usage: d.include_usage,
         prompt_tokens,
+        cached: None,
         target: d.target,
         finish: d.finish,
     };
+    fmt.cached = sim.cache_lookup(&req, chat, &prompt, &fmt.text());
     let observe = observe(&sim, &fmt, arrived);
     if cfg.zero_delay {
         return zero_delay_reply(&sim, &fmt, d.fault, d.stream, observe);
@@ -207,10 +209,14 @@ fn observe(sim: &Sim, fmt: &Formatter, arrived: Instant) -> stream::Observe {
     m.prompt_tokens
         .get_or_create(&labels)
         .inc_by(fmt.prompt_tokens);
-    m.prefix_cache_queries
-        .get_or_create(&labels)
-        .inc_by(fmt.prompt_tokens);
-    let _ = m.prefix_cache_hits.get_or_create(&labels);
+    // vLLM counts the prompt tokens it looked up and those it found.
+    let hits = m.prefix_cache_hits.get_or_create(&labels);
+    if let Some(c) = fmt.cached {
+        m.prefix_cache_queries
+            .get_or_create(&labels)
+            .inc_by(fmt.prompt_tokens);
+        hits.inc_by(c);
+    }
     let _ = m.preemptions.get_or_create(&labels);
     let outside_engine = sim.engine.is_none();
     let kv = (fmt.prompt_tokens + fmt.target) as i64;
@@ -283,6 +289,7 @@ async fn generated_reply(
     if let Some(engine) = &sim.engine {
         let _ = engine.send(Seq {
             tx,
+            cached: fmt.cached.unwrap_or(0),
             prompt: fmt.prompt_tokens,
             target,
             generated: 0,

@@ -17,6 +17,7 @@ mod encoder;
 pub mod engine;
 mod generate;
 pub mod metrics;
+mod prefix;
 mod server;
 pub mod stream;
 pub mod ticker;

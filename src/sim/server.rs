@@ -31,6 +31,8 @@ pub struct Sim {
     pub server_metrics: Arc<metrics::ServerMetrics>,
     /// `tokenizer_path`: count prompts as a server with this tokenizer would.
     pub(crate) tokenizer: Option<Arc<crate::tokenizer::Tokenizer>>,
+    /// The prefix cache (None with `no_prefix_cache`).
+    pub prefix: Option<std::sync::Mutex<super::prefix::PrefixCache>>,
 }
 
 impl Sim {
@@ -43,7 +45,14 @@ impl Sim {
             .then(ticker::start)
             .and_then(Result::ok)
             .map(std::sync::Mutex::new);
+        let prefix = (!cfg.no_prefix_cache).then(|| {
+            std::sync::Mutex::new(super::prefix::PrefixCache::new(
+                cfg.block_size as usize,
+                cfg.kv_cache_tokens,
+            ))
+        });
         Arc::new(Sim {
+            prefix,
             created: chrono::Utc::now().timestamp().max(0) as u64,
             cfg,
             counter: AtomicU64::new(0),
@@ -66,6 +75,37 @@ impl Sim {
             Some(t) => t.count_with_specials(text),
             None => count_tokens(text),
         }
+    }
+
+    /// The request's prompt as the cache sees it, and the answer `answer` appended
+    /// after it (a conversation's next turn sends both back): token ids with a
+    /// tokenizer (the answer is then left out: the template separates the turns),
+    /// word pieces without one.
+    pub(crate) fn cache_lookup(
+        &self,
+        req: &Value,
+        chat: bool,
+        flat: &str,
+        answer: &str,
+    ) -> Option<u64> {
+        let cache = self.prefix.as_ref()?;
+        let mut prompt = Vec::new();
+        let mut ans = Vec::new();
+        match &self.tokenizer {
+            Some(t) => {
+                let text = match req.get("messages") {
+                    Some(m) if chat => t.render_chat(m, true).unwrap_or_else(|_| flat.to_string()),
+                    _ => flat.to_string(),
+                };
+                prompt.extend(t.encode(&text).into_iter().map(u64::from));
+            }
+            None => {
+                super::prefix::word_pieces(flat, &mut prompt);
+                super::prefix::word_pieces(answer, &mut ans);
+            }
+        }
+        let mut c = cache.lock().ok()?;
+        Some(c.lookup(&prompt, &ans))
     }
 
     /// Prompt tokens of a request: chat messages go through the tokenizer's chat

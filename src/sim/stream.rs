@@ -43,6 +43,8 @@ pub struct Formatter {
     pub created: u64,
     pub include_usage: bool,
     pub prompt_tokens: u64,
+    /// Prompt tokens served from the prefix cache (None: caching off).
+    pub cached: Option<u64>,
     pub target: u64,
     pub finish: &'static str,
 }
@@ -97,13 +99,21 @@ impl Formatter {
             self.head(out);
             let _ = write!(
                 out,
-                "\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}}}}}\n\n",
+                "\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}{}}}}}\n\n",
                 self.prompt_tokens,
                 self.target,
-                self.prompt_tokens + self.target
+                self.prompt_tokens + self.target,
+                self.details()
             );
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+    /// vLLM's `prompt_tokens_details` (with `--enable-prompt-tokens-details`).
+    fn details(&self) -> String {
+        match self.cached {
+            Some(c) => format!(",\"prompt_tokens_details\":{{\"cached_tokens\":{c}}}"),
+            None => String::new(),
+        }
     }
     pub fn text(&self) -> String {
         (0..self.target)
@@ -131,6 +141,9 @@ impl Formatter {
             v["usage"] = serde_json::json!({
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.target,
                 "total_tokens": self.prompt_tokens + self.target});
+            if let Some(c) = self.cached {
+                v["usage"]["prompt_tokens_details"] = serde_json::json!({"cached_tokens": c});
+            }
         }
         v.to_string().into_bytes()
     }

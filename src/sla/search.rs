@@ -161,5 +161,6 @@ pub fn average(runs: &[RunResult]) -> Option<RunResult> {
         dir: first.dir.clone(),
         encoder: first.encoder,
         timeline: first.timeline.clone(),
+        traces: None,
     })
 }

@@ -60,6 +60,8 @@ pub enum Section {
     General,
     Latency,
     Tokens,
+    /// evalscope's `── Multi-turn ──` group (and the cache hit rate).
+    MultiTurn,
     /// The served model's own figures (`server_metrics`).
     Server,
 }
@@ -164,6 +166,7 @@ const GENERAL: Option<Section> = Some(Section::General);
 const LATENCY: Option<Section> = Some(Section::Latency);
 const TOKENS: Option<Section> = Some(Section::Tokens);
 const SERVER: Option<Section> = Some(Section::Server);
+const MULTI_TURN: Option<Section> = Some(Section::MultiTurn);
 
 summary_metrics! {
     TestDuration: "Test Duration (s)", "s", Dp(4), Neutral, Any, Evalscope,
@@ -214,15 +217,33 @@ summary_metrics! {
     AvgItl: "Avg ITL (ms)", "ms", Dp(2), LowerIsBetter, Generation, Evalscope,
         additive false, tracked true, LATENCY,
         "mean of every gap between output-carrying chunks of successful requests";
+    AvgSteadyItl: "Avg Steady ITL (ms)", "ms", Dp(2), LowerIsBetter, Generation, EvalscopeWhen,
+        additive false, tracked true, LATENCY,
+        "--enable-pd-metrics: mean of every gap after a success's first one (rows with ≥ 2 gaps), pooled";
+    AvgPdHandoffLatency: "Avg PD Handoff Latency (ms)", "ms", Dp(2), LowerIsBetter, Generation, EvalscopeWhen,
+        additive false, tracked true, LATENCY,
+        "--enable-pd-metrics: mean first gap (ITL[0]) of successes with ≥ 1 gap";
+    AvgPdHandoffOverhead: "Avg PD Handoff Overhead (ms)", "ms", Dp(2), LowerIsBetter, Generation, EvalscopeWhen,
+        additive false, tracked true, LATENCY,
+        "--enable-pd-metrics: mean max(0, ITL[0] − median(ITL[1:])) of successes with ≥ 2 gaps";
     AvgOutputTokens: "Avg Output Tokens", "tokens", Dp(4), Neutral, Generation, Evalscope,
         additive false, tracked true, TOKENS,
         "Σ completion_tokens / successes with known token counts";
     InputThroughput: "Input Throughput (tok/s)", "tok/s", Dp(4), HigherIsBetter, Encoder, Evalscope,
         additive false, tracked true, TOKENS,
         "Σ prompt_tokens / Σ latency (evalscope writes 0.0 for generation runs)";
+    AvgTurnsPerRequest: "Avg Turns/Request", "turns", Dp(4), Neutral, Generation, EvalscopeWhen,
+        additive false, tracked true, MULTI_TURN,
+        "multi-turn: mean 1-based turn index of successful turns (not turns per conversation)";
     KvCacheHitRate: "KV Cache Hit Rate (%)", "%", Dp(4), HigherIsBetter, Any, EvalscopeWhen,
-        additive false, tracked false, None,
-        "100 · Σ cached_tokens / Σ prompt_tokens over successes that report cached tokens";
+        additive false, tracked true, MULTI_TURN,
+        "100 · Σ cached_tokens / Σ prompt_tokens over successes that report cached tokens (multi-turn: the previous turn's prompt + completion when the server reports none)";
+    AvgFirstTurnTtft: "Avg First-Turn TTFT (ms)", "ms", Dp(2), LowerIsBetter, Generation, EvalscopeWhen,
+        additive false, tracked true, MULTI_TURN,
+        "multi-turn: mean TTFT of successful first turns";
+    AvgSubsequentTurnTtft: "Avg Subsequent-Turn TTFT (ms)", "ms", Dp(2), LowerIsBetter, Generation, EvalscopeWhen,
+        additive false, tracked true, MULTI_TURN,
+        "multi-turn: mean TTFT of successful later turns";
     AvgDecodedTokPerIter: "Avg Decoded Tok/Iter", "tokens", Dp(4), HigherIsBetter, Generation, EvalscopeWhen,
         additive false, tracked false, None,
         "mean (completion_tokens − 1) / (decode chunks − 1) over requests where it exceeds 1";
@@ -319,6 +340,12 @@ percentile_columns! {
         "first_chunk_latency of the TTFT rows (successful streams, else all successes)";
     Itl: "ITL (ms)", "ms", LowerIsBetter, Generation, Evalscope, tracked true,
         "every gap between output-carrying chunks of successes, pooled";
+    SteadyItl: "Steady ITL (ms)", "ms", LowerIsBetter, Generation, EvalscopeWhen, tracked false,
+        "--enable-pd-metrics: every gap after the first of successes with ≥ 2 gaps, pooled";
+    PdHandoffLatency: "PD Handoff Latency (ms)", "ms", LowerIsBetter, Generation, EvalscopeWhen, tracked false,
+        "--enable-pd-metrics: ITL[0] of successes with ≥ 1 gap";
+    PdHandoffOverhead: "PD Handoff Overhead (ms)", "ms", LowerIsBetter, Generation, EvalscopeWhen, tracked false,
+        "--enable-pd-metrics: max(0, ITL[0] − median(ITL[1:])) of successes with ≥ 2 gaps";
     Tpot: "TPOT (ms)", "ms", LowerIsBetter, Generation, Evalscope, tracked true,
         "time_per_output_token of the TTFT rows; one-token streams left out";
     InputTokens: "Input tokens", "tokens", Neutral, Any, Evalscope, tracked false,
@@ -466,7 +493,8 @@ mod tests {
                 "Schedule Lag (ms)"
             ]
         );
-        assert_eq!(keys(false).len(), 11);
+        // 11, plus the three PD columns (present only with --enable-pd-metrics).
+        assert_eq!(keys(false).len(), 14);
         assert_eq!(keys(false)[1], "TTFT (ms)");
     }
 }

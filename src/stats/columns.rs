@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use super::catalogue::Col;
+use super::pd::PdValues;
 use super::percentile::percentiles_of_sorted;
 use super::summary::ttft_filter;
 use super::values::Column;
@@ -48,6 +49,10 @@ fn spec(col: Col, ttft: &'static str) -> (Rows, &'static str, &'static str) {
             ok,
         ),
         Col::Ttfe => (Rows::Requests, "time_to_first_event * 1000", ttft),
+        // Computed from each row's own gap list (`pd.rs`), not by SQL.
+        Col::SteadyItl | Col::PdHandoffLatency | Col::PdHandoffOverhead => {
+            (Rows::Requests, "NULL", "0")
+        }
         Col::ScheduleLag => (
             Rows::Requests,
             "MAX(start_time - intended_start, 0) * 1000",
@@ -59,15 +64,32 @@ fn spec(col: Col, ttft: &'static str) -> (Rows, &'static str, &'static str) {
 /// benchmark_percentile.json's columns of a run, in the catalogue's order.
 pub fn percentile_columns(rows: &RunRows, encoder: bool) -> Result<Vec<Column>> {
     let ttft = ttft_filter(rows)?;
-    Col::of_run(encoder)
-        .map(|col| {
-            let (from, expr, filter) = spec(col, ttft);
-            Ok(Column {
-                col,
-                values: rows.sorted(from, expr, filter, |n, values| {
+    let pd = PdValues::of_run(rows)?;
+    let mut out = Vec::new();
+    for col in Col::of_run(encoder) {
+        let pd_list = match col {
+            Col::SteadyItl => Some(pd.as_ref().map(|p| &p.steady)),
+            Col::PdHandoffLatency => Some(pd.as_ref().map(|p| &p.handoff)),
+            Col::PdHandoffOverhead => Some(pd.as_ref().map(|p| &p.overhead)),
+            _ => None,
+        };
+        let values = match pd_list {
+            // evalscope: each PD column appears only when its list is non-empty.
+            Some(None) => continue,
+            Some(Some(v)) if v.is_empty() => continue,
+            Some(Some(v)) => {
+                let mut ms: Vec<f64> = v.iter().map(|x| x * 1000.0).collect();
+                ms.sort_by(f64::total_cmp);
+                percentiles_of_sorted(ms.len(), ms.into_iter())
+            }
+            None => {
+                let (from, expr, filter) = spec(col, ttft);
+                rows.sorted(from, expr, filter, |n, values| {
                     percentiles_of_sorted(n, values)
-                })?,
-            })
-        })
-        .collect()
+                })?
+            }
+        };
+        out.push(Column { col, values });
+    }
+    Ok(out)
 }

@@ -24,10 +24,12 @@
 pub mod catalogue;
 mod columns;
 mod inputs;
+mod pd;
 mod percentile;
 mod server;
 mod summary;
 mod timeline;
+mod traces;
 mod values;
 
 pub use catalogue::{Col, Direction, Metric};
@@ -36,6 +38,7 @@ pub use inputs::{Goodput, RunInputs};
 pub use percentile::{percentile_values, percentiles_of_sorted, round, PERCENTILES, PERCENTILE_DP};
 pub use summary::summary;
 pub use timeline::{timeline, Timeline};
+pub use traces::trace_summary;
 pub use values::{percentile_of, Column, PercentileRow, Summary};
 
 #[cfg(test)]

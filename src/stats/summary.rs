@@ -91,6 +91,10 @@ pub fn summary(rows: &RunRows, run: &RunInputs) -> Result<Summary> {
     let t = Totals::read(rows)?;
     let mut s = Summary::default();
     evalscope_keys(rows, run, &t, &mut s)?;
+    if !run.encoder {
+        pd_keys(rows, &mut s)?;
+        multi_turn_keys(rows, &t, &mut s)?;
+    }
     cache_and_decode_keys(rows, &mut s)?;
     perfscope_keys(rows, run, &t, &mut s)?;
     super::server::server_keys(rows, &mut s)?;
@@ -158,6 +162,48 @@ fn evalscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
         }
     };
     s.set(Metric::InputThroughput, input_tput);
+    Ok(())
+}
+
+/// `--enable-pd-metrics`: the means of the PD values, each when it has values.
+fn pd_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
+    use super::pd::{mean, PdValues};
+    let Some(pd) = PdValues::of_run(rows)? else {
+        return Ok(());
+    };
+    for (m, v) in [
+        (Metric::AvgSteadyItl, &pd.steady),
+        (Metric::AvgPdHandoffLatency, &pd.handoff),
+        (Metric::AvgPdHandoffOverhead, &pd.overhead),
+    ] {
+        if let Some(x) = mean(v) {
+            s.set(m, x * 1000.0);
+        }
+    }
+    Ok(())
+}
+
+/// evalscope's multi-turn keys, from the rows' turn index: the mean 1-based turn
+/// index of successful turns over all successes, and the mean TTFT of first and of
+/// later turns (each when it has turns).
+fn multi_turn_keys(rows: &RunRows, t: &Totals, s: &mut Summary) -> Result<()> {
+    if !rows.has_column("turn")? || rows.count(Requests, "turn IS NOT NULL")? == 0 {
+        return Ok(());
+    }
+    let turns = rows
+        .aggregate(Requests, "SUM(turn)", "success=1 AND turn IS NOT NULL")?
+        .unwrap_or(0.0);
+    if turns > 0.0 {
+        s.set(Metric::AvgTurnsPerRequest, t.per_succ(turns));
+    }
+    for (m, w) in [
+        (Metric::AvgFirstTurnTtft, "success=1 AND turn = 1"),
+        (Metric::AvgSubsequentTurnTtft, "success=1 AND turn > 1"),
+    ] {
+        if let Some(v) = rows.aggregate(Requests, "AVG(COALESCE(first_chunk_latency, 0))", w)? {
+            s.set(m, v * 1000.0);
+        }
+    }
     Ok(())
 }
 

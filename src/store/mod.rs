@@ -12,7 +12,7 @@ mod writer;
 pub use read::{
     evalscope_args, import_evalscope, is_evalscope_db, speed_rows, steps, SpeedRow, Stored,
 };
-pub use rows::{Rows, RunRows};
+pub use rows::{Rows, RunRows, TurnRow};
 pub use schema::{open, SCHEMA};
 pub use server::ServerSamples;
 pub use writer::{RunMeta, Writer};

@@ -29,11 +29,27 @@ impl Rows {
     }
 }
 
+/// One successful turn of a multi-turn run (times in seconds).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TurnRow {
+    pub session: String,
+    pub turn: i64,
+    pub start: f64,
+    pub end: f64,
+    pub ttft: f64,
+    pub latency: f64,
+    pub prompt: i64,
+    pub completion: i64,
+    pub cached: i64,
+}
+
 /// One stored run's rows, read-only, with the API and URL it was run against.
 pub struct RunRows {
     conn: Connection,
     pub api: String,
     pub url: String,
+    /// The run was made with `--enable-pd-metrics`.
+    pub pd_metrics: bool,
 }
 
 impl RunRows {
@@ -54,15 +70,25 @@ impl RunRows {
                 conn: super::read::import_evalscope(&db)?,
                 api: text("api"),
                 url: text("url"),
+                pd_metrics: args.get("enable_pd_metrics").and_then(Value::as_bool) == Some(true),
             });
         }
         let conn = super::schema::open(&db)?;
-        let (api, url): (String, String) = conn
-            .query_row("SELECT api, url FROM run LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+        let (api, url, config): (String, String, Option<String>) = conn
+            .query_row("SELECT api, url, config_json FROM run LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .unwrap_or_default();
-        Ok(RunRows { conn, api, url })
+        let pd_metrics = config
+            .and_then(|c| serde_json::from_str::<Value>(&c).ok())
+            .and_then(|c| c.get("enable_pd_metrics").and_then(Value::as_bool))
+            == Some(true);
+        Ok(RunRows {
+            conn,
+            api,
+            url,
+            pd_metrics,
+        })
     }
 
     /// Rows held by a connection (tests build them in memory).
@@ -71,7 +97,55 @@ impl RunRows {
             conn,
             api: String::new(),
             url: String::new(),
+            pd_metrics: false,
         }
+    }
+
+    /// The inter-token gap lists (seconds) of the rows meeting a filter, in row
+    /// order (PD metrics need each request's own list).
+    pub fn itl_lists(&self, filter: &str) -> Result<Vec<Vec<f64>>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT inter_token_latencies FROM result WHERE {filter} ORDER BY rowid"
+        ))?;
+        let lists = st
+            .query_map([], |r| r.get::<_, Option<String>>(0))?
+            .map(|t| {
+                Ok(t?
+                    .and_then(|t| serde_json::from_str::<Vec<Option<f64>>>(&t).ok())
+                    .map(|v| v.into_iter().flatten().collect())
+                    .unwrap_or_default())
+            })
+            .collect::<rusqlite::Result<Vec<Vec<f64>>>>()?;
+        Ok(lists)
+    }
+
+    /// The successful turns of a multi-turn run, ordered by conversation and turn.
+    pub fn session_turns(&self) -> Result<Vec<TurnRow>> {
+        if !self.has_column("session_id")? {
+            return Ok(Vec::new());
+        }
+        let mut st = self.conn.prepare(
+            "SELECT session_id, turn, start_time, completed_time, COALESCE(first_chunk_latency, 0),
+                    COALESCE(latency, 0), COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0),
+                    COALESCE(cached_tokens, 0)
+             FROM result WHERE success=1 AND session_id IS NOT NULL ORDER BY session_id, turn",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(TurnRow {
+                    session: r.get(0)?,
+                    turn: r.get(1)?,
+                    start: r.get(2)?,
+                    end: r.get(3)?,
+                    ttft: r.get(4)?,
+                    latency: r.get(5)?,
+                    prompt: r.get(6)?,
+                    completion: r.get(7)?,
+                    cached: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// How many rows meet a filter (an SQL condition over the columns).

@@ -40,7 +40,10 @@ CREATE TABLE IF NOT EXISTS result(
   start_unix REAL,
   end_unix REAL,
   decode_chunks INTEGER,
-  resent INTEGER
+  resent INTEGER,
+  session_id TEXT,
+  turn INTEGER,
+  is_last_turn INTEGER
 );
 CREATE TABLE IF NOT EXISTS run(
   run_id TEXT,

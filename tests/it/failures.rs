@@ -111,6 +111,8 @@ async fn every_failure_kind_is_classified_with_text() {
                 body,
                 stream_requested: true,
                 trace: None,
+                keep_text: false,
+                extra_headers: None,
             };
             c.execute(t, &cancel).await
         }

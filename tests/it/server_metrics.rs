@@ -230,7 +230,21 @@ fn simulator_server_keys_match_its_known_state() {
     assert_eq!(num("Server Peak Running"), 4.0);
     let waiting = num("Server Peak Waiting");
     assert!((8.0..=12.0).contains(&waiting), "waiting {waiting}");
-    assert_eq!(num("Server Prefix Cache Hit Rate (%)"), 0.0);
+    // The simulator's prefix cache: the client's hit rate (from each response's
+    // cached_tokens) is the server's counters' rate.
+    let cached: f64 = conn
+        .query_row(
+            "SELECT SUM(cached_tokens) FROM result WHERE success=1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let rate = num("Server Prefix Cache Hit Rate (%)");
+    assert!(
+        (rate - (100.0 * cached / prompt * 100.0).round() / 100.0).abs() < 1e-9,
+        "{rate}"
+    );
+    assert!((num("KV Cache Hit Rate (%)") - 100.0 * cached / prompt).abs() < 1e-4);
     assert_eq!(num("Server Preemptions"), 0.0);
     let log = std::fs::read_to_string(ran.outcome.dir.join("benchmark.log")).unwrap();
     assert!(log.contains("Server metrics: http://127.0.0.1:"), "{log}");

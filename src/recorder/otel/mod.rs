@@ -100,7 +100,13 @@ impl SpanCommon {
             f::SPAN_NAME,
             format!("{} {}", self.operation, self.model).as_bytes(),
         );
-        PreparedCommon { name, attrs }
+        PreparedCommon {
+            name,
+            attrs,
+            model: self.model.clone(),
+            run: self.run.clone(),
+            stage: self.stage.clone(),
+        }
     }
 }
 
@@ -108,6 +114,10 @@ impl SpanCommon {
 pub struct PreparedCommon {
     name: Vec<u8>,
     attrs: Vec<u8>,
+    /// For the conversation spans of multi-turn runs.
+    model: String,
+    run: String,
+    stage: String,
 }
 
 /// Counts for the closing log line.
@@ -251,12 +261,20 @@ impl Tracing {
         let span = proto::begin_nested(buf, f::SCOPE_SPANS_SPANS);
         proto::bytes_field(buf, f::SPAN_TRACE_ID, &trace.trace_id.to_be_bytes());
         proto::bytes_field(buf, f::SPAN_SPAN_ID, &trace.span_id.to_be_bytes());
+        if let Some(s) = &r.session {
+            // A turn of a conversation: a child of the conversation's span.
+            proto::bytes_field(buf, f::SPAN_PARENT_SPAN_ID, &s.parent_span.to_be_bytes());
+        }
         buf.extend_from_slice(&c.name);
         proto::varint_field(buf, f::SPAN_KIND, f::SPAN_KIND_CLIENT);
         proto::fixed64_field(buf, f::SPAN_START, nanos(clock, tl.send));
         proto::fixed64_field(buf, f::SPAN_END, nanos(clock, tl.end));
         buf.extend_from_slice(&c.attrs);
         let a = f::SPAN_ATTRIBUTES;
+        if let Some(s) = &r.session {
+            proto::key_value(buf, a, "session.id", Value::Str(&s.id));
+            proto::key_value(buf, a, "perfscope.turn", Value::Int(s.turn as i64));
+        }
         proto::key_value(buf, a, "gen_ai.request.stream", Value::Bool(r.is_stream));
         proto::key_value(buf, a, "perfscope.seq", Value::Int(r.seq as i64));
         let lag = (tl.send - tl.intended_start).max(0.0);
@@ -315,10 +333,28 @@ impl Tracing {
             proto::varint_field(buf, f::STATUS_CODE, f::STATUS_CODE_ERROR);
             proto::end_nested(buf, st);
         }
-        // W3C trace flags (sampled) plus "parent is not remote": a root span.
+        // W3C trace flags (sampled) plus "parent is not remote".
         proto::fixed32_field(buf, f::SPAN_FLAGS, 0x101);
         proto::end_nested(buf, span);
-        b.count += 1;
+        let mut spans = 1;
+        if let Some(s) = r.session.as_ref().filter(|s| s.is_last) {
+            // The conversation's own span, from its first send to its last turn's end.
+            let span = proto::begin_nested(buf, f::SCOPE_SPANS_SPANS);
+            proto::bytes_field(buf, f::SPAN_TRACE_ID, &trace.trace_id.to_be_bytes());
+            proto::bytes_field(buf, f::SPAN_SPAN_ID, &s.parent_span.to_be_bytes());
+            proto::bytes_field(buf, f::SPAN_NAME, format!("session {}", c.model).as_bytes());
+            proto::varint_field(buf, f::SPAN_KIND, f::SPAN_KIND_INTERNAL);
+            proto::fixed64_field(buf, f::SPAN_START, nanos(clock, s.started));
+            proto::fixed64_field(buf, f::SPAN_END, nanos(clock, tl.end));
+            proto::key_value(buf, a, "session.id", Value::Str(&s.id));
+            proto::key_value(buf, a, "perfscope.turns", Value::Int(s.turn as i64));
+            proto::key_value(buf, a, "perfscope.run", Value::Str(&c.run));
+            proto::key_value(buf, a, "perfscope.stage", Value::Str(&c.stage));
+            proto::fixed32_field(buf, f::SPAN_FLAGS, 0x101);
+            proto::end_nested(buf, span);
+            spans += 1;
+        }
+        b.count += spans;
         if b.started.is_none() {
             b.started = Some(tokio::time::Instant::now());
         }

@@ -130,6 +130,7 @@ pub mod field {
     pub const SCOPE_VERSION: u32 = 2;
     pub const SPAN_TRACE_ID: u32 = 1;
     pub const SPAN_SPAN_ID: u32 = 2;
+    pub const SPAN_PARENT_SPAN_ID: u32 = 4;
     pub const SPAN_NAME: u32 = 5;
     pub const SPAN_KIND: u32 = 6;
     pub const SPAN_START: u32 = 7;
@@ -142,6 +143,7 @@ pub mod field {
     pub const EVENT_NAME: u32 = 2;
     pub const STATUS_MESSAGE: u32 = 2;
     pub const STATUS_CODE: u32 = 3;
+    pub const SPAN_KIND_INTERNAL: u64 = 1;
     pub const SPAN_KIND_CLIENT: u64 = 3;
     pub const STATUS_CODE_ERROR: u64 = 2;
 }

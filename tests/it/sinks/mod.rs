@@ -76,6 +76,7 @@ fn step(parallel: i64, scale: f64) -> RunResult {
     RunResult {
         encoder: false,
         timeline: None,
+        traces: None,
         point: SweepPoint {
             parallel,
             number: 10,

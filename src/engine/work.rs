@@ -1,0 +1,203 @@
+//! What a sweep point sends: request bodies (built lazily from the dataset's
+//! prompts, or a trace's rows with their arrival times), or conversations.
+
+use anyhow::Result;
+use std::sync::Arc;
+
+use super::ctx::Ctx;
+use super::stop::BadInput;
+use crate::config::SweepPoint;
+use crate::dataset::{self, Prompt};
+use crate::scheduler;
+use crate::telemetry::log;
+
+/// Builds request bodies lazily, so memory does not grow with --number.
+pub(crate) struct Bodies {
+    prompts: Vec<Prompt>,
+    /// Pre-serialised bodies when every request for a prompt is identical.
+    fixed: Option<Vec<bytes::Bytes>>,
+    rng: fastrand::Rng,
+    /// A replayed trace's arrival offsets (seconds from its first row).
+    pub(crate) arrivals: Option<Vec<f64>>,
+    /// A replayed trace's per-row headers (`name: value\r\n` lines) and ids.
+    pub(crate) extras: Vec<(Option<Arc<str>>, Option<String>)>,
+}
+
+impl Bodies {
+    /// A body that cannot be built (a custom API template error) stops the run here,
+    /// before any request: custom bodies are all rendered once.
+    fn new(ctx: &Ctx, prompts: Vec<Prompt>, seed: u64) -> Result<Bodies> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let p = &ctx.cfg.gen;
+        // --prompt: evalscope builds the body once and re-sends it (a --max-tokens
+        // range is sampled once too).
+        let keep = p.max_tokens.0 == p.max_tokens.1 || ctx.cfg.dataset.prompt.is_some();
+        let check = matches!(ctx.cfg.protocol, crate::protocol::Protocol::Custom(_));
+        let mut built = Vec::new();
+        if keep || check {
+            for pr in &prompts {
+                let b = ctx.cfg.protocol.build_body(pr, p, &mut rng)?;
+                if keep {
+                    built.push(bytes::Bytes::from(serde_json::Value::Object(b).to_string()));
+                }
+            }
+        }
+        Ok(Bodies {
+            prompts,
+            fixed: keep.then_some(built),
+            rng,
+            arrivals: None,
+            extras: Vec::new(),
+        })
+    }
+    /// When `count` requests from body `offset` are released: a trace's own offsets
+    /// (rebased on its first row), else the sweep point's rate and cap.
+    pub(crate) fn shape(
+        &self,
+        point: &SweepPoint,
+        count: u64,
+        offset: u64,
+        duration: Option<f64>,
+        seed: u64,
+    ) -> scheduler::LoadShape {
+        match &self.arrivals {
+            Some(a) => {
+                let part = &a[offset as usize..(offset + count) as usize];
+                let t0 = part.first().copied().unwrap_or(0.0);
+                scheduler::LoadShape::from_offsets(
+                    point,
+                    part.iter().map(|t| t - t0).collect(),
+                    duration,
+                )
+            }
+            None => scheduler::LoadShape::new(
+                point,
+                count,
+                seed ^ offset ^ (point.number << 20),
+                duration,
+            ),
+        }
+    }
+
+    pub(crate) fn get(&mut self, i: u64, ctx: &Ctx) -> bytes::Bytes {
+        let k = (i % self.prompts.len() as u64) as usize;
+        match &self.fixed {
+            Some(f) => f[k].clone(),
+            None => match ctx
+                .cfg
+                .protocol
+                .build_body(&self.prompts[k], &ctx.cfg.gen, &mut self.rng)
+            {
+                Ok(b) => serde_json::Value::Object(b).to_string().into(),
+                // Rendered once without error in `new`; only a custom template that
+                // branches on the sampled max_tokens can fail here.
+                Err(e) => {
+                    log::warn(format!("{e:#}"));
+                    bytes::Bytes::from_static(b"{}")
+                }
+            },
+        }
+    }
+}
+
+/// What a run sends: single requests, or conversations turn by turn.
+pub(crate) enum Work {
+    Requests(Bodies),
+    Sessions(Arc<Vec<dataset::multi_turn::Conversation>>),
+}
+
+impl Work {
+    /// The first `count` prompts or conversations of run `index` (warmup first).
+    pub(crate) fn load(ctx: &Ctx, count: u64, index: u64) -> Result<Work> {
+        let cfg = &ctx.cfg;
+        let bad = |e: anyhow::Error| BadInput(format!("{e:#}"));
+        Ok(match (cfg.turns, cfg.dataset.kind) {
+            (Some(turns), dataset::DatasetKind::MultiTurn(kind)) => Work::Sessions(Arc::new(
+                dataset::multi_turn::load(kind, &cfg.dataset, turns, count, index).map_err(bad)?,
+            )),
+            _ => match cfg.trace {
+                Some(t) => {
+                    let speed = t.speedup * cfg.dataset.args.speed.unwrap_or(1.0);
+                    let trace = match cfg.dataset.kind {
+                        dataset::DatasetKind::WorkloadTrace => {
+                            dataset::trace::workload(&cfg.dataset, speed, count)
+                        }
+                        _ => dataset::trace::mooncake(
+                            &cfg.dataset,
+                            cfg.chat,
+                            t.block_size,
+                            speed,
+                            count,
+                        ),
+                    }
+                    .map_err(bad)?;
+                    let mut b = Bodies::new(ctx, trace.prompts, cfg.dataset.seed ^ index)?;
+                    b.arrivals = Some(trace.offsets);
+                    b.extras = trace
+                        .extras
+                        .into_iter()
+                        .map(|e| (row_headers(ctx, &e.headers), e.request_id))
+                        .collect();
+                    Work::Requests(b)
+                }
+                None => {
+                    let prompts =
+                        dataset::load(&cfg.dataset, cfg.chat, count, index).map_err(bad)?;
+                    Work::Requests(Bodies::new(ctx, prompts, cfg.dataset.seed ^ index)?)
+                }
+            },
+        })
+    }
+
+    /// Warmup requests: a trace's first rows, at most all of them.
+    pub(crate) fn warmup(&self, warmup: u64) -> u64 {
+        match self {
+            Work::Requests(b) if b.arrivals.is_some() => warmup.min(b.prompts.len() as u64),
+            _ => warmup,
+        }
+    }
+
+    /// Measured requests of a run of `number` after `warmup`: a trace replays at
+    /// most its rows.
+    pub(crate) fn measured(&self, number: u64, warmup: u64) -> u64 {
+        match self {
+            Work::Requests(b) if b.arrivals.is_some() => {
+                (b.prompts.len() as u64).saturating_sub(warmup).min(number)
+            }
+            _ => number,
+        }
+    }
+}
+
+/// A trace row's own headers as request header lines: only names the run does not
+/// already send, hop-by-hop headers left out (evalscope's workload_trace), and never a
+/// line break inside a header.
+fn row_headers(ctx: &Ctx, headers: &[(String, String)]) -> Option<Arc<str>> {
+    const HOP: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "host",
+        "content-length",
+    ];
+    let mut s = String::new();
+    for (k, v) in headers {
+        let lk = k.to_ascii_lowercase();
+        let taken = ctx
+            .cfg
+            .client
+            .headers
+            .iter()
+            .any(|(h, _)| h.eq_ignore_ascii_case(k));
+        let unsafe_text = |t: &str| t.contains(['\r', '\n', ':']) || t.is_empty();
+        if taken || HOP.contains(&lk.as_str()) || unsafe_text(k) || v.contains(['\r', '\n']) {
+            continue;
+        }
+        s.push_str(&format!("{k}: {v}\r\n"));
+    }
+    (!s.is_empty()).then(|| Arc::from(s))
+}
