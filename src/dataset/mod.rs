@@ -6,6 +6,7 @@
 
 pub mod config;
 mod encoder;
+mod fit;
 mod flickr8k;
 pub mod multi_turn;
 mod openqa;
@@ -39,11 +40,11 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
                 Some(path) => openqa::read_jsonl(path)?,
                 None => openqa::bundled(),
             };
+            let fit = fit::Fitter::new(cfg)?;
             questions
-                .into_iter()
-                .filter(|q| in_range(q, cfg))
+                .iter()
+                .filter_map(|q| fit::text_prompt(q, cfg, fit.as_ref(), chat))
                 .take(count as usize)
-                .map(|q| Prompt::wrap(q, chat))
                 .collect::<Vec<_>>()
         }
         DatasetKind::LineByLine => {
@@ -85,11 +86,11 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
                      Yukang/LongAlpaca-12k, the JSON list LongAlpaca-12k.json) and pass its path"
                 );
             };
+            let fit = fit::Fitter::new(cfg)?;
             read_text_field(path, "instruction")?
-                .into_iter()
-                .filter(|q| in_range(q, cfg))
+                .iter()
+                .filter_map(|q| fit::text_prompt(q, cfg, fit.as_ref(), chat))
                 .take(count as usize)
-                .map(|q| Prompt::wrap(q, chat))
                 .collect()
         }
         DatasetKind::SpeedBenchmark { long } => {
@@ -194,6 +195,7 @@ fn line_by_line(path: &str, cfg: &DatasetConfig, chat: bool, count: u64) -> Resu
     let text = std::fs::read_to_string(path).with_context(|| {
         format!("--dataset-path: cannot read `{path}` (UTF-8 text, one prompt per line)")
     })?;
+    let fit = fit::Fitter::new(cfg)?;
     let mut out = Vec::new();
     for line in text.lines() {
         if out.len() as u64 >= count {
@@ -213,11 +215,7 @@ fn line_by_line(path: &str, cfg: &DatasetConfig, chat: bool, count: u64) -> Resu
         match parsed {
             Some(Value::Array(a)) => out.push(Prompt::Messages(Value::Array(a))),
             Some(Value::Object(o)) => out.push(Prompt::Body(o)),
-            _ => {
-                if in_range(l, cfg) {
-                    out.push(Prompt::wrap(l.to_string(), chat));
-                }
-            }
+            _ => out.extend(fit::text_prompt(l, cfg, fit.as_ref(), chat)),
         }
     }
     Ok(out)

@@ -283,6 +283,7 @@ pub fn share_gpt_prompts(
 /// user/assistant messages with a trailing assistant message dropped, sent as one
 /// request; only the last user message is length-filtered.
 pub fn share_gpt_single(path: &str, cfg: &DatasetConfig, count: u64) -> Result<Vec<Value>> {
+    let fit = super::fit::Fitter::new(cfg)?;
     let mut out = Vec::new();
     for (line, v) in jsonl(path)? {
         if out.len() as u64 >= count {
@@ -305,11 +306,8 @@ pub fn share_gpt_single(path: &str, cfg: &DatasetConfig, count: u64) -> Result<V
         while msgs.last().is_some_and(|m| m["role"] == "assistant") {
             msgs.pop();
         }
-        let Some(last) = msgs.last().and_then(|m| m["content"].as_str()) else {
-            continue;
-        };
-        if in_range(last, cfg) {
-            out.push(Value::Array(msgs));
+        if let Some(m) = super::fit::conversation(msgs, cfg, fit.as_ref()) {
+            out.push(Value::Array(m));
         }
     }
     Ok(out)

@@ -267,25 +267,27 @@ impl<'a> Vocab<'a> {
         best
     }
 
-    /// Builds every plan, on every core when there are many tokens (evalscope uses a
-    /// process pool above 4 Mi tokens; a few short texts are not worth the threads).
-    /// Results are in plan order.
+    /// Builds every plan, on `--num-workers` threads: 1 serial, N > 1 that many, 0
+    /// (automatic) every core when there are many tokens (evalscope uses a process
+    /// pool above 4 Mi tokens; a few short texts are not worth the threads). Results
+    /// are in plan order.
     fn build_all(
         &self,
         prefixes: &[Vec<u32>],
         plans: &[Plan],
         measure: &(dyn Fn(&str) -> usize + Sync),
+        num_workers: usize,
     ) -> Vec<(usize, String)> {
         let total_tokens: usize = plans.iter().map(|p| p.len).sum();
         let n = plans.len();
-        let workers = if total_tokens < 1 << 18 {
-            1
-        } else {
-            std::thread::available_parallelism()
+        let workers = match num_workers {
+            0 if total_tokens < 1 << 18 => 1,
+            0 => std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
-                .min(32)
-                .min(n.max(1))
-        };
+                .min(32),
+            w => w,
+        }
+        .min(n.max(1));
         let chunk = n.div_ceil(workers).max(1);
         std::thread::scope(|s| {
             let handles: Vec<_> = plans
@@ -378,7 +380,7 @@ fn generate_tokens(
             p
         })
         .collect();
-    let built = vocab.build_all(&prefixes, &plans, &measure);
+    let built = vocab.build_all(&prefixes, &plans, &measure, cfg.num_workers);
     log_error(
         format!(
             "random: {count} prompts of {}..={} tokens{}",
@@ -414,7 +416,7 @@ fn texts(
     let vocab = Vocab::new(tok)?;
     let plans: Vec<Plan> = lens.iter().map(|&n| vocab.plan(rng, n)).collect();
     let measure = |t: &str| tok.count(t) as usize;
-    let built = vocab.build_all(&[Vec::new()], &plans, &measure);
+    let built = vocab.build_all(&[Vec::new()], &plans, &measure, cfg.num_workers);
     log_error(format!("{}: {what}", cfg.name), &built);
     Ok(built.into_iter().map(|(_, t)| t).collect())
 }

@@ -390,13 +390,14 @@ async fn finish_invocation(
     metrics_server: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<Outcome> {
     if !runs.is_empty() {
-        let text = report::multi_run_summary(
-            &runs,
-            &ctx.cfg.model_id,
-            &ctx.cfg.dataset.name,
-            ctx.cfg.api.as_str(),
-            root,
-        );
+        let header = report::Header {
+            model_id: ctx.cfg.model_id.clone(),
+            alias: ctx.cfg.alias.clone(),
+            dataset: ctx.cfg.dataset.name.clone(),
+            api: ctx.cfg.api.as_str().to_string(),
+            endpoint: report::endpoint(&ctx.cfg.url),
+        };
+        let text = report::multi_run_summary(&runs, &header, root);
         log::block(&text);
         std::fs::write(root.join("performance_summary.txt"), format!("{text}\n")).with_context(
             || {
@@ -408,13 +409,7 @@ async fn finish_invocation(
         )?;
         // evalscope: SLA mode writes no HTML report.
         if ctx.cfg.sla.is_none() {
-            report::write_html(
-                &runs,
-                root,
-                &ctx.cfg.model_id,
-                &ctx.cfg.dataset.name,
-                ctx.cfg.api.as_str(),
-            )?;
+            report::write_html(&runs, root, &header)?;
             log::info(format!(
                 "HTML report: {}",
                 root.join("perf_report.html").display()

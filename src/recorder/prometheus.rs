@@ -14,7 +14,9 @@ use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
 use crate::record::RequestRecord;
-use crate::telemetry::{self as t, OutcomeLabels, RunInfoLabels, RunLabels, TraceLabel};
+use crate::telemetry::{
+    self as t, OutcomeLabels, RunInfoLabels, RunLabels, TraceLabel, TurnLabels,
+};
 
 type Hist = Family<RunLabels, Histogram, fn() -> Histogram>;
 /// Request-level histograms: each bucket keeps the trace id of a request in it.
@@ -60,6 +62,8 @@ pub struct Metrics {
     resent: Family<RunLabels, Counter>,
     prompt_total: Family<RunLabels, Counter>,
     output_total: Family<RunLabels, Counter>,
+    cached_total: Family<RunLabels, Counter>,
+    turn_ttft: Family<TurnLabels, Histogram, fn() -> Histogram>,
     pub in_flight: Family<RunLabels, Gauge>,
     pub target_concurrency: Family<RunLabels, Gauge>,
     pub target_rate: Family<RunLabels, Gauge<f64, AtomicU64>>,
@@ -84,6 +88,13 @@ impl Metrics {
             resent: Family::default(),
             prompt_total: Family::default(),
             output_total: Family::default(),
+            cached_total: Family::default(),
+            turn_ttft: Family::<TurnLabels, Histogram, fn() -> Histogram>::new_with_constructor({
+                fn make() -> Histogram {
+                    Histogram::new(t::TTFT_BUCKETS.iter().copied())
+                }
+                make
+            }),
             in_flight: Family::default(),
             target_concurrency: Family::default(),
             target_rate: Family::default(),
@@ -152,6 +163,17 @@ impl Metrics {
             t::OUTPUT_TOKENS,
             "Output tokens of successful requests",
             m.output_total.clone(),
+        );
+        r.register(
+            t::CACHED_TOKENS,
+            "Prompt tokens of successful requests the server served from its prefix cache (usage.prompt_tokens_details.cached_tokens)",
+            m.cached_total.clone(),
+        );
+        r.register_with_unit(
+            t::TURN_TTFT,
+            "Multi-turn: time to first output token by turn index",
+            Unit::Seconds,
+            m.turn_ttft.clone(),
         );
         r.register(
             t::RESENT,
@@ -242,6 +264,23 @@ impl Metrics {
         }
         if let Some(v) = r.ttft() {
             self.ttft.get_or_create(l).observe(v, ex(), None);
+            if let Some(s) = &r.session {
+                let turn = TurnLabels {
+                    run: l.run.clone(),
+                    model: l.model.clone(),
+                    api: l.api.clone(),
+                    stage: l.stage.clone(),
+                    turn: if s.turn >= 10 {
+                        "10+".into()
+                    } else {
+                        s.turn.to_string()
+                    },
+                };
+                self.turn_ttft.get_or_create(&turn).observe(v);
+            }
+        }
+        if let Some(c) = r.cached_tokens {
+            self.cached_total.get_or_create(l).inc_by(c);
         }
         if let Some(t) = tl.first_event {
             self.ttfc.get_or_create(l).observe(t - tl.send);

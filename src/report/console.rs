@@ -231,20 +231,14 @@ fn conc(p: &SweepPoint) -> String {
     }
 }
 
-pub fn multi_run_summary(
-    runs: &[RunResult],
-    model_id: &str,
-    dataset: &str,
-    api: &str,
-    out_path: &Path,
-) -> String {
+pub fn multi_run_summary(runs: &[RunResult], h: &super::Header, out_path: &Path) -> String {
     if runs.first().is_some_and(|r| r.encoder) {
-        return encoder_summary(runs, model_id, dataset, api, out_path);
+        return encoder_summary(runs, h, out_path);
     }
     let sorted = sweep_order(runs);
     let mut out = Vec::new();
     out.push("Performance Test Summary Report".to_string());
-    out.push(basic_information(runs, model_id, dataset, api, out_path));
+    out.push(basic_information(runs, h, out_path));
     let overview: Vec<Line> = sorted
         .iter()
         .map(|r| {
@@ -327,19 +321,16 @@ pub fn multi_run_summary(
 }
 
 /// The "Basic Information" table; generation totals only for LLM runs.
-fn basic_information(
-    runs: &[RunResult],
-    model_id: &str,
-    dataset: &str,
-    api: &str,
-    out_path: &Path,
-) -> String {
+fn basic_information(runs: &[RunResult], h: &super::Header, out_path: &Path) -> String {
     let total_time: f64 = runs.iter().map(|r| r.num(Metric::TestDuration)).sum();
-    let mut info = vec![
-        Line::Cells(vec!["Model".into(), model_id.into()]),
-        Line::Cells(vec!["Test Dataset".into(), dataset.into()]),
-        Line::Cells(vec!["API Type".into(), api.into()]),
-    ];
+    let mut info = vec![Line::Cells(vec!["Model".into(), h.model_id.clone()])];
+    // evalscope 1.14.1: an Alias row when set, and the Endpoint after the API type.
+    if let Some(a) = &h.alias {
+        info.push(Line::Cells(vec!["Alias".into(), a.clone()]));
+    }
+    info.push(Line::Cells(vec!["Test Dataset".into(), h.dataset.clone()]));
+    info.push(Line::Cells(vec!["API Type".into(), h.api.clone()]));
+    info.push(Line::Cells(vec!["Endpoint".into(), h.endpoint.clone()]));
     if !runs.first().is_some_and(|r| r.encoder) {
         let generated: f64 = runs
             .iter()
@@ -372,13 +363,7 @@ fn basic_information(
 
 /// evalscope's "Embedding/Rerank Performance Test Summary" (§4.4): one table of
 /// latency and input throughput per run.
-fn encoder_summary(
-    runs: &[RunResult],
-    model_id: &str,
-    dataset: &str,
-    api: &str,
-    out_path: &Path,
-) -> String {
+fn encoder_summary(runs: &[RunResult], h: &super::Header, out_path: &Path) -> String {
     let sorted = sweep_order(runs);
     let rows: Vec<Line> = sorted
         .iter()
@@ -398,7 +383,7 @@ fn encoder_summary(
         .collect();
     [
         "Embedding/Rerank Performance Test Summary".to_string(),
-        basic_information(runs, model_id, dataset, api, out_path),
+        basic_information(runs, h, out_path),
         render(
             Some("Detailed Performance Metrics"),
             &[

@@ -9,9 +9,7 @@ use crate::stats::{Col, Metric, PercentileRow};
 
 /// What the report says about the invocation.
 pub struct Meta<'a> {
-    pub model: &'a str,
-    pub dataset: &'a str,
-    pub api: &'a str,
+    pub header: &'a super::Header,
     pub generated: String,
     pub output_path: String,
 }
@@ -24,9 +22,11 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
     let (headers, rows) = summary_rows(&sorted, encoder);
     let (server_headers, server_rows) = server_rows(&sorted);
     let page = Page {
-        model: meta.model,
-        dataset: meta.dataset,
-        api: meta.api,
+        model: &meta.header.model_id,
+        alias: meta.header.alias.as_deref(),
+        endpoint: &meta.header.endpoint,
+        dataset: &meta.header.dataset,
+        api: &meta.header.api,
         runs: sorted.len(),
         output_path: &meta.output_path,
         generated: &meta.generated,
@@ -68,6 +68,8 @@ const TEMPLATE: &str = include_str!("report.html.j2");
 #[derive(serde::Serialize)]
 struct Page<'a> {
     model: &'a str,
+    alias: Option<&'a str>,
+    endpoint: &'a str,
     dataset: &'a str,
     api: &'a str,
     runs: usize,

@@ -20,29 +20,69 @@ pub use json::{percentile_json, to_py_json, write_run_files};
 pub use run::{recommendations, sweep_order, RunResult};
 pub use stored::load_run;
 
-/// Writes `perf_report.html` for an invocation.
-pub fn write_html(
-    runs: &[RunResult],
-    root: &Path,
-    model: &str,
-    dataset: &str,
-    api: &str,
-) -> Result<()> {
-    write_html_as(runs, root, "perf_report.html", model, dataset, api)
+/// What the reports say about an invocation (evalscope 1.14.1's Basic Information:
+/// model, alias, dataset, API type and endpoint).
+#[derive(Clone, Debug, Default)]
+pub struct Header {
+    pub model_id: String,
+    /// `--alias`: a display label.
+    pub alias: Option<String>,
+    pub dataset: String,
+    pub api: String,
+    /// `host[:port]` of the URL (evalscope 1.14.1's "Endpoint" row).
+    pub endpoint: String,
 }
 
-fn write_html_as(
-    runs: &[RunResult],
-    root: &Path,
-    file: &str,
-    model: &str,
-    dataset: &str,
-    api: &str,
-) -> Result<()> {
+impl Header {
+    /// The header of a stored invocation, from its first run's arguments.
+    pub fn from_args(model_id: String, args: &serde_json::Map<String, Value>) -> Header {
+        let text = |k: &str, d: &str| args.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
+        Header {
+            model_id,
+            alias: args
+                .get("alias")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            dataset: text("dataset", "openqa"),
+            api: text("api", "openai"),
+            endpoint: endpoint(&text("url", "")),
+        }
+    }
+}
+
+/// evalscope 1.14.1: `host[:port]`, the host lower-cased, the port only when the URL
+/// names one, IPv6 in brackets; `—` when the URL cannot be parsed.
+pub fn endpoint(url: &str) -> String {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return "—".into();
+    };
+    let Some(host) = u.host_str() else {
+        return "—".into();
+    };
+    let host = host.to_ascii_lowercase();
+    // A default port is dropped by the parser; evalscope keeps any port written.
+    let written = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+        .and_then(|authority| authority.rsplit_once(':'))
+        .filter(|(h, p)| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with('[')
+        })
+        .map(|(_, p)| p.to_string());
+    match written {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
+}
+
+/// Writes `perf_report.html` for an invocation.
+pub fn write_html(runs: &[RunResult], root: &Path, h: &Header) -> Result<()> {
+    write_html_as(runs, root, "perf_report.html", h)
+}
+
+fn write_html_as(runs: &[RunResult], root: &Path, file: &str, h: &Header) -> Result<()> {
     let meta = html::Meta {
-        model,
-        dataset,
-        api,
+        header: h,
         generated: chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string(),
         output_path: root.display().to_string(),
     };
@@ -75,15 +115,19 @@ pub fn regenerate(dir: &Path) -> Result<()> {
         }
     }
     let cfg = &stored[0].config;
-    let text = |k: &str, d: &str| cfg.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
     // The model id as the run showed it: the directory name (--name or the model's
     // basename).
     let model_id = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| text("model", ""));
-    let (dataset, api) = (text("dataset", "openqa"), text("api", "openai"));
-    let summary = multi_run_summary(&runs, &model_id, &dataset, &api, dir);
+        .unwrap_or_else(|| {
+            cfg.get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        });
+    let header = Header::from_args(model_id, cfg);
+    let summary = multi_run_summary(&runs, &header, dir);
     let (summary_name, html_name) = if evalscope {
         ("perfscope_summary.txt", "perfscope_report.html")
     } else {
@@ -92,7 +136,7 @@ pub fn regenerate(dir: &Path) -> Result<()> {
     let p = dir.join(summary_name);
     std::fs::write(&p, format!("{summary}\n"))
         .with_context(|| format!("cannot write {}", p.display()))?;
-    write_html_as(&runs, dir, html_name, &model_id, &dataset, &api)?;
+    write_html_as(&runs, dir, html_name, &header)?;
     log::info(format!(
         "Regenerated {} runs' {}{summary_name} and {html_name} in {}",
         runs.len(),

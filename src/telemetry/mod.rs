@@ -28,6 +28,10 @@ pub const OUTPUT_TOKENS: &str = "output_tokens";
 pub const REQUESTS: &str = "requests";
 /// Requests resent once after a reused keep-alive connection closed unanswered.
 pub const RESENT: &str = "resent_requests";
+/// Multi-turn: TTFT by turn index (`turn` label, 1..=9 and `10+`).
+pub const TURN_TTFT: &str = "turn_time_to_first_token";
+/// Prompt tokens the server reported as served from its prefix cache.
+pub const CACHED_TOKENS: &str = "cached_prompt_tokens";
 pub const IN_FLIGHT: &str = "in_flight_requests";
 pub const TARGET_CONCURRENCY: &str = "target_concurrency";
 pub const TARGET_RATE: &str = "target_rate_rps";
@@ -88,6 +92,17 @@ pub struct OutcomeLabels {
     pub stage: String,
     pub outcome: String,
     pub failure_kind: String,
+}
+
+/// A turn of a multi-turn conversation: the run's labels and the 1-based turn index
+/// (`10+` from the tenth on, so the series stay few).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TurnLabels {
+    pub run: String,
+    pub model: String,
+    pub api: String,
+    pub stage: String,
+    pub turn: String,
 }
 
 /// Exemplar label: the request's W3C trace id (32 lowercase hex characters), the same

@@ -52,20 +52,11 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-#[test]
-fn real_prometheus_scrapes_a_run() {
-    if !common::external("prometheus") {
-        return;
-    }
-    let _g = common::lock();
-    let sim = common::start_sim(SimConfig {
-        zero_delay: true,
-        error_rate: 0.05,
-        seed: 2,
-        ..SimConfig::default()
-    });
-    let (metrics_port, prom_port) = (free_port(), free_port());
-    let sim_target = sim.base_url().trim_start_matches("http://").to_string();
+/// A Prometheus scraping perfscope's `/metrics` on `metrics_port` and the simulator
+/// every second: its process, data directory and URL.
+fn start_prometheus(metrics_port: u16, sim: &str) -> (Kill, tempfile::TempDir, String) {
+    let prom_port = free_port();
+    let sim_target = sim.trim_start_matches("http://").to_string();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -75,7 +66,7 @@ fn real_prometheus_scrapes_a_run() {
         ),
     )
     .unwrap();
-    let _prom = Kill(
+    let kill = Kill(
         Command::new("prometheus")
             .args([
                 &format!("--config.file={}", config.display()),
@@ -97,6 +88,77 @@ fn real_prometheus_scrapes_a_run() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    (kill, dir, prom)
+}
+
+/// A multi-turn run against the simulator's prefix cache: the workloads dashboard's
+/// queries (TTFT by turn, client and server cache hit rates) return data, and the
+/// scraped cached-token counter equals the stored rows' sum.
+#[test]
+fn real_prometheus_shows_turns_and_cache() {
+    if !common::external("prometheus") {
+        return;
+    }
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        ttft_ms: Some(5.0),
+        itl_ms: Some(1.0),
+        ..SimConfig::default()
+    });
+    let metrics_port = free_port();
+    let (_prom, dir, prom) = start_prometheus(metrics_port, &sim.base_url());
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let outdir = dir.path().join("out").to_str().unwrap().to_string();
+    let _run = std::thread::spawn(move || {
+        #[rustfmt::skip]
+        let r = common::run(&[
+            "--url", &url, "--model", "m", "--parallel", "4", "--number", "40",
+            "--dataset", "random_multi_turn", "--multi-turn", "--min-turns", "2",
+            "--max-turns", "4", "--min-prompt-length", "60", "--max-prompt-length", "120",
+            "--max-tokens", "8", "--no-test-connection", "--metrics-addr", &addr,
+            "--metrics-linger", "120", "--outputs-dir", &outdir, "--no-timestamp",
+        ]);
+        r.map(|o| o.exit_code)
+    });
+    let step = dir.path().join("out/m/parallel_4_number_40");
+    let t = Instant::now();
+    while !step.join("benchmark_summary.json").exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "no summary written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cached: f64 = common::db(&step)
+        .query_row(
+            "SELECT SUM(cached_tokens) FROM result WHERE success=1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(cached > 0.0);
+    while query(&prom, "sum(perfscope_cached_prompt_tokens_total)") != Some(cached) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "cached tokens not scraped"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    check_bundled_queries(&prom, &["perfscope-workloads.json"], 0);
+}
+
+#[test]
+fn real_prometheus_scrapes_a_run() {
+    if !common::external("prometheus") {
+        return;
+    }
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        error_rate: 0.05,
+        seed: 2,
+        ..SimConfig::default()
+    });
+    let metrics_port = free_port();
+    let (_prom, dir, prom) = start_prometheus(metrics_port, &sim.base_url());
     let out = dir.path().join("out");
     let url = format!("{}/v1/chat/completions", sim.base_url());
     let addr = format!("127.0.0.1:{metrics_port}");
@@ -177,7 +239,11 @@ fn real_prometheus_scrapes_a_run() {
         .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_string))
         .collect();
     assert!(!trace_ids.is_empty(), "no exemplars: {ex}");
-    check_bundled_queries(&prom);
+    check_bundled_queries(
+        &prom,
+        &["perfscope-live.json", "perfscope-client-vs-server.json"],
+        4,
+    );
     for id in &trace_ids {
         let n: i64 = conn
             .query_row(
@@ -205,11 +271,12 @@ fn reqwest_ok(url: &str) -> bool {
     })
 }
 
-/// Every PromQL expression of the bundled dashboards (panels, annotations, template
-/// variables) and alert rules evaluates without error and returns data.
-fn check_bundled_queries(prom: &str) {
+/// Every PromQL expression of the given bundled dashboards (panels, annotations,
+/// template variables) and, when `alert_rules` > 0, of the alert rules (that many)
+/// evaluates without error and returns data.
+fn check_bundled_queries(prom: &str, dashboards: &[&str], alert_rules: usize) {
     let mut exprs: Vec<(String, String)> = Vec::new();
-    for file in ["perfscope-live.json", "perfscope-client-vs-server.json"] {
+    for file in dashboards {
         let text =
             std::fs::read_to_string(format!("dashboards/grafana/dashboards/{file}")).unwrap();
         let d: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -238,9 +305,13 @@ fn check_bundled_queries(prom: &str) {
             exprs.push((format!("{file}: variable {}", v["name"]), inner.to_string()));
         }
     }
-    assert!(exprs.len() >= 30, "{}", exprs.len());
+    assert!(exprs.len() >= 6 * dashboards.len(), "{}", exprs.len());
     // Alert rules: the measured side of each comparison must return data.
-    let rules = std::fs::read_to_string("dashboards/prometheus/alerts.yml").unwrap();
+    let rules = if alert_rules > 0 {
+        std::fs::read_to_string("dashboards/prometheus/alerts.yml").unwrap()
+    } else {
+        String::new()
+    };
     let mut lines = rules.lines().peekable();
     let mut n_rules = 0;
     while let Some(line) = lines.next() {
@@ -268,7 +339,7 @@ fn check_bundled_queries(prom: &str) {
             measured_side(&expr),
         ));
     }
-    assert_eq!(n_rules, 4);
+    assert_eq!(n_rules, alert_rules);
     for (name, expr) in exprs {
         let e = expr
             .replace("$__rate_interval", "1m")
