@@ -59,6 +59,15 @@ pub(crate) fn masked_args(a: &PerfArgs) -> Map<String, Value> {
     if let Ok(Value::Object(x)) = serde_json::from_str::<Value>(&a.extra_args) {
         m.insert("extra_args".into(), Value::Object(x));
     }
+    // evalscope stores the parsed objects.
+    for (k, v) in [
+        ("dataset_args", &a.dataset_args),
+        ("multi_turn_args", &a.multi_turn_args),
+    ] {
+        if let Some(Ok(x)) = v.as_deref().map(serde_json::from_str::<Value>) {
+            m.insert(k.into(), x);
+        }
+    }
     if let Some(Ok(v)) = a.sim_args.as_deref().map(serde_json::from_str::<Value>) {
         m.insert("sim_args".into(), v);
     }

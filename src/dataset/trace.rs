@@ -40,7 +40,7 @@ enum BlockVocab {
     /// Simulator word tokens: lowercase words of 1–4 letters.
     Words,
     /// Ids of word-start tokens made only of ASCII letters that re-encode to
-    /// themselves.
+    /// themselves, and to one token without their space.
     Tokens(Vec<u32>),
 }
 
@@ -58,6 +58,8 @@ impl BlockVocab {
                     && s.starts_with(' ')
                     && s[1..].bytes().all(|b| b.is_ascii_alphabetic())
                     && t.encode(&s) == [id]
+                    // A template that strips the message keeps the count.
+                    && t.encode(&s[1..]).len() == 1
             })
             .collect();
         if ids.len() < 16 {
@@ -142,8 +144,10 @@ fn mooncake_text(
             tok,
         );
     }
-    // The text starts with the first unit's space; servers may strip it.
-    text.trim_start().to_string()
+    // The text starts with the first unit's space, kept so that it encodes to
+    // exactly these tokens (a template that strips it changes one token, not the
+    // count).
+    text
 }
 
 fn field_u64(v: &Value, k: &str, path: &str, line: usize) -> Result<u64> {
@@ -453,7 +457,7 @@ mod tests {
                 Prompt::Body(b) => b["prompt"]
                     .as_str()
                     .unwrap()
-                    .split(' ')
+                    .split_whitespace()
                     .map(str::to_string)
                     .collect(),
                 o => panic!("{o:?}"),

@@ -136,7 +136,7 @@ impl Work {
                     b.extras = trace
                         .extras
                         .into_iter()
-                        .map(|e| (row_headers(ctx, &e.headers), e.request_id))
+                        .map(|e| (row_headers(&cfg.client.headers, &e.headers), e.request_id))
                         .collect();
                     Work::Requests(b)
                 }
@@ -172,7 +172,7 @@ impl Work {
 /// A trace row's own headers as request header lines: only names the run does not
 /// already send, hop-by-hop headers left out (evalscope's workload_trace), and never a
 /// line break inside a header.
-fn row_headers(ctx: &Ctx, headers: &[(String, String)]) -> Option<Arc<str>> {
+fn row_headers(run: &[(String, String)], headers: &[(String, String)]) -> Option<Arc<str>> {
     const HOP: [&str; 9] = [
         "connection",
         "keep-alive",
@@ -187,12 +187,7 @@ fn row_headers(ctx: &Ctx, headers: &[(String, String)]) -> Option<Arc<str>> {
     let mut s = String::new();
     for (k, v) in headers {
         let lk = k.to_ascii_lowercase();
-        let taken = ctx
-            .cfg
-            .client
-            .headers
-            .iter()
-            .any(|(h, _)| h.eq_ignore_ascii_case(k));
+        let taken = run.iter().any(|(h, _)| h.eq_ignore_ascii_case(k));
         let unsafe_text = |t: &str| t.contains(['\r', '\n', ':']) || t.is_empty();
         if taken || HOP.contains(&lk.as_str()) || unsafe_text(k) || v.contains(['\r', '\n']) {
             continue;
@@ -200,4 +195,29 @@ fn row_headers(ctx: &Ctx, headers: &[(String, String)]) -> Option<Arc<str>> {
         s.push_str(&format!("{k}: {v}\r\n"));
     }
     (!s.is_empty()).then(|| Arc::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_headers_fill_only_what_the_run_does_not_send() {
+        let run = vec![("Authorization".to_string(), "x".to_string())];
+        let row: Vec<(String, String)> = [
+            ("authorization", "row"),
+            ("X-Tenant", "a"),
+            ("Connection", "close"),
+            ("X-Bad", "a\r\nInjected: 1"),
+            ("X-Trace", "t1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            row_headers(&run, &row).as_deref(),
+            Some("X-Tenant: a\r\nX-Trace: t1\r\n")
+        );
+        assert_eq!(row_headers(&run, &[]), None);
+    }
 }

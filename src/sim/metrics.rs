@@ -43,9 +43,9 @@ pub struct ServerMetrics {
     pub prefill: H,
     pub decode: H,
     pub prompt_tokens: Family<ServerLabels, Counter>,
-    /// Prefix-cache lookups and hits in tokens (the simulator caches no prefix:
-    /// every prompt token is a query, none a hit), and preemptions (none: a request
-    /// waits for KV room instead).
+    /// Prefix-cache lookups and hits in tokens (every prompt token looked up, the
+    /// cached ones hits, as the responses' `cached_tokens` report them), and
+    /// preemptions (none: a request waits for KV room instead).
     pub prefix_cache_queries: Family<ServerLabels, Counter>,
     pub prefix_cache_hits: Family<ServerLabels, Counter>,
     pub preemptions: Family<ServerLabels, Counter>,

@@ -241,3 +241,103 @@ fn api_and_tokenizer_misconfiguration_fails_fast_naming_the_flag() {
         );
     }
 }
+
+/// evalscope 1.14.1's validation of the workload flags, each error naming its flag.
+#[test]
+fn workload_flags_are_validated_as_evalscope_does() {
+    let m = ["--model", "m"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["--scenario", "agentx"], "aiperf"),
+        (&["--prefix-count", "0"], "--prefix-count"),
+        (
+            &["--prefix-count", "2", "--prefix-length", "8"],
+            "--dataset random",
+        ),
+        (
+            &["--prefix-count", "2", "--dataset", "random"],
+            "--prefix-length > 0",
+        ),
+        (&["--dataset", "random_multi_turn"], "--multi-turn"),
+        (&["--multi-turn"], "multi-turn dataset"),
+        (
+            &[
+                "--multi-turn",
+                "--dataset",
+                "random_multi_turn",
+                "--open-loop",
+                "--rate",
+                "2",
+            ],
+            "--open-loop",
+        ),
+        (
+            &[
+                "--multi-turn",
+                "--dataset",
+                "random_multi_turn",
+                "--min-turns",
+                "3",
+                "--max-turns",
+                "2",
+            ],
+            "--max-turns",
+        ),
+        (
+            &["--dataset-args", r#"{"speed": 2}"#],
+            "unknown key `speed`",
+        ),
+        (
+            &["--dataset", "random", "--dataset-args", r#"{"x": 1}"#],
+            "takes no keys",
+        ),
+        (
+            &["--dataset-args", r#"{"target_input_len": 64}"#],
+            "--tokenizer-path",
+        ),
+        (
+            &["--dataset-args", r#"{"input_len_mode": "trim"}"#],
+            "input_len_mode",
+        ),
+        (&["--multi-turn-args", "[1]"], "--multi-turn-args"),
+        (
+            &["--dataset", "mooncake_trace", "--dataset-path", "t.jsonl"],
+            "--open-loop",
+        ),
+        (
+            &["--dataset", "mooncake_trace", "--open-loop", "--rate", "-1"],
+            "--dataset-path",
+        ),
+        (&["--trace-speedup", "0"], "--trace-speedup"),
+        (&["--num-workers", "-1"], "--num-workers"),
+        (&["--data-source", "s3"], "--data-source"),
+    ];
+    for (args, want) in cases {
+        let argv: Vec<&str> = m.iter().chain(args.iter()).copied().collect();
+        let e = err(&argv);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    // Multi-turn keys folded from --multi-turn-args are checked against the dataset.
+    let e = err(&[
+        "--model",
+        "m",
+        "--multi-turn-args",
+        r#"{"first_turn_length": 10}"#,
+    ]);
+    assert!(e.contains("first_turn_length"), "{e}");
+    let ok = common::resolve(&[
+        "--model",
+        "m",
+        "--multi-turn",
+        "--dataset",
+        "random_multi_turn",
+        "--max-turns",
+        "3",
+        "--multi-turn-args",
+        r#"{"first_turn_length": 10}"#,
+        "--alias",
+        "nightly",
+    ])
+    .unwrap();
+    assert_eq!(ok.turns.map(|t| t.max), Some(Some(3)));
+    assert_eq!(ok.alias.as_deref(), Some("nightly"));
+}

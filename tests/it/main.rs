@@ -24,3 +24,4 @@ mod sla;
 mod stack_config;
 mod timing;
 mod tokenizer;
+mod workloads;

@@ -459,3 +459,73 @@ fn environment_configures_headers_and_resource_without_leaking_them() {
         );
     }
 }
+
+/// Multi-turn: one INTERNAL span per conversation, parent of its turns' CLIENT spans,
+/// all in one trace, each with `session.id`; the turns' trace id is the stored one.
+#[test]
+fn one_parent_span_per_session_with_its_turns_as_children() {
+    let (endpoint, spans, _h) = receiver();
+    let ran = Bench::sim_with(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    })
+    .parallel(2)
+    .number(4)
+    .max_tokens(4)
+    .args(&[
+        "--dataset",
+        "random_multi_turn",
+        "--multi-turn",
+        "--min-turns",
+        "2",
+        "--max-turns",
+        "3",
+        "--min-prompt-length",
+        "20",
+        "--max-prompt-length",
+        "40",
+        "--otlp-endpoint",
+        &endpoint,
+        "--metrics-addr",
+        "off",
+    ])
+    .run();
+    let rows: Vec<(String, String, i64)> = ran
+        .db()
+        .prepare("SELECT session_id, trace_id, turn FROM result")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let spans = spans.lock().unwrap().spans.clone();
+    let sessions: Vec<&Span> = spans.iter().filter(|s| s.kind == 1).collect();
+    assert_eq!(sessions.len(), 4, "one span per conversation");
+    assert_eq!(spans.len(), 4 + rows.len());
+    for p in &sessions {
+        let id = match attr(p, "session.id") {
+            Some(AnyValue::StringValue(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        let turns: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == p.span_id)
+            .collect();
+        let stored: Vec<&(String, String, i64)> = rows.iter().filter(|r| r.0 == id).collect();
+        assert_eq!(turns.len(), stored.len(), "{id}");
+        assert_eq!(
+            attr(p, "perfscope.turns"),
+            Some(AnyValue::IntValue(stored.len() as i64))
+        );
+        for t in &turns {
+            assert_eq!(t.trace_id, p.trace_id);
+            assert_eq!(
+                attr(t, "session.id"),
+                Some(AnyValue::StringValue(id.clone()))
+            );
+            assert!(t.start_time_unix_nano >= p.start_time_unix_nano);
+            assert!(t.end_time_unix_nano <= p.end_time_unix_nano);
+        }
+        assert!(stored.iter().all(|r| r.1 == hex(&p.trace_id)));
+    }
+}

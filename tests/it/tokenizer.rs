@@ -21,7 +21,7 @@ const TEMPLATE: &str = "{%- for message in messages %}{%- if loop.first and mess
 
 /// Trains a 1,000-token byte-level BPE on English and Chinese text and writes
 /// tokenizer.json (and, with `template`, tokenizer_config.json) into `dir`.
-fn make_tokenizer(dir: &Path, template: bool) -> PathBuf {
+pub fn make_tokenizer(dir: &Path, template: bool) -> PathBuf {
     let mut corpus: Vec<String> = include_str!("../../src/dataset/openqa_questions.txt")
         .lines()
         .map(str::to_string)
