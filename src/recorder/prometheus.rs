@@ -139,74 +139,7 @@ impl Metrics {
             s,
             m.lag.clone(),
         );
-        r.register(
-            t::REQUEST_PROMPT_TOKENS,
-            "Prompt tokens per successful request (server usage)",
-            m.prompt_tokens.clone(),
-        );
-        r.register(
-            t::REQUEST_OUTPUT_TOKENS,
-            "Output tokens per successful request (server usage)",
-            m.output_tokens.clone(),
-        );
-        r.register(
-            t::REQUESTS,
-            "Finished requests by outcome and failure kind",
-            m.requests.clone(),
-        );
-        r.register(
-            t::PROMPT_TOKENS,
-            "Prompt tokens of successful requests",
-            m.prompt_total.clone(),
-        );
-        r.register(
-            t::OUTPUT_TOKENS,
-            "Output tokens of successful requests",
-            m.output_total.clone(),
-        );
-        r.register(
-            t::CACHED_TOKENS,
-            "Prompt tokens of successful requests the server served from its prefix cache (usage.prompt_tokens_details.cached_tokens)",
-            m.cached_total.clone(),
-        );
-        r.register_with_unit(
-            t::TURN_TTFT,
-            "Multi-turn: time to first output token by turn index",
-            Unit::Seconds,
-            m.turn_ttft.clone(),
-        );
-        r.register(
-            t::RESENT,
-            "Requests resent once on a new connection because the reused keep-alive connection closed before any response byte",
-            m.resent.clone(),
-        );
-        r.register(
-            t::IN_FLIGHT,
-            "Requests sent and not yet finished",
-            m.in_flight.clone(),
-        );
-        r.register(
-            t::TARGET_CONCURRENCY,
-            "Configured --parallel of the current stage (-1 = open loop)",
-            m.target_concurrency.clone(),
-        );
-        r.register(
-            t::TARGET_RATE,
-            "Configured --rate of the current stage (-1 = none)",
-            m.target_rate.clone(),
-        );
-        if progress {
-            r.register(
-                t::PROGRESS_PROCESSED,
-                "Requests finished so far in this invocation (--enable-progress-tracker)",
-                m.progress_processed.clone(),
-            );
-            r.register(
-                t::PROGRESS_TOTAL,
-                "Requests planned for this invocation (--enable-progress-tracker)",
-                m.progress_total.clone(),
-            );
-        }
+        register_counters(&mut r, &m, progress);
         r.register(t::RUN, "The running benchmark", Info::new(info));
         Metrics { registry: r, ..m }
     }
@@ -314,6 +247,78 @@ impl Metrics {
         let mut s = String::new();
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut s, &self.registry);
         s
+    }
+}
+
+/// The counters, gauges and per-turn histogram of `Metrics::new`.
+fn register_counters(r: &mut Registry, m: &Metrics, progress: bool) {
+    r.register(
+        t::REQUEST_PROMPT_TOKENS,
+        "Prompt tokens per successful request (server usage)",
+        m.prompt_tokens.clone(),
+    );
+    r.register(
+        t::REQUEST_OUTPUT_TOKENS,
+        "Output tokens per successful request (server usage)",
+        m.output_tokens.clone(),
+    );
+    r.register(
+        t::REQUESTS,
+        "Finished requests by outcome and failure kind",
+        m.requests.clone(),
+    );
+    r.register(
+        t::PROMPT_TOKENS,
+        "Prompt tokens of successful requests",
+        m.prompt_total.clone(),
+    );
+    r.register(
+        t::OUTPUT_TOKENS,
+        "Output tokens of successful requests",
+        m.output_total.clone(),
+    );
+    r.register(
+        t::CACHED_TOKENS,
+        "Prompt tokens of successful requests the server served from its prefix cache (usage.prompt_tokens_details.cached_tokens)",
+        m.cached_total.clone(),
+    );
+    r.register_with_unit(
+        t::TURN_TTFT,
+        "Multi-turn: time to first output token by turn index",
+        Unit::Seconds,
+        m.turn_ttft.clone(),
+    );
+    r.register(
+        t::RESENT,
+        "Requests resent once on a new connection because the reused keep-alive connection closed before any response byte",
+        m.resent.clone(),
+    );
+    r.register(
+        t::IN_FLIGHT,
+        "Requests sent and not yet finished",
+        m.in_flight.clone(),
+    );
+    r.register(
+        t::TARGET_CONCURRENCY,
+        "Configured --parallel of the current stage (-1 = open loop)",
+        m.target_concurrency.clone(),
+    );
+    r.register(
+        t::TARGET_RATE,
+        "Configured --rate of the current stage (-1 = none)",
+        m.target_rate.clone(),
+    );
+    if progress {
+        r.register(
+            t::PROGRESS_PROCESSED,
+            "Requests finished so far in this invocation (--enable-progress-tracker)",
+            m.progress_processed.clone(),
+        );
+        r.register(
+            t::PROGRESS_TOTAL,
+            "Requests planned for this invocation (--enable-progress-tracker)",
+            m.progress_total.clone(),
+        );
     }
 }
 

@@ -231,7 +231,7 @@ fn conc(p: &SweepPoint) -> String {
     }
 }
 
-pub fn multi_run_summary(runs: &[RunResult], h: &super::Header, out_path: &Path) -> String {
+pub fn multi_run_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> String {
     if runs.first().is_some_and(|r| r.encoder) {
         return encoder_summary(runs, h, out_path);
     }
@@ -321,7 +321,7 @@ pub fn multi_run_summary(runs: &[RunResult], h: &super::Header, out_path: &Path)
 }
 
 /// The "Basic Information" table; generation totals only for LLM runs.
-fn basic_information(runs: &[RunResult], h: &super::Header, out_path: &Path) -> String {
+fn basic_information(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> String {
     let total_time: f64 = runs.iter().map(|r| r.num(Metric::TestDuration)).sum();
     let mut info = vec![Line::Cells(vec!["Model".into(), h.model_id.clone()])];
     // evalscope 1.14.1: an Alias row when set, and the Endpoint after the API type.
@@ -363,7 +363,7 @@ fn basic_information(runs: &[RunResult], h: &super::Header, out_path: &Path) -> 
 
 /// evalscope's "Embedding/Rerank Performance Test Summary" (§4.4): one table of
 /// latency and input throughput per run.
-fn encoder_summary(runs: &[RunResult], h: &super::Header, out_path: &Path) -> String {
+fn encoder_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> String {
     let sorted = sweep_order(runs);
     let rows: Vec<Line> = sorted
         .iter()

@@ -9,7 +9,7 @@ use crate::stats::{Col, Metric, PercentileRow};
 
 /// What the report says about the invocation.
 pub struct Meta<'a> {
-    pub header: &'a super::Header,
+    pub header: &'a super::run::Header,
     pub generated: String,
     pub output_path: String,
 }

@@ -17,63 +17,8 @@ use crate::telemetry::log;
 
 pub use console::{multi_run_summary, percentile_table, speed_benchmark, summary_table};
 pub use json::{percentile_json, to_py_json, write_run_files};
-pub use run::{recommendations, sweep_order, RunResult};
+pub use run::{endpoint, recommendations, sweep_order, Header, RunResult};
 pub use stored::load_run;
-
-/// What the reports say about an invocation (evalscope 1.14.1's Basic Information:
-/// model, alias, dataset, API type and endpoint).
-#[derive(Clone, Debug, Default)]
-pub struct Header {
-    pub model_id: String,
-    /// `--alias`: a display label.
-    pub alias: Option<String>,
-    pub dataset: String,
-    pub api: String,
-    /// `host[:port]` of the URL (evalscope 1.14.1's "Endpoint" row).
-    pub endpoint: String,
-}
-
-impl Header {
-    /// The header of a stored invocation, from its first run's arguments.
-    pub fn from_args(model_id: String, args: &serde_json::Map<String, Value>) -> Header {
-        let text = |k: &str, d: &str| args.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
-        Header {
-            model_id,
-            alias: args
-                .get("alias")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            dataset: text("dataset", "openqa"),
-            api: text("api", "openai"),
-            endpoint: endpoint(&text("url", "")),
-        }
-    }
-}
-
-/// evalscope 1.14.1: `host[:port]`, the host lower-cased, the port only when the URL
-/// names one, IPv6 in brackets; `—` when the URL cannot be parsed.
-pub fn endpoint(url: &str) -> String {
-    let Ok(u) = reqwest::Url::parse(url) else {
-        return "—".into();
-    };
-    let Some(host) = u.host_str() else {
-        return "—".into();
-    };
-    let host = host.to_ascii_lowercase();
-    // A default port is dropped by the parser; evalscope keeps any port written.
-    let written = url
-        .split_once("://")
-        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
-        .and_then(|authority| authority.rsplit_once(':'))
-        .filter(|(h, p)| {
-            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with('[')
-        })
-        .map(|(_, p)| p.to_string());
-    match written {
-        Some(p) => format!("{host}:{p}"),
-        None => host,
-    }
-}
 
 /// Writes `perf_report.html` for an invocation.
 pub fn write_html(runs: &[RunResult], root: &Path, h: &Header) -> Result<()> {
