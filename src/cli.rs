@@ -277,6 +277,11 @@ pub struct PerfArgs {
     /// Trace replay: replay the timestamps this many times faster (2.0 = twice as fast).
     #[arg(long, default_value_t = 1.0)]
     pub trace_speedup: f64,
+    /// Send token ids (`prompt: [ids]`) to /v1/completions: chat messages through the
+    /// tokenizer's chat template, texts as they are (needs --tokenizer-path; a chat URL
+    /// becomes /completions).
+    #[arg(long)]
+    pub tokenize_prompt: bool,
     /// evalscope delegates scenarios (agentx) to aiperf; perfscope does not run them.
     #[arg(long)]
     pub scenario: Option<String>,

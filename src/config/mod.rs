@@ -60,6 +60,8 @@ pub struct RunConfig {
     pub pd_metrics: bool,
     /// `--alias`: a display label only.
     pub alias: Option<String>,
+    /// `--tokenize-prompt`: bodies carry token ids.
+    pub tokenize_prompt: bool,
     pub gen: GenParams,
     pub outputs_dir: String,
     pub no_timestamp: bool,
@@ -123,6 +125,9 @@ impl RunConfig {
         }
         let protocol = resolve_protocol(api, a, &url)?;
         let chat = resolve_chat(a, api, &protocol, &url);
+        if a.tokenize_prompt {
+            url = workload::tokenize_prompt_url(a, kind, &protocol, &url)?;
+        }
         let headers = protocol_headers(a, &protocol, resolve_headers(a)?);
         let local_server = resolve_local_server(a, api, &model)?;
         let client = resolve_client(a, headers)?;
@@ -158,6 +163,7 @@ impl RunConfig {
             trace: work.trace,
             pd_metrics: a.enable_pd_metrics,
             alias: a.alias.clone(),
+            tokenize_prompt: a.tokenize_prompt,
             gen,
             outputs_dir: a.outputs_dir.clone(),
             no_timestamp: a.no_timestamp,
@@ -194,6 +200,23 @@ impl RunConfig {
         }
     }
 
+    /// One request body: the protocol's, then with `--tokenize-prompt` its chat
+    /// messages or text as token ids (evalscope: `apply_chat_template(tokenize=True)`
+    /// for messages, `encode(add_special_tokens=False)` for strings). A whole body
+    /// from the dataset is never tokenized.
+    pub fn build_body(
+        &self,
+        prompt: &crate::dataset::Prompt,
+        gen: &GenParams,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Map<String, Value>> {
+        let body = self.protocol.build_body(prompt, gen, rng)?;
+        match (&self.tokenizer, self.tokenize_prompt, prompt) {
+            (_, _, crate::dataset::Prompt::Body(_)) | (_, false, _) | (None, _, _) => Ok(body),
+            (Some(t), true, _) => tokenize_body(body, t),
+        }
+    }
+
     /// Headers with secret values masked, for logs.
     pub fn masked_headers(&self) -> Vec<(String, String)> {
         self.client
@@ -217,6 +240,27 @@ impl RunConfig {
         m.insert("rate".into(), point.rate.into());
         m
     }
+}
+
+/// `body` with `messages` (rendered by the chat template) or a string `prompt`
+/// replaced by `prompt: [token ids]`, first, as evalscope builds it.
+pub fn tokenize_body(
+    body: Map<String, Value>,
+    tok: &crate::tokenizer::Tokenizer,
+) -> Result<Map<String, Value>> {
+    let ids = match (body.get("messages"), body.get("prompt")) {
+        (Some(m), _) => tok.encode(&tok.render_chat(m, true)?),
+        (None, Some(Value::String(p))) => tok.encode(p),
+        _ => return Ok(body),
+    };
+    let mut out = Map::new();
+    out.insert("prompt".into(), Value::from(ids));
+    for (k, v) in body {
+        if k != "messages" && k != "prompt" {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
 }
 
 /// `--duration`, `--warmup-num` and `--sleep-interval`.

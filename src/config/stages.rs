@@ -285,6 +285,7 @@ pub(crate) fn resolve_dataset(
                 }
             },
         },
+        tokenize: a.tokenize_prompt,
         args: Default::default(),
         num_workers: 0,
         hub: Default::default(),

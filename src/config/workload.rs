@@ -231,6 +231,36 @@ fn resolve_trace(a: &PerfArgs, kind: DatasetKind) -> Result<Option<TraceReplay>>
     }))
 }
 
+/// `--tokenize-prompt` (evalscope): needs a tokenizer and the OpenAI protocol, not
+/// random_vl; a chat URL becomes `/completions`, where token ids go.
+pub(crate) fn tokenize_prompt_url(
+    a: &PerfArgs,
+    kind: DatasetKind,
+    protocol: &crate::protocol::Protocol,
+    url: &str,
+) -> Result<String> {
+    if a.tokenizer_path.is_none() {
+        bail!("--tokenize-prompt sends token ids: it needs --tokenizer-path");
+    }
+    if !matches!(protocol, crate::protocol::Protocol::OpenAi) {
+        bail!(
+            "--tokenize-prompt works with OpenAI-compatible completions (--api openai, local, \
+             local_vllm or sim), not --api {}",
+            a.api
+        );
+    }
+    if matches!(kind, DatasetKind::RandomVl) {
+        bail!("--tokenize-prompt cannot send images: not with --dataset random_vl");
+    }
+    let (path, query) = crate::redact::split_query(url);
+    Ok(
+        match path.trim_end_matches('/').strip_suffix("chat/completions") {
+            Some(base) => format!("{base}completions{query}"),
+            None => url.to_string(),
+        },
+    )
+}
+
 /// Checks `--dataset-args` against the dataset's keys and reads the ones it uses.
 fn dataset_args(
     name: &str,

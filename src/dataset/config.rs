@@ -139,6 +139,9 @@ pub struct DatasetConfig {
     /// documents per `random_rerank` request and their length relative to the query.
     pub num_documents: usize,
     pub document_length_ratio: f64,
+    /// `--tokenize-prompt`: `random` builds bare texts of the target length (no chat
+    /// template subtracted): they are sent as exactly those token ids.
+    pub tokenize: bool,
     /// `--dataset-args` as checked for this dataset.
     pub args: DatasetArgs,
     /// Threads building random texts (`--num-workers`: 0 automatic, 1 serial).

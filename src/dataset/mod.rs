@@ -241,6 +241,7 @@ pub(crate) fn test_config(kind: DatasetKind) -> DatasetConfig {
         batch_size: 1,
         num_documents: 10,
         document_length_ratio: 5.0,
+        tokenize: false,
         args: DatasetArgs::default(),
         num_workers: 0,
         hub: Hub::default(),

@@ -339,6 +339,9 @@ fn generate_tokens(
     run_index: u64,
 ) -> Result<Vec<Prompt>> {
     check_cap(cfg)?;
+    // --tokenize-prompt: evalscope sends the raw ids, prefix + input_len of them, with
+    // no chat template around them.
+    let chat = chat && !cfg.tokenize;
     let vocab = Vocab::new(tok)?;
     let v = vocab.allowed.len();
     let mut rng = run_rng(cfg, run_index);

@@ -83,6 +83,10 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
         .cfg
         .protocol
         .connection_test_body(ctx.cfg.chat, &ctx.cfg.gen)?;
+    let body = match (&ctx.cfg.tokenizer, ctx.cfg.tokenize_prompt) {
+        (Some(t), true) => crate::config::tokenize_body(body, t)?,
+        _ => body,
+    };
     let body = bytes::Bytes::from(serde_json::Value::Object(body).to_string());
     let timeout = ctx.cfg.client.total_timeout.min(Duration::from_secs(60));
     let mut last = String::new();

@@ -36,7 +36,7 @@ impl Bodies {
         let mut built = Vec::new();
         if keep || check {
             for pr in &prompts {
-                let b = ctx.cfg.protocol.build_body(pr, p, &mut rng)?;
+                let b = ctx.cfg.build_body(pr, p, &mut rng)?;
                 if keep {
                     built.push(bytes::Bytes::from(serde_json::Value::Object(b).to_string()));
                 }
@@ -85,7 +85,6 @@ impl Bodies {
             Some(f) => f[k].clone(),
             None => match ctx
                 .cfg
-                .protocol
                 .build_body(&self.prompts[k], &ctx.cfg.gen, &mut self.rng)
             {
                 Ok(b) => serde_json::Value::Object(b).to_string().into(),

@@ -104,6 +104,10 @@ impl Sim {
                 super::prefix::word_pieces(answer, &mut ans);
             }
         }
+        if let Some(ids) = token_ids(req) {
+            prompt = ids;
+            ans.clear();
+        }
         let mut c = cache.lock().ok()?;
         Some(c.lookup(&prompt, &ans))
     }
@@ -111,11 +115,21 @@ impl Sim {
     /// Prompt tokens of a request: chat messages go through the tokenizer's chat
     /// template, as vLLM counts them.
     pub(crate) fn prompt_tokens(&self, req: &Value, chat: bool, flat: &str) -> u64 {
+        if let Some(ids) = token_ids(req) {
+            // A completions prompt of token ids (`--tokenize-prompt`): one token each.
+            return ids.len() as u64;
+        }
         match (&self.tokenizer, req.get("messages")) {
             (Some(t), Some(m)) if chat => t.count_chat(m).unwrap_or_else(|_| t.count(flat)),
             _ => self.count_tokens(flat),
         }
     }
+}
+
+/// A completions `prompt` given as token ids.
+fn token_ids(req: &Value) -> Option<Vec<u64>> {
+    let a = req.get("prompt")?.as_array()?;
+    a.iter().map(Value::as_u64).collect()
 }
 
 pub(crate) fn json_response(status: StatusCode, body: String) -> Response {

@@ -310,6 +310,7 @@ fn workload_flags_are_validated_as_evalscope_does() {
         (&["--trace-speedup", "0"], "--trace-speedup"),
         (&["--num-workers", "-1"], "--num-workers"),
         (&["--data-source", "s3"], "--data-source"),
+        (&["--tokenize-prompt"], "--tokenizer-path"),
     ];
     for (args, want) in cases {
         let argv: Vec<&str> = m.iter().chain(args.iter()).copied().collect();

@@ -713,3 +713,77 @@ fn dataset_args_fit_prompts_to_the_target_length() {
     ]);
     assert!(e.contains("no prompts left"), "{e}");
 }
+
+/// --tokenize-prompt: `random` sends exactly its target number of raw token ids to
+/// /v1/completions; chat datasets send their messages through the chat template.
+#[test]
+fn tokenize_prompt_sends_token_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok_file = crate::tokenizer::make_tokenizer(dir.path(), false);
+    let tok_path = tok_file.to_string_lossy().into_owned();
+    let sim = SimConfig {
+        zero_delay: true,
+        tokenizer_path: Some(tok_path.clone()),
+        ..SimConfig::default()
+    };
+    let ran = Bench::sim_with(sim.clone())
+        .number(6)
+        .max_tokens(2)
+        .args(&[
+            "--dataset",
+            "random",
+            "--min-prompt-length",
+            "24",
+            "--max-prompt-length",
+            "24",
+            "--tokenize-prompt",
+            "--tokenizer-path",
+            &tok_path,
+        ])
+        .run();
+    let rows: Vec<(String, i64)> = ran
+        .db()
+        .prepare("SELECT request, prompt_tokens FROM result")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 6);
+    for (body, counted) in &rows {
+        let v: Value = serde_json::from_str(body).unwrap();
+        let ids = v["prompt"].as_array().expect("token ids");
+        assert_eq!(v.as_object().unwrap().keys().next().unwrap(), "prompt");
+        assert!(v.get("messages").is_none());
+        assert!(ids.len().abs_diff(24) <= 1, "{}", ids.len());
+        assert_eq!(
+            *counted as usize,
+            ids.len(),
+            "the server counts the ids sent"
+        );
+    }
+    let args: Value = common::json(&ran.only_step().join("benchmark_args.json"));
+    assert!(
+        args["url"].as_str().unwrap().ends_with("/v1/completions"),
+        "{args}"
+    );
+
+    let tok = tokenizers::Tokenizer::from_file(&tok_file).unwrap();
+    let ran = Bench::sim_with(sim)
+        .number(2)
+        .max_tokens(2)
+        .args(&["--tokenize-prompt", "--tokenizer-path", &tok_path])
+        .run();
+    let bodies = common::bodies(&ran.only_step());
+    let ids: Vec<u32> = bodies[0]["prompt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap() as u32)
+        .collect();
+    let text = tok.decode(&ids, false).unwrap();
+    assert!(
+        text.starts_with("<|im_start|>user\n") && text.ends_with("<|im_start|>assistant\n"),
+        "{text}"
+    );
+}
