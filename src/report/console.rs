@@ -239,24 +239,31 @@ pub fn multi_run_summary(runs: &[RunResult], h: &super::run::Header, out_path: &
     let mut out = Vec::new();
     out.push("Performance Test Summary Report".to_string());
     out.push(basic_information(runs, h, out_path));
+    // evalscope: a Traces column when the runs are multi-turn.
+    let multi_turn = sorted.iter().any(|r| r.traces.is_some());
     let overview: Vec<Line> = sorted
         .iter()
         .map(|r| {
-            Line::Cells(vec![
+            let mut cells = vec![
                 conc(&r.point),
                 dash(r.point.rate),
                 format!("{}", r.num(Metric::TotalRequests)),
                 format!("{:.2}", r.num(Metric::ReqThroughput)),
                 format!("{:.2}", r.num(Metric::OutputThroughput)),
                 format!("{:.1}%", r.success_rate()),
-            ])
+            ];
+            if multi_turn {
+                let n = r.traces.as_ref().and_then(|t| t["n_traces"].as_u64());
+                cells.push(n.map_or("-".into(), |n| n.to_string()));
+            }
+            Line::Cells(cells)
         })
         .collect();
-    out.push(render(
-        Some("Performance Overview"),
-        &["Conc.", "Rate", "Num", "RPS", "Gen/s", "Success"],
-        &overview,
-    ));
+    let mut headers = vec!["Conc.", "Rate", "Num", "RPS", "Gen/s", "Success"];
+    if multi_turn {
+        headers.push("Traces");
+    }
+    out.push(render(Some("Performance Overview"), &headers, &overview));
     let mut detail = Vec::new();
     for r in &sorted {
         // evalscope's rows: its label, the summary average and the column.
@@ -298,17 +305,39 @@ pub fn multi_run_summary(runs: &[RunResult], h: &super::run::Header, out_path: &
             Col::OutputTokens,
             1,
         ));
-        let tpot = r.num(Metric::AvgTpot);
-        if tpot > 0.0 {
-            detail.push(Line::Cells(vec![
+        let scalar = |name: &str, v: String| {
+            Line::Cells(vec![
                 conc(&r.point),
                 dash(r.point.rate),
-                "Decode toks/s".into(),
-                format!("{:.2}", 1000.0 / tpot),
+                name.into(),
+                v,
                 "-".into(),
                 "-".into(),
                 "-".into(),
-            ]));
+            ])
+        };
+        // evalscope's scalar rows, where the run has them.
+        for (name, m, dp) in [
+            ("Turns/Req", Metric::AvgTurnsPerRequest, 2),
+            ("Cache Hit (%)", Metric::KvCacheHitRate, 2),
+            ("1st-Turn TTFT", Metric::AvgFirstTurnTtft, 2),
+            ("Subseq. TTFT", Metric::AvgSubsequentTurnTtft, 2),
+        ] {
+            if r.summary.has(m) {
+                detail.push(scalar(name, format!("{:.dp$}", r.num(m))));
+            }
+        }
+        let tpot = r.num(Metric::AvgTpot);
+        if tpot > 0.0 {
+            detail.push(scalar("Decode toks/s", format!("{:.2}", 1000.0 / tpot)));
+        }
+        for (name, m) in [
+            ("Decoded Tok/Iter", Metric::AvgDecodedTokPerIter),
+            ("Spec. Accept Rate", Metric::SpecAcceptRate),
+        ] {
+            if r.summary.has(m) {
+                detail.push(scalar(name, format!("{:.4}", r.num(m))));
+            }
         }
     }
     out.push(render(
@@ -316,8 +345,42 @@ pub fn multi_run_summary(runs: &[RunResult], h: &super::run::Header, out_path: &
         &["Conc.", "Rate", "Metric", "avg", "p50", "p99", "max"],
         &detail,
     ));
+    if multi_turn {
+        out.push(per_trace_table(&sorted));
+    }
     out.push(recommendations(&sorted).join("\n"));
     out.join("\n\n")
+}
+
+/// evalscope's "Per-Trace Metrics" table of multi-turn runs: each conversation
+/// figure's mean, p50, p90, p99 and max (from trace_summary.json).
+fn per_trace_table(runs: &[&RunResult]) -> String {
+    let mut lines = Vec::new();
+    for r in runs {
+        let Some(rows) = r.traces.as_ref().and_then(|t| t["rows"].as_array()) else {
+            continue;
+        };
+        for row in rows {
+            let f = |k: &str| row[k].as_f64().map_or("-".into(), |v| format!("{v:.4}"));
+            lines.push(Line::Cells(vec![
+                conc(&r.point),
+                dash(r.point.rate),
+                row["metric"].as_str().unwrap_or("").to_string(),
+                f("mean"),
+                f("p50"),
+                f("p90"),
+                f("p99"),
+                f("max"),
+            ]));
+        }
+    }
+    render(
+        Some("Per-Trace Metrics"),
+        &[
+            "Conc.", "Rate", "Metric", "mean", "p50", "p90", "p99", "max",
+        ],
+        &lines,
+    )
 }
 
 /// The "Basic Information" table; generation totals only for LLM runs.

@@ -190,6 +190,19 @@ fn random_multi_turn_sessions_recomputed_from_rows() {
     assert!((row["mean"].as_f64().unwrap() - latency).abs() < 1e-9);
     let log = std::fs::read_to_string(ran.outcome.dir.join("benchmark.log")).unwrap();
     assert!(log.contains("── Multi-turn & Cache ──"), "{log}");
+    // evalscope's multi-run summary: a Traces column, the multi-turn scalar rows and
+    // the Per-Trace Metrics table.
+    let text = std::fs::read_to_string(ran.outcome.dir.join("performance_summary.txt")).unwrap();
+    for want in [
+        "Traces",
+        "Turns/Req",
+        "Cache Hit (%)",
+        "Subseq. TTFT",
+        "Per-Trace Metrics",
+        "TTFAT (s)",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
 }
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
