@@ -176,14 +176,8 @@ pub fn read_text_field(path: &str, field: &str) -> Result<Vec<String>> {
             out.extend(pick(v, &format!(" item {}", i + 1))?);
         }
     } else {
-        for (i, line) in text.lines().enumerate() {
-            let l = line.trim();
-            if l.is_empty() {
-                continue;
-            }
-            let v: Value = serde_json::from_str(l)
-                .with_context(|| format!("{path}:{}: not a JSON object line", i + 1))?;
-            out.extend(pick(&v, &(i + 1).to_string())?);
+        for (line, v) in prompt::read_jsonl(path)? {
+            out.extend(pick(&v, &line.to_string())?);
         }
     }
     Ok(out)

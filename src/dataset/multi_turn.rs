@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::config::DatasetConfig;
-use super::prompt::in_range;
+use super::prompt::{in_range, read_jsonl};
 
 /// One turn: the messages it appends to the conversation, and its own output cap.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,17 +38,7 @@ pub fn load(
     let out = match kind {
         MultiTurnKind::Random => random(cfg, turns, count, run_index)?,
         MultiTurnKind::ShareGpt { zh } => {
-            let path = cfg.path.as_deref().with_context(|| {
-                format!(
-                    "--dataset {} needs --dataset-path: {} and pass the path of \
-                     sharegpt_jsonl/common_{}_70k.jsonl",
-                    cfg.name,
-                    cfg.hub
-                        .download_hint("swift/sharegpt", "shareAI/ShareGPT-Chinese-English-90k"),
-                    if zh { "zh" } else { "en" }
-                )
-            })?;
-            share_gpt(path, cfg, turns.max, count)?
+            share_gpt(share_gpt_path(cfg, zh)?, cfg, turns.max, count)?
         }
         MultiTurnKind::Custom => {
             let path = cfg.path.as_deref().with_context(|| {
@@ -107,21 +97,20 @@ fn random(
         .collect())
 }
 
-/// Reads the non-empty lines of a JSONL file as JSON values; errors name the line.
-fn jsonl(path: &str) -> Result<Vec<(usize, Value)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--dataset-path: cannot read `{path}`"))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(l)
-            .with_context(|| format!("{path}:{}: not a JSON line", i + 1))?;
-        out.push((i + 1, v));
-    }
-    Ok(out)
+/// The `conversation` list of every line of a ShareGPT JSONL file (`{"conversation":
+/// [{"human", "assistant"}, …]}`); a line without one is an error naming it.
+fn share_gpt_lines(path: &str) -> Result<Vec<Vec<Value>>> {
+    read_jsonl(path)?
+        .into_iter()
+        .map(
+            |(line, v)| match v.get("conversation").and_then(Value::as_array) {
+                Some(c) => Ok(c.clone()),
+                None => bail!(
+                "{path}:{line}: no \"conversation\" list of {{\"human\", \"assistant\"}} objects"
+            ),
+            },
+        )
+        .collect()
 }
 
 /// `share_gpt_*_multi_turn`: one turn per non-empty `human` message of
@@ -135,15 +124,10 @@ fn share_gpt(
     count: u64,
 ) -> Result<Vec<Conversation>> {
     let mut out = Vec::new();
-    for (line, v) in jsonl(path)? {
+    for conv in share_gpt_lines(path)? {
         if out.len() as u64 >= count {
             break;
         }
-        let Some(conv) = v.get("conversation").and_then(Value::as_array) else {
-            bail!(
-                "{path}:{line}: no \"conversation\" list of {{\"human\", \"assistant\"}} objects"
-            );
-        };
         let humans: Vec<String> = conv
             .iter()
             .filter_map(|t| t.get("human").and_then(Value::as_str))
@@ -183,7 +167,7 @@ fn custom(
 ) -> Result<Vec<Conversation>> {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
-    for (line, v) in jsonl(path)? {
+    for (line, v) in read_jsonl(path)? {
         if out.len() as u64 >= count {
             break;
         }
@@ -245,15 +229,10 @@ fn custom(
     Ok(out)
 }
 
-/// Single-turn `share_gpt_zh` / `share_gpt_en` prompts: the conversation as chat
-/// messages, or its last user message for a completions endpoint.
-pub fn share_gpt_prompts(
-    cfg: &DatasetConfig,
-    zh: bool,
-    chat: bool,
-    count: u64,
-) -> Result<Vec<super::prompt::Prompt>> {
-    let path = cfg.path.as_deref().with_context(|| {
+/// `--dataset-path` of a ShareGPT dataset, or an error saying where to get the file
+/// (perfscope never downloads).
+fn share_gpt_path(cfg: &DatasetConfig, zh: bool) -> Result<&str> {
+    cfg.path.as_deref().with_context(|| {
         format!(
             "--dataset {} needs --dataset-path: {} and pass the path of \
              sharegpt_jsonl/common_{}_70k.jsonl",
@@ -262,8 +241,18 @@ pub fn share_gpt_prompts(
                 .download_hint("swift/sharegpt", "shareAI/ShareGPT-Chinese-English-90k"),
             if zh { "zh" } else { "en" }
         )
-    })?;
-    Ok(share_gpt_single(path, cfg, count)?
+    })
+}
+
+/// Single-turn `share_gpt_zh` / `share_gpt_en` prompts: the conversation as chat
+/// messages, or its last user message for a completions endpoint.
+pub fn share_gpt_prompts(
+    cfg: &DatasetConfig,
+    zh: bool,
+    chat: bool,
+    count: u64,
+) -> Result<Vec<super::prompt::Prompt>> {
+    Ok(share_gpt_single(share_gpt_path(cfg, zh)?, cfg, count)?
         .into_iter()
         .map(|m| {
             if chat {
@@ -285,15 +274,10 @@ pub fn share_gpt_prompts(
 pub fn share_gpt_single(path: &str, cfg: &DatasetConfig, count: u64) -> Result<Vec<Value>> {
     let fit = super::fit::Fitter::new(cfg)?;
     let mut out = Vec::new();
-    for (line, v) in jsonl(path)? {
+    for conv in share_gpt_lines(path)? {
         if out.len() as u64 >= count {
             break;
         }
-        let Some(conv) = v.get("conversation").and_then(Value::as_array) else {
-            bail!(
-                "{path}:{line}: no \"conversation\" list of {{\"human\", \"assistant\"}} objects"
-            );
-        };
         let mut msgs = Vec::new();
         for t in conv {
             if let Some(h) = t.get("human").and_then(Value::as_str) {

@@ -37,3 +37,22 @@ pub(crate) fn in_range(text: &str, cfg: &DatasetConfig) -> bool {
     };
     n >= cfg.min_prompt_length && n <= cfg.max_prompt_length
 }
+
+/// The non-empty lines of a JSONL file as JSON values with their 1-based line
+/// numbers; errors name the file and the line.
+pub(crate) fn read_jsonl(path: &str) -> anyhow::Result<Vec<(usize, Value)>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--dataset-path: cannot read `{path}`"))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(l)
+            .with_context(|| format!("{path}:{}: not a JSON object line", i + 1))?;
+        out.push((i + 1, v));
+    }
+    Ok(out)
+}

@@ -168,23 +168,15 @@ pub fn mooncake(
         .path
         .as_deref()
         .context("--dataset mooncake_trace needs --dataset-path")?;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--dataset-path: cannot read `{path}`"))?;
     let vocab = BlockVocab::new(cfg)?;
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(l)
-            .with_context(|| format!("{path}:{}: not a JSON object line", i + 1))?;
+    for (line, v) in super::prompt::read_jsonl(path)? {
         let ts = v
             .get("timestamp")
             .and_then(Value::as_f64)
-            .with_context(|| format!("{path}:{}: `timestamp` (ms) must be a number", i + 1))?;
-        let input = field_u64(&v, "input_length", path, i + 1)?;
-        let output = field_u64(&v, "output_length", path, i + 1)?;
+            .with_context(|| format!("{path}:{}: `timestamp` (ms) must be a number", line))?;
+        let input = field_u64(&v, "input_length", path, line)?;
+        let output = field_u64(&v, "output_length", path, line)?;
         let hashes: Vec<u64> = match v.get("hash_ids") {
             None => Vec::new(),
             Some(Value::Array(a)) => a
@@ -192,9 +184,9 @@ pub fn mooncake(
                 .map(|h| h.as_u64())
                 .collect::<Option<_>>()
                 .with_context(|| {
-                    format!("{path}:{}: `hash_ids` must be a list of integers", i + 1)
+                    format!("{path}:{}: `hash_ids` must be a list of integers", line)
                 })?,
-            Some(_) => bail!("{path}:{}: `hash_ids` must be a list of integers", i + 1),
+            Some(_) => bail!("{path}:{}: `hash_ids` must be a list of integers", line),
         };
         rows.push((ts, input, output.max(1), hashes));
     }

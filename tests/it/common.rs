@@ -227,6 +227,20 @@ impl Ran {
     }
 }
 
+/// Every row of a query, each read by `row` (e.g. `|r| Ok((r.get(0)?, r.get(1)?))`).
+pub fn rows<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map([], row)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 pub fn db(dir: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join("benchmark_data.db")).expect("db opens")
 }

@@ -490,14 +490,11 @@ fn one_parent_span_per_session_with_its_turns_as_children() {
         "off",
     ])
     .run();
-    let rows: Vec<(String, String, i64)> = ran
-        .db()
-        .prepare("SELECT session_id, trace_id, turn FROM result")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let rows: Vec<(String, String, i64)> = common::rows(
+        &ran.db(),
+        "SELECT session_id, trace_id, turn FROM result",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    );
     let spans = spans.lock().unwrap().spans.clone();
     let sessions: Vec<&Span> = spans.iter().filter(|s| s.kind == 1).collect();
     assert_eq!(sessions.len(), 4, "one span per conversation");

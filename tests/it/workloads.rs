@@ -409,13 +409,11 @@ fn mooncake_trace_keeps_its_schedule_and_block_structure() {
     let conn = common::db(&step);
     let rows = read_trace(trace);
     let rows = &rows[..150];
-    let times: Vec<(f64, f64)> = conn
-        .prepare("SELECT intended_start, start_time FROM result ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let times: Vec<(f64, f64)> = common::rows(
+        &conn,
+        "SELECT intended_start, start_time FROM result ORDER BY seq",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
     assert_eq!(times.len(), 150);
     let mut errors: Vec<f64> = Vec::new();
     for i in 1..times.len() {
@@ -640,14 +638,11 @@ fn workload_trace_replays_bodies() {
             r#"{"match_output_length": true, "model_mapping": {"old": "m"}}"#,
         ])
         .run();
-    let rows: Vec<(String, String, i64)> = ran
-        .db()
-        .prepare("SELECT request_id, request, completion_tokens FROM result ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let rows: Vec<(String, String, i64)> = common::rows(
+        &ran.db(),
+        "SELECT request_id, request, completion_tokens FROM result ORDER BY seq",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    );
     assert_eq!(rows.len(), 2, "the trace's two rows, not --number");
     assert_eq!((rows[0].0.as_str(), rows[1].0.as_str()), ("r1", "r2"));
     let body: Value = serde_json::from_str(&rows[1].1).unwrap();
@@ -754,14 +749,11 @@ fn tokenize_prompt_sends_token_ids() {
             &tok_path,
         ])
         .run();
-    let rows: Vec<(String, i64)> = ran
-        .db()
-        .prepare("SELECT request, prompt_tokens FROM result")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let rows: Vec<(String, i64)> = common::rows(
+        &ran.db(),
+        "SELECT request, prompt_tokens FROM result",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
     assert_eq!(rows.len(), 6);
     for (body, counted) in &rows {
         let v: Value = serde_json::from_str(body).unwrap();
