@@ -250,9 +250,12 @@ fn iso_seconds(s: &str) -> Option<f64> {
     } else if let Some(i) = time.rfind(['+', '-']) {
         let (c, z) = time.split_at(i);
         let sign = if z.starts_with('-') { -1.0 } else { 1.0 };
-        let (h, mi) = z[1..]
-            .split_once(':')
-            .unwrap_or((&z[1..3.min(z.len())], &z[3.min(z.len())..]));
+        // `+08:00`, `+0800` or `+08`; anything else (a user's file) is not a date.
+        let zone = z.get(1..)?;
+        let (h, mi) = match zone.split_once(':') {
+            Some(hm) => hm,
+            None => (zone.get(..2)?, zone.get(2..)?),
+        };
         let mins = h.parse::<f64>().ok()? * 60.0
             + if mi.is_empty() {
                 0.0
@@ -472,6 +475,8 @@ mod tests {
         assert_eq!(iso_seconds("1970-01-02T00:00:01Z"), Some(86_401.0));
         assert_eq!(iso_seconds("1970-01-01T01:00:00+01:00"), Some(0.0));
         assert_eq!(iso_seconds("2024-03-01 00:00:00"), Some(1_709_251_200.0));
+        assert_eq!(iso_seconds("1970-01-01T08:00:00+0800"), Some(0.0));
+        assert_eq!(iso_seconds("1970-01-01T00:00:00+é"), None);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("w.jsonl");
         std::fs::write(
