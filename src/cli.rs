@@ -406,6 +406,35 @@ pub struct PerfArgs {
     /// Seconds between scrapes of --server-metrics.
     #[arg(long, default_value_t = 1.0)]
     pub server_metrics_interval: f64,
+    // ---- Scale-out (one shard of a distributed run; see docs/scale-out.md)
+    /// This load generator's shard, 0..--shard-count (default: JOB_COMPLETION_INDEX,
+    /// which a Kubernetes Indexed Job sets in each pod).
+    #[arg(long)]
+    pub shard_index: Option<u64>,
+    /// How many shards share the load (default: PERFSCOPE_SHARD_COUNT, else 1).
+    #[arg(long)]
+    pub shard_count: Option<u64>,
+    /// The distributed run's id, the same in every shard (default: PERFSCOPE_RUN_ID,
+    /// else a digest of the flags every shard shares).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Start the measured load at this unix time (seconds), so that every shard starts
+    /// together.
+    #[arg(long, conflicts_with = "start_in")]
+    pub start_at: Option<f64>,
+    /// Start the measured load this many seconds after the invocation starts.
+    #[arg(long)]
+    pub start_in: Option<f64>,
+    /// Clock reference for the offset each shard stores: `auto` (the target server's
+    /// `Date` header, when sharded or with a start time), an http(s) URL whose `Date`
+    /// header is used, `ntp://HOST[:PORT]` (SNTP), or `off`.
+    #[arg(long, default_value = "auto")]
+    pub clock_ref: String,
+    /// Local addresses the load connections are bound to, round-robin: a list
+    /// (`127.0.0.2,127.0.0.3`) or an IPv4 range (`127.0.0.2-127.0.0.9`). Past about
+    /// 28k connections to one server, one source address runs out of ports.
+    #[arg(long)]
+    pub source_addrs: Option<String>,
     /// Simulator settings for --api sim, as JSON with the `perfscope sim` flag names in
     /// snake_case, e.g. '{"ttft_ms": 100, "itl_ms": 10}'.
     #[arg(long, value_parser = parse_json_object)]

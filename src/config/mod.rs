@@ -4,6 +4,7 @@
 mod api;
 mod args;
 mod resolve;
+mod scale;
 mod stages;
 mod workload;
 
@@ -26,7 +27,12 @@ pub use crate::scheduler::{py_float, SweepPoint};
 pub use crate::sla::SlaConfig;
 pub use api::Api;
 pub use resolve::{complete_url, sanitize_name, url_path};
+pub use scale::{
+    hostname, parse_source_addrs, ClockRef, ScaleConfig, ShardInfo, ENV_RUN_ID, ENV_SHARD_COUNT,
+    ENV_SHARD_INDEX, SHARD_LOCAL_KEYS,
+};
 pub use workload::TraceReplay;
+
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub model: String,
@@ -88,6 +94,8 @@ pub struct RunConfig {
     pub goodput: Option<crate::stats::Goodput>,
     /// Experiment tracker (`--visualizer`, or a deprecated key alone).
     pub sink: Option<crate::sinks::SinkSettings>,
+    /// Shards, the start barrier, the clock reference, source addresses.
+    pub scale: ScaleConfig,
     /// The flags as given, secrets masked: written to benchmark_args.json and the DB.
     pub args_json: Map<String, Value>,
 }
@@ -141,6 +149,14 @@ impl RunConfig {
         dataset.num_workers = work.num_workers;
         let name = a.name.as_deref().map(sanitize_name);
         let (metrics_addr, otel) = resolve_observability(a)?;
+        let scale = scale::resolve_scale(a, &points, &url, &|k| std::env::var(k).ok())?;
+        let mut args_json = args::masked_args(a);
+        if let Some(s) = &scale.shard {
+            // The resolved values (the environment's defaults included).
+            args_json.insert("shard_index".into(), s.shard.index.into());
+            args_json.insert("shard_count".into(), s.shard.count.into());
+            args_json.insert("run_id".into(), s.run_id.clone().into());
+        }
         Ok(RunConfig {
             model_id: name.clone().unwrap_or(model_id),
             name,
@@ -183,7 +199,8 @@ impl RunConfig {
             sla: resolve_sla(a)?,
             progress_tracker: a.enable_progress_tracker,
             sink: crate::sinks::SinkSettings::resolve(&a.tracker.flags())?,
-            args_json: args::masked_args(a),
+            scale,
+            args_json,
         })
     }
 

@@ -11,6 +11,7 @@
 
 mod ctx;
 mod point;
+mod scale;
 mod sessions;
 mod setup;
 mod stop;
@@ -32,6 +33,7 @@ use tracing::instrument::WithSubscriber;
 use ctx::Ctx;
 pub use ctx::Outcome;
 use point::run_point;
+pub use scale::{measure as measure_clock_offset, ClockOffset};
 use setup::{connection_test, start_metrics};
 pub use stop::{
     install_signals, BadInput, Interrupted, Stop, EXIT_INTERRUPTED, EXIT_NO_SUCCESS, EXIT_OK,
@@ -159,11 +161,15 @@ async fn run_inner(
     load_client.keep_messages = cfg.debug || cfg.tokenizer.is_some();
     // From here on the URL is only shown (logs, labels, errors): credentials masked.
     let url: Arc<str> = crate::config::redact_url(&url).into();
-    let run_label = root
-        .strip_prefix(&cfg.outputs_dir)
-        .unwrap_or(root)
-        .display()
-        .to_string();
+    // A distributed run's shards share one `run` label: its id.
+    let run_label = match &cfg.scale.shard {
+        Some(s) => s.run_id.clone(),
+        None => root
+            .strip_prefix(&cfg.outputs_dir)
+            .unwrap_or(root)
+            .display()
+            .to_string(),
+    };
     let (metrics, metrics_server) = start_metrics(&cfg, &run_label, &url).await?;
     let tracing = match &cfg.otel {
         None => None,
@@ -209,6 +215,8 @@ async fn run_inner(
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;
     }
+    let offset = scale::clock_offset(&ctx.cfg).await;
+    scale::write_shard_file(&ctx.cfg, root, offset.as_ref())?;
     if ctx.cfg.sla.is_some() && (ctx.cfg.sink.is_some() || ctx.cfg.progress_tracker) {
         // evalscope: SLA mode bypasses the visualizer and the progress tracker.
         log::warn(

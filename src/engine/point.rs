@@ -35,6 +35,14 @@ pub(crate) async fn run_point(
     let mut work = Work::load(ctx, point.number + warmup, index)?;
     let warmup = work.warmup(warmup);
     let number = work.measured(point.number, warmup);
+    // A shard keeps its part of the global plan; everything below runs that part.
+    let (point, warmup, number) = match &cfg.scale.shard {
+        Some(s) => {
+            let part = work.shard(s.shard, point, warmup, number, cfg.dataset.seed);
+            (&s.point(point), part.warmup, part.measured)
+        }
+        None => (point, warmup, number),
+    };
     let args = cfg.args_for_run(point);
     let queue = queue_size(ctx, point);
     let writer = open_store(ctx, point, root, &name, &args, queue)?;
@@ -80,10 +88,24 @@ pub(crate) async fn run_point(
         }
         None => None,
     };
+    // The first point's measured load waits for --start-at; its schedule is anchored
+    // on the barrier so that every shard keeps the same absolute times.
+    let (anchor, go) = if index == 0 {
+        super::scale::barrier(ctx).await
+    } else {
+        (None, true)
+    };
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
     let (sent, not_sent) = match &mut work {
+        _ if !go => (0, 0),
         Work::Requests(bodies) => {
-            dispatch(ctx, point, number, bodies, warmup, tx, true, in_flight).await
+            let d = Dispatch {
+                count: number,
+                body_offset: warmup,
+                measured: true,
+                anchor,
+            };
+            dispatch(ctx, point, d, bodies, tx, in_flight).await
         }
         Work::Sessions(convs) => {
             let sent =
@@ -155,6 +177,7 @@ fn open_store(
         number: point.number,
         rate: point.rate,
         config_json: serde_json::Value::Object(args.clone()).to_string(),
+        shard: cfg.scale.shard.as_ref().map(|s| s.shard.index),
     };
     store::Writer::start(
         root.join(name).join("benchmark_data.db"),
@@ -186,7 +209,13 @@ async fn run_warmup(
     });
     let bar = recorder::progress_bar(&format!("Warmup[{name}]"), warmup);
     ctx.log.set_bar(Some(bar.clone()));
-    let _ = dispatch(ctx, point, warmup, bodies, 0, tx, false, None).await;
+    let d = Dispatch {
+        count: warmup,
+        body_offset: 0,
+        measured: false,
+        anchor: None,
+    };
+    let _ = dispatch(ctx, point, d, bodies, tx, None).await;
     bar.finish_and_clear();
     let (n, ok) = drain.await.unwrap_or((0, 0));
     log::info(format!("Warmup done: {ok}/{n} succeeded (not recorded)"));
@@ -279,6 +308,16 @@ fn report_point(
     Ok(result)
 }
 
+/// Which requests one dispatch releases: `count` bodies from `body_offset`,
+/// measured or warmup, with the schedule anchored at `anchor` (clock seconds; now
+/// when None).
+struct Dispatch {
+    count: u64,
+    body_offset: u64,
+    measured: bool,
+    anchor: Option<f64>,
+}
+
 /// What every request task of one dispatch shares.
 struct Shared {
     ctx: Arc<Ctx>,
@@ -294,18 +333,21 @@ struct Shared {
 /// many were released but never sent (the run was stopped while they waited for a
 /// slot). Every sent request produces exactly one record on `out`; one never sent
 /// produces none.
-#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     ctx: &Arc<Ctx>,
     point: &SweepPoint,
-    count: u64,
+    d: Dispatch,
     bodies: &mut Bodies,
-    body_offset: u64,
     out: mpsc::Sender<RequestRecord>,
-    measured: bool,
     in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
 ) -> (u64, u64) {
     let cfg = &ctx.cfg;
+    let Dispatch {
+        count,
+        body_offset,
+        measured,
+        anchor,
+    } = d;
     let shape = bodies.shape(
         point,
         count,
@@ -332,7 +374,7 @@ async fn dispatch(
             "--duration reached after {sent} requests; waiting for in-flight requests"
         ))
     };
-    let anchor = ctx.clock.now();
+    let anchor = anchor.unwrap_or_else(|| ctx.clock.now());
     let mut set = JoinSet::new();
     let mut sent = 0u64;
     loop {
@@ -372,11 +414,7 @@ async fn dispatch(
             p = tasks.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let body = bodies.get(body_offset + seq, ctx);
-        let (extra_headers, row_id) = bodies
-            .extras
-            .get((body_offset + seq) as usize)
-            .cloned()
-            .unwrap_or_default();
+        let (extra_headers, row_id) = bodies.extra(body_offset + seq);
         // Spans are exported for a --otlp-sample-ratio share of requests; the
         // traceparent's sampled flag says so to the server.
         let sampled = ctx

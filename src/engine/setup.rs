@@ -51,6 +51,7 @@ pub(crate) async fn start_metrics(
             dataset: cfg.dataset.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
+        cfg.scale.shard.as_ref().map_or(0, |s| s.shard.index),
         cfg.progress_tracker,
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

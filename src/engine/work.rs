@@ -21,6 +21,12 @@ pub(crate) struct Bodies {
     pub(crate) arrivals: Option<Vec<f64>>,
     /// A replayed trace's per-row headers (`name: value\r\n` lines) and ids.
     pub(crate) extras: Vec<(Option<Arc<str>>, Option<String>)>,
+    /// A shard's requests: local request i is global request `order[i]` (None: all).
+    order: Option<Vec<u64>>,
+    /// A shard's schedule origins: local requests from `.0` on are measured and their
+    /// offsets count from the global run's first measured arrival `.2`; warmup ones
+    /// from its first arrival `.1`. Every shard then keeps the same global clock.
+    origins: Option<(u64, f64, f64)>,
 }
 
 impl Bodies {
@@ -48,7 +54,25 @@ impl Bodies {
             rng,
             arrivals: None,
             extras: Vec::new(),
+            order: None,
+            origins: None,
         })
+    }
+
+    /// The global request behind local request `i`.
+    fn global(&self, i: u64) -> u64 {
+        match &self.order {
+            Some(o) => o.get(i as usize).copied().unwrap_or(i),
+            None => i,
+        }
+    }
+
+    /// A replayed trace row's own headers and request id.
+    pub(crate) fn extra(&self, i: u64) -> (Option<Arc<str>>, Option<String>) {
+        self.extras
+            .get(self.global(i) as usize)
+            .cloned()
+            .unwrap_or_default()
     }
     /// When `count` requests from body `offset` are released: a trace's own offsets
     /// (rebased on its first row), else the sweep point's rate and cap.
@@ -62,8 +86,14 @@ impl Bodies {
     ) -> scheduler::LoadShape {
         match &self.arrivals {
             Some(a) => {
-                let part = &a[offset as usize..(offset + count) as usize];
-                let t0 = part.first().copied().unwrap_or(0.0);
+                let part: Vec<f64> = (offset..offset + count)
+                    .map(|i| a[self.global(i) as usize])
+                    .collect();
+                let t0 = match self.origins {
+                    Some((measured_from, _, measured)) if offset >= measured_from => measured,
+                    Some((_, warm, _)) => warm,
+                    None => part.first().copied().unwrap_or(0.0),
+                };
                 scheduler::LoadShape::from_offsets(
                     point,
                     part.iter().map(|t| t - t0).collect(),
@@ -80,7 +110,7 @@ impl Bodies {
     }
 
     pub(crate) fn get(&mut self, i: u64, ctx: &Ctx) -> bytes::Bytes {
-        let k = (i % self.prompts.len() as u64) as usize;
+        let k = (self.global(i) % self.prompts.len() as u64) as usize;
         match &self.fixed {
             Some(f) => f[k].clone(),
             None => match ctx
@@ -164,6 +194,81 @@ impl Work {
                 (b.prompts.len() as u64).saturating_sub(warmup).min(number)
             }
             _ => number,
+        }
+    }
+}
+
+/// A shard's part of a run: how many of its requests (or conversations) are warmup
+/// and how many measured.
+pub(crate) struct ShardPart {
+    pub warmup: u64,
+    pub measured: u64,
+}
+
+impl Work {
+    /// Keeps this shard's part of the global run's `warmup + measured` requests:
+    /// contiguous slices when unpaced; with a schedule (`--rate`, a trace) the
+    /// global schedule's arrivals, thinned by a seeded random subset (see
+    /// scheduler::shard). `seed` is the one the unsharded run's Poisson schedule uses.
+    pub(crate) fn shard(
+        &mut self,
+        shard: scheduler::Shard,
+        point: &SweepPoint,
+        warmup: u64,
+        measured: u64,
+        seed: u64,
+    ) -> ShardPart {
+        let warm: Vec<u64> = shard.owned(warmup, None);
+        match self {
+            Work::Sessions(convs) => {
+                let meas = shard.share(measured);
+                let keep: Vec<_> = warm
+                    .iter()
+                    .copied()
+                    .chain(meas.clone().map(|k| k + warmup))
+                    .filter_map(|k| convs.get(k as usize).cloned())
+                    .collect();
+                *convs = Arc::new(keep);
+                ShardPart {
+                    warmup: warm.len() as u64,
+                    measured: meas.end - meas.start,
+                }
+            }
+            Work::Requests(b) => {
+                if b.arrivals.is_none() && point.rate > 0.0 {
+                    // The unsharded run's two schedules (warmup, then measured), as
+                    // Bodies::shape would lay them out.
+                    let s = |n: u64, offset: u64| {
+                        scheduler::poisson_schedule(
+                            n as usize,
+                            point.rate,
+                            seed ^ offset ^ (point.number << 20),
+                        )
+                    };
+                    let mut a = s(warmup, 0);
+                    a.extend(s(measured, warmup));
+                    b.arrivals = Some(a);
+                    b.origins = Some((0, 0.0, 0.0));
+                } else if let Some(a) = &b.arrivals {
+                    let at = |k: u64| a.get(k as usize).copied().unwrap_or(0.0);
+                    b.origins = Some((0, at(0), at(warmup)));
+                }
+                let paced = b.arrivals.is_some();
+                let meas = shard.owned(measured, paced.then_some(seed ^ 0x5348_4152_4400));
+                if let Some(o) = &mut b.origins {
+                    o.0 = warm.len() as u64;
+                }
+                let part = ShardPart {
+                    warmup: warm.len() as u64,
+                    measured: meas.len() as u64,
+                };
+                b.order = Some(
+                    warm.into_iter()
+                        .chain(meas.into_iter().map(|k| k + warmup))
+                        .collect(),
+                );
+                part
+            }
         }
     }
 }

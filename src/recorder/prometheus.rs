@@ -72,9 +72,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// `shard` is a constant label on every series.
     /// `progress`: also register the `--enable-progress-tracker` gauges.
-    pub fn new(info: RunInfoLabels, progress: bool) -> Metrics {
-        let mut r = Registry::with_prefix(t::PREFIX);
+    pub fn new(info: RunInfoLabels, shard: u64, progress: bool) -> Metrics {
+        // Every series carries the shard, so N shards scraped into one Prometheus
+        // stay apart and aggregate with `sum by` (shard "0" when not sharded).
+        let shard = (
+            std::borrow::Cow::Borrowed(t::SHARD_LABEL),
+            std::borrow::Cow::Owned(shard.to_string()),
+        );
+        let mut r = Registry::with_prefix_and_labels(t::PREFIX, std::iter::once(shard));
         let m = Metrics {
             ttft: exemplar_family!(t::TTFT_BUCKETS),
             ttfc: family!(t::TTFT_BUCKETS),

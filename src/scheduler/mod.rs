@@ -10,7 +10,9 @@
 pub mod point;
 pub mod poisson;
 pub mod shape;
+pub mod shard;
 
 pub use point::{py_float, SweepPoint};
 pub use poisson::poisson_schedule;
 pub use shape::{LoadShape, Release};
+pub use shard::Shard;

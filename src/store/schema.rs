@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS result(
   resent INTEGER,
   session_id TEXT,
   turn INTEGER,
-  is_last_turn INTEGER
+  is_last_turn INTEGER,
+  shard INTEGER
 );
 CREATE TABLE IF NOT EXISTS run(
   run_id TEXT,

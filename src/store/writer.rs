@@ -22,8 +22,8 @@ const INSERT: &str = "INSERT INTO result(request,start_time,inter_token_latencie
  max_gpu_memory_cost,time_per_output_token,request_id,is_stream,seq,intended_start,headers_time,
  first_event_time,first_token_time,end_time,time_to_first_event,http_status,failure_kind,error,
  cached_tokens,output_chunks,finish_reason,trace_id,start_unix,end_unix,decode_chunks,resent,
- session_id,turn,is_last_turn)
- VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32,?33,?34,?35)";
+ session_id,turn,is_last_turn,shard)
+ VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32,?33,?34,?35,?36)";
 
 /// Run metadata written when the run starts and updated when it ends.
 pub struct RunMeta {
@@ -36,6 +36,8 @@ pub struct RunMeta {
     pub number: u64,
     pub rate: f64,
     pub config_json: String,
+    /// This shard's index, on every row (None: not a sharded run).
+    pub shard: Option<u64>,
 }
 
 pub struct Writer {
@@ -65,7 +67,12 @@ fn json_list(v: &[f64]) -> String {
     s
 }
 
-fn insert(tx: &rusqlite::Transaction, clock: &Clock, r: &RequestRecord) -> rusqlite::Result<()> {
+fn insert(
+    tx: &rusqlite::Transaction,
+    clock: &Clock,
+    shard: Option<i64>,
+    r: &RequestRecord,
+) -> rusqlite::Result<()> {
     let mut st = tx.prepare_cached(INSERT)?;
     let tl = &r.timeline;
     let latency = r.latency();
@@ -115,6 +122,7 @@ fn insert(tx: &rusqlite::Transaction, clock: &Clock, r: &RequestRecord) -> rusql
         r.session.as_ref().map(|s| s.id.as_str()),
         r.session.as_ref().map(|s| s.turn),
         r.session.as_ref().map(|s| s.is_last as i64),
+        shard,
     ])?;
     Ok(())
 }
@@ -152,6 +160,7 @@ impl Writer {
                 meta.config_json
             ],
         )?;
+        let shard = meta.shard.map(|s| s as i64);
         let (tx, mut rx) = mpsc::channel::<RequestRecord>(queue.max(1));
         // The thread logs to the invocation's log, like the task that started it.
         let log = tracing::dispatcher::get_default(|d| d.clone());
@@ -163,7 +172,7 @@ impl Writer {
                 while let Some(first) = rx.blocking_recv() {
                     let opened = Instant::now();
                     let t = conn.transaction()?;
-                    insert(&t, &clock, &first)?;
+                    insert(&t, &clock, shard, &first)?;
                     let mut n = 1;
                     // Group commit: keep the transaction open while rows keep coming,
                     // up to --db-commit-interval rows or COMMIT_WINDOW. One commit (a
@@ -172,7 +181,7 @@ impl Writer {
                     while n < commit_every {
                         match rx.try_recv() {
                             Ok(r) => {
-                                insert(&t, &clock, &r)?;
+                                insert(&t, &clock, shard, &r)?;
                                 n += 1;
                             }
                             Err(TryRecvError::Empty) if opened.elapsed() < COMMIT_WINDOW => {

@@ -36,6 +36,8 @@ pub const IN_FLIGHT: &str = "in_flight_requests";
 pub const TARGET_CONCURRENCY: &str = "target_concurrency";
 pub const TARGET_RATE: &str = "target_rate_rps";
 pub const RUN: &str = "run";
+/// The constant label naming the shard of a distributed run on every series.
+pub const SHARD_LABEL: &str = "shard";
 /// `--enable-progress-tracker`: the invocation's finished and planned requests.
 pub const PROGRESS_PROCESSED: &str = "progress_processed_requests";
 pub const PROGRESS_TOTAL: &str = "progress_total_requests";
@@ -115,6 +117,8 @@ pub struct TraceLabel {
 /// `perfscope_run_info` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunInfoLabels {
+    /// The run: the invocation's `<timestamp>/<name|model>`, or a distributed run's
+    /// id (`--run-id`), the same in every shard.
     pub run: String,
     pub model: String,
     pub api: String,

@@ -1,0 +1,262 @@
+//! Scale-out settings: this invocation's shard of a distributed run, the start
+//! barrier, the clock reference, and the local source addresses.
+
+use anyhow::{bail, Result};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+
+use crate::cli::PerfArgs;
+use crate::scheduler::{Shard, SweepPoint};
+
+/// Environment variable a Kubernetes Indexed Job sets in each pod.
+pub const ENV_SHARD_INDEX: &str = "JOB_COMPLETION_INDEX";
+/// The shard count when --shard-count is not given.
+pub const ENV_SHARD_COUNT: &str = "PERFSCOPE_SHARD_COUNT";
+/// The run id when --run-id is not given.
+pub const ENV_RUN_ID: &str = "PERFSCOPE_RUN_ID";
+
+/// Flags that may differ between the shards of one run (they change where and how
+/// a shard runs, not the load it sends). Everything else must be equal to merge.
+pub const SHARD_LOCAL_KEYS: &[&str] = &[
+    "shard_index",
+    "outputs_dir",
+    "no_timestamp",
+    "start_in",
+    "metrics_addr",
+    "metrics_linger",
+    "debug",
+    "log_every_n_query",
+    "clock_ref",
+    "source_addrs",
+    "enable_progress_tracker",
+    "otlp_endpoint",
+    "otlp_protocol",
+    "otlp_sample_ratio",
+];
+
+/// This invocation's place in a distributed run.
+#[derive(Clone, Debug)]
+pub struct ShardInfo {
+    pub shard: Shard,
+    pub run_id: String,
+    pub host: String,
+}
+
+impl ShardInfo {
+    /// The load this shard sends at a global sweep point.
+    pub fn point(&self, p: &SweepPoint) -> SweepPoint {
+        self.shard.point(p)
+    }
+}
+
+/// Where the clock offset is measured against.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClockRef {
+    Off,
+    /// An HTTP server's `Date` header (the target's when `auto`).
+    Http(String),
+    /// An SNTP server, `host:port`.
+    Ntp(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ScaleConfig {
+    /// None: a plain single-process run (one shard of one, no barrier).
+    pub shard: Option<ShardInfo>,
+    /// Unix time at which the measured load of the first sweep point starts.
+    pub start_at: Option<f64>,
+    pub clock_ref: ClockRef,
+    /// `--source-addrs`, empty when not given.
+    pub source_addrs: Vec<IpAddr>,
+}
+
+/// Reads the scale-out flags and their environment defaults; `env` is the process
+/// environment (a parameter so tests need not mutate it).
+pub(crate) fn resolve_scale(
+    a: &PerfArgs,
+    points: &[SweepPoint],
+    url: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ScaleConfig> {
+    let index = match (a.shard_index, env(ENV_SHARD_INDEX)) {
+        (Some(i), _) => Some(i),
+        (None, Some(v)) => Some(v.trim().parse::<u64>().map_err(|_| {
+            anyhow::anyhow!("{ENV_SHARD_INDEX}: `{v}` is not a shard index (0, 1, …)")
+        })?),
+        (None, None) => None,
+    };
+    let count = match (a.shard_count, env(ENV_SHARD_COUNT)) {
+        (Some(c), _) => Some(c),
+        (None, Some(v)) => Some(v.trim().parse::<u64>().map_err(|_| {
+            anyhow::anyhow!("{ENV_SHARD_COUNT}: `{v}` is not a shard count (1, 2, …)")
+        })?),
+        (None, None) => None,
+    };
+    let shard = match (index, count) {
+        (None, None) | (Some(0), None) | (None, Some(1)) => None,
+        (Some(_), None) => bail!(
+            "--shard-index: give --shard-count (or {ENV_SHARD_COUNT}) too, the number of shards"
+        ),
+        (None, Some(_)) => bail!(
+            "--shard-count: give --shard-index (or run as a Kubernetes Indexed Job, which sets {ENV_SHARD_INDEX})"
+        ),
+        (Some(_), Some(0)) => bail!("--shard-count: must be at least 1"),
+        (Some(i), Some(n)) if i >= n => {
+            bail!("--shard-index: {i} is not below --shard-count {n} (shards are 0..{n})")
+        }
+        (Some(i), Some(n)) => Some(Shard { index: i, count: n }),
+    };
+    let shard = match shard {
+        Some(s) => Some(check_shard(a, points, s, env)?),
+        None => None,
+    };
+    let now = crate::sinks::now_unix();
+    let start_at = match (a.start_at, a.start_in) {
+        (Some(t), _) if !(t.is_finite() && t > 0.0) => {
+            bail!("--start-at: {t} is not a unix time in seconds")
+        }
+        (Some(t), _) if t > now + 86_400.0 => {
+            bail!("--start-at: {t} is more than a day from now ({now:.0}); check the value (seconds, not milliseconds)")
+        }
+        (Some(t), _) => Some(t),
+        (None, Some(d)) if !(d.is_finite() && d >= 0.0) => {
+            bail!("--start-in: {d} must be a number of seconds >= 0")
+        }
+        (None, Some(d)) => Some(now + d),
+        (None, None) => None,
+    };
+    if start_at.is_some() && a.sla_auto_tune {
+        bail!("--start-at/--start-in: not with --sla-auto-tune (its runs depend on each other's results)");
+    }
+    let clock_ref = match a.clock_ref.trim() {
+        "off" => ClockRef::Off,
+        "auto" if shard.is_some() || start_at.is_some() => ClockRef::Http(url.to_string()),
+        "auto" => ClockRef::Off,
+        r if r.starts_with("http://") || r.starts_with("https://") => ClockRef::Http(r.into()),
+        r => match r.strip_prefix("ntp://") {
+            Some(h) if !h.is_empty() => ClockRef::Ntp(if h.contains(':') {
+                h.trim_end_matches('/').to_string()
+            } else {
+                format!("{}:123", h.trim_end_matches('/'))
+            }),
+            _ => bail!("--clock-ref: `{r}` is not auto, off, an http(s) URL or ntp://HOST[:PORT]"),
+        },
+    };
+    Ok(ScaleConfig {
+        shard,
+        start_at,
+        clock_ref,
+        source_addrs: match &a.source_addrs {
+            Some(s) => parse_source_addrs(s)?,
+            None => Vec::new(),
+        },
+    })
+}
+
+/// The flags a sharded run cannot honour, and the shard's identity.
+fn check_shard(
+    a: &PerfArgs,
+    points: &[SweepPoint],
+    shard: Shard,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ShardInfo> {
+    let n = shard.count;
+    if a.sla_auto_tune {
+        bail!("--shard-count: --sla-auto-tune cannot be sharded (each step depends on the whole run's result); run it in one process");
+    }
+    for p in points {
+        if p.parallel > 0 && (p.parallel as u64) < n {
+            bail!(
+                "--parallel {}: fewer than --shard-count {n}; every shard needs at least one stream",
+                p.parallel
+            );
+        }
+        if p.number < n {
+            bail!(
+                "--number {}: fewer than --shard-count {n}; every shard needs at least one request",
+                p.number
+            );
+        }
+    }
+    let mut args = super::args::masked_args(a);
+    for k in SHARD_LOCAL_KEYS {
+        args.shift_remove(*k);
+    }
+    let run_id = match a.run_id.clone().or_else(|| env(ENV_RUN_ID)) {
+        Some(r) if r.trim().is_empty() => bail!("--run-id: must not be empty"),
+        Some(r) => r.trim().to_string(),
+        None => digest(&args),
+    };
+    Ok(ShardInfo {
+        shard,
+        run_id,
+        host: hostname(),
+    })
+}
+
+/// A short, stable digest of the shared flags (FNV-1a over their JSON).
+fn digest(args: &Map<String, Value>) -> String {
+    let text = Value::Object(args.clone()).to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("run-{h:016x}")
+}
+
+/// The machine's host name (a pod's name in Kubernetes).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it or truncates.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(s) = std::str::from_utf8(&buf[..end]) {
+            return s.to_string();
+        }
+    }
+    std::env::var("HOSTNAME").unwrap_or_default()
+}
+
+/// `--source-addrs`: comma-separated addresses, each an address or an IPv4 range
+/// `A-B` (inclusive, at most 256 addresses).
+pub fn parse_source_addrs(s: &str) -> Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || {
+            anyhow::anyhow!("--source-addrs: `{part}` is not an address or an IPv4 range such as 127.0.0.2-127.0.0.9")
+        };
+        match part.split_once('-') {
+            None => out.push(part.parse::<IpAddr>().map_err(|_| bad())?),
+            Some((a, b)) => {
+                let a: std::net::Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+                let b: std::net::Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
+                let (a, b) = (u32::from(a), u32::from(b));
+                if b < a || b - a >= 256 {
+                    bail!("--source-addrs: `{part}`: the range must go upwards and hold at most 256 addresses");
+                }
+                out.extend((a..=b).map(|x| IpAddr::V4(x.into())));
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("--source-addrs: no address given");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ranges() {
+        let v = parse_source_addrs("127.0.0.2-127.0.0.4, ::1").unwrap();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[2].to_string(), "127.0.0.4");
+        assert!(parse_source_addrs("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_source_addrs("x").is_err());
+    }
+}
