@@ -33,6 +33,50 @@ pub enum Command {
     Push(PushArgs),
     /// Regenerate every output file and perf_report.html from the SQLite databases.
     Report(ReportArgs),
+    /// Merge the shards of a distributed run (--shard-count) into one output tree.
+    Merge(MergeArgs),
+    /// Compare two stored runs point by point, with bootstrap confidence intervals.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The merged run's directory (created; must be new or empty).
+    pub out: std::path::PathBuf,
+    /// Every shard's run directory (`<outputs-dir>/<timestamp>/<name|model>`).
+    #[arg(required = true, num_args = 1..)]
+    pub dirs: Vec<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The baseline run's directory (perfscope's, merged, or evalscope's).
+    pub base: std::path::PathBuf,
+    /// The run to judge against it.
+    pub new: std::path::PathBuf,
+    /// Exit non-zero when a change crosses a threshold: `METRIC:+N%` fails when NEW is
+    /// more than N% above BASE, `METRIC:-N%` when more than N% below. Metric names as
+    /// in --sla-params: avg_latency, avg_ttft, avg_tpot, p50/p90/p99_latency,
+    /// p50/p90/p99_ttft, p50/p90/p99_tpot, rps, tps, total_token_throughput, goodput.
+    #[arg(long)]
+    pub fail_on: Option<String>,
+    /// Output: console, markdown or json.
+    #[arg(long, default_value = "console")]
+    pub format: String,
+    /// Bootstrap resamples per run.
+    #[arg(long, default_value_t = 200)]
+    pub resamples: u32,
+    /// Confidence level of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Seed of the resampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Smallest relative change (percent) that counts as better or worse even when
+    /// the interval excludes zero: run-to-run drift of one machine is not a
+    /// regression. Figures without an interval (the server's) need 5 times this.
+    #[arg(long, default_value_t = 2.0)]
+    pub min_effect: f64,
 }
 
 #[derive(Args, Debug)]

@@ -8,7 +8,7 @@
 //!                                ▼
 //!               record::RequestRecord (always, failures included)
 //!                                ▼
-//! recorder (fan-out) ──▶ store (SQLite, canonical) ──▶ stats ──▶ report ──▶ sinks, sla
+//! recorder (fan-out) ──▶ store (SQLite, canonical) ──▶ stats ──▶ report ──▶ sinks, sla, compare
 //!                    ├─▶ prometheus, otel, progress
 //! scrape (the served model's /metrics) ──▶ store (server_metrics)
 //! engine wires one invocation; sim, telemetry, redact, retry, tokenizer stand alone.
@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod config;
 pub mod dataset;
 pub mod engine;

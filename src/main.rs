@@ -48,6 +48,14 @@ fn main() {
             }
         }
         Command::Push(a) => push(&a),
+        Command::Merge(a) => match perfscope::report::merge(&a.out, &a.dirs) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        Command::Compare(a) => compare(&a),
         Command::Report(a) => match perfscope::report::regenerate(&a.run_dir) {
             Ok(()) => 0,
             Err(e) => {
@@ -79,6 +87,51 @@ fn push(a: &perfscope::cli::PushArgs) -> i32 {
             eprintln!("error: {e:#}");
             1
         }
+    }
+}
+
+/// `perfscope compare`: 0 when no --fail-on threshold is crossed, 3 when one is,
+/// 2 for bad flags, 1 when a run cannot be read.
+fn compare(a: &perfscope::cli::CompareArgs) -> i32 {
+    let fail_on = match a.fail_on.as_deref().map(perfscope::compare::parse_fail_on) {
+        None => Vec::new(),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    };
+    if !matches!(a.format.as_str(), "console" | "markdown" | "json") {
+        eprintln!(
+            "error: --format: `{}` is not console, markdown or json",
+            a.format
+        );
+        return 2;
+    }
+    let o = perfscope::compare::Options {
+        resamples: a.resamples,
+        confidence: a.confidence,
+        seed: a.seed,
+        min_effect: a.min_effect,
+        fail_on,
+    };
+    let c = match perfscope::compare::compare(&a.base, &a.new, &o) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 1;
+        }
+    };
+    let text = match a.format.as_str() {
+        "markdown" => perfscope::compare::markdown(&c),
+        "json" => serde_json::to_string_pretty(&c).unwrap_or_default() + "\n",
+        _ => perfscope::compare::console(&c),
+    };
+    print!("{text}");
+    if c.failed() {
+        3
+    } else {
+        0
     }
 }
 

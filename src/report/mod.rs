@@ -5,6 +5,7 @@ mod charts;
 mod console;
 pub mod html;
 mod json;
+mod merge;
 mod run;
 pub mod stored;
 pub mod table;
@@ -19,6 +20,13 @@ pub use console::{multi_run_summary, percentile_table, speed_benchmark, summary_
 pub use json::{percentile_json, to_py_json, write_run_files};
 pub use run::{endpoint, recommendations, sweep_order, Header, RunResult};
 pub use stored::load_run;
+
+/// `perfscope merge OUT DIR…`: the shards' databases merged into OUT, then every
+/// report written from them as for one run.
+pub fn merge(out: &Path, dirs: &[std::path::PathBuf]) -> Result<()> {
+    merge::merge_tree(out, dirs)?;
+    regenerate(out)
+}
 
 /// Writes `perf_report.html` for an invocation.
 pub fn write_html(runs: &[RunResult], root: &Path, h: &Header) -> Result<()> {

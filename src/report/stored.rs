@@ -12,15 +12,16 @@ use crate::store::{RunRows, Stored};
 pub fn load_all(stored: &[Stored]) -> Result<Vec<RunResult>> {
     stored
         .iter()
-        .map(|s| {
-            let goodput = s
-                .config
-                .get("goodput")
-                .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
-                .and_then(|g| crate::stats::Goodput::parse(&g).ok().flatten());
-            load_run(&s.dir, s.point.clone(), goodput)
-        })
+        .map(|s| load_run(&s.dir, s.point.clone(), goodput_of(s)))
         .collect()
+}
+
+/// The `--goodput` bounds a stored step was run with.
+pub fn goodput_of(s: &Stored) -> Option<crate::stats::Goodput> {
+    s.config
+        .get("goodput")
+        .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+        .and_then(|g| crate::stats::Goodput::parse(&g).ok().flatten())
 }
 
 /// A run's summary and percentiles, computed from its stored rows alone (perfscope's
@@ -31,9 +32,23 @@ pub fn load_run(
     goodput: Option<crate::stats::Goodput>,
 ) -> Result<RunResult> {
     let rows = RunRows::open_step(dir)?;
+    let mut r = figures(&rows, point, goodput)?;
+    r.dir = dir.to_path_buf();
+    r.timeline = crate::stats::timeline(&rows)?;
+    r.traces = crate::stats::trace_summary(&rows)?;
+    Ok(r)
+}
+
+/// A run's summary and percentile columns from rows (no timeline, no traces, no
+/// directory): what a bootstrap resample recomputes.
+pub fn figures(
+    rows: &RunRows,
+    point: SweepPoint,
+    goodput: Option<crate::stats::Goodput>,
+) -> Result<RunResult> {
     let encoder = crate::protocol::is_encoder_run(&rows.api, &rows.url);
     let summary = crate::stats::summary(
-        &rows,
+        rows,
         &crate::stats::RunInputs {
             parallel: point.parallel,
             rate: point.rate,
@@ -41,14 +56,14 @@ pub fn load_run(
             encoder,
         },
     )?;
-    let columns = crate::stats::percentile_columns(&rows, encoder)?;
+    let columns = crate::stats::percentile_columns(rows, encoder)?;
     Ok(RunResult {
         point,
         summary,
         columns,
-        dir: dir.to_path_buf(),
+        dir: std::path::PathBuf::new(),
         encoder,
-        timeline: crate::stats::timeline(&rows)?,
-        traces: crate::stats::trace_summary(&rows)?,
+        timeline: None,
+        traces: None,
     })
 }

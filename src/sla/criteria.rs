@@ -90,6 +90,44 @@ impl Criterion {
     }
 }
 
+/// A metric named as in `--sla-params` (`p99_ttft`, `rps`, …), read from a run's
+/// result in the user's unit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedMetric {
+    pub name: String,
+    source: Source,
+    scale: f64,
+}
+
+impl NamedMetric {
+    pub fn parse(name: &str) -> Option<NamedMetric> {
+        let (source, scale) = metric(name, false)?;
+        Some(NamedMetric {
+            name: name.to_string(),
+            source,
+            scale,
+        })
+    }
+    /// The value, None when the run has none (evalscope's -1 included).
+    pub fn read(&self, r: &RunResult) -> Option<f64> {
+        let raw = match &self.source {
+            Source::Summary(m) => r.summary.get(*m),
+            Source::Pct(c, p) => Some(r.pct(*c, p)),
+        }?;
+        (raw.is_finite() && raw >= 0.0).then_some(raw * self.scale)
+    }
+    /// Whether a lower value is better (latencies), from the catalogue.
+    pub fn lower_is_better(&self) -> bool {
+        match &self.source {
+            Source::Summary(m) => m.def().direction == crate::stats::Direction::LowerIsBetter,
+            Source::Pct(..) => true,
+        }
+    }
+}
+
+/// The metric names --sla-params and `compare --fail-on` accept.
+pub const METRIC_NAMES: &str = NAMES;
+
 /// Maps a metric name to its source and scale.
 fn metric(name: &str, seed_format: bool) -> Option<(Source, f64)> {
     use Source::*;

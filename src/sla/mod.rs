@@ -15,6 +15,6 @@ mod criteria;
 mod search;
 mod tune;
 
-pub use criteria::{parse_params, point_passes, Criterion, Op};
+pub use criteria::{parse_params, point_passes, Criterion, NamedMetric, Op, METRIC_NAMES};
 pub use search::{average, constraint_search, optimise};
 pub use tune::{summary_table, tune, write_summary, SlaConfig, Tested};

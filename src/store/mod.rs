@@ -3,12 +3,14 @@
 //! `RunRows` for counts, aggregates and sorted values, and never sees SQL
 //! statements or the connection.
 
+mod merge;
 mod read;
 mod rows;
 mod schema;
 mod server;
 mod writer;
 
+pub use merge::{merge_point, MergedRun};
 pub use read::{
     evalscope_args, import_evalscope, is_evalscope_db, speed_rows, steps, SpeedRow, Stored,
 };

@@ -101,6 +101,70 @@ impl RunRows {
         }
     }
 
+    /// An in-memory copy of this run's request rows to resample (a bootstrap): the
+    /// copy's `result` table is replaced by each `resample`. Server samples are not
+    /// copied (they are not per request).
+    pub fn resampler(&self) -> Result<RunRows> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(super::schema::SCHEMA)?;
+        let cols: Vec<String> = self
+            .conn
+            .prepare("SELECT name FROM pragma_table_info('result')")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let list = cols.join(",");
+        conn.execute_batch(&format!(
+            "CREATE TABLE orig AS SELECT {list} FROM result WHERE 0"
+        ))?;
+        {
+            let marks = vec!["?"; cols.len()].join(",");
+            let mut ins = conn.prepare(&format!("INSERT INTO orig({list}) VALUES ({marks})"))?;
+            let mut st = self
+                .conn
+                .prepare(&format!("SELECT {list} FROM result ORDER BY rowid"))?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let vals: Vec<rusqlite::types::Value> = (0..cols.len())
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect::<rusqlite::Result<_>>()?;
+                ins.execute(rusqlite::params_from_iter(vals))?;
+            }
+        }
+        conn.execute_batch(&format!(
+            "CREATE TEMP TABLE picks(k INTEGER); INSERT INTO result({list}) SELECT {list} FROM orig ORDER BY rowid"
+        ))?;
+        Ok(RunRows {
+            conn,
+            api: self.api.clone(),
+            url: self.url.clone(),
+            pd_metrics: self.pd_metrics,
+        })
+    }
+
+    /// Request rows in the copy (see `resampler`).
+    pub fn resample_len(&self) -> Result<u64> {
+        let n: Option<i64> = self.one("SELECT COUNT(*) FROM orig")?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Replaces the rows by the copy's rows `picks` (0-based, repeats allowed), in
+    /// that order.
+    pub fn resample(&mut self, picks: &[u64]) -> Result<()> {
+        let t = self.conn.transaction()?;
+        t.execute_batch("DELETE FROM result; DELETE FROM picks;")?;
+        {
+            let mut ins = t.prepare_cached("INSERT INTO picks(k) VALUES (?1)")?;
+            for k in picks {
+                ins.execute([*k as i64 + 1])?;
+            }
+        }
+        t.execute_batch(
+            "INSERT INTO result SELECT o.* FROM picks p JOIN orig o ON o.rowid = p.k ORDER BY p.rowid",
+        )?;
+        t.commit()?;
+        Ok(())
+    }
+
     /// The inter-token gap lists (seconds) of the rows meeting a filter, in row
     /// order (PD metrics need each request's own list).
     pub fn itl_lists(&self, filter: &str) -> Result<Vec<Vec<f64>>> {

@@ -16,6 +16,7 @@ mod otel;
 mod outputs;
 mod prometheus_scrape;
 mod report;
+mod scale;
 mod server_metrics;
 mod servers;
 mod simulator;
