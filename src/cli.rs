@@ -463,7 +463,7 @@ pub struct PerfArgs {
     #[arg(long)]
     pub run_id: Option<String>,
     /// Start the measured load at this unix time (seconds), so that every shard starts
-    /// together.
+    /// together (default: PERFSCOPE_START_AT when set and not empty).
     #[arg(long, conflicts_with = "start_in")]
     pub start_at: Option<f64>,
     /// Start the measured load this many seconds after the invocation starts.

@@ -143,6 +143,8 @@ async fn run_sim(a: perfscope::cli::SimArgs) -> anyhow::Result<()> {
             a.port
         )
     })?;
+    // One descriptor per client connection: as many as the system allows.
+    perfscope::engine::raise_fd_limit(None, "the simulator's connections");
     let h = perfscope::sim::spawn(addr, a.config, a.threads)?;
     eprintln!(
         "perfscope sim: OpenAI-compatible server on {} (POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank); Ctrl-C to stop",

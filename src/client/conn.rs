@@ -94,3 +94,85 @@ impl Conn {
         matches!(self.io, Io::Tls(_))
     }
 }
+
+/// A TCP connection to `host:port`, from the next of `sources` (round-robin on
+/// `next`) when given. One source address reaches one server from at most the
+/// ephemeral port range (about 28k ports); each address adds as many.
+pub(crate) async fn open_tcp(
+    host: &str,
+    port: u16,
+    sources: &[std::net::IpAddr],
+    next: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<TcpStream> {
+    if sources.is_empty() {
+        return TcpStream::connect((host, port)).await;
+    }
+    let src = sources[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % sources.len()];
+    let target = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|a| a.is_ipv4() == src.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "no {} address for the host to connect to from --source-addrs {src}",
+                if src.is_ipv4() { "IPv4" } else { "IPv6" }
+            ))
+        })?;
+    let sock = if src.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    bind_no_port(&sock);
+    sock.bind(std::net::SocketAddr::new(src, 0))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bind --source-addrs {src}: {e}")))?;
+    sock.connect(target).await
+}
+
+/// Linux: choose the source port at connect time, knowing the destination, rather
+/// than at bind time (IP_BIND_ADDRESS_NO_PORT): ports are then shared between
+/// destinations instead of each bind holding one for good.
+#[cfg(target_os = "linux")]
+fn bind_no_port(sock: &tokio::net::TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a c_int option of its size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_no_port(_: &tokio::net::TcpSocket) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_take_the_source_addresses_in_turn() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let sources: Vec<std::net::IpAddr> =
+            vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut seen = Vec::new();
+        let mut keep = Vec::new();
+        for _ in 0..4 {
+            let c = open_tcp("127.0.0.1", port, &sources, &next).await.unwrap();
+            let (_, peer) = l.accept().await.unwrap();
+            seen.push(peer.ip().to_string());
+            keep.push(c);
+        }
+        assert_eq!(seen, ["127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.3"]);
+        // An IPv6 source cannot reach an IPv4-only host: a clear error.
+        let v6: Vec<std::net::IpAddr> = vec!["::1".parse().unwrap()];
+        let e = open_tcp("127.0.0.1", port, &v6, &next).await.unwrap_err();
+        assert!(e.to_string().contains("no IPv6 address"), "{e}");
+    }
+}

@@ -17,7 +17,6 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 use super::chunked::{ChunkState, Chunked};
 pub use super::conn::Error;
@@ -37,6 +36,9 @@ pub struct Settings {
     pub max_idle: usize,
     /// Largest SSE line or non-stream body accepted (`--max-response-mib`).
     pub max_response: usize,
+    /// `--source-addrs`: local addresses new connections bind to, round-robin
+    /// (empty: the system chooses).
+    pub source_addrs: Vec<std::net::IpAddr>,
 }
 
 impl Default for Settings {
@@ -47,6 +49,7 @@ impl Default for Settings {
             read_timeout: None,
             max_idle: 64,
             max_response: 16 << 20,
+            source_addrs: Vec::new(),
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct Endpoint {
     idle: Mutex<Vec<Conn>>,
     /// The URL with credentials masked, for error messages.
     display: String,
+    /// The next source address to bind (an index into `settings.source_addrs`).
+    next_source: std::sync::atomic::AtomicUsize,
 }
 
 /// `name: value` pairs whose names match case-insensitively.
@@ -166,6 +171,7 @@ impl Endpoint {
             settings,
             idle: Mutex::new(Vec::new()),
             display,
+            next_source: Default::default(),
         })
     }
 
@@ -198,10 +204,12 @@ impl Endpoint {
 
     async fn connect(&self) -> Result<Conn, Error> {
         let fut = async {
-            let tcp = TcpStream::connect((
+            let tcp = super::conn::open_tcp(
                 self.host.trim_start_matches('[').trim_end_matches(']'),
                 self.port,
-            ))
+                &self.settings.source_addrs,
+                &self.next_source,
+            )
             .await
             .map_err(|e| Error::Connect(format!("connect to {}: {e}", self.display)))?;
             let _ = tcp.set_nodelay(true);

@@ -36,6 +36,8 @@ pub struct ClientConfig {
     pub total_timeout: Duration,
     /// `--max-response-mib` in bytes.
     pub max_response_bytes: usize,
+    /// `--source-addrs` (empty: the system chooses).
+    pub source_addrs: Vec<std::net::IpAddr>,
 }
 
 /// The load client of a run: one endpoint (its connection pool), the wire format,
@@ -67,6 +69,7 @@ impl Client {
                 read_timeout: cfg.read_timeout,
                 max_idle: pool.max(1),
                 max_response: cfg.max_response_bytes,
+                source_addrs: cfg.source_addrs.clone(),
             },
         )?;
         Ok(Client {

@@ -1,7 +1,7 @@
 //! A comparison as a console table or Markdown (for a CI comment); JSON is the
 //! serialised `Comparison`.
 
-use super::{Comparison, Row};
+use super::model::{Comparison, Row, Verdict};
 use crate::report::table::{render, Line};
 
 fn num(v: f64) -> String {
@@ -115,9 +115,9 @@ pub fn markdown(c: &Comparison) -> String {
         for r in &p.rows {
             let mut c = cells(r);
             c[5] = match r.verdict {
-                super::Verdict::Worse => "**worse**".into(),
-                super::Verdict::Better => "better".into(),
-                super::Verdict::WithinNoise => "within noise".into(),
+                Verdict::Worse => "**worse**".into(),
+                Verdict::Better => "better".into(),
+                Verdict::WithinNoise => "within noise".into(),
             };
             s.push_str(&format!("| {} |\n", c.join(" | ")));
         }

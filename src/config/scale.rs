@@ -1,12 +1,12 @@
 //! Scale-out settings: this invocation's shard of a distributed run, the start
-//! barrier, the clock reference, and the local source addresses.
+//! barrier, the clock reference; and the parsing of `--source-addrs`.
 
 use anyhow::{bail, Result};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 
 use crate::cli::PerfArgs;
-use crate::scheduler::{Shard, SweepPoint};
+use crate::scheduler::{Shard, SweepPoint, SHARD_LOCAL_KEYS};
 
 /// Environment variable a Kubernetes Indexed Job sets in each pod.
 pub const ENV_SHARD_INDEX: &str = "JOB_COMPLETION_INDEX";
@@ -14,25 +14,8 @@ pub const ENV_SHARD_INDEX: &str = "JOB_COMPLETION_INDEX";
 pub const ENV_SHARD_COUNT: &str = "PERFSCOPE_SHARD_COUNT";
 /// The run id when --run-id is not given.
 pub const ENV_RUN_ID: &str = "PERFSCOPE_RUN_ID";
-
-/// Flags that may differ between the shards of one run (they change where and how
-/// a shard runs, not the load it sends). Everything else must be equal to merge.
-pub const SHARD_LOCAL_KEYS: &[&str] = &[
-    "shard_index",
-    "outputs_dir",
-    "no_timestamp",
-    "start_in",
-    "metrics_addr",
-    "metrics_linger",
-    "debug",
-    "log_every_n_query",
-    "clock_ref",
-    "source_addrs",
-    "enable_progress_tracker",
-    "otlp_endpoint",
-    "otlp_protocol",
-    "otlp_sample_ratio",
-];
+/// The start barrier when neither --start-at nor --start-in is given (empty: none).
+pub const ENV_START_AT: &str = "PERFSCOPE_START_AT";
 
 /// This invocation's place in a distributed run.
 #[derive(Clone, Debug)]
@@ -66,8 +49,6 @@ pub struct ScaleConfig {
     /// Unix time at which the measured load of the first sweep point starts.
     pub start_at: Option<f64>,
     pub clock_ref: ClockRef,
-    /// `--source-addrs`, empty when not given.
-    pub source_addrs: Vec<IpAddr>,
 }
 
 /// Reads the scale-out flags and their environment defaults; `env` is the process
@@ -111,7 +92,17 @@ pub(crate) fn resolve_scale(
         None => None,
     };
     let now = crate::sinks::now_unix();
-    let start_at = match (a.start_at, a.start_in) {
+    let env_at =
+        match env(ENV_START_AT).filter(|v| !v.trim().is_empty()) {
+            Some(v) => Some(v.trim().parse::<f64>().map_err(|_| {
+                anyhow::anyhow!("{ENV_START_AT}: `{v}` is not a unix time in seconds")
+            })?),
+            None => None,
+        };
+    let start_at = match (
+        a.start_at.or(env_at.filter(|_| a.start_in.is_none())),
+        a.start_in,
+    ) {
         (Some(t), _) if !(t.is_finite() && t > 0.0) => {
             bail!("--start-at: {t} is not a unix time in seconds")
         }
@@ -146,10 +137,6 @@ pub(crate) fn resolve_scale(
         shard,
         start_at,
         clock_ref,
-        source_addrs: match &a.source_addrs {
-            Some(s) => parse_source_addrs(s)?,
-            None => Vec::new(),
-        },
     })
 }
 

@@ -136,6 +136,10 @@ pub(crate) fn resolve_client(a: &PerfArgs, headers: Vec<(String, String)>) -> Re
         read_timeout: secs("--read-timeout", a.read_timeout)?,
         total_timeout,
         max_response_bytes: (m * 1024.0 * 1024.0) as usize,
+        source_addrs: match &a.source_addrs {
+            Some(s) => super::scale::parse_source_addrs(s)?,
+            None => Vec::new(),
+        },
     })
 }
 

@@ -34,6 +34,7 @@ use ctx::Ctx;
 pub use ctx::Outcome;
 use point::run_point;
 pub use scale::{measure as measure_clock_offset, ClockOffset};
+pub use setup::raise_fd_limit;
 use setup::{connection_test, start_metrics};
 pub use stop::{
     install_signals, BadInput, Interrupted, Stop, EXIT_INTERRUPTED, EXIT_NO_SUCCESS, EXIT_OK,
@@ -142,6 +143,10 @@ async fn run_inner(
     run_log: Arc<RunLog>,
 ) -> Result<Outcome> {
     let clock = Clock::start();
+    setup::raise_fd_limit(
+        Some(setup::files_needed(&cfg)),
+        "the run's connections (one per stream, two with --api sim)",
+    );
     let (_local, _sim, url) = start_target(&cfg, &stop, root).await?;
     let max_par = cfg.points.iter().map(|p| p.parallel).max().unwrap_or(1);
     let pool = if max_par > 0 { max_par as usize } else { 1024 };

@@ -36,13 +36,8 @@ pub(crate) async fn run_point(
     let warmup = work.warmup(warmup);
     let number = work.measured(point.number, warmup);
     // A shard keeps its part of the global plan; everything below runs that part.
-    let (point, warmup, number) = match &cfg.scale.shard {
-        Some(s) => {
-            let part = work.shard(s.shard, point, warmup, number, cfg.dataset.seed);
-            (&s.point(point), part.warmup, part.measured)
-        }
-        None => (point, warmup, number),
-    };
+    let (local, warmup, number) = shard_part(cfg, &mut work, point, warmup, number);
+    let point = &local;
     let args = cfg.args_for_run(point);
     let queue = queue_size(ctx, point);
     let writer = open_store(ctx, point, root, &name, &args, queue)?;
@@ -145,6 +140,23 @@ pub(crate) async fn run_point(
         ));
     }
     report_point(ctx, point, &dir, &name, &args)
+}
+
+/// This shard's point, warmup and measured requests (all of them when not sharded).
+fn shard_part(
+    cfg: &crate::config::RunConfig,
+    work: &mut Work,
+    point: &SweepPoint,
+    warmup: u64,
+    number: u64,
+) -> (SweepPoint, u64, u64) {
+    match &cfg.scale.shard {
+        Some(s) => {
+            let part = work.shard(s.shard, point, warmup, number, cfg.dataset.seed);
+            (s.point(point), part.warmup, part.measured)
+        }
+        None => (point.clone(), warmup, number),
+    }
 }
 
 /// Records queued between the request tasks and the recorders.

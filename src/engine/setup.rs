@@ -140,6 +140,70 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
     )
 }
 
+/// Open files a run may need: one connection per stream, twice that with the
+/// in-process simulator (its end of each connection), plus the database, logs and
+/// listeners.
+pub(crate) fn files_needed(cfg: &RunConfig) -> u64 {
+    let streams = cfg
+        .points
+        .iter()
+        .map(|p| if p.parallel > 0 { p.parallel as u64 } else { 0 })
+        .max()
+        .unwrap_or(0);
+    let per_stream = if cfg.sim.is_some() { 2 } else { 1 };
+    streams * per_stream + 1024
+}
+
+/// Raises the open-file limit (RLIMIT_NOFILE) to what the run needs: the soft limit
+/// up to the hard one, and past it when allowed (root). Says what to set when it
+/// stays short: connections beyond the limit would fail as `connect` errors.
+/// `need` None: as many as allowed, quietly (the simulator).
+pub fn raise_fd_limit(need: Option<u64>, purpose: &str) {
+    let quiet = need.is_none();
+    let need = need.unwrap_or(1 << 20);
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 || r.rlim_cur >= need {
+        return;
+    }
+    let set = |cur: u64, max: u64| {
+        let l = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        };
+        // SAFETY: a valid rlimit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 }
+    };
+    if need > r.rlim_max && set(need, need) {
+        if quiet {
+            return;
+        }
+        log::info(format!(
+            "Open-file limit raised to {need} (was {} soft, {} hard) for {purpose}",
+            r.rlim_cur, r.rlim_max
+        ));
+        return;
+    }
+    let cur = need.min(r.rlim_max);
+    let raised = set(cur, r.rlim_max);
+    if quiet {
+        return;
+    }
+    if need > r.rlim_max || !raised {
+        log::warn(format!(
+            "{purpose} needs about {need} open files but the limit is {}; connections past it \
+             fail. Raise the hard limit: `ulimit -Hn {need}` as root, LimitNOFILE= (systemd), \
+             `--ulimit nofile={need}` (docker)",
+            if raised { cur } else { r.rlim_cur }
+        ));
+    } else {
+        log::debug(format!("Open-file limit raised to {cur}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

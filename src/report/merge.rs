@@ -61,7 +61,7 @@ fn read_shard(dir: &Path) -> Result<ShardFile> {
         .cloned()
         .ok_or_else(|| bad("args"))?;
     let mut shared = args.clone();
-    for k in crate::config::SHARD_LOCAL_KEYS {
+    for k in crate::scheduler::SHARD_LOCAL_KEYS {
         shared.shift_remove(*k);
     }
     Ok(ShardFile {

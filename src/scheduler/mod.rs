@@ -15,4 +15,4 @@ pub mod shard;
 pub use point::{py_float, SweepPoint};
 pub use poisson::poisson_schedule;
 pub use shape::{LoadShape, Release};
-pub use shard::Shard;
+pub use shard::{Shard, SHARD_LOCAL_KEYS};

@@ -14,6 +14,25 @@
 
 use std::ops::Range;
 
+/// Flags that may differ between the shards of one run (they change where and how
+/// a shard runs, not the load it sends). Everything else must be equal to merge.
+pub const SHARD_LOCAL_KEYS: &[&str] = &[
+    "shard_index",
+    "outputs_dir",
+    "no_timestamp",
+    "start_in",
+    "metrics_addr",
+    "metrics_linger",
+    "debug",
+    "log_every_n_query",
+    "clock_ref",
+    "source_addrs",
+    "enable_progress_tracker",
+    "otlp_endpoint",
+    "otlp_protocol",
+    "otlp_sample_ratio",
+];
+
 use super::point::SweepPoint;
 
 /// Shard `index` of `count`.

@@ -28,3 +28,16 @@ fn alert_rules_check_and_unit_tests_pass() {
     let (ok, text) = promtool(&["test", "rules", "alerts_test.yml"]);
     assert!(ok, "{text}");
 }
+
+/// The recording rules aggregate two shards of one run as one run (promtool unit
+/// tests over two shards' series).
+#[test]
+fn recording_rules_sum_over_shards() {
+    if !common::external("promtool") {
+        return;
+    }
+    let (ok, text) = promtool(&["check", "rules", "recording.yml"]);
+    assert!(ok && text.contains("12 rules found"), "{text}");
+    let (ok, text) = promtool(&["test", "rules", "recording_test.yml"]);
+    assert!(ok, "{text}");
+}

@@ -98,6 +98,7 @@ async fn every_failure_kind_is_classified_with_text() {
                     read_timeout: None,
                     total_timeout: timeout,
                     max_response_bytes: 16 << 20,
+                    source_addrs: vec![],
                 },
                 &reqwest::Url::parse(&path).unwrap(),
                 64,

@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod failures;
 mod golden;
+mod kubernetes;
 mod load_shapes;
 mod local_server;
 mod metrics;

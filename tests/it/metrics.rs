@@ -82,12 +82,12 @@ fn live_metrics_match_the_run_and_parse() {
     };
     // --enable-progress-tracker: the same progress on /metrics and in progress.json.
     assert_eq!(
-        sample(&om, "perfscope_progress_processed_requests "),
+        sample(&om, "perfscope_progress_processed_requests{shard=\"0\"} "),
         Some(200.0),
         "{om}"
     );
     assert_eq!(
-        sample(&om, "perfscope_progress_total_requests "),
+        sample(&om, "perfscope_progress_total_requests{shard=\"0\"} "),
         Some(200.0)
     );
     let ts = std::fs::read_dir(out.path())
@@ -147,7 +147,8 @@ fn live_metrics_match_the_run_and_parse() {
         )
         .unwrap();
     assert!(failed > 0);
-    let labels = "{run=\"";
+    // Every series carries the constant shard label first (0: not sharded).
+    let labels = "{shard=\"0\",run=\"";
     let succ = om
         .lines()
         .find(|l| l.starts_with("perfscope_requests_total{") && l.contains("outcome=\"success\""))

@@ -244,6 +244,7 @@ fn real_prometheus_scrapes_a_run() {
         &["perfscope-live.json", "perfscope-client-vs-server.json"],
         4,
     );
+    check_recording_rules(&prom);
     for id in &trace_ids {
         let n: i64 = conn
             .query_row(
@@ -362,6 +363,67 @@ fn check_bundled_queries(prom: &str, dashboards: &[&str], alert_rules: usize) {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+}
+
+/// The recording rules' expressions return data from a real scrape (those that
+/// need failures or a --rate target aside), and every series carries the `shard`
+/// label they aggregate over.
+fn check_recording_rules(prom: &str) {
+    let text = std::fs::read_to_string("dashboards/prometheus/recording.yml").unwrap();
+    let mut checked = 0;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(name) = line.trim().strip_prefix("- record:") else {
+            continue;
+        };
+        let Some(e) = lines.next().and_then(|l| l.trim().strip_prefix("expr:")) else {
+            continue;
+        };
+        let mut expr = e.trim().to_string();
+        if expr == "|" {
+            expr.clear();
+            while lines
+                .peek()
+                .is_some_and(|l| !l.trim_start().starts_with("- "))
+            {
+                expr.push_str(lines.next().unwrap().trim());
+                expr.push(' ');
+            }
+        }
+        if name.contains("failures") || name.contains("target_rate") {
+            continue;
+        }
+        let url = format!("{prom}/api/v1/query?query={}", urlencode(&expr));
+        let t = Instant::now();
+        loop {
+            let v = get_json(&url).unwrap_or_else(|| panic!("{name}: no answer"));
+            assert_eq!(v["status"], "success", "{name}: {v}");
+            if v["data"]["result"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "{name}: no data for {expr}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 10);
+    let q = format!(
+        "{prom}/api/v1/query?query={}",
+        urlencode("count(perfscope_requests_total{shard=\"0\"})")
+    );
+    let v = get_json(&q).unwrap();
+    assert!(
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .is_some_and(|n| n != "0"),
+        "{v}"
+    );
 }
 
 /// The left side of an alert's top-level comparison (`A > 2` → `A`).

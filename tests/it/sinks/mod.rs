@@ -590,3 +590,64 @@ fn heartbeats_between_points() {
         assert!(m.violations().is_empty(), "{:?}", m.violations());
     }
 }
+
+/// `perfscope push` sends a merged tree (the shards of a distributed run) like a
+/// plain run: the merged totals, one history line per point.
+#[test]
+fn push_a_merged_tree() {
+    let _g = common::lock();
+    let out = tempfile::tempdir().unwrap();
+    let mut dirs = Vec::new();
+    for i in 0..2 {
+        let o = out.path().join(format!("s{i}"));
+        #[rustfmt::skip]
+        let r = bin()
+            .args([
+                "perf", "--api", "sim", "--parallel", "2", "--number", "5", "--metrics-addr", "off",
+                "--shard-index", &i.to_string(), "--shard-count", "2", "--run-id", "pushed",
+                "--no-timestamp", "--outputs-dir", o.to_str().unwrap(),
+                "--sim-args", r#"{"zero_delay": true}"#,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        dirs.push(o.join("sim-7b"));
+    }
+    let merged = out.path().join("merged/sim-7b");
+    let r = bin()
+        .arg("merge")
+        .arg(&merged)
+        .args(&dirs)
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let m = mock::wandb();
+    let r = bin()
+        .args(["push", merged.to_str().unwrap(), "--visualizer", "wandb"])
+        .env("WANDB_BASE_URL", &m.url)
+        .env("WANDB_API_KEY", mock::WANDB_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    let lines = wandb_history(&m);
+    assert_eq!(lines.len(), 1);
+    // Both shards' requests (3 + 2 of the global 5), at the global concurrency.
+    assert_eq!(lines[0]["Success Requests"], 5.0);
+    assert_eq!(lines[0]["Concurrency"], 2.0);
+}
