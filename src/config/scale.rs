@@ -169,6 +169,8 @@ fn check_shard(
     for k in SHARD_LOCAL_KEYS {
         args.shift_remove(*k);
     }
+    // The count as resolved: from the flag or the environment alike.
+    args.insert("shard_count".into(), n.into());
     let run_id = match a.run_id.clone().or_else(|| env(ENV_RUN_ID)) {
         Some(r) if r.trim().is_empty() => bail!("--run-id: must not be empty"),
         Some(r) => r.trim().to_string(),

@@ -74,6 +74,11 @@ pub struct SimConfig {
     /// model directory; chat prompts through its chat template).
     #[arg(long = "tokenizer-path")]
     pub tokenizer_path: Option<String>,
+    /// Share the port with other `perfscope sim` processes (SO_REUSEPORT): the kernel
+    /// spreads new connections over them, past one process's open-file limit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub reuse_port: bool,
 }
 
 impl Default for SimConfig {
@@ -101,6 +106,7 @@ impl Default for SimConfig {
             in_band_error_rate: 0.0,
             no_usage: false,
             tokenizer_path: None,
+            reuse_port: false,
         }
     }
 }

@@ -95,13 +95,17 @@ pub async fn serve(
 /// Binds with a deep accept backlog: std's default of 128 drops SYNs when hundreds
 /// of benchmark connections open at once, and the retransmit (~1 s) would show up as
 /// a fake TTFT.
-pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+/// `reuse_port`: several processes may listen on the port (SO_REUSEPORT).
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<tokio::net::TcpListener> {
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     sock.set_reuseaddr(true)?;
+    if reuse_port {
+        sock.set_reuseport(true)?;
+    }
     sock.bind(addr)?;
     sock.listen(4096)
 }
@@ -118,6 +122,7 @@ pub fn spawn(addr: SocketAddr, cfg: SimConfig, threads: usize) -> anyhow::Result
         .transpose()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (sim_tx, sim_rx) = std::sync::mpsc::channel();
+    let reuse_port = cfg.reuse_port;
     let thread = std::thread::Builder::new()
         .name("perfscope-sim".into())
         .spawn(move || {
@@ -134,7 +139,7 @@ pub fn spawn(addr: SocketAddr, cfg: SimConfig, threads: usize) -> anyhow::Result
                 }
             };
             rt.block_on(async move {
-                let listener = match bind(addr) {
+                let listener = match bind(addr, reuse_port) {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = sim_tx.send(Err(format!("cannot bind {addr}: {e}")));

@@ -54,8 +54,7 @@ enum Source {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Criterion {
     pub name: String,
-    source: Source,
-    scale: f64,
+    metric: NamedMetric,
     pub op: Op,
     pub value: f64,
 }
@@ -63,12 +62,7 @@ pub struct Criterion {
 impl Criterion {
     /// The metric's value in the user's unit; None when the run has no such value.
     pub fn read(&self, r: &RunResult) -> Option<f64> {
-        let raw = match &self.source {
-            Source::Summary(m) => r.summary.get(*m),
-            Source::Pct(c, p) => Some(r.pct(*c, p)),
-        }?;
-        // evalscope's -1 means "no denominator": not a measured value.
-        (raw.is_finite() && raw >= 0.0).then_some(raw * self.scale)
+        self.metric.read(r)
     }
 
     pub fn passes(&self, v: f64) -> bool {
@@ -108,7 +102,8 @@ impl NamedMetric {
             scale,
         })
     }
-    /// The value, None when the run has none (evalscope's -1 included).
+    /// The value in the user's unit; None when the run has none (evalscope's -1
+    /// means "no denominator": not a measured value).
     pub fn read(&self, r: &RunResult) -> Option<f64> {
         let raw = match &self.source {
             Source::Summary(m) => r.summary.get(*m),
@@ -212,8 +207,11 @@ pub fn parse_params(text: &str) -> Result<Vec<Vec<Criterion>>> {
             };
             g.push(Criterion {
                 name: name.into(),
-                source,
-                scale,
+                metric: NamedMetric {
+                    name: name.into(),
+                    source,
+                    scale,
+                },
                 op,
                 value,
             });
@@ -248,8 +246,11 @@ pub fn parse_params(text: &str) -> Result<Vec<Vec<Criterion>>> {
                 };
                 g.push(Criterion {
                     name: name.clone(),
-                    source,
-                    scale,
+                    metric: NamedMetric {
+                        name: name.clone(),
+                        source,
+                        scale,
+                    },
                     op,
                     value,
                 });
@@ -285,16 +286,16 @@ mod tests {
         let g = parse_params(r#"[{"p99_ttft": "<=50", "avg_latency": "<= 2"}, {"rps": ">=10"}]"#)
             .unwrap();
         assert_eq!(g.len(), 2);
-        assert_eq!(g[0][0].source, Source::Pct(Col::Ttft, "99%"));
+        assert_eq!(g[0][0].metric.source, Source::Pct(Col::Ttft, "99%"));
         assert_eq!((g[0][0].op, g[0][0].value), (Op::Le, 50.0));
         let g = parse_params(r#"[{"avg_ttft_s": "≤0.05"}]"#).unwrap();
-        assert_eq!((g[0][0].scale, g[0][0].value), (1e-3, 0.05));
+        assert_eq!((g[0][0].metric.scale, g[0][0].value), (1e-3, 0.05));
         let g = parse_params(
             r#"[{"name": "ttft", "operator": "<=", "value": 0.5}, {"name": "request_throughput", "operator": ">", "value": 3}]"#,
         )
         .unwrap();
         assert_eq!(g.len(), 1, "the seed format is one ANDed group");
-        assert_eq!(g[0][0].scale, 1e-3, "seed-format ttft is in seconds");
+        assert_eq!(g[0][0].metric.scale, 1e-3, "seed-format ttft is in seconds");
         assert_eq!(
             parse_params(r#"[{"rps": "max"}]"#).unwrap()[0][0].op,
             Op::Max

@@ -174,15 +174,10 @@ pub fn merge_point(out: &Path, shards: &[(u64, PathBuf)], m: &MergedRun) -> Resu
 }
 
 fn attach(conn: &Connection, db: &Path) -> Result<()> {
-    let uri = format!(
-        "file:{}?mode=ro",
-        db.display()
-            .to_string()
-            .replace('%', "%25")
-            .replace('?', "%3f")
-            .replace('#', "%23")
-    );
-    conn.execute("ATTACH DATABASE ?1 AS shard_db", [uri])
-        .with_context(|| format!("cannot open {} read-only", db.display()))?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS shard_db",
+        [super::schema::read_only_uri(db)],
+    )
+    .with_context(|| format!("cannot open {} read-only", db.display()))?;
     Ok(())
 }

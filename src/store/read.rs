@@ -59,16 +59,11 @@ pub fn evalscope_args(dir: &Path) -> Map<String, Value> {
 pub fn import_evalscope(db: &Path) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open_in_memory()?;
     conn.execute_batch(super::schema::SCHEMA)?;
-    let uri = format!(
-        "file:{}?mode=ro",
-        db.display()
-            .to_string()
-            .replace('%', "%25")
-            .replace('?', "%3f")
-            .replace('#', "%23")
-    );
-    conn.execute("ATTACH DATABASE ?1 AS src", [uri])
-        .with_context(|| format!("cannot open {} read-only", db.display()))?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS src",
+        [super::schema::read_only_uri(db)],
+    )
+    .with_context(|| format!("cannot open {} read-only", db.display()))?;
     let cols: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('result', 'src')")?
         .query_map([], |r| r.get::<_, String>(0))?

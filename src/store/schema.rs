@@ -72,6 +72,19 @@ CREATE TABLE IF NOT EXISTS server_metrics(
 CREATE INDEX IF NOT EXISTS server_metrics_series ON server_metrics(name, source, labels, ts);
 ";
 
+/// An SQLite URI opening `db` read-only (for ATTACH): `%`, `?` and `#` in the path
+/// are escaped.
+pub(crate) fn read_only_uri(db: &Path) -> String {
+    format!(
+        "file:{}?mode=ro",
+        db.display()
+            .to_string()
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23")
+    )
+}
+
 /// Opens (creating) a run's database with the schema.
 pub fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)
