@@ -65,23 +65,36 @@ fn footer(c: &Comparison) -> Vec<String> {
     out
 }
 
-/// The console tables, one per point.
-pub fn console(c: &Comparison) -> String {
-    let mut s = format!(
-        "Comparing {} (base) with {} (new): {}% bootstrap intervals over {} resamples, seed {}, min effect {}%\n",
-        c.base,
-        c.new,
+/// How the intervals were made, for both renderings.
+fn method(c: &Comparison) -> String {
+    format!(
+        "{}% bootstrap intervals over {} resamples (seed {}), min effect {}%",
         c.confidence * 100.0,
         c.resamples,
         c.seed,
         c.min_effect_pct
+    )
+}
+
+/// A point's heading: its name and request counts.
+fn heading(p: &super::model::PointComparison) -> String {
+    format!(
+        "{} ({} vs {} requests)",
+        p.name, p.base_requests, p.new_requests
+    )
+}
+
+/// The console tables, one per point.
+pub fn console(c: &Comparison) -> String {
+    let mut s = format!(
+        "Comparing {} (base) with {} (new): {}\n",
+        c.base,
+        c.new,
+        method(c)
     );
     for p in &c.points {
         let lines: Vec<Line> = p.rows.iter().map(|r| Line::Cells(cells(r))).collect();
-        let title = format!(
-            "{} ({} vs {} requests)",
-            p.name, p.base_requests, p.new_requests
-        );
+        let title = heading(p);
         s.push_str(&render(Some(&title), &HEADERS, &lines));
         s.push('\n');
     }
@@ -95,20 +108,15 @@ pub fn console(c: &Comparison) -> String {
 /// GitHub-flavoured Markdown: a heading and a table per point.
 pub fn markdown(c: &Comparison) -> String {
     let mut s = format!(
-        "## perfscope compare\n\nBase `{}`, new `{}`: {}% bootstrap intervals over {} resamples (seed {}), min effect {}%.\n",
+        "## perfscope compare\n\nBase `{}`, new `{}`: {}.\n",
         c.base,
         c.new,
-        c.confidence * 100.0,
-        c.resamples,
-        c.seed,
-        c.min_effect_pct
+        method(c)
     );
     for p in &c.points {
         s.push_str(&format!(
-            "\n### {} ({} vs {} requests)\n\n| {} |\n|{}|\n",
-            p.name,
-            p.base_requests,
-            p.new_requests,
+            "\n### {}\n\n| {} |\n|{}|\n",
+            heading(p),
             HEADERS.join(" | "),
             HEADERS.map(|_| "---").join("|")
         ));

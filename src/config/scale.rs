@@ -121,6 +121,8 @@ pub(crate) fn resolve_scale(
     }
     let clock_ref = match a.clock_ref.trim() {
         "off" => ClockRef::Off,
+        // The in-process simulator (--api sim) runs on this machine's clock.
+        "auto" if a.api == "sim" => ClockRef::Off,
         "auto" if shard.is_some() || start_at.is_some() => ClockRef::Http(url.to_string()),
         "auto" => ClockRef::Off,
         r if r.starts_with("http://") || r.starts_with("https://") => ClockRef::Http(r.into()),
@@ -239,6 +241,75 @@ pub fn parse_source_addrs(s: &str) -> Result<Vec<IpAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(extra: &[&str]) -> PerfArgs {
+        use clap::Parser;
+        let mut argv = vec!["perfscope", "perf", "--api", "sim", "--parallel", "8"];
+        argv.extend(extra);
+        match crate::cli::Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(crate::cli::Command::Perf(a)) => *a,
+            _ => panic!("not perf"),
+        }
+    }
+
+    fn resolve(extra: &[&str], vars: &[(&str, &str)]) -> Result<ScaleConfig> {
+        let a = args(extra);
+        let points = [SweepPoint {
+            parallel: 8,
+            number: 100,
+            rate: -1.0,
+        }];
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        resolve_scale(&a, &points, "http://127.0.0.1:1/v1/chat/completions", &env)
+    }
+
+    #[test]
+    fn the_environment_of_an_indexed_job_gives_the_defaults() {
+        let at = format!("{}", crate::sinks::now_unix() + 60.0);
+        let s = resolve(
+            &[],
+            &[
+                (ENV_SHARD_INDEX, "2"),
+                (ENV_SHARD_COUNT, "3"),
+                (ENV_RUN_ID, "job-uid"),
+                (ENV_START_AT, &at),
+            ],
+        )
+        .unwrap();
+        let sh = s.shard.unwrap();
+        assert_eq!((sh.shard.index, sh.shard.count), (2, 3));
+        assert_eq!(sh.run_id, "job-uid");
+        assert_eq!(s.start_at, Some(at.parse().unwrap()));
+        // --api sim: the simulator shares this machine's clock.
+        assert_eq!(s.clock_ref, ClockRef::Off);
+        // Flags win over the environment; an empty start time is none.
+        let s = resolve(
+            &["--shard-index", "0", "--shard-count", "2"],
+            &[(ENV_SHARD_INDEX, "5"), (ENV_START_AT, "")],
+        )
+        .unwrap();
+        assert_eq!(s.shard.unwrap().shard.index, 0);
+        assert_eq!(s.start_at, None);
+        // The same flags give the same digest whether the count is a flag or a variable.
+        let a = resolve(&["--shard-count", "2"], &[(ENV_SHARD_INDEX, "0")]).unwrap();
+        let b = resolve(&[], &[(ENV_SHARD_INDEX, "1"), (ENV_SHARD_COUNT, "2")]).unwrap();
+        assert_eq!(a.shard.unwrap().run_id, b.shard.unwrap().run_id);
+        for (vars, needle) in [
+            (
+                vec![(ENV_SHARD_INDEX, "x"), (ENV_SHARD_COUNT, "2")],
+                "JOB_COMPLETION_INDEX",
+            ),
+            (vec![(ENV_SHARD_INDEX, "1")], "--shard-count"),
+            (vec![(ENV_START_AT, "soon")], "PERFSCOPE_START_AT"),
+        ] {
+            let e = resolve(&[], &vars).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
 
     #[test]
     fn source_ranges() {
