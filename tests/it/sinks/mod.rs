@@ -474,21 +474,7 @@ fn outage_then_push_from_the_store() {
     // rules (the hand-worked fixture of tests/report.rs).
     let evalscope = tempfile::tempdir().unwrap();
     let edir = common::evalscope_dir(evalscope.path());
-    let fresh = mock::wandb();
-    let o = bin()
-        .args(["push", edir.to_str().unwrap(), "--visualizer", "wandb"])
-        .env("WANDB_BASE_URL", &fresh.url)
-        .env("WANDB_API_KEY", mock::WANDB_KEY)
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(fresh.violations().is_empty(), "{:?}", fresh.violations());
-    let lines = wandb_history(&fresh);
+    let lines = push_to_wandb(&edir);
     assert_eq!(lines[0]["Success Requests"], 3.0);
     assert_eq!(lines[0]["Avg TPOT (ms)"], 99.99);
 
@@ -591,6 +577,26 @@ fn heartbeats_between_points() {
     }
 }
 
+/// `perfscope push DIR --visualizer wandb` to a fresh mock: it succeeds within the
+/// protocol; returns the history lines it logged.
+fn push_to_wandb(dir: &Path) -> Vec<Value> {
+    let m = mock::wandb();
+    let o = bin()
+        .args(["push", dir.to_str().unwrap(), "--visualizer", "wandb"])
+        .env("WANDB_BASE_URL", &m.url)
+        .env("WANDB_API_KEY", mock::WANDB_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    wandb_history(&m)
+}
+
 /// `perfscope push` sends a merged tree (the shards of a distributed run) like a
 /// plain run: the merged totals, one history line per point.
 #[test]
@@ -631,21 +637,7 @@ fn push_a_merged_tree() {
         "{}",
         String::from_utf8_lossy(&r.stderr)
     );
-    let m = mock::wandb();
-    let r = bin()
-        .args(["push", merged.to_str().unwrap(), "--visualizer", "wandb"])
-        .env("WANDB_BASE_URL", &m.url)
-        .env("WANDB_API_KEY", mock::WANDB_KEY)
-        .output()
-        .unwrap();
-    assert_eq!(
-        r.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-    assert!(m.violations().is_empty(), "{:?}", m.violations());
-    let lines = wandb_history(&m);
+    let lines = push_to_wandb(&merged);
     assert_eq!(lines.len(), 1);
     // Both shards' requests (3 + 2 of the global 5), at the global concurrency.
     assert_eq!(lines[0]["Success Requests"], 5.0);
