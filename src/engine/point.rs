@@ -70,26 +70,7 @@ pub(crate) async fn run_point(
         )
         .with_current_subscriber(),
     );
-    // The server's state just before the first request, then every interval.
-    let scraper = match &ctx.scrape {
-        Some(s) => {
-            crate::scrape::Scraper::start(
-                s,
-                ctx.clock,
-                dir.join("benchmark_data.db"),
-                ctx.scrape_reported.clone(),
-            )
-            .await
-        }
-        None => None,
-    };
-    // The first point's measured load waits for --start-at; its schedule is anchored
-    // on the barrier so that every shard keeps the same absolute times.
-    let (anchor, go) = if index == 0 {
-        super::scale::barrier(ctx).await
-    } else {
-        (None, true)
-    };
+    let (anchor, go, scraper) = start_measuring(ctx, index, &dir).await;
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
     let (sent, not_sent) = match &mut work {
         _ if !go => (0, 0),
@@ -140,6 +121,42 @@ pub(crate) async fn run_point(
         ));
     }
     report_point(ctx, point, &dir, &name, &args)
+}
+
+/// The moment the measured load starts. The first point waits for --start-at and
+/// anchors its schedule on the barrier, so that every shard keeps the same absolute
+/// times. The wait ends just before the barrier and before the scraper starts: the
+/// wait is not part of the run, and the first scrape does not delay the first
+/// request. Returns the anchor, false when a signal stopped the wait, and the
+/// scraper.
+async fn start_measuring(
+    ctx: &Arc<Ctx>,
+    index: u64,
+    dir: &Path,
+) -> (Option<f64>, bool, Option<crate::scrape::Scraper>) {
+    let (anchor, go) = if index == 0 {
+        super::scale::barrier(ctx).await
+    } else {
+        (None, true)
+    };
+    // The server's state just before the first request, then every interval.
+    let scraper = match &ctx.scrape {
+        Some(s) if go => {
+            crate::scrape::Scraper::start(
+                s,
+                ctx.clock,
+                dir.join("benchmark_data.db"),
+                ctx.scrape_reported.clone(),
+            )
+            .await
+        }
+        _ => None,
+    };
+    let go = match anchor {
+        Some(a) if go => super::scale::until(ctx, a).await,
+        _ => go,
+    };
+    (anchor, go, scraper)
 }
 
 /// This shard's point, warmup and measured requests (all of them when not sharded).

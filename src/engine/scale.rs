@@ -212,9 +212,14 @@ pub(crate) fn write_shard_file(
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Waits for `--start-at`; returns the clock time the load is anchored at (the
-/// barrier itself, so that paced schedules line up across shards), or None without
-/// a barrier. False when a signal stopped the wait.
+/// How long before the barrier `barrier` returns: time for the first server scrape,
+/// which must not count in the run's window nor delay its first request.
+pub(crate) const BARRIER_LEAD: f64 = 0.5;
+
+/// Waits for `--start-at` (until BARRIER_LEAD before it; `until` waits the rest);
+/// returns the clock time the load is anchored at (the barrier itself, so that paced
+/// schedules line up across shards), or None without a barrier. False when a signal
+/// stopped the wait.
 pub(crate) async fn barrier(ctx: &Ctx) -> (Option<f64>, bool) {
     let Some(at) = ctx.cfg.scale.start_at else {
         return (None, true);
@@ -235,9 +240,20 @@ pub(crate) async fn barrier(ctx: &Ctx) -> (Option<f64>, bool) {
         "Waiting {:.2} s for the start barrier (--start-at {at:.3})",
         t - now
     ));
+    match until(ctx, t - BARRIER_LEAD).await {
+        true => (Some(t), true),
+        false => (None, false),
+    }
+}
+
+/// Sleeps until clock time `t`; false when a signal stopped the wait.
+pub(crate) async fn until(ctx: &Ctx, t: f64) -> bool {
+    if t <= ctx.clock.now() {
+        return true;
+    }
     tokio::select! {
-        _ = tokio::time::sleep_until(ctx.clock.instant(t).into()) => (Some(t), true),
-        _ = ctx.stop.dispatch.cancelled() => (None, false),
+        _ = tokio::time::sleep_until(ctx.clock.instant(t).into()) => true,
+        _ = ctx.stop.dispatch.cancelled() => false,
     }
 }
 

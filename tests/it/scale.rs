@@ -202,6 +202,21 @@ fn three_shards_merge_to_the_union_of_their_rows() {
     }
     offsets.sort_by(f64::total_cmp);
     assert_eq!(offsets.len(), 90);
+    // The wait for the barrier is not part of the run: the server is first scraped
+    // just before it (BARRIER_LEAD, 0.5 s), and no request starts before it.
+    let at: f64 = at.parse().unwrap();
+    for d in &dbs {
+        let c = Connection::open(d).unwrap();
+        let (first_scrape, first_start): (f64, f64) = c
+            .query_row(
+                "SELECT (SELECT MIN(ts) FROM server_metrics), (SELECT MIN(start_unix) FROM result)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(first_scrape >= at - 0.6, "{first_scrape} vs {at}");
+        assert!(first_start >= at - 0.002, "{first_start} vs {at}");
+    }
     for (x, g) in offsets.iter().zip(&global) {
         assert!((x - g).abs() < 1e-5, "{x} vs {g}");
     }
