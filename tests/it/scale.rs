@@ -523,3 +523,86 @@ fn the_open_file_limit_is_raised() {
     perfscope::engine::raise_fd_limit(Some(want), "this test");
     assert!(get().rlim_cur >= want);
 }
+
+/// One `GET /metrics` on a new connection: the value of the first line starting
+/// with `prefix`.
+fn scrape_value(port: u16, prefix: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `perfscope sim --reuse-port`: two simulator processes share one port and the
+/// kernel spreads a run's connections over both; without the flag a second process
+/// cannot bind.
+#[test]
+fn simulators_share_a_port_with_reuse_port() {
+    let _g = common::lock();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = port.to_string();
+    let start = |extra: &[&str]| {
+        bin()
+            .args(["sim", "--port", &p, "--zero-delay"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut sims = vec![start(&["--reuse-port"]), start(&["--reuse-port"])];
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    for s in sims.iter_mut() {
+        assert!(
+            s.try_wait().unwrap().is_none(),
+            "a --reuse-port simulator exited"
+        );
+    }
+    let mut plain = start(&[]);
+    let code = plain.wait().unwrap().code();
+    assert_ne!(
+        code,
+        Some(0),
+        "a second simulator without --reuse-port bound the port"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--parallel", "32", "--number", "64", "--max-tokens", "4",
+        "--metrics-addr", "off", "--server-metrics", "off",
+        "--outputs-dir", out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(
+        o.runs[0].num(perfscope::stats::Metric::SuccessRequests),
+        64.0
+    );
+    // Each process counts its own requests: new connections see both counts, and
+    // they add up to the run's (plus the connection test's one request).
+    let key = "vllm:e2e_request_latency_seconds_count";
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        if let Some(v) = scrape_value(port, key) {
+            seen.insert(v as u64);
+        }
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    for mut s in sims {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    assert_eq!(seen.len(), 2, "only one simulator answered: {seen:?}");
+    assert_eq!(seen.iter().sum::<u64>(), 65, "{seen:?}");
+}

@@ -436,31 +436,7 @@ fn outage_then_push_from_the_store() {
     let dir = run_dir(out.path());
     assert!(dir.join("parallel_2_number_8/benchmark_data.db").is_file());
 
-    let healthy = mock::wandb();
-    let o = bin()
-        .args([
-            "push",
-            dir.to_str().unwrap(),
-            "--visualizer",
-            "wandb",
-            "--name",
-            "pushed-run",
-        ])
-        .env("WANDB_BASE_URL", &healthy.url)
-        .env("WANDB_API_KEY", mock::WANDB_KEY)
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        healthy.violations().is_empty(),
-        "{:?}",
-        healthy.violations()
-    );
+    let healthy = push_to_wandb(&dir, &["--name", "pushed-run"]);
     let st = healthy.state.lock().unwrap();
     assert_eq!(st.history_lines, 2);
     drop(st);
@@ -474,7 +450,7 @@ fn outage_then_push_from_the_store() {
     // rules (the hand-worked fixture of tests/report.rs).
     let evalscope = tempfile::tempdir().unwrap();
     let edir = common::evalscope_dir(evalscope.path());
-    let lines = push_to_wandb(&edir);
+    let lines = wandb_history(&push_to_wandb(&edir, &[]));
     assert_eq!(lines[0]["Success Requests"], 3.0);
     assert_eq!(lines[0]["Avg TPOT (ms)"], 99.99);
 
@@ -577,12 +553,13 @@ fn heartbeats_between_points() {
     }
 }
 
-/// `perfscope push DIR --visualizer wandb` to a fresh mock: it succeeds within the
-/// protocol; returns the history lines it logged.
-fn push_to_wandb(dir: &Path) -> Vec<Value> {
+/// `perfscope push DIR --visualizer wandb EXTRA…` to a fresh mock: it succeeds
+/// within the protocol; returns the mock.
+fn push_to_wandb(dir: &Path, extra: &[&str]) -> mock::Mock {
     let m = mock::wandb();
     let o = bin()
         .args(["push", dir.to_str().unwrap(), "--visualizer", "wandb"])
+        .args(extra)
         .env("WANDB_BASE_URL", &m.url)
         .env("WANDB_API_KEY", mock::WANDB_KEY)
         .output()
@@ -594,7 +571,7 @@ fn push_to_wandb(dir: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(m.violations().is_empty(), "{:?}", m.violations());
-    wandb_history(&m)
+    m
 }
 
 /// `perfscope push` sends a merged tree (the shards of a distributed run) like a
@@ -637,7 +614,7 @@ fn push_a_merged_tree() {
         "{}",
         String::from_utf8_lossy(&r.stderr)
     );
-    let lines = push_to_wandb(&merged);
+    let lines = wandb_history(&push_to_wandb(&merged, &[]));
     assert_eq!(lines.len(), 1);
     // Both shards' requests (3 + 2 of the global 5), at the global concurrency.
     assert_eq!(lines[0]["Success Requests"], 5.0);
