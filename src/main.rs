@@ -13,13 +13,13 @@ fn main() {
     let code = match cli.command {
         Command::Perf(args) => match RunConfig::resolve(&args) {
             Err(e) => {
-                eprintln!("error: {e:#}");
+                perfscope::telemetry::log::err(&format!("error: {e:#}"));
                 2
             }
             Ok(cfg) => match engine::run_blocking(cfg, Stop::default(), true) {
                 Ok(o) => o.exit_code,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    perfscope::telemetry::log::err(&format!("error: {e:#}"));
                     // A signal before the load started: 128 + signal, like a run;
                     // an unreadable dataset: a usage error, like any other input.
                     if let Some(i) = e.downcast_ref::<engine::Interrupted>() {
@@ -42,7 +42,7 @@ fn main() {
             {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    perfscope::telemetry::log::err(&format!("error: {e:#}"));
                     1
                 }
             }
@@ -51,7 +51,7 @@ fn main() {
         Command::Merge(a) => match perfscope::report::merge(&a.out, &a.dirs) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                perfscope::telemetry::log::err(&format!("error: {e:#}"));
                 1
             }
         },
@@ -59,7 +59,7 @@ fn main() {
         Command::Report(a) => match perfscope::report::regenerate(&a.run_dir) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                perfscope::telemetry::log::err(&format!("error: {e:#}"));
                 1
             }
         },
@@ -71,20 +71,20 @@ fn push(a: &perfscope::cli::PushArgs) -> i32 {
     let settings = match perfscope::sinks::SinkSettings::resolve(&a.tracker.flags()) {
         Ok(Some(s)) => s,
         Ok(None) => {
-            eprintln!(
-                "error: --visualizer: name the tracker to push to (wandb, swanlab or clearml)"
+            perfscope::telemetry::log::err(
+                "error: --visualizer: name the tracker to push to (wandb, swanlab or clearml)",
             );
             return 2;
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            perfscope::telemetry::log::err(&format!("error: {e:#}"));
             return 2;
         }
     };
     match perfscope::sinks::push::push(&a.run_dir, &settings, a.name.as_deref()) {
         Ok(_) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            perfscope::telemetry::log::err(&format!("error: {e:#}"));
             1
         }
     }
@@ -97,15 +97,15 @@ fn compare(a: &perfscope::cli::CompareArgs) -> i32 {
         None => Vec::new(),
         Some(Ok(t)) => t,
         Some(Err(e)) => {
-            eprintln!("error: {e:#}");
+            perfscope::telemetry::log::err(&format!("error: {e:#}"));
             return 2;
         }
     };
     if !matches!(a.format.as_str(), "console" | "markdown" | "json") {
-        eprintln!(
+        perfscope::telemetry::log::err(&format!(
             "error: --format: `{}` is not console, markdown or json",
             a.format
-        );
+        ));
         return 2;
     }
     let o = perfscope::compare::Options {
@@ -118,7 +118,7 @@ fn compare(a: &perfscope::cli::CompareArgs) -> i32 {
     let c = match perfscope::compare::compare(&a.base, &a.new, &o) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            perfscope::telemetry::log::err(&format!("error: {e:#}"));
             return 1;
         }
     };
@@ -127,7 +127,7 @@ fn compare(a: &perfscope::cli::CompareArgs) -> i32 {
         "json" => serde_json::to_string_pretty(&c).unwrap_or_default() + "\n",
         _ => perfscope::compare::console(&c),
     };
-    print!("{text}");
+    perfscope::telemetry::log::out(text.trim_end_matches('\n'));
     if c.failed() {
         3
     } else {
@@ -146,10 +146,10 @@ async fn run_sim(a: perfscope::cli::SimArgs) -> anyhow::Result<()> {
     // One descriptor per client connection: as many as the system allows.
     perfscope::engine::raise_fd_limit(None, "the simulator's connections");
     let h = perfscope::sim::spawn(addr, a.config, a.threads)?;
-    eprintln!(
+    perfscope::telemetry::log::err(&format!(
         "perfscope sim: OpenAI-compatible server on {} (POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank); Ctrl-C to stop",
         h.base_url()
-    );
+    ));
     tokio::signal::ctrl_c().await?;
     drop(h);
     Ok(())

@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub(crate) progress: Option<Arc<crate::recorder::progress::Progress>>,
     /// The served model's /metrics endpoints found at setup (None: none to scrape).
     pub(crate) scrape: Option<crate::scrape::ScrapeConfig>,
+    /// Space held on the output disk, freed when the disk fills mid-run.
+    pub(crate) reserve: Option<Arc<crate::store::Reserve>>,
     /// Scrape endpoints whose failure has been reported (once per invocation).
     pub(crate) scrape_reported: crate::scrape::Reported,
 }

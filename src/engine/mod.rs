@@ -37,8 +37,8 @@ pub use scale::{measure as measure_clock_offset, ClockOffset};
 pub use setup::raise_fd_limit;
 use setup::{connection_test, start_metrics};
 pub use stop::{
-    install_signals, BadInput, Interrupted, Stop, EXIT_INTERRUPTED, EXIT_NO_SUCCESS, EXIT_OK,
-    EXIT_TERMINATED, INTERRUPT_GRACE, TERMINATE_GRACE,
+    install_signals, BadInput, Interrupted, Stop, EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_NO_SUCCESS,
+    EXIT_OK, EXIT_STORE_FAILED, EXIT_TERMINATED, INTERRUPT_GRACE, TERMINATE_GRACE,
 };
 
 /// Probes the served model's /metrics once (off the async threads) and says what
@@ -125,11 +125,12 @@ async fn log_interruption(stop: Stop) {
     if sig == 0 {
         return;
     }
-    let (name, grace) = if sig == libc::SIGTERM {
-        ("Terminated (SIGTERM)", TERMINATE_GRACE)
-    } else {
-        ("Interrupted", INTERRUPT_GRACE)
+    let name = match sig {
+        libc::SIGTERM => "Terminated (SIGTERM)",
+        libc::SIGHUP => "Hung up (SIGHUP)",
+        _ => "Interrupted",
     };
+    let grace = stop::grace_after(sig);
     log::warn(format!(
         "{name}: no new requests; waiting up to {} s for in-flight requests (signal again to stop now)",
         grace.as_secs()
@@ -150,6 +151,7 @@ async fn run_inner(
     let (_local, _sim, url) = start_target(&cfg, &stop, root).await?;
     let max_par = cfg.points.iter().map(|p| p.parallel).max().unwrap_or(1);
     let pool = if max_par > 0 { max_par as usize } else { 1024 };
+    let reserve = reserve_space(&cfg, root, pool);
     if !cfg.masked_headers().is_empty() {
         log::debug(format!("headers: {:?}", cfg.masked_headers()));
     }
@@ -215,6 +217,7 @@ async fn run_inner(
         tracing,
         progress,
         scrape,
+        reserve,
         scrape_reported: Default::default(),
     });
     if ctx.cfg.test_connection {
@@ -245,6 +248,26 @@ async fn run_inner(
     }
     let runs = result?;
     finish_invocation(&ctx, root, runs, metrics_server).await
+}
+
+/// Holds room on the output disk for the rows of the requests in flight and the
+/// summary files: 16 MiB and 16 KiB per request that can be held between the
+/// request tasks and the store, at most 256 MiB. A disk too full for it is a
+/// warning, not an error: the run goes on without the margin.
+fn reserve_space(cfg: &RunConfig, root: &Path, pool: usize) -> Option<Arc<crate::store::Reserve>> {
+    let held = pool * (cfg.in_flight_task_multiplier + cfg.queue_size_multiplier);
+    let bytes = ((16u64 << 20) + (held as u64) * (16 << 10)).min(256 << 20);
+    match crate::store::Reserve::create(root, bytes) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            log::warn(format!(
+                "cannot reserve {} MiB in {} ({e}); if the disk fills during the run, rows in flight may not be stored",
+                bytes >> 20,
+                root.display()
+            ));
+            None
+        }
+    }
 }
 
 /// The server under test: a local server perfscope starts (stopped on Drop), the
@@ -451,6 +474,9 @@ async fn finish_invocation(
         }
     }
     drop(metrics_server);
+    if let Some(r) = &ctx.reserve {
+        r.release();
+    }
     if let Some(t) = &ctx.tracing {
         // Flush queued spans before exiting (Ctrl-C included).
         t.shutdown().await;

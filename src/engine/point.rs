@@ -109,15 +109,16 @@ pub(crate) async fn run_point(
         ));
     }
     ctx.log.set_bar(None);
-    let status = if ctx.stop.dispatch.is_cancelled() {
-        "interrupted"
-    } else {
-        "completed"
-    };
-    let rows_written = writer.finish(status, not_sent)?;
-    if rows_written != sent || live.total != sent {
+    let (status, reason) = ctx.stop.status();
+    let stored = writer.finish(status, reason.as_deref(), not_sent)?;
+    if stored.rows != sent || live.total != sent {
         log::error(format!(
-            "{sent} requests sent but {rows_written} rows stored"
+            "{sent} requests sent but {} rows stored{}",
+            stored.rows,
+            match stored.lost {
+                0 => String::new(),
+                n => format!(" ({n} could not be written)"),
+            }
         ));
     }
     report_point(ctx, point, &dir, &name, &args)
@@ -208,12 +209,17 @@ fn open_store(
         config_json: serde_json::Value::Object(args.clone()).to_string(),
         shard: cfg.scale.shard.as_ref().map(|s| s.shard.index),
     };
+    let stop = ctx.stop.clone();
     store::Writer::start(
         root.join(name).join("benchmark_data.db"),
         &meta,
         ctx.clock,
-        cfg.db_commit_interval,
-        queue,
+        store::WriterOptions {
+            commit_every: cfg.db_commit_interval,
+            queue,
+            reserve: ctx.reserve.clone(),
+            on_failure: Box::new(move |cause| stop.fail(cause)),
+        },
     )
 }
 
@@ -324,6 +330,11 @@ fn report_point(
     log::block(&report::summary_table(&result));
     for w in result.summary.warnings() {
         log::warn(format!("{name}: {w}"));
+    }
+    if let Some(why) = &result.cut_short {
+        log::warn(format!(
+            "{name} was cut short: {why}; its figures cover the requests it stored"
+        ));
     }
     if any_success {
         log::info("Percentile results:");

@@ -19,6 +19,12 @@ pub const EXIT_NO_SUCCESS: i32 = 3;
 pub const EXIT_INTERRUPTED: i32 = 130;
 /// Terminated (SIGTERM), likewise: 128 + the signal number, as evalscope 1.14.
 pub const EXIT_TERMINATED: i32 = 143;
+/// Hung up (SIGHUP: the terminal or ssh session closed), likewise.
+pub const EXIT_HANGUP: i32 = 129;
+/// The store failed (a full disk, an I/O error, a database locked too long): the
+/// run was stopped, what could be stored was summarised. 74 is sysexits.h's
+/// EX_IOERR.
+pub const EXIT_STORE_FAILED: i32 = 74;
 
 #[derive(Clone, Default)]
 pub struct Stop {
@@ -28,15 +34,53 @@ pub struct Stop {
     pub abort: Cancel,
     /// The signal that stopped the run (SIGINT when none was recorded).
     pub signal: Arc<std::sync::atomic::AtomicI32>,
+    /// Why the store failed, when it did (the run was stopped for it).
+    pub failure: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Stop {
-    /// The exit code of an interrupted run: 128 + the signal number.
+    /// The exit code of a stopped run: EXIT_STORE_FAILED when the store failed,
+    /// else 128 + the signal number.
     pub fn exit_code(&self) -> i32 {
+        if self.failure.get().is_some() {
+            return EXIT_STORE_FAILED;
+        }
         match self.signal.load(std::sync::atomic::Ordering::SeqCst) {
             0 => EXIT_INTERRUPTED,
             s => 128 + s,
         }
+    }
+
+    /// The store cannot write: no new requests, and those in flight are cancelled
+    /// now (recorded as `cancelled`), so the run ends while the rows held can still
+    /// be written.
+    pub fn fail(&self, cause: &str) {
+        let _ = self.failure.set(cause.to_string());
+        self.dispatch.cancel();
+        self.abort.cancel();
+    }
+
+    /// The run's status and why it stopped early: `completed`, `interrupted` with
+    /// the signal's name, or `failed` with the store's error.
+    pub fn status(&self) -> (&'static str, Option<String>) {
+        if let Some(f) = self.failure.get() {
+            return ("failed", Some(f.clone()));
+        }
+        if !self.dispatch.is_cancelled() {
+            return ("completed", None);
+        }
+        let sig = self.signal.load(std::sync::atomic::Ordering::SeqCst);
+        ("interrupted", Some(signal_name(sig).to_string()))
+    }
+}
+
+/// SIGINT, SIGTERM or SIGHUP by number (a stop without a signal: a caller's own).
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        _ => "stopped by the caller",
     }
 }
 
@@ -69,44 +113,66 @@ impl std::fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
-/// Installs the Ctrl-C and SIGTERM behaviour: stop dispatching, give in-flight
-/// requests `INTERRUPT_GRACE` (`TERMINATE_GRACE` after SIGTERM), then cancel them; a
-/// second signal cancels at once. Requests not yet sent are not sent. Handling SIGTERM
-/// is what makes `docker stop`, Kubernetes, systemd and `timeout` drain the run
-/// instead of losing it.
+/// The grace in-flight requests get after a signal: SIGTERM and SIGHUP (an ssh
+/// session closing) drain briefly, Ctrl-C longer.
+pub fn grace_after(sig: i32) -> Duration {
+    if sig == libc::SIGINT {
+        INTERRUPT_GRACE
+    } else {
+        TERMINATE_GRACE
+    }
+}
+
+/// Installs the Ctrl-C, SIGTERM and SIGHUP behaviour: stop dispatching, give
+/// in-flight requests `INTERRUPT_GRACE` (`TERMINATE_GRACE` after SIGTERM or
+/// SIGHUP), then cancel them; a second signal cancels at once. Requests not yet
+/// sent are not sent. Handling SIGTERM is what makes `docker stop`, Kubernetes,
+/// systemd and `timeout` drain the run instead of losing it; handling SIGHUP keeps
+/// a run whose ssh session closed from dying with nothing written.
 pub fn install_signals(stop: Stop) {
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let Some(sig) = next_signal(&mut term).await else {
+        let mut signals = Signals::new();
+        let Some(sig) = signals.next().await else {
             return;
         };
         stop.signal.store(sig, std::sync::atomic::Ordering::SeqCst);
-        let grace = if sig == libc::SIGTERM {
-            TERMINATE_GRACE
-        } else {
-            INTERRUPT_GRACE
-        };
         // The run says so in its own log (engine::log_interruption).
         stop.dispatch.cancel();
         tokio::select! {
-            _ = tokio::time::sleep(grace) => {}
-            _ = next_signal(&mut term) => {}
+            _ = tokio::time::sleep(grace_after(sig)) => {}
+            _ = signals.next() => {}
         }
         stop.abort.cancel();
     });
 }
 
-/// The next SIGINT or SIGTERM, as its number.
-async fn next_signal(term: &mut Option<tokio::signal::unix::Signal>) -> Option<i32> {
-    let sigterm = async {
-        match term {
-            Some(t) => t.recv().await,
-            None => std::future::pending().await,
+/// SIGTERM and SIGHUP streams (SIGINT through tokio's ctrl_c).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
         }
-    };
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.ok().map(|_| libc::SIGINT),
-        s = sigterm => s.map(|_| libc::SIGTERM),
+    }
+
+    /// The next SIGINT, SIGTERM or SIGHUP, as its number.
+    async fn next(&mut self) -> Option<i32> {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+            match s {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.ok().map(|_| libc::SIGINT),
+            s = recv(&mut self.term) => s.map(|_| libc::SIGTERM),
+            s = recv(&mut self.hup) => s.map(|_| libc::SIGHUP),
+        }
     }
 }

@@ -232,9 +232,34 @@ fn conc(p: &SweepPoint) -> String {
 }
 
 pub fn multi_run_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> String {
-    if runs.first().is_some_and(|r| r.encoder) {
-        return encoder_summary(runs, h, out_path);
+    let text = if runs.first().is_some_and(|r| r.encoder) {
+        encoder_summary(runs, h, out_path)
+    } else {
+        llm_summary(runs, h, out_path)
+    };
+    let notes = cut_short_notes(runs);
+    if notes.is_empty() {
+        text
+    } else {
+        format!("{text}\n\n{}", notes.join("\n"))
     }
+}
+
+/// One line per run that did not complete: its figures cover only what it stored.
+pub fn cut_short_notes(runs: &[RunResult]) -> Vec<String> {
+    runs.iter()
+        .filter_map(|r| {
+            let why = r.cut_short.as_ref()?;
+            let name = r.dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            Some(format!(
+                "Note: run {name} was cut short: {why}. Its figures cover the {} requests it stored.",
+                r.num(Metric::TotalRequests)
+            ))
+        })
+        .collect()
+}
+
+fn llm_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> String {
     let sorted = sweep_order(runs);
     let mut out = Vec::new();
     out.push("Performance Test Summary Report".to_string());

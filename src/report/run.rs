@@ -16,6 +16,9 @@ pub struct RunResult {
     pub timeline: Option<Timeline>,
     /// A multi-turn run's `trace_summary.json` (None otherwise).
     pub traces: Option<serde_json::Value>,
+    /// How the run ended when it did not complete (see `RunRows::cut_short`): its
+    /// figures cover only the rows it stored.
+    pub cut_short: Option<String>,
 }
 
 impl RunResult {

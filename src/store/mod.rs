@@ -5,6 +5,7 @@
 
 mod merge;
 mod read;
+mod reserve;
 mod rows;
 mod schema;
 mod server;
@@ -14,7 +15,8 @@ pub use merge::{merge_point, MergedRun};
 pub use read::{
     evalscope_args, import_evalscope, is_evalscope_db, speed_rows, steps, SpeedRow, Stored,
 };
+pub use reserve::{Reserve, RESERVE_FILE};
 pub use rows::{Rows, RunRows, TurnRow};
 pub use schema::{open, SCHEMA};
 pub use server::ServerSamples;
-pub use writer::{RunMeta, Writer};
+pub use writer::{RunMeta, Stored as WriterStored, Writer, WriterOptions, BUSY_LIMIT};

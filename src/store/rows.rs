@@ -50,6 +50,38 @@ pub struct RunRows {
     pub url: String,
     /// The run was made with `--enable-pd-metrics`.
     pub pd_metrics: bool,
+    /// How the run ended when it did not complete (interrupted, failed, or never
+    /// closed: the process was killed), with the stored reason; None when it
+    /// completed.
+    pub cut_short: Option<String>,
+}
+
+/// How a stored run ended, when it did not complete: its status, why, and what
+/// was not sent or stored.
+fn cut_short(conn: &Connection) -> Option<String> {
+    let (status, reason, not_sent): (Option<String>, Option<String>, Option<i64>) = conn
+        .query_row(
+            "SELECT status, stop_reason, not_sent FROM run LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .ok()?;
+    let status = status.unwrap_or_default();
+    let unsent = match not_sent {
+        Some(n) if n > 0 => format!("; {n} scheduled requests were not sent"),
+        _ => String::new(),
+    };
+    match status.as_str() {
+        "completed" => None,
+        "running" => Some(
+            "it never finished (the process was killed or crashed): rows of requests in flight then are missing"
+                .to_string(),
+        ),
+        s => Some(match reason {
+            Some(r) => format!("{s} ({r}){unsent}"),
+            None => format!("{s}{unsent}"),
+        }),
+    }
 }
 
 impl RunRows {
@@ -71,6 +103,7 @@ impl RunRows {
                 api: text("api"),
                 url: text("url"),
                 pd_metrics: args.get("enable_pd_metrics").and_then(Value::as_bool) == Some(true),
+                cut_short: None,
             });
         }
         let conn = super::schema::open(&db)?;
@@ -83,11 +116,13 @@ impl RunRows {
             .and_then(|c| serde_json::from_str::<Value>(&c).ok())
             .and_then(|c| c.get("enable_pd_metrics").and_then(Value::as_bool))
             == Some(true);
+        let cut_short = cut_short(&conn);
         Ok(RunRows {
             conn,
             api,
             url,
             pd_metrics,
+            cut_short,
         })
     }
 
@@ -98,6 +133,7 @@ impl RunRows {
             api: String::new(),
             url: String::new(),
             pd_metrics: false,
+            cut_short: None,
         }
     }
 
@@ -138,6 +174,7 @@ impl RunRows {
             api: self.api.clone(),
             url: self.url.clone(),
             pd_metrics: self.pd_metrics,
+            cut_short: self.cut_short.clone(),
         })
     }
 

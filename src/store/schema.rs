@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS run(
   status TEXT,
   requests INTEGER,
   config_json TEXT,
-  not_sent INTEGER
+  not_sent INTEGER,
+  stop_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS server_metrics(
   ts REAL,
@@ -95,5 +96,13 @@ pub fn open(path: &Path) -> Result<Connection> {
     // Reports sort millions of ITL values; SQLite's sorter may use a second thread.
     conn.pragma_update(None, "threads", 2)?;
     conn.execute_batch(SCHEMA)?;
+    // Databases written before `stop_reason` existed gain it when opened.
+    let has_reason = conn
+        .prepare("SELECT 1 FROM pragma_table_info('run') WHERE name='stop_reason'")?
+        .exists([])?;
+    if !has_reason {
+        // Best effort: a read-only copy is still readable without it.
+        let _ = conn.execute_batch("ALTER TABLE run ADD COLUMN stop_reason TEXT");
+    }
     Ok(conn)
 }

@@ -2,8 +2,21 @@
 //! that arrives within 100 ms, up to `--db-commit-interval` rows (evalscope commits
 //! every `db_commit_interval` rows), so a slow disk slows commits, never requests,
 //! and every row is committed within about 100 ms of its request ending.
+//!
+//! The store waits, it never drops (DESIGN principle 5):
+//! - a database another process holds locked is waited out: the rows of the failed
+//!   transaction stay in memory, more are taken from the queue while the lock lasts
+//!   (up to `BUFFER_ROWS` rows or `BUFFER_BYTES`, then the queue backs up into the
+//!   request tasks), and the transaction is retried every `BUSY_RETRY`; only a lock
+//!   held for `BUSY_LIMIT` is a failure;
+//! - any other write error (a full disk, an I/O error, a read-only file) is a
+//!   failure at once: the run is told (`on_failure` stops dispatch and cancels the
+//!   requests in flight), the invocation's [`Reserve`] is released to make room, and
+//!   the rows still held are written again. Rows that still cannot be written are
+//!   counted and the count is stored with the run's status.
 
-use anyhow::Result;
+use crate::telemetry::log;
+use anyhow::{Context, Result};
 use rusqlite::params;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,7 +27,21 @@ use tokio::sync::mpsc::error::TryRecvError;
 const COMMIT_WINDOW: Duration = Duration::from_millis(100);
 const POLL: Duration = Duration::from_millis(2);
 
+use super::reserve::Reserve;
 use super::schema::open;
+use rusqlite::ErrorCode;
+use std::sync::Arc;
+
+/// SQLite's own wait for a lock before it returns SQLITE_BUSY: short, so the
+/// thread goes back to the queue while another process holds the database.
+const SQLITE_BUSY_WAIT: Duration = Duration::from_millis(100);
+/// Pause between retries of a transaction that met a lock.
+const BUSY_RETRY: Duration = Duration::from_millis(50);
+/// A lock held this long is a failure of the store (the run stops).
+pub const BUSY_LIMIT: Duration = Duration::from_secs(60);
+/// Rows held in memory while the database is locked, at most.
+const BUFFER_ROWS: usize = 200_000;
+const BUFFER_BYTES: usize = 256 << 20;
 use crate::record::{Clock, RequestRecord};
 
 const INSERT: &str = "INSERT INTO result(request,start_time,inter_token_latencies,success,
@@ -40,9 +67,29 @@ pub struct RunMeta {
     pub shard: Option<u64>,
 }
 
+/// What the writer thread stored, and why it stopped storing when it did.
+#[derive(Debug, Default, Clone)]
+pub struct Stored {
+    pub rows: u64,
+    /// Rows that reached the writer but could not be written.
+    pub lost: u64,
+    /// The write error that failed the store (None: every write succeeded).
+    pub failure: Option<String>,
+}
+
+/// How the writer thread works: the group-commit size, its queue, the space to free
+/// when the disk fills, and whom to tell when writing fails.
+pub struct WriterOptions {
+    pub commit_every: usize,
+    pub queue: usize,
+    pub reserve: Option<Arc<Reserve>>,
+    /// Called once, from the writer thread, with the cause, when a write fails.
+    pub on_failure: Box<dyn Fn(&str) + Send>,
+}
+
 pub struct Writer {
     tx: Option<mpsc::Sender<RequestRecord>>,
-    handle: Option<std::thread::JoinHandle<Result<u64>>>,
+    handle: Option<std::thread::JoinHandle<Stored>>,
     pub path: PathBuf,
 }
 
@@ -127,6 +174,190 @@ fn insert(
     Ok(())
 }
 
+/// A lock held by another connection: worth waiting for.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// A write error as the run's log and status show it: SQLite's words and the file.
+fn describe(e: &rusqlite::Error, path: &std::path::Path) -> String {
+    let what = match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => "the disk is full",
+        Some(ErrorCode::ReadOnly) => "the database is read-only",
+        Some(ErrorCode::SystemIoFailure) => "an I/O error",
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            "another process held the database locked"
+        }
+        _ => "a write error",
+    };
+    format!("{what} writing {}: {e}", path.display())
+}
+
+/// Rows in memory, with their size.
+#[derive(Default)]
+struct Pending {
+    rows: Vec<RequestRecord>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, r: RequestRecord) {
+        self.bytes += r.request.len() + r.response_messages.as_ref().map_or(0, |m| m.len());
+        self.rows.push(r);
+    }
+    fn full(&self) -> bool {
+        self.rows.len() >= BUFFER_ROWS || self.bytes >= BUFFER_BYTES
+    }
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Writes `rows` in one transaction (rolled back on any error).
+fn write_batch(
+    conn: &mut rusqlite::Connection,
+    clock: &Clock,
+    shard: Option<i64>,
+    rows: &[RequestRecord],
+) -> rusqlite::Result<()> {
+    let t = conn.transaction()?;
+    for r in rows {
+        insert(&t, clock, shard, r)?;
+    }
+    t.commit()
+}
+
+/// The writer thread's state.
+struct Thread {
+    conn: rusqlite::Connection,
+    path: PathBuf,
+    clock: Clock,
+    shard: Option<i64>,
+    commit_every: usize,
+    reserve: Option<Arc<Reserve>>,
+    on_failure: Box<dyn Fn(&str) + Send>,
+    out: Stored,
+    /// The first time a lock was met, while it lasts.
+    busy_since: Option<Instant>,
+    /// A write failed and the rows could not be written after the reserve was freed.
+    given_up: bool,
+}
+
+impl Thread {
+    fn run(mut self, mut rx: mpsc::Receiver<RequestRecord>) -> Stored {
+        let mut pending = Pending::default();
+        let mut open = true;
+        loop {
+            if pending.rows.is_empty() {
+                match rx.blocking_recv() {
+                    Some(r) => pending.push(r),
+                    None => break,
+                }
+            }
+            open = self.fill(&mut rx, &mut pending) && open;
+            if self.given_up {
+                self.out.lost += pending.rows.len() as u64;
+                pending.clear();
+            } else {
+                self.write(&mut pending);
+            }
+            if !open && pending.rows.is_empty() {
+                break;
+            }
+        }
+        self.out
+    }
+
+    /// Group commit: take what arrives within COMMIT_WINDOW, up to
+    /// --db-commit-interval rows; while the database is locked, take whatever is
+    /// queued, up to the buffer's bounds. False when every sender is gone.
+    fn fill(&self, rx: &mut mpsc::Receiver<RequestRecord>, pending: &mut Pending) -> bool {
+        let opened = Instant::now();
+        let waiting = self.busy_since.is_some() || self.given_up;
+        loop {
+            let room = if waiting {
+                !pending.full()
+            } else {
+                pending.rows.len() < self.commit_every
+            };
+            if !room {
+                return true;
+            }
+            match rx.try_recv() {
+                Ok(r) => pending.push(r),
+                Err(TryRecvError::Empty) if !waiting && opened.elapsed() < COMMIT_WINDOW => {
+                    std::thread::sleep(POLL);
+                }
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// One attempt to store the pending rows; they are cleared once stored (or
+    /// counted lost).
+    fn write(&mut self, pending: &mut Pending) {
+        let e = match write_batch(&mut self.conn, &self.clock, self.shard, &pending.rows) {
+            Ok(()) => {
+                if let Some(since) = self.busy_since.take() {
+                    log::info(format!(
+                        "{}: the lock was released after {:.1} s; {} held rows stored",
+                        self.path.display(),
+                        since.elapsed().as_secs_f64(),
+                        pending.rows.len()
+                    ));
+                }
+                self.out.rows += pending.rows.len() as u64;
+                pending.clear();
+                return;
+            }
+            Err(e) => e,
+        };
+        if is_busy(&e) {
+            let since = *self.busy_since.get_or_insert_with(|| {
+                log::warn(format!(
+                    "{} is locked by another process; rows are held in memory (at most {BUFFER_ROWS}) and written when it is released, or the run stops after {} s",
+                    self.path.display(),
+                    BUSY_LIMIT.as_secs()
+                ));
+                Instant::now()
+            });
+            if since.elapsed() < BUSY_LIMIT {
+                std::thread::sleep(BUSY_RETRY);
+                return;
+            }
+        }
+        let cause = describe(&e, &self.path);
+        if self.out.failure.is_none() {
+            log::error(format!(
+                "{cause}; stopping the run: no new requests, requests in flight cancelled"
+            ));
+            (self.on_failure)(&cause);
+            self.out.failure = Some(cause.clone());
+            // Room for the rows held and those still to come: retried at once.
+            if let Some(freed) = self.reserve.as_ref().and_then(|r| r.release()) {
+                log::warn(format!(
+                    "freed the {} MiB reserved on the output disk to store the remaining rows",
+                    freed >> 20
+                ));
+                self.busy_since = None;
+                return;
+            }
+        }
+        log::error(format!(
+            "{cause}; {} rows could not be stored",
+            pending.rows.len()
+        ));
+        self.given_up = true;
+        self.out.lost += pending.rows.len() as u64;
+        pending.clear();
+    }
+}
+
 impl Writer {
     /// Creates the database (it must not exist: one database per run) and starts the
     /// writer thread.
@@ -134,8 +365,7 @@ impl Writer {
         path: PathBuf,
         meta: &RunMeta,
         clock: Clock,
-        commit_every: usize,
-        queue: usize,
+        opts: WriterOptions,
     ) -> Result<Writer> {
         if path.exists() {
             anyhow::bail!(
@@ -143,7 +373,7 @@ impl Writer {
                 path.display()
             );
         }
-        let mut conn = open(&path)?;
+        let conn = open(&path)?;
         conn.execute(
             "INSERT INTO run(run_id,name,model,api,url,parallel,number,rate,started_unix,status,config_json)
              VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,'running',?10)",
@@ -160,40 +390,27 @@ impl Writer {
                 meta.config_json
             ],
         )?;
-        let shard = meta.shard.map(|s| s as i64);
-        let (tx, mut rx) = mpsc::channel::<RequestRecord>(queue.max(1));
+        conn.busy_timeout(SQLITE_BUSY_WAIT)?;
+        let (tx, rx) = mpsc::channel::<RequestRecord>(opts.queue.max(1));
+        let thread = Thread {
+            conn,
+            path: path.clone(),
+            clock,
+            shard: meta.shard.map(|s| s as i64),
+            commit_every: opts.commit_every.max(1),
+            reserve: opts.reserve,
+            on_failure: opts.on_failure,
+            out: Stored::default(),
+            busy_since: None,
+            given_up: false,
+        };
         // The thread logs to the invocation's log, like the task that started it.
         let log = tracing::dispatcher::get_default(|d| d.clone());
         let handle = std::thread::Builder::new()
             .name("perfscope-sqlite".into())
-            .spawn(move || -> Result<u64> {
+            .spawn(move || {
                 let _log = tracing::dispatcher::set_default(&log);
-                let mut rows = 0u64;
-                while let Some(first) = rx.blocking_recv() {
-                    let opened = Instant::now();
-                    let t = conn.transaction()?;
-                    insert(&t, &clock, shard, &first)?;
-                    let mut n = 1;
-                    // Group commit: keep the transaction open while rows keep coming,
-                    // up to --db-commit-interval rows or COMMIT_WINDOW. One commit (a
-                    // few syscalls and a WAL append) then serves many requests, and
-                    // the thread wakes a bounded number of times per second.
-                    while n < commit_every {
-                        match rx.try_recv() {
-                            Ok(r) => {
-                                insert(&t, &clock, shard, &r)?;
-                                n += 1;
-                            }
-                            Err(TryRecvError::Empty) if opened.elapsed() < COMMIT_WINDOW => {
-                                std::thread::sleep(POLL);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    t.commit()?;
-                    rows += n as u64;
-                }
-                Ok(rows)
+                thread.run(rx)
             })?;
         Ok(Writer {
             tx: Some(tx),
@@ -206,26 +423,42 @@ impl Writer {
         self.tx.clone().expect("writer already finished")
     }
 
-    /// Closes the queue, waits for the last commit, marks the run finished.
-    /// Closes the store: `not_sent` counts requests that were scheduled but never sent
-    /// (interrupted while waiting for a slot); they are not rows.
-    pub fn finish(mut self, status: &str, not_sent: u64) -> Result<u64> {
+    /// Closes the queue, waits for the last commit, and closes the run's row:
+    /// `status` (completed, interrupted, failed), why it stopped when it did
+    /// (`stop_reason`: the signal, or the write error with the rows lost), and
+    /// `not_sent`, the requests that were scheduled but never sent (interrupted
+    /// while waiting for a slot; they are not rows). Waits out a lock like the rows
+    /// do.
+    pub fn finish(mut self, status: &str, reason: Option<&str>, not_sent: u64) -> Result<Stored> {
         drop(self.tx.take());
-        let rows = match self.handle.take().map(|h| h.join()) {
-            Some(Ok(r)) => r?,
+        let stored = match self.handle.take().map(|h| h.join()) {
+            Some(Ok(s)) => s,
             Some(Err(_)) => anyhow::bail!("the SQLite writer thread panicked"),
-            None => 0,
+            None => Stored::default(),
+        };
+        let (status, reason) = match &stored.failure {
+            Some(f) => (
+                "failed",
+                Some(if stored.lost > 0 {
+                    format!("{f}; {} rows not stored", stored.lost)
+                } else {
+                    f.clone()
+                }),
+            ),
+            None => (status, reason.map(str::to_string)),
         };
         let conn = open(&self.path)?;
+        conn.busy_timeout(BUSY_LIMIT)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         conn.execute(
-            "UPDATE run SET finished_unix=?1, status=?2, requests=?3, not_sent=?4",
-            params![now, status, rows as i64, not_sent as i64],
-        )?;
-        Ok(rows)
+            "UPDATE run SET finished_unix=?1, status=?2, requests=?3, not_sent=?4, stop_reason=?5",
+            params![now, status, stored.rows as i64, not_sent as i64, reason],
+        )
+        .with_context(|| format!("cannot close the run in {}", self.path.display()))?;
+        Ok(stored)
     }
 }
 

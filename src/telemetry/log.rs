@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -102,16 +103,69 @@ impl RunLog {
         }
         let print = || {
             if block {
-                println!("{line}")
+                out(&line)
             } else {
-                eprintln!("{line}")
+                err(&line)
             }
         };
+        let before = console_closed();
         match self.bar.lock().ok().and_then(|b| b.clone()) {
             Some(b) if !b.is_hidden() => b.suspend(print),
             _ => print(),
         }
+        let after = console_closed();
+        if after != before {
+            // Said once per stream, in the file only: the run goes on.
+            let which = if after.1 != before.1 {
+                "stderr"
+            } else {
+                "stdout"
+            };
+            if let Ok(mut f) = self.file.lock() {
+                if let Some(f) = f.as_mut() {
+                    let ts = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+                    let _ = writeln!(
+                        f,
+                        "{ts} - perfscope - WARNING: {which} is closed (broken pipe or lost terminal); the run goes on and its lines continue in this file only"
+                    );
+                }
+            }
+        }
     }
+}
+
+/// Console streams that failed (a closed pipe: `perfscope perf … 2>&1 | head`, a
+/// terminal gone with its ssh session): printing to them stops, the run goes on,
+/// and benchmark.log keeps every line. `println!` would panic on EPIPE and kill
+/// the task that logged.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+static STDERR_GONE: AtomicBool = AtomicBool::new(false);
+
+fn write_console(gone: &AtomicBool, mut w: impl Write, text: &str) {
+    if gone.load(Ordering::Relaxed) {
+        return;
+    }
+    if writeln!(w, "{text}").and_then(|_| w.flush()).is_err() {
+        gone.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One line to stdout; nothing when stdout is closed.
+pub fn out(text: &str) {
+    write_console(&STDOUT_GONE, std::io::stdout().lock(), text);
+}
+
+/// One line to stderr; nothing when stderr is closed.
+pub fn err(text: &str) {
+    write_console(&STDERR_GONE, std::io::stderr().lock(), text);
+}
+
+/// Whether a console stream has been found closed (stdout, stderr).
+pub fn console_closed() -> (bool, bool) {
+    (
+        STDOUT_GONE.load(Ordering::Relaxed),
+        STDERR_GONE.load(Ordering::Relaxed),
+    )
 }
 
 /// The process-wide default outside a run: the console only.

@@ -66,9 +66,13 @@ fn exit_code_2_for_bad_flags_naming_the_flag() {
 }
 
 #[test]
-fn sigint_and_sigterm_drain_write_the_summary_and_exit_128_plus_signal() {
+fn sigint_sigterm_and_sighup_drain_write_the_summary_and_exit_128_plus_signal() {
     let _g = common::lock();
-    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+    for (signal, code, name) in [
+        ("-INT", 130, "SIGINT"),
+        ("-TERM", 143, "SIGTERM"),
+        ("-HUP", 129, "SIGHUP"),
+    ] {
         let sim = common::start_sim(perfscope::sim::SimConfig {
             ttft_ms: Some(10.0),
             itl_ms: Some(10.0),
@@ -118,10 +122,12 @@ fn sigint_and_sigterm_drain_write_the_summary_and_exit_128_plus_signal() {
             .requests_total
             .load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(seen, rows as u64, "{signal}");
-        let status: String = conn
-            .query_row("SELECT status FROM run", [], |r| r.get(0))
+        let (status, reason): (String, String) = conn
+            .query_row("SELECT status, stop_reason FROM run", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .unwrap();
-        assert_eq!(status, "interrupted");
+        assert_eq!((status.as_str(), reason.as_str()), ("interrupted", name));
         let summary: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.join("benchmark_summary.json")).unwrap(),
         )

@@ -8,6 +8,7 @@ mod binary;
 mod cli;
 mod common;
 mod failures;
+mod faults;
 mod golden;
 mod kubernetes;
 mod load_shapes;
