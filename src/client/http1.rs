@@ -12,8 +12,8 @@
 //!
 //! Scope: `POST` with a fixed-length body, responses framed by `Content-Length`,
 //! chunked transfer coding or connection close; `http://` and `https://` (rustls,
-//! the platform's trust store). No proxies (evalscope's aiohttp session ignores the
-//! proxy variables too), no HTTP/2 (vLLM, SGLang, llama.cpp and TGI serve HTTP/1.1).
+//! the platform's trust store); redirects followed as aiohttp does
+//! ([`Endpoint::follow`]). No HTTP/2 (vLLM, SGLang, llama.cpp and TGI serve HTTP/1.1).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,6 +75,32 @@ pub struct Endpoint {
     display: String,
     /// The next source address to bind (an index into `settings.source_addrs`).
     next_source: std::sync::atomic::AtomicUsize,
+    /// What `new` was built from, to build the endpoints a redirect leads to.
+    url: reqwest::Url,
+    headers: Vec<(String, String)>,
+    /// Endpoints that redirects from this one led to, each built once (the
+    /// Location's URL and whether the method was kept); at most MAX_TARGETS.
+    targets: [std::sync::OnceLock<Box<(String, Endpoint)>>; MAX_TARGETS],
+    /// The log of the run that built the endpoint: request tasks carry none.
+    log: tracing::Dispatch,
+}
+
+/// Redirects followed for one request, at most (aiohttp's `max_redirects`).
+pub const MAX_REDIRECTS: u32 = 10;
+/// Distinct redirect targets one endpoint keeps connections to.
+const MAX_TARGETS: usize = 4;
+
+/// Headers that carry credentials: not sent to another origin after a redirect.
+fn is_credential(name: &str) -> bool {
+    [
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-auth-token",
+        "cookie",
+    ]
+    .iter()
+    .any(|c| name.eq_ignore_ascii_case(c))
 }
 
 /// `name: value` pairs whose names match case-insensitively.
@@ -90,6 +116,15 @@ impl Endpoint {
         url: &reqwest::Url,
         headers: &[(String, String)],
         settings: Settings,
+    ) -> anyhow::Result<Endpoint> {
+        Endpoint::with_method(url, headers, settings, "POST")
+    }
+
+    fn with_method(
+        url: &reqwest::Url,
+        headers: &[(String, String)],
+        settings: Settings,
+        method: &str,
     ) -> anyhow::Result<Endpoint> {
         let display = crate::redact::redact_url(url.as_str());
         let https = match url.scheme() {
@@ -127,7 +162,7 @@ impl Endpoint {
             target.push('?');
             target.push_str(q);
         }
-        let mut head = format!("POST {target} HTTP/1.1\r\n").into_bytes();
+        let mut head = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
         let mut line = |k: &str, v: &str| {
             head.extend_from_slice(k.as_bytes());
             head.extend_from_slice(b": ");
@@ -176,7 +211,72 @@ impl Endpoint {
             idle: Mutex::new(Vec::new()),
             display,
             next_source: Default::default(),
+            url: url.clone(),
+            headers: headers.to_vec(),
+            targets: Default::default(),
+            log: tracing::dispatcher::get_default(|d| d.clone()),
         })
+    }
+
+    /// The endpoint a redirect's `Location` leads to (relative to this URL), as
+    /// evalscope's aiohttp follows it: 307 and 308 keep the method and body, 301,
+    /// 302 and 303 turn a POST into a GET without a body. Credentials are not sent
+    /// to another origin. Built once per target and said once in the log.
+    pub fn follow(&self, location: &str, keep_method: bool) -> Result<&Endpoint, String> {
+        let to = self
+            .url
+            .join(location)
+            .map_err(|e| format!("Location `{location}` is not a URL: {e}"))?;
+        let key = format!("{} {}", if keep_method { "same" } else { "GET" }, to);
+        for slot in &self.targets {
+            match slot.get() {
+                Some(t) if t.0 == key => return Ok(&t.1),
+                Some(_) => {}
+                None => {
+                    let same_origin = to.origin() == self.url.origin();
+                    let headers: Vec<(String, String)> = self
+                        .headers
+                        .iter()
+                        .filter(|(k, _)| same_origin || !is_credential(k))
+                        .cloned()
+                        .collect();
+                    let method = if keep_method {
+                        self.head
+                            .split(|b| *b == b' ')
+                            .next()
+                            .map(|m| String::from_utf8_lossy(m).into_owned())
+                            .unwrap_or_else(|| "POST".into())
+                    } else {
+                        "GET".to_string()
+                    };
+                    let ep = Endpoint::with_method(&to, &headers, self.settings.clone(), &method)
+                        .map_err(|e| {
+                        format!("cannot follow the redirect to {location}: {e:#}")
+                    })?;
+                    let shown = ep.display.clone();
+                    let mut mine = false;
+                    let t = slot.get_or_init(|| {
+                        mine = true;
+                        Box::new((key.clone(), ep))
+                    });
+                    if mine {
+                        let _log = tracing::dispatcher::set_default(&self.log);
+                        crate::telemetry::log::warn(format!(
+                            "{} redirects to {method} {shown}; following it for every request as evalscope does \
+                             (the extra round trip is part of each request's latency: pass --url {shown} to avoid it)",
+                            self.display
+                        ));
+                        return Ok(&t.1);
+                    }
+                    if t.0 == key {
+                        return Ok(&t.1);
+                    }
+                }
+            }
+        }
+        Err(format!(
+            "redirect to {location} not followed: more than {MAX_TARGETS} distinct redirect targets"
+        ))
     }
 
     /// The URL with credentials masked.
@@ -314,6 +414,7 @@ impl Endpoint {
                     let mut chunked = false;
                     let mut close = http10;
                     let (mut server_request_id, mut server_traceparent) = (None, None);
+                    let mut location = None;
                     let short = |v: &str| v.chars().take(256).collect::<String>();
                     for h in parsed.headers.iter() {
                         let v = std::str::from_utf8(h.value).unwrap_or("").trim();
@@ -323,6 +424,8 @@ impl Endpoint {
                             server_request_id = Some(short(v));
                         } else if h.name.eq_ignore_ascii_case("traceparent") {
                             server_traceparent = Some(short(v));
+                        } else if h.name.eq_ignore_ascii_case("location") {
+                            location = Some(v.chars().take(2048).collect::<String>());
                         } else if h.name.eq_ignore_ascii_case("content-type") {
                             content_type = v.to_ascii_lowercase();
                         } else if h.name.eq_ignore_ascii_case("content-length") {
@@ -365,6 +468,7 @@ impl Endpoint {
                         resent: false,
                         server_request_id,
                         server_traceparent,
+                        location,
                         conn: Some(conn),
                         framing,
                         keep_alive: !close,
@@ -468,6 +572,8 @@ pub struct Response<'a> {
     /// `traceparent`, when it sends them (at most 256 characters each).
     pub server_request_id: Option<String>,
     pub server_traceparent: Option<String>,
+    /// The `Location` header (at most 2048 characters).
+    pub location: Option<String>,
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,

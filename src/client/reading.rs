@@ -159,20 +159,54 @@ pub(crate) async fn read_response(
     is_stream: &mut bool,
     resent: &mut bool,
 ) {
-    let url = endpoint.display();
+    let mut endpoint = endpoint;
+    let mut body = body;
+    let mut hops = 0;
     let send = &mut r.tl.send;
-    let mut resp = match endpoint
-        .send(extra_headers, body, || *send = clock.now())
-        .await
-    {
-        Ok(resp) => resp,
-        Err((e, was_resent)) => {
-            *resent = was_resent;
-            r.tl.end = clock.now();
-            r.failure = Some((classify(&e), format!("POST {url}: {e}")));
-            return;
+    // Redirects are followed within the request: its start stays the first send,
+    // as in evalscope, whose aiohttp session follows them inside one `post`.
+    let mut resp = loop {
+        let sent = if hops == 0 {
+            endpoint
+                .send(extra_headers, body, || *send = clock.now())
+                .await
+        } else {
+            endpoint.send(extra_headers, body, || {}).await
+        };
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err((e, was_resent)) => {
+                *resent = was_resent;
+                r.tl.end = clock.now();
+                r.failure = Some((classify(&e), format!("POST {}: {e}", endpoint.display())));
+                return;
+            }
+        };
+        let keep = matches!(resp.status, 307 | 308);
+        let location = match (resp.status, &resp.location) {
+            (301 | 302 | 303 | 307 | 308, Some(l)) if hops < http1::MAX_REDIRECTS => l.clone(),
+            _ => break resp,
+        };
+        match endpoint.follow(&location, keep) {
+            Ok(next) => {
+                endpoint = next;
+                if !keep {
+                    body = b"";
+                }
+                hops += 1;
+            }
+            Err(e) => {
+                *status_out = Some(resp.status);
+                r.tl.end = clock.now();
+                r.failure = Some((
+                    FailureKind::from_status(resp.status),
+                    format!("HTTP {}: {e}", resp.status),
+                ));
+                return;
+            }
         }
     };
+    let url = endpoint.display();
     *resent = resp.resent;
     let t_headers = clock.now();
     r.server_request_id = resp.server_request_id.take();
@@ -183,11 +217,25 @@ pub(crate) async fn read_response(
     // The failure kind is decided from the status and content type before the body
     // is read: an endless error page is an HTTP failure, not a timeout.
     if !(200..300).contains(&status) {
-        let text = error_text_of(&mut resp).await;
+        let location = resp.location.take();
+        let mut text = error_text_of(&mut resp).await;
+        if text.is_empty() {
+            text = "(empty body)".into();
+        }
+        let location = match location {
+            Some(l) if hops >= http1::MAX_REDIRECTS => {
+                format!(
+                    " (Location: {l}; more than {} redirects)",
+                    http1::MAX_REDIRECTS
+                )
+            }
+            Some(l) => format!(" (Location: {l})"),
+            None => String::new(),
+        };
         r.tl.end = clock.now();
         r.failure = Some((
             FailureKind::from_status(status),
-            format!("HTTP {status}: {text}"),
+            format!("HTTP {status}{location}: {text}"),
         ));
         return;
     }

@@ -23,6 +23,36 @@ pub use config::{DatasetArgs, DatasetConfig, DatasetKind, Hub, ImageSpec, InputL
 use prompt::in_range;
 pub use prompt::Prompt;
 
+/// Most bytes of generated prompts (random text, images) a run holds: a long run
+/// re-sends them in turn instead of holding one per request (2,000,000 random
+/// prompts would take gigabytes, and evalscope holds them all).
+const GENERATED_BYTES: u64 = 256 << 20;
+
+/// About how many bytes one generated prompt of `cfg` holds: its text (a token is
+/// about 4 characters) and the request around it.
+fn text_bytes(cfg: &DatasetConfig) -> u64 {
+    let lo = cfg.min_prompt_length.min(1 << 40);
+    let hi = cfg.max_prompt_length.min(1 << 40);
+    let per_unit = if cfg.tokenizer.is_some() { 4 } else { 1 };
+    (cfg.prefix_length.min(1 << 40) + (lo + hi) / 2) * per_unit + 256
+}
+
+/// How many distinct prompts to generate for `count` requests: all of them, unless
+/// they would take more than GENERATED_BYTES; then as many as fit, said once.
+fn distinct(cfg: &DatasetConfig, count: u64, bytes_each: u64) -> u64 {
+    let fit = (GENERATED_BYTES / bytes_each.max(1)).max(1);
+    if fit >= count {
+        return count;
+    }
+    crate::telemetry::log::info(format!(
+        "--dataset {}: {count} requests take turns over {fit} distinct generated prompts \
+         (about {} MiB held); each is sent again every {fit} requests",
+        cfg.name,
+        (fit * bytes_each) >> 20
+    ));
+    fit
+}
+
 /// Builds up to `count` prompts for run number `run_index` (0-based; random prompts
 /// differ between runs so a prefix cache cannot serve later runs).
 pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Result<Vec<Prompt>> {
@@ -54,7 +84,9 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
                 .context("--dataset line_by_line needs --dataset-path FILE")?;
             line_by_line(path, cfg, chat, count)?
         }
-        DatasetKind::Random => random::generate(cfg, chat, count, run_index)?,
+        DatasetKind::Random => {
+            random::generate(cfg, chat, distinct(cfg, count, text_bytes(cfg)), run_index)?
+        }
         DatasetKind::Embedding => encoder::embedding(cfg, count)?,
         DatasetKind::Rerank => encoder::rerank(cfg, count)?,
         DatasetKind::RandomEmbedding => {
@@ -74,7 +106,13 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
                 random_vl::image_tokens(&cfg.image),
                 cfg.image.patch_size
             ));
-            random_vl::generate(cfg, chat, count, run_index)?
+            let image = (cfg.image.width * cfg.image.height) as u64 * 4 * cfg.image.num as u64;
+            random_vl::generate(
+                cfg,
+                chat,
+                distinct(cfg, count, text_bytes(cfg) + image),
+                run_index,
+            )?
         }
         DatasetKind::LongAlpaca => {
             // evalscope downloads AI-ModelScope/LongAlpaca-12k (split train) from

@@ -73,7 +73,7 @@ pub fn run_blocking(cfg: RunConfig, stop: Stop, ctrl_c: bool) -> Result<Outcome>
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let out = rt.block_on(async move {
         if ctrl_c {
             install_signals(stop.clone());
         }
@@ -81,7 +81,11 @@ pub fn run_blocking(cfg: RunConfig, stop: Stop, ctrl_c: bool) -> Result<Outcome>
             Ok(r) => r,
             Err(e) => Err(anyhow::anyhow!("the benchmark task failed: {e}")),
         }
-    })
+    });
+    // A blocking read abandoned by a signal (a FIFO with no writer) must not hold
+    // the exit.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    out
 }
 
 /// Runs the whole invocation. `stop` lets the caller (Ctrl-C handler, tests) interrupt.
@@ -402,14 +406,21 @@ async fn sweep(ctx: &Arc<Ctx>, root: &Path, sink: Option<&sinks::Sink>) -> Resul
                 _ = ctx.stop.dispatch.cancelled() => break,
             }
         }
-        let r = run_point(
+        let r = match run_point(
             ctx,
             point,
             i as u64,
             root,
             point.dir_name(ctx.cfg.open_loop),
         )
-        .await?;
+        .await
+        {
+            Ok(r) => r,
+            // Stopped while this point was prepared: the points before it are
+            // summarised as for any interrupted sweep.
+            Err(e) if e.is::<Interrupted>() && !runs.is_empty() => break,
+            Err(e) => return Err(e),
+        };
         if let Some(sink) = sink {
             sink.point(sinks::point(i as u64, &r, sinks::now_unix()));
         }

@@ -30,9 +30,9 @@ pub(crate) async fn run_point(
 ) -> Result<RunResult> {
     let cfg = &ctx.cfg;
     let dir = root.join(&name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let warmup = cfg.warmup_for(point.number);
-    let mut work = Work::load(ctx, point.number + warmup, index)?;
+    let mut work = load_work(ctx, point.number + warmup, index).await?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let warmup = work.warmup(warmup);
     let number = work.measured(point.number, warmup);
     // A shard keeps its part of the global plan; everything below runs that part.
@@ -122,6 +122,23 @@ pub(crate) async fn run_point(
         ));
     }
     report_point(ctx, point, &dir, &name, &args)
+}
+
+/// Reads or generates what the point sends on a blocking thread, so that a signal
+/// stops the run while it is prepared: a FIFO with no writer, a slow disk, a large
+/// dataset. The abandoned thread ends with the process.
+async fn load_work(ctx: &Arc<Ctx>, count: u64, index: u64) -> Result<Work> {
+    let c = ctx.clone();
+    let d = tracing::dispatcher::get_default(|d| d.clone());
+    let load = tokio::task::spawn_blocking(move || {
+        tracing::dispatcher::with_default(&d, || Work::load(&c, count, index))
+    });
+    tokio::select! {
+        r = load => r.map_err(|e| anyhow::anyhow!("preparing the requests failed: {e}"))?,
+        _ = ctx.stop.dispatch.cancelled() => {
+            Err(super::stop::Interrupted(ctx.stop.exit_code()).into())
+        }
+    }
 }
 
 /// The moment the measured load starts. The first point waits for --start-at and

@@ -10,6 +10,7 @@ mod common;
 mod failures;
 mod faults;
 mod golden;
+mod http_compat;
 mod kubernetes;
 mod load_shapes;
 mod local_server;
