@@ -213,6 +213,15 @@ pub struct PerfArgs {
     /// the request as `response_too_large` (memory stays bounded on endless bodies).
     #[arg(long, default_value_t = 16.0)]
     pub max_response_mib: f64,
+    /// PEM file of certificates to trust for https:// besides the system's store (a
+    /// private CA, or the server's own self-signed certificate). `SSL_CERT_FILE`
+    /// replaces the system's store instead.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<String>,
+    /// Do not verify the server's TLS certificate (logged as a warning); for test
+    /// servers only.
+    #[arg(long)]
+    pub insecure: bool,
 
     // ---- Load
     /// Concurrency per run; several values make a sweep paired with --number.

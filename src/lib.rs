@@ -25,6 +25,7 @@ pub mod dataset;
 pub mod engine;
 pub mod local_server;
 pub mod protocol;
+pub mod proxy;
 pub mod record;
 pub mod recorder;
 pub mod redact;

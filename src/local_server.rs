@@ -259,7 +259,7 @@ impl LocalServer {
     ) -> Result<()> {
         let url = format!("http://127.0.0.1:{}/v1/models", cfg.port);
         crate::client::install_tls_provider();
-        let http = reqwest::Client::builder()
+        let http = crate::proxy::reqwest_builder(&url)
             .timeout(Duration::from_secs(5))
             .build()
             .context("cannot build the HTTP client")?;

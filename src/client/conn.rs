@@ -95,6 +95,61 @@ impl Conn {
     }
 }
 
+/// Opens a CONNECT tunnel through an HTTP proxy to `host:port` on `tcp`, a
+/// connection to the proxy: the TLS handshake with the target follows on it.
+pub(crate) async fn tunnel(
+    tcp: &mut TcpStream,
+    host: &str,
+    port: u16,
+    proxy: &crate::proxy::Proxy,
+) -> Result<(), Error> {
+    let authority = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(a) = &proxy.authorization {
+        req.push_str(&format!("Proxy-Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    let shown = proxy.shown();
+    let fail = |what: String| Error::Connect(format!("proxy {shown}: {what}"));
+    tcp.write_all(req.as_bytes())
+        .await
+        .map_err(|e| fail(format!("sending CONNECT {authority}: {e}")))?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = tcp
+            .read(&mut chunk)
+            .await
+            .map_err(|e| fail(format!("reading the answer to CONNECT {authority}: {e}")))?;
+        if n == 0 {
+            return Err(fail(format!(
+                "closed the connection after CONNECT {authority}"
+            )));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let code = resp.code.unwrap_or(0);
+                if !(200..300).contains(&code) {
+                    return Err(fail(format!(
+                        "CONNECT {authority} answered HTTP {code} {}",
+                        resp.reason.unwrap_or("")
+                    )));
+                }
+                return Ok(());
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => {}
+            _ => return Err(fail(format!("no valid answer to CONNECT {authority}"))),
+        }
+    }
+}
+
 /// A TCP connection to `host:port`, from the next of `sources` (round-robin on
 /// `next`) when given. One source address reaches one server from at most the
 /// ephemeral port range (about 28k ports); each address adds as many.

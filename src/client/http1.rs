@@ -43,6 +43,8 @@ pub struct Settings {
     /// `--source-addrs`: local addresses new connections bind to, round-robin
     /// (empty: the system chooses).
     pub source_addrs: Vec<std::net::IpAddr>,
+    /// Whom `https://` trusts (`--ca-cert`, `--insecure`).
+    pub tls: super::tls::TlsTrust,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             max_idle: 64,
             max_response: 16 << 20,
             source_addrs: Vec::new(),
+            tls: Default::default(),
         }
     }
 }
@@ -83,6 +86,10 @@ pub struct Endpoint {
     targets: [std::sync::OnceLock<Box<(String, Endpoint)>>; MAX_TARGETS],
     /// The log of the run that built the endpoint: request tasks carry none.
     log: tracing::Dispatch,
+    /// The proxy from the environment (`http_proxy`, `https_proxy`, `no_proxy`; see
+    /// `crate::proxy`): plain HTTP goes to it in absolute form, HTTPS through a
+    /// CONNECT tunnel.
+    proxy: Option<crate::proxy::Proxy>,
 }
 
 /// Redirects followed for one request, at most (aiohttp's `max_redirects`).
@@ -138,12 +145,8 @@ impl Endpoint {
             .to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let tls = if https {
-            super::tls::install_tls_provider();
-            use rustls_platform_verifier::ConfigVerifierExt;
-            let mut cfg = rustls::ClientConfig::with_platform_verifier().map_err(|e| {
-                anyhow::anyhow!("cannot load the system's TLS trust store for {display}: {e}")
-            })?;
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let cfg = super::tls::client_config(&settings.tls)
+                .map_err(|e| anyhow::anyhow!("{display}: {e}"))?;
             let bare = host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -154,6 +157,9 @@ impl Endpoint {
         } else {
             None
         };
+        let proxy = crate::proxy::ProxyEnv::from_env()
+            .for_url(url.as_str())
+            .map_err(|e| anyhow::anyhow!("{e}; fix it, or name the host in NO_PROXY"))?;
         let mut target = url.path().to_string();
         if target.is_empty() {
             target.push('/');
@@ -162,6 +168,15 @@ impl Endpoint {
             target.push('?');
             target.push_str(q);
         }
+        let default_port = if https { 443 } else { 80 };
+        let host_value = match url.port() {
+            Some(p) if p != default_port => format!("{host}:{p}"),
+            _ => host.clone(),
+        };
+        if proxy.is_some() && !https {
+            // A plain-HTTP proxy takes the absolute URL (RFC 9112 §3.2.2).
+            target = format!("http://{host_value}{target}");
+        }
         let mut head = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
         let mut line = |k: &str, v: &str| {
             head.extend_from_slice(k.as_bytes());
@@ -169,11 +184,13 @@ impl Endpoint {
             head.extend_from_slice(v.as_bytes());
             head.extend_from_slice(b"\r\n");
         };
-        let default_port = if https { 443 } else { 80 };
-        let host_value = match url.port() {
-            Some(p) if p != default_port => format!("{host}:{p}"),
-            _ => host.clone(),
-        };
+        if let Some(a) = proxy
+            .as_ref()
+            .filter(|_| !https)
+            .and_then(|p| p.authorization.as_ref())
+        {
+            line("Proxy-Authorization", a);
+        }
         for (k, v) in [
             ("Host", host_value.as_str()),
             ("User-Agent", "perfscope"),
@@ -186,8 +203,8 @@ impl Endpoint {
         }
         if !url.username().is_empty() && !has_header(headers, "authorization") {
             use base64::Engine;
-            let user = percent_decode(url.username());
-            let pass = percent_decode(url.password().unwrap_or(""));
+            let user = crate::proxy::percent_decode(url.username());
+            let pass = crate::proxy::percent_decode(url.password().unwrap_or(""));
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             line("Authorization", &format!("Basic {token}"));
         }
@@ -215,6 +232,7 @@ impl Endpoint {
             headers: headers.to_vec(),
             targets: Default::default(),
             log: tracing::dispatcher::get_default(|d| d.clone()),
+            proxy,
         })
     }
 
@@ -279,6 +297,11 @@ impl Endpoint {
         ))
     }
 
+    /// The proxy requests go through, when the environment names one.
+    pub fn proxy(&self) -> Option<&crate::proxy::Proxy> {
+        self.proxy.as_ref()
+    }
+
     /// The URL with credentials masked.
     pub fn display(&self) -> &str {
         &self.display
@@ -310,15 +333,25 @@ impl Endpoint {
 
     async fn connect(&self) -> Result<Conn, Error> {
         let fut = async {
-            let tcp = super::conn::open_tcp(
-                self.host.trim_start_matches('[').trim_end_matches(']'),
-                self.port,
+            let (host, port) = match &self.proxy {
+                Some(p) => (p.host.as_str(), p.port),
+                None => (self.host.as_str(), self.port),
+            };
+            let mut tcp = super::conn::open_tcp(
+                host.trim_start_matches('[').trim_end_matches(']'),
+                port,
                 &self.settings.source_addrs,
                 &self.next_source,
             )
             .await
-            .map_err(|e| Error::Connect(format!("connect to {}: {e}", self.display)))?;
+            .map_err(|e| match &self.proxy {
+                Some(p) => Error::Connect(format!("connect to the proxy {}: {e}", p.shown())),
+                None => Error::Connect(format!("connect to {}: {e}", self.display)),
+            })?;
             let _ = tcp.set_nodelay(true);
+            if let (Some(p), Some(_)) = (&self.proxy, &self.tls) {
+                super::conn::tunnel(&mut tcp, &self.host, self.port, p).await?;
+            }
             let io = match &self.tls {
                 None => Io::Tcp(tcp),
                 Some((cfg, name)) => {
@@ -345,6 +378,48 @@ impl Endpoint {
                     t.as_secs_f64()
                 ))),
             },
+        }
+    }
+
+    /// Opens one connection (TCP, then TLS for `https://`) within `timeout` and keeps
+    /// it for the next request: the connection test's first step, so that a port
+    /// that never completes a handshake fails in seconds, not at --total-timeout.
+    /// A plain-HTTP port answering the TLS hello is named as such.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), Error> {
+        let plain_hint = |e: String| {
+            let lower = e.to_ascii_lowercase();
+            if self.tls.is_some()
+                && (lower.contains("invalidcontenttype") || lower.contains("corrupt message"))
+            {
+                Error::Connect(format!(
+                    "{e}: this port speaks plain HTTP, not TLS; use http:// in --url"
+                ))
+            } else {
+                Error::Connect(e)
+            }
+        };
+        match tokio::time::timeout(timeout, self.connect()).await {
+            Ok(Ok(c)) => {
+                self.checkin(c);
+                Ok(())
+            }
+            Ok(Err(Error::Connect(e))) => Err(plain_hint(e)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Timeout(format!(
+                "no {} with {} within {} s{}",
+                if self.tls.is_some() {
+                    "TCP connection and TLS handshake"
+                } else {
+                    "TCP connection"
+                },
+                self.display,
+                timeout.as_secs_f64(),
+                if self.tls.is_some() {
+                    "; a plain-HTTP port waits silently for a request: if it is one, use http:// in --url"
+                } else {
+                    ""
+                }
+            ))),
         }
     }
 
@@ -658,36 +733,5 @@ impl Response<'_> {
                 self.endpoint.checkin(c);
             }
         }
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding_of_credentials() {
-        assert_eq!(percent_decode("p%40ss%3A1"), "p@ss:1");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("a%2"), "a%2");
     }
 }

@@ -23,7 +23,7 @@ use reading::{read_response, Reading};
 
 pub use cancel::Cancel;
 pub use reading::MAX_OUTPUT_CHUNKS;
-pub use tls::install_tls_provider;
+pub use tls::{install_tls_provider, read_pem_certs, TlsTrust};
 
 /// What the load client needs from a run's configuration.
 #[derive(Clone, Debug)]
@@ -38,6 +38,8 @@ pub struct ClientConfig {
     pub max_response_bytes: usize,
     /// `--source-addrs` (empty: the system chooses).
     pub source_addrs: Vec<std::net::IpAddr>,
+    /// `--ca-cert`, `--insecure`.
+    pub tls: TlsTrust,
 }
 
 /// The load client of a run: one endpoint (its connection pool), the wire format,
@@ -70,6 +72,7 @@ impl Client {
                 max_idle: pool.max(1),
                 max_response: cfg.max_response_bytes,
                 source_addrs: cfg.source_addrs.clone(),
+                tls: cfg.tls.clone(),
             },
         )?;
         Ok(Client {

@@ -140,6 +140,13 @@ pub(crate) fn resolve_client(a: &PerfArgs, headers: Vec<(String, String)>) -> Re
             Some(s) => super::scale::parse_source_addrs(s)?,
             None => Vec::new(),
         },
+        tls: crate::client::TlsTrust {
+            ca_certs: match &a.ca_cert {
+                Some(p) => crate::client::read_pem_certs(p).map_err(anyhow::Error::msg)?,
+                None => Vec::new(),
+            },
+            insecure: a.insecure,
+        },
     })
 }
 

@@ -167,6 +167,21 @@ async fn run_inner(
     })?;
     let mut load_client =
         client::Client::new(&cfg.client, &parsed_url, pool, cfg.protocol.clone(), clock)?;
+    if cfg.client.tls.insecure && parsed_url.scheme() == "https" {
+        log::warn(format!(
+            "--insecure: the TLS certificate of {} is not verified; anyone on the path can read and answer the requests",
+            crate::config::redact_url(&url)
+        ));
+    }
+    if let Some(p) = load_client.endpoint.proxy() {
+        // evalscope's aiohttp session (trust_env=True) goes through it too; say so,
+        // because the proxy's own time is in every figure.
+        log::warn(format!(
+            "Requests to {} go through the proxy {}, as evalscope's would: its own time is part of every latency and TTFT. To connect directly, add the host to NO_PROXY.",
+            load_client.endpoint.display(),
+            p.shown()
+        ));
+    }
     // With a tokenizer the payloads are kept until the token counts a server left
     // out are filled in (then dropped unless --debug).
     load_client.keep_messages = cfg.debug || cfg.tokenizer.is_some();
@@ -301,6 +316,8 @@ async fn start_target(
     let url: Arc<str> = match (&cfg.api, &cfg.sim) {
         (Api::Sim, Some(sc)) => {
             let h = crate::sim::spawn("127.0.0.1:0".parse()?, sc.clone(), 1)?;
+            // The in-process simulator is never behind a proxy.
+            crate::proxy::register_direct(h.base_url().trim_start_matches("http://").to_string());
             let u = format!("{}{}", h.base_url(), crate::config::url_path(&cfg.url));
             log::info(format!(
                 "Simulator listening on {} (settings: {})",

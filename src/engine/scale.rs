@@ -44,6 +44,7 @@ pub fn measure(r: &ClockRef) -> Result<Option<ClockOffset>> {
 fn http_date_offset(url: &str) -> Result<ClockOffset> {
     let shown = crate::redact::redact_url(url);
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(crate::proxy::ureq_proxy(url))
         .timeout_global(Some(Duration::from_secs(3)))
         .http_status_as_error(false)
         .build()

@@ -101,25 +101,49 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
             keep_text: false,
             extra_headers: None,
         };
-        // A signal during the test stops it at once: nothing of the benchmark ran.
-        let r = ctx
+        // The connection first, within --connect-timeout (10 s when unset): a port
+        // that never completes a TLS handshake must not hold the test for minutes.
+        let probe = ctx
+            .cfg
             .client
-            .execute_within(ticket, timeout, false, &ctx.stop.dispatch)
-            .await;
-        if ctx.stop.dispatch.is_cancelled() {
-            return Err(Interrupted(ctx.stop.exit_code()).into());
-        }
-        if r.success {
-            log::info(format!("Connection test passed: {}", ctx.url));
-            return Ok(());
-        }
-        last = r.error.unwrap_or_default();
-        if let Some(s) = r.http_status {
-            if (400..500).contains(&s) && s != 429 {
-                bail!(
-                    "connection test to {} failed: {last}\nCheck --model, --url and --api (or skip the test with --no-test-connection)",
-                    ctx.url
-                );
+            .connect_timeout
+            .unwrap_or(Duration::from_secs(10));
+        let probed = tokio::select! {
+            r = ctx.client.endpoint.probe(probe) => r,
+            _ = ctx.stop.dispatch.cancelled() => return Err(Interrupted(ctx.stop.exit_code()).into()),
+        };
+        match probed {
+            Err(e) => {
+                let text = e.to_string();
+                // Not a server still starting (that refuses): a port that does not
+                // speak TLS. No point in trying again.
+                if text.contains("plain HTTP") || text.contains("plain-HTTP") {
+                    bail!("connection test to {}: {text}", ctx.url);
+                }
+                last = text;
+            }
+            Ok(()) => {
+                // A signal during the test stops it at once: nothing of the benchmark ran.
+                let r = ctx
+                    .client
+                    .execute_within(ticket, timeout, false, &ctx.stop.dispatch)
+                    .await;
+                if ctx.stop.dispatch.is_cancelled() {
+                    return Err(Interrupted(ctx.stop.exit_code()).into());
+                }
+                if r.success {
+                    log::info(format!("Connection test passed: {}", ctx.url));
+                    return Ok(());
+                }
+                last = r.error.unwrap_or_default();
+                if let Some(s) = r.http_status {
+                    if (400..500).contains(&s) && s != 429 {
+                        bail!(
+                            "connection test to {} failed: {last}\nCheck --model, --url and --api (or skip the test with --no-test-connection)",
+                            ctx.url
+                        );
+                    }
+                }
             }
         }
         if attempt == 3 {

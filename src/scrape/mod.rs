@@ -62,9 +62,11 @@ const FAMILIES: [(&str, &str); 5] = [
     ("DCGM_FI_", "DCGM"),
 ];
 
-fn agent(timeout: Duration) -> ureq::Agent {
+/// An agent for `url`: the proxy rule of every HTTP path (`crate::proxy`).
+fn agent(timeout: Duration, url: &str) -> ureq::Agent {
     crate::client::install_tls_provider();
     ureq::Agent::config_builder()
+        .proxy(crate::proxy::ureq_proxy(url))
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .user_agent(concat!("perfscope/", env!("CARGO_PKG_VERSION")))
@@ -103,10 +105,9 @@ fn fetch(agent: &ureq::Agent, url: &str) -> Result<Vec<parse::Sample>, String> {
 /// Probes each endpoint for the target once and says in one line what it found;
 /// returns the endpoints to scrape during the runs.
 pub fn discover(cfg: &ScrapeConfig, target: &str) -> ScrapeConfig {
-    let agent = agent(cfg.timeout());
     let mut found = Vec::new();
     for url in &cfg.endpoints_for(target) {
-        match fetch(&agent, url) {
+        match fetch(&agent(cfg.timeout(), url), url) {
             Ok(samples) => {
                 let mut names: Vec<&str> = FAMILIES
                     .iter()
@@ -145,13 +146,13 @@ pub type Reported = Arc<Mutex<HashSet<String>>>;
 /// Scrapes every endpoint once and stores the samples; a failure is reported once
 /// per endpoint and invocation.
 fn scrape_all(
-    agent: &ureq::Agent,
+    agents: &[ureq::Agent],
     cfg: &ScrapeConfig,
     clock: &Clock,
     store: &mut ServerSamples,
     reported: &Reported,
 ) {
-    for url in &cfg.endpoints {
+    for (url, agent) in cfg.endpoints.iter().zip(agents) {
         let sent = clock.now();
         let result = fetch(agent, url);
         // The sample's time: the middle of the scrape, on the run's clock.
@@ -225,14 +226,18 @@ impl Scraper {
             .name("perfscope-scrape".into())
             .spawn(move || {
                 let _log = tracing::dispatcher::set_default(&dispatch);
-                let agent = agent(cfg.timeout());
-                scrape_all(&agent, &cfg, &clock, &mut store, &reported);
+                let agents: Vec<ureq::Agent> = cfg
+                    .endpoints
+                    .iter()
+                    .map(|u| agent(cfg.timeout(), u))
+                    .collect();
+                scrape_all(&agents, &cfg, &clock, &mut store, &reported);
                 let _ = ready_tx.send(());
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(cfg.interval)
                 {
-                    scrape_all(&agent, &cfg, &clock, &mut store, &reported);
+                    scrape_all(&agents, &cfg, &clock, &mut store, &reported);
                 }
-                scrape_all(&agent, &cfg, &clock, &mut store, &reported);
+                scrape_all(&agents, &cfg, &clock, &mut store, &reported);
                 let _ = done_tx.send(());
             });
         if let Err(e) = spawned {

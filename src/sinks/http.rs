@@ -7,7 +7,10 @@ use serde_json::Value;
 use std::time::Duration;
 
 pub struct Http {
-    agent: ureq::Agent,
+    /// One agent per proxy the trackers' URLs go through (None: direct), by the
+    /// proxy rule of every HTTP path (`crate::proxy`).
+    agents: std::sync::Mutex<Vec<(Option<String>, ureq::Agent)>>,
+    timeout: Duration,
     tracker: &'static str,
     attempts: u32,
     first_wait: Duration,
@@ -48,14 +51,9 @@ impl Http {
         first_wait: Duration,
     ) -> Http {
         crate::client::install_tls_provider();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .user_agent(concat!("perfscope/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         Http {
-            agent,
+            agents: Default::default(),
+            timeout,
             tracker,
             attempts: attempts.max(1),
             first_wait,
@@ -117,6 +115,26 @@ impl Http {
         Ok(r)
     }
 
+    /// The agent for `url`: direct, or through the proxy the environment names
+    /// for it.
+    fn agent(&self, url: &str) -> ureq::Agent {
+        let proxy = crate::proxy::ureq_proxy(url);
+        let key = proxy.as_ref().map(|p| p.uri().to_string());
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, a)) = agents.iter().find(|(k, _)| *k == key) {
+            return a.clone();
+        }
+        let a: ureq::Agent = ureq::Agent::config_builder()
+            .proxy(proxy)
+            .timeout_global(Some(self.timeout))
+            .http_status_as_error(false)
+            .user_agent(concat!("perfscope/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        agents.push((key, a.clone()));
+        a
+    }
+
     fn once(
         &self,
         method: &str,
@@ -124,9 +142,10 @@ impl Http {
         headers: &[(&str, &str)],
         body: &Body,
     ) -> std::result::Result<(Reply, Option<Duration>), String> {
+        let agent = self.agent(url);
         let result = match method {
             "GET" => {
-                let mut r = self.agent.get(url);
+                let mut r = agent.get(url);
                 for (k, v) in headers {
                     r = r.header(*k, *v);
                 }
@@ -134,8 +153,8 @@ impl Http {
             }
             _ => {
                 let mut r = match method {
-                    "PUT" => self.agent.put(url),
-                    _ => self.agent.post(url),
+                    "PUT" => agent.put(url),
+                    _ => agent.post(url),
                 };
                 for (k, v) in headers {
                     r = r.header(*k, *v);

@@ -99,6 +99,7 @@ async fn every_failure_kind_is_classified_with_text() {
                     total_timeout: timeout,
                     max_response_bytes: 16 << 20,
                     source_addrs: vec![],
+                    tls: Default::default(),
                 },
                 &reqwest::Url::parse(&path).unwrap(),
                 64,

@@ -22,7 +22,7 @@ const ATTEMPTS: u32 = 4;
 
 pub fn client(cfg: &OtelConfig) -> anyhow::Result<reqwest::Client> {
     crate::client::install_tls_provider();
-    let b = reqwest::Client::builder()
+    let b = crate::proxy::reqwest_builder(&cfg.url)
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
         .pool_max_idle_per_host(1);
