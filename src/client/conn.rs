@@ -95,6 +95,49 @@ impl Conn {
     }
 }
 
+/// An endpoint's idle connections, and the URL (credentials masked) its errors
+/// name: what a response needs to give its connection back.
+pub(crate) struct Pool {
+    idle: std::sync::Mutex<Vec<Conn>>,
+    max_idle: usize,
+    display: String,
+}
+
+impl Pool {
+    pub(crate) fn new(display: String, max_idle: usize) -> Pool {
+        Pool {
+            idle: std::sync::Mutex::new(Vec::new()),
+            max_idle,
+            display,
+        }
+    }
+
+    /// The URL with credentials masked.
+    pub(crate) fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// An idle connection that is still open.
+    pub(crate) fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(c) = idle.pop() {
+            if c.is_open() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn checkin(&self, mut c: Conn) {
+        // An idle connection keeps no read buffer (thousands may wait idle).
+        c.buf = Vec::new();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(c);
+        }
+    }
+}
+
 /// Opens a CONNECT tunnel through an HTTP proxy to `host:port` on `tcp`, a
 /// connection to the proxy: the TLS handshake with the target follows on it.
 pub(crate) async fn tunnel(

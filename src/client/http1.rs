@@ -15,21 +15,14 @@
 //! the platform's trust store); redirects followed as aiohttp does
 //! ([`Endpoint::follow`]). No HTTP/2 (vLLM, SGLang, llama.cpp and TGI serve HTTP/1.1).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::chunked::{ChunkState, Chunked};
 pub use super::conn::Error;
-use super::conn::{Conn, Io};
+use super::conn::{Conn, Io, Pool};
 
-/// Largest response head (status line and headers) accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// Bytes asked of the socket per read.
-/// Bytes asked of each socket read. Small on purpose: the buffer a read fills is
-/// zeroed, so its pages are resident for as long as the request lasts; at 100k
-/// streams 32 KiB per connection alone was 3.2 GB. SSE events are a few hundred
-/// bytes; a longer line or body just takes more reads.
-const READ_CHUNK: usize = 4 * 1024;
+pub use super::response::Response;
+use super::response::{parse_head, read_more, MAX_HEAD};
 
 /// Settings of an endpoint's connections.
 #[derive(Clone, Debug)]
@@ -73,7 +66,7 @@ pub struct Endpoint {
     /// `POST <path?query> HTTP/1.1` and every fixed header, each line CRLF-terminated.
     head: Vec<u8>,
     settings: Settings,
-    idle: Mutex<Vec<Conn>>,
+    pool: Pool,
     /// The URL with credentials masked, for error messages.
     display: String,
     /// The next source address to bind (an index into `settings.source_addrs`).
@@ -219,13 +212,14 @@ impl Endpoint {
             }
             line(k, v);
         }
+        let max_idle = settings.max_idle.max(1);
         Ok(Endpoint {
             host,
             port,
             tls,
             head,
             settings,
-            idle: Mutex::new(Vec::new()),
+            pool: Pool::new(display.clone(), max_idle),
             display,
             next_source: Default::default(),
             url: url.clone(),
@@ -312,25 +306,6 @@ impl Endpoint {
         self.settings.max_response
     }
 
-    fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(c) = idle.pop() {
-            if c.is_open() {
-                return Some(c);
-            }
-        }
-        None
-    }
-
-    fn checkin(&self, mut c: Conn) {
-        // An idle connection keeps no read buffer (thousands may wait idle).
-        c.buf = Vec::new();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.settings.max_idle {
-            idle.push(c);
-        }
-    }
-
     async fn connect(&self) -> Result<Conn, Error> {
         let fut = async {
             let (host, port) = match &self.proxy {
@@ -400,7 +375,7 @@ impl Endpoint {
         };
         match tokio::time::timeout(timeout, self.connect()).await {
             Ok(Ok(c)) => {
-                self.checkin(c);
+                self.pool.checkin(c);
                 Ok(())
             }
             Ok(Err(Error::Connect(e))) => Err(plain_hint(e)),
@@ -450,7 +425,7 @@ impl Endpoint {
         req.extend_from_slice(body);
         let mut resent = false;
         loop {
-            let conn = match (!resent).then(|| self.checkout()).flatten() {
+            let conn = match (!resent).then(|| self.pool.checkout()).flatten() {
                 Some(c) => c,
                 None => self.connect().await.map_err(|e| (e, resent))?,
             };
@@ -478,87 +453,19 @@ impl Endpoint {
         conn.buf.clear();
         loop {
             // Parse what is buffered; read more until a whole head is there.
-            let mut hdrs = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut hdrs);
-            match parsed.parse(&conn.buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let status = parsed.code.unwrap_or(0);
-                    let http10 = parsed.version == Some(0);
-                    let mut content_type = String::new();
-                    let mut length = None;
-                    let mut chunked = false;
-                    let mut close = http10;
-                    let (mut server_request_id, mut server_traceparent) = (None, None);
-                    let mut location = None;
-                    let short = |v: &str| v.chars().take(256).collect::<String>();
-                    for h in parsed.headers.iter() {
-                        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
-                        if h.name.eq_ignore_ascii_case("x-request-id")
-                            || h.name.eq_ignore_ascii_case("request-id")
-                        {
-                            server_request_id = Some(short(v));
-                        } else if h.name.eq_ignore_ascii_case("traceparent") {
-                            server_traceparent = Some(short(v));
-                        } else if h.name.eq_ignore_ascii_case("location") {
-                            location = Some(v.chars().take(2048).collect::<String>());
-                        } else if h.name.eq_ignore_ascii_case("content-type") {
-                            content_type = v.to_ascii_lowercase();
-                        } else if h.name.eq_ignore_ascii_case("content-length") {
-                            length = Some(v.parse::<u64>().map_err(|_| {
-                                Exchange::Failed(Error::Protocol(format!(
-                                    "invalid Content-Length `{v}` from {}",
-                                    self.display
-                                )))
-                            })?);
-                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                            chunked = v.to_ascii_lowercase().contains("chunked");
-                        } else if h.name.eq_ignore_ascii_case("connection") {
-                            let v = v.to_ascii_lowercase();
-                            if v.contains("close") {
-                                close = true;
-                            } else if v.contains("keep-alive") {
-                                close = false;
-                            }
-                        }
-                    }
-                    conn.buf.drain(..n);
-                    if (100..200).contains(&status) {
-                        // An interim response (100 Continue, 103 Early Hints): the
-                        // real one follows.
-                        continue;
-                    }
-                    let framing = if status == 204 || status == 304 {
-                        Framing::Length(0)
-                    } else if chunked {
-                        Framing::Chunked(Chunked::default())
-                    } else if let Some(l) = length {
-                        Framing::Length(l)
-                    } else {
-                        close = true;
-                        Framing::Close
-                    };
-                    return Ok(Response {
-                        status,
-                        content_type,
-                        resent: false,
-                        server_request_id,
-                        server_traceparent,
-                        location,
-                        conn: Some(conn),
-                        framing,
-                        keep_alive: !close,
-                        out: Vec::new(),
-                        endpoint: self,
-                        read_timeout: self.settings.read_timeout,
-                    });
+            if let Some((n, h)) = parse_head(&conn.buf, &self.display).map_err(Exchange::Failed)? {
+                conn.buf.drain(..n);
+                if (100..200).contains(&h.status) {
+                    // An interim response (100 Continue, 103 Early Hints): the real
+                    // one follows.
+                    continue;
                 }
-                Ok(httparse::Status::Partial) => {}
-                Err(e) => {
-                    return Err(Exchange::Failed(Error::Protocol(format!(
-                        "invalid HTTP response from {}: {e}",
-                        self.display
-                    ))))
-                }
+                return Ok(Response::new(
+                    h,
+                    conn,
+                    &self.pool,
+                    self.settings.read_timeout,
+                ));
             }
             if conn.buf.len() > MAX_HEAD {
                 return Err(Exchange::Failed(Error::Protocol(format!(
@@ -593,145 +500,4 @@ enum Exchange {
     /// The connection failed before any response byte arrived.
     ClosedEarly(Error),
     Failed(Error),
-}
-
-/// Appends one socket read to `conn.buf`; returns the byte count (0 = closed).
-/// The read goes into zeroed space: reading into spare capacity (`read_buf`) was
-/// tried and measured no cheaper, with a worse wire-TTFT tail at 256 streams.
-async fn read_more(
-    conn: &mut Conn,
-    timeout: Option<Duration>,
-    display: &str,
-) -> Result<usize, Error> {
-    let start = conn.buf.len();
-    conn.buf.resize(start + READ_CHUNK, 0);
-    let r = match timeout {
-        None => conn.io.read(&mut conn.buf[start..]).await,
-        Some(t) => match tokio::time::timeout(t, conn.io.read(&mut conn.buf[start..])).await {
-            Ok(r) => r,
-            Err(_) => {
-                conn.buf.truncate(start);
-                return Err(Error::Timeout(format!(
-                    "no data from {display} for {} s (--read-timeout)",
-                    t.as_secs_f64()
-                )));
-            }
-        },
-    };
-    match r {
-        Ok(n) => {
-            conn.buf.truncate(start + n);
-            Ok(n)
-        }
-        Err(e) => {
-            conn.buf.truncate(start);
-            Err(Error::Io(format!("reading from {display}: {e}")))
-        }
-    }
-}
-
-enum Framing {
-    Length(u64),
-    Chunked(Chunked),
-    Close,
-}
-
-/// A response whose head has been read; the body is read with [`Response::chunk`].
-pub struct Response<'a> {
-    pub status: u16,
-    /// Lower-cased `Content-Type`, empty when absent.
-    pub content_type: String,
-    /// The request was resent once after a reused connection closed.
-    pub resent: bool,
-    /// The server's own id for the request (`x-request-id` or `request-id`) and its
-    /// `traceparent`, when it sends them (at most 256 characters each).
-    pub server_request_id: Option<String>,
-    pub server_traceparent: Option<String>,
-    /// The `Location` header (at most 2048 characters).
-    pub location: Option<String>,
-    conn: Option<Conn>,
-    framing: Framing,
-    keep_alive: bool,
-    out: Vec<u8>,
-    endpoint: &'a Endpoint,
-    read_timeout: Option<Duration>,
-}
-
-impl Response<'_> {
-    /// The body bytes of the next socket read (possibly several chunks of a chunked
-    /// body), `None` at the end of the body. Call `clock.now()` right after it returns:
-    /// no other await sits between the read and the return.
-    pub async fn chunk(&mut self) -> Result<Option<&[u8]>, Error> {
-        self.out.clear();
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Ok(None);
-            };
-            // Consume what is buffered first.
-            if !conn.buf.is_empty() {
-                let consumed = match &mut self.framing {
-                    Framing::Length(left) => {
-                        let take = (*left as usize).min(conn.buf.len());
-                        self.out.extend_from_slice(&conn.buf[..take]);
-                        *left -= take as u64;
-                        take
-                    }
-                    Framing::Close => {
-                        self.out.extend_from_slice(&conn.buf);
-                        conn.buf.len()
-                    }
-                    Framing::Chunked(c) => c.decode(&conn.buf, &mut self.out).map_err(|e| {
-                        Error::Protocol(format!(
-                            "invalid chunked body from {}: {e}",
-                            self.endpoint.display
-                        ))
-                    })?,
-                };
-                conn.buf.drain(..consumed);
-            }
-            let finished = match &self.framing {
-                Framing::Length(left) => *left == 0,
-                Framing::Chunked(c) => c.state == ChunkState::Done,
-                Framing::Close => false,
-            };
-            if finished {
-                self.release();
-                return Ok((!self.out.is_empty()).then_some(&self.out[..]));
-            }
-            if !self.out.is_empty() {
-                return Ok(Some(&self.out[..]));
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                return Ok(None);
-            };
-            match read_more(conn, self.read_timeout, &self.endpoint.display).await? {
-                0 => {
-                    return match self.framing {
-                        Framing::Close => {
-                            self.conn = None;
-                            Ok(None)
-                        }
-                        _ => {
-                            self.conn = None;
-                            Err(Error::Io(format!(
-                                "{} closed the connection before the response was complete",
-                                self.endpoint.display
-                            )))
-                        }
-                    }
-                }
-                _ => continue,
-            }
-        }
-    }
-
-    /// The body is complete: the connection goes back to the pool when the server
-    /// keeps it and nothing unexpected follows the response.
-    fn release(&mut self) {
-        if let Some(c) = self.conn.take() {
-            if self.keep_alive && c.buf.is_empty() {
-                self.endpoint.checkin(c);
-            }
-        }
-    }
 }

@@ -10,6 +10,7 @@ mod chunked;
 mod conn;
 pub mod http1;
 mod reading;
+mod response;
 pub mod sse;
 mod tls;
 

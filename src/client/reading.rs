@@ -159,54 +159,12 @@ pub(crate) async fn read_response(
     is_stream: &mut bool,
     resent: &mut bool,
 ) {
-    let mut endpoint = endpoint;
-    let mut body = body;
-    let mut hops = 0;
-    let send = &mut r.tl.send;
-    // Redirects are followed within the request: its start stays the first send,
-    // as in evalscope, whose aiohttp session follows them inside one `post`.
-    let mut resp = loop {
-        let sent = if hops == 0 {
-            endpoint
-                .send(extra_headers, body, || *send = clock.now())
-                .await
-        } else {
-            endpoint.send(extra_headers, body, || {}).await
-        };
-        let resp = match sent {
-            Ok(resp) => resp,
-            Err((e, was_resent)) => {
-                *resent = was_resent;
-                r.tl.end = clock.now();
-                r.failure = Some((classify(&e), format!("POST {}: {e}", endpoint.display())));
-                return;
-            }
-        };
-        let keep = matches!(resp.status, 307 | 308);
-        let location = match (resp.status, &resp.location) {
-            (301 | 302 | 303 | 307 | 308, Some(l)) if hops < http1::MAX_REDIRECTS => l.clone(),
-            _ => break resp,
-        };
-        match endpoint.follow(&location, keep) {
-            Ok(next) => {
-                endpoint = next;
-                if !keep {
-                    body = b"";
-                }
-                hops += 1;
-            }
-            Err(e) => {
-                *status_out = Some(resp.status);
-                r.tl.end = clock.now();
-                r.failure = Some((
-                    FailureKind::from_status(resp.status),
-                    format!("HTTP {}: {e}", resp.status),
-                ));
-                return;
-            }
-        }
+    let Some((mut resp, hops)) =
+        send_following(endpoint, extra_headers, body, clock, r, status_out, resent).await
+    else {
+        return;
     };
-    let url = endpoint.display();
+    let url = resp.url();
     *resent = resp.resent;
     let t_headers = clock.now();
     r.server_request_id = resp.server_request_id.take();
@@ -239,6 +197,20 @@ pub(crate) async fn read_response(
         ));
         return;
     }
+    if !matches!(resp.content_encoding.as_str(), "" | "identity") {
+        // perfscope asks for no encoding (it sends no Accept-Encoding) and reads the
+        // bytes as they arrive: a compressed body has no timing to give.
+        r.tl.end = clock.now();
+        r.failure = Some((
+            FailureKind::Other,
+            format!(
+                "the response from {url} is compressed (Content-Encoding: {}), which perfscope does not decode: \
+                 turn compression off for this route in the server or proxy in front of it",
+                resp.content_encoding
+            ),
+        ));
+        return;
+    }
     let ctype = resp.content_type.clone();
     if ctype.contains("text/event-stream") {
         *is_stream = true;
@@ -259,7 +231,17 @@ pub(crate) async fn read_response(
         ));
         return;
     }
-    // Non-streaming JSON: read it all (up to the cap), then parse.
+    read_json(&mut resp, proto, clock, r, url).await
+}
+
+/// A non-streaming JSON body: read whole (up to --max-response-mib), then parsed.
+async fn read_json(
+    resp: &mut http1::Response<'_>,
+    proto: &Protocol,
+    clock: &Clock,
+    r: &mut Reading,
+    url: &str,
+) {
     let mut full = Vec::new();
     loop {
         match resp.chunk().await {
@@ -304,6 +286,66 @@ pub(crate) async fn read_response(
             r.apply(info, t);
             r.tl.first_output = Some(t);
             r.itl.clear();
+        }
+    }
+}
+
+/// Sends the request, following redirects within it as evalscope's aiohttp does
+/// (see `Endpoint::follow`): its start stays the first send. The final response
+/// and how many redirects led to it; None when the request failed (recorded in
+/// `r`).
+async fn send_following<'a>(
+    endpoint: &'a http1::Endpoint,
+    extra_headers: &str,
+    body: &[u8],
+    clock: &Clock,
+    r: &mut Reading,
+    status_out: &mut Option<u16>,
+    resent: &mut bool,
+) -> Option<(http1::Response<'a>, u32)> {
+    let mut endpoint = endpoint;
+    let mut body = body;
+    let mut hops = 0;
+    let send = &mut r.tl.send;
+    loop {
+        let sent = if hops == 0 {
+            endpoint
+                .send(extra_headers, body, || *send = clock.now())
+                .await
+        } else {
+            endpoint.send(extra_headers, body, || {}).await
+        };
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err((e, was_resent)) => {
+                *resent = was_resent;
+                r.tl.end = clock.now();
+                r.failure = Some((classify(&e), format!("POST {}: {e}", endpoint.display())));
+                return None;
+            }
+        };
+        let keep = matches!(resp.status, 307 | 308);
+        let location = match (resp.status, &resp.location) {
+            (301 | 302 | 303 | 307 | 308, Some(l)) if hops < http1::MAX_REDIRECTS => l.clone(),
+            _ => return Some((resp, hops)),
+        };
+        match endpoint.follow(&location, keep) {
+            Ok(next) => {
+                endpoint = next;
+                if !keep {
+                    body = b"";
+                }
+                hops += 1;
+            }
+            Err(e) => {
+                *status_out = Some(resp.status);
+                r.tl.end = clock.now();
+                r.failure = Some((
+                    FailureKind::from_status(resp.status),
+                    format!("HTTP {}: {e}", resp.status),
+                ));
+                return None;
+            }
         }
     }
 }

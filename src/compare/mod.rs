@@ -212,11 +212,43 @@ fn compare_point(
         });
     }
     let count = |r: &RunResult| r.num(Metric::TotalRequests).max(0.0) as u64;
+    let unknown = Metric::ALL
+        .iter()
+        .filter(|m| m.def().direction != Direction::Neutral)
+        .filter(|m| br.summary.is_unknown(**m) || nr.summary.is_unknown(**m))
+        .map(|m| {
+            let side = match (br.summary.is_unknown(*m), nr.summary.is_unknown(*m)) {
+                (true, true) => "both runs",
+                (true, false) => "the base run",
+                _ => "the new run",
+            };
+            format!(
+                "{} is unknown in {side} (no token counts): not compared",
+                m.key()
+            )
+        })
+        .collect();
+    let mut notes = Vec::new();
+    let (bp, np) = (&br.point, &nr.point);
+    if bp.parallel != np.parallel {
+        notes.push(format!(
+            "The runs had different concurrency (base {}, new {}): the figures compare different loads",
+            bp.parallel, np.parallel
+        ));
+    }
+    if bp.rate != np.rate {
+        notes.push(format!(
+            "The runs had different request rates (base {}, new {}): the figures compare different loads",
+            bp.rate, np.rate
+        ));
+    }
     Ok(PointComparison {
         name: name.to_string(),
         base_requests: count(br),
         new_requests: count(nr),
         rows,
+        unknown,
+        notes,
     })
 }
 
@@ -318,6 +350,15 @@ fn crossings(
         };
         for t in fail_on {
             let Some(m) = &t.named else { continue };
+            if m.is_unknown(&br) || m.is_unknown(&nr) {
+                out.push(Crossing {
+                    point: p.name.clone(),
+                    metric: t.metric.clone(),
+                    limit_pct: t.limit,
+                    delta_pct: None,
+                });
+                continue;
+            }
             let (Some(x), Some(y)) = (m.read(&br), m.read(&nr)) else {
                 continue;
             };
@@ -327,7 +368,7 @@ fn crossings(
                     point: p.name.clone(),
                     metric: t.metric.clone(),
                     limit_pct: t.limit,
-                    delta_pct: d,
+                    delta_pct: Some(d),
                 });
             }
         }

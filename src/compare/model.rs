@@ -94,6 +94,11 @@ pub struct PointComparison {
     pub base_requests: u64,
     pub new_requests: u64,
     pub rows: Vec<Row>,
+    /// Graded keys unknown in the base or the new run (token figures without
+    /// token counts): not judged.
+    pub unknown: Vec<String>,
+    /// What differs in the load itself (concurrency, rate): said, not judged.
+    pub notes: Vec<String>,
 }
 
 /// A `--fail-on` threshold crossed.
@@ -102,7 +107,9 @@ pub struct Crossing {
     pub point: String,
     pub metric: String,
     pub limit_pct: f64,
-    pub delta_pct: f64,
+    /// None: the metric is unknown on one side, so the threshold cannot be
+    /// checked (a failure: an unknown never passes a gate).
+    pub delta_pct: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]

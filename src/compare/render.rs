@@ -53,11 +53,22 @@ fn footer(c: &Comparison) -> Vec<String> {
     for p in &c.only_in_new {
         out.push(format!("Only in new: {p}"));
     }
+    for p in &c.points {
+        for n in p.notes.iter().chain(&p.unknown) {
+            out.push(format!("Note {}: {n}", p.name));
+        }
+    }
     for x in &c.crossed {
-        out.push(format!(
-            "FAIL {}: {} changed {:+.2}% (limit {:+}%)",
-            x.point, x.metric, x.delta_pct, x.limit_pct
-        ));
+        out.push(match x.delta_pct {
+            Some(d) => format!(
+                "FAIL {}: {} changed {d:+.2}% (limit {:+}%)",
+                x.point, x.metric, x.limit_pct
+            ),
+            None => format!(
+                "FAIL {}: {} is unknown (no token counts), so --fail-on {}:{:+}% cannot pass",
+                x.point, x.metric, x.metric, x.limit_pct
+            ),
+        });
     }
     if !c.fail_on.is_empty() && c.crossed.is_empty() {
         out.push("No --fail-on threshold crossed.".into());

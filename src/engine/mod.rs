@@ -17,8 +17,8 @@ mod setup;
 mod stop;
 mod work;
 
-use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use anyhow::{Context, Result};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,16 +55,6 @@ async fn find_server_metrics(cfg: &RunConfig, target: &str) -> Option<crate::scr
     (!found.endpoints.is_empty()).then_some(found)
 }
 
-/// The output directory of an invocation: `<outputs-dir>/<YYYYmmdd_HHMMSS>/<name|model_id>`.
-pub fn output_root(cfg: &RunConfig) -> PathBuf {
-    let mut p = PathBuf::from(&cfg.outputs_dir);
-    if !cfg.no_timestamp {
-        p.push(chrono::Local::now().format("%Y%m%d_%H%M%S").to_string());
-    }
-    p.push(&cfg.model_id);
-    p
-}
-
 /// Builds the runtime and runs the invocation as a task on it. The engine must not
 /// run in `block_on` on the calling thread: every request completion would then wake
 /// that thread across threads (a futex call and a context switch per request).
@@ -90,24 +80,14 @@ pub fn run_blocking(cfg: RunConfig, stop: Stop, ctrl_c: bool) -> Result<Outcome>
 
 /// Runs the whole invocation. `stop` lets the caller (Ctrl-C handler, tests) interrupt.
 pub async fn run(cfg: RunConfig, stop: Stop) -> Result<Outcome> {
-    let root = output_root(&cfg);
-    for p in &cfg.points {
-        let d = root.join(p.dir_name(cfg.open_loop));
-        if d.join("benchmark_data.db").exists() {
-            bail!(
-                "{} already holds a run; choose another --outputs-dir or --name, or drop --no-timestamp",
-                d.display()
-            );
-        }
-    }
-    std::fs::create_dir_all(&root)
-        .with_context(|| format!("--outputs-dir: cannot create {}", root.display()))?;
+    let (root, claim) = setup::claim_output_root(&cfg)?;
     let run_log = RunLog::open(&root.join("benchmark.log"), cfg.debug)
         .with_context(|| format!("cannot write {}", root.join("benchmark.log").display()))?;
     // Every line of this invocation, from its tasks and threads too, goes to its
     // own benchmark.log.
     let dispatch = run_log.dispatch();
-    async move {
+    let lock_file = root.join(setup::LOCK_FILE);
+    let result = async move {
         log::info(format!(
             "Starting benchmark with args: {}",
             serde_json::Value::Object(cfg.args_json.clone())
@@ -119,7 +99,11 @@ pub async fn run(cfg: RunConfig, stop: Stop) -> Result<Outcome> {
         result
     }
     .with_subscriber(dispatch)
-    .await
+    .await;
+    // The claim ends with the run: its databases now say the directory is used.
+    let _ = std::fs::remove_file(lock_file);
+    drop(claim);
+    result
 }
 
 /// Says so when a signal stops dispatch (install_signals sets the signal first).
@@ -155,7 +139,7 @@ async fn run_inner(
     let (_local, _sim, url) = start_target(&cfg, &stop, root).await?;
     let max_par = cfg.points.iter().map(|p| p.parallel).max().unwrap_or(1);
     let pool = if max_par > 0 { max_par as usize } else { 1024 };
-    let reserve = reserve_space(&cfg, root, pool);
+    let reserve = setup::reserve_space(&cfg, root, pool);
     if !cfg.masked_headers().is_empty() {
         log::debug(format!("headers: {:?}", cfg.masked_headers()));
     }
@@ -167,21 +151,7 @@ async fn run_inner(
     })?;
     let mut load_client =
         client::Client::new(&cfg.client, &parsed_url, pool, cfg.protocol.clone(), clock)?;
-    if cfg.client.tls.insecure && parsed_url.scheme() == "https" {
-        log::warn(format!(
-            "--insecure: the TLS certificate of {} is not verified; anyone on the path can read and answer the requests",
-            crate::config::redact_url(&url)
-        ));
-    }
-    if let Some(p) = load_client.endpoint.proxy() {
-        // evalscope's aiohttp session (trust_env=True) goes through it too; say so,
-        // because the proxy's own time is in every figure.
-        log::warn(format!(
-            "Requests to {} go through the proxy {}, as evalscope's would: its own time is part of every latency and TTFT. To connect directly, add the host to NO_PROXY.",
-            load_client.endpoint.display(),
-            p.shown()
-        ));
-    }
+    setup::connection_notes(&cfg, &parsed_url, &load_client);
     // With a tokenizer the payloads are kept until the token counts a server left
     // out are filled in (then dropped unless --debug).
     load_client.keep_messages = cfg.debug || cfg.tokenizer.is_some();
@@ -269,26 +239,6 @@ async fn run_inner(
     finish_invocation(&ctx, root, runs, metrics_server).await
 }
 
-/// Holds room on the output disk for the rows of the requests in flight and the
-/// summary files: 16 MiB and 16 KiB per request that can be held between the
-/// request tasks and the store, at most 256 MiB. A disk too full for it is a
-/// warning, not an error: the run goes on without the margin.
-fn reserve_space(cfg: &RunConfig, root: &Path, pool: usize) -> Option<Arc<crate::store::Reserve>> {
-    let held = pool * (cfg.in_flight_task_multiplier + cfg.queue_size_multiplier);
-    let bytes = ((16u64 << 20) + (held as u64) * (16 << 10)).min(256 << 20);
-    match crate::store::Reserve::create(root, bytes) {
-        Ok(r) => Some(Arc::new(r)),
-        Err(e) => {
-            log::warn(format!(
-                "cannot reserve {} MiB in {} ({e}); if the disk fills during the run, rows in flight may not be stored",
-                bytes >> 20,
-                root.display()
-            ));
-            None
-        }
-    }
-}
-
 /// The server under test: a local server perfscope starts (stopped on Drop), the
 /// in-process simulator, or the URL as given. Returns them and the URL to load.
 async fn start_target(
@@ -356,10 +306,17 @@ async fn finish_sink(
     let now = sinks::now_unix();
     let fin = sinks::final_payload(runs, outcome, now, now - started_unix);
     let (kind, url) = (sink.kind, sink.url.clone());
-    // Bounded: a tracker that went down costs at most a minute at the end.
+    // Bounded: a tracker that went down costs at most a minute at the end, and
+    // 3 s after a signal (the process must end within `docker stop`'s grace; the
+    // warning below says how to push the stored results later).
+    let bound = if ctx.stop.dispatch.is_cancelled() {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(60)
+    };
     let d = tracing::dispatcher::get_default(|d| d.clone());
     let pushed = tokio::task::spawn_blocking(move || {
-        tracing::dispatcher::with_default(&d, || sink.finish(fin, Duration::from_secs(60)))
+        tracing::dispatcher::with_default(&d, || sink.finish(fin, bound))
     })
     .await
     .unwrap_or(false);
@@ -507,7 +464,7 @@ async fn finish_invocation(
     }
     if let Some(t) = &ctx.tracing {
         // Flush queued spans before exiting (Ctrl-C included).
-        t.shutdown().await;
+        t.shutdown(ctx.stop.dispatch.is_cancelled()).await;
     }
     Ok(Outcome {
         exit_code,

@@ -1,6 +1,8 @@
-//! What a run needs before its load: the `/metrics` server and the connection test.
+//! What a run needs before its load: its output directory and disk reserve, the
+//! `/metrics` server, the connection test and what changes the connection.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -225,6 +227,116 @@ pub fn raise_fd_limit(need: Option<u64>, purpose: &str) {
         ));
     } else {
         log::debug(format!("Open-file limit raised to {cur}"));
+    }
+}
+
+/// The file an invocation holds locked in its output directory while it runs.
+pub(crate) const LOCK_FILE: &str = ".perfscope-lock";
+
+/// The output directory of an invocation: `<outputs-dir>/<YYYYmmdd_HHMMSS>/<name|model_id>`,
+/// claimed before anything is written into it, and held (an advisory lock on its
+/// `.perfscope-lock`) until the invocation ends. Two runs started in the same
+/// second get distinct directories (`<YYYYmmdd_HHMMSS>_2/…`); with
+/// `--no-timestamp`, a directory another run is writing is refused before any line
+/// of this run is logged, as is one that already holds a run's database.
+pub(crate) fn claim_output_root(cfg: &RunConfig) -> Result<(PathBuf, std::fs::File)> {
+    let base = PathBuf::from(&cfg.outputs_dir);
+    let stamp = chrono::Local::now().format("%Y%m%d_%H%M%S").to_string();
+    for attempt in 1..=100u32 {
+        let mut root = base.clone();
+        if !cfg.no_timestamp {
+            root.push(if attempt == 1 {
+                stamp.clone()
+            } else {
+                format!("{stamp}_{attempt}")
+            });
+        }
+        root.push(&cfg.model_id);
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("--outputs-dir: cannot create {}", root.display()))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("--outputs-dir: cannot write {}", lock_path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; released when it closes.
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        let used = cfg
+            .points
+            .iter()
+            .map(|p| root.join(p.dir_name(cfg.open_loop)))
+            .find(|d| d.join("benchmark_data.db").exists());
+        if locked && used.is_none() {
+            return Ok((root, lock));
+        }
+        if cfg.no_timestamp {
+            match used {
+                Some(d) => bail!(
+                    "{} already holds a run; choose another --outputs-dir or --name, or drop --no-timestamp",
+                    d.display()
+                ),
+                None => bail!(
+                    "{}: another perfscope run is writing there now; choose another --outputs-dir or --name, or drop --no-timestamp",
+                    root.display()
+                ),
+            }
+        }
+    }
+    bail!(
+        "--outputs-dir: no free directory for {} under {}",
+        cfg.model_id,
+        base.join(&stamp).display()
+    )
+}
+
+/// Holds room on the output disk for the rows of the requests in flight and the
+/// summary files: 16 MiB and 16 KiB per request that can be held between the
+/// request tasks and the store, at most 256 MiB. A disk too full for it is a
+/// warning, not an error: the run goes on without the margin.
+pub(crate) fn reserve_space(
+    cfg: &RunConfig,
+    root: &Path,
+    pool: usize,
+) -> Option<Arc<crate::store::Reserve>> {
+    let held = pool * (cfg.in_flight_task_multiplier + cfg.queue_size_multiplier);
+    let bytes = ((16u64 << 20) + (held as u64) * (16 << 10)).min(256 << 20);
+    match crate::store::Reserve::create(root, bytes) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            log::warn(format!(
+                "cannot reserve {} MiB in {} ({e}); if the disk fills during the run, rows in flight may not be stored",
+                bytes >> 20,
+                root.display()
+            ));
+            None
+        }
+    }
+}
+
+/// Says what changes the connection's trust or timing: `--insecure`, a proxy.
+pub(crate) fn connection_notes(
+    cfg: &RunConfig,
+    parsed_url: &reqwest::Url,
+    load_client: &crate::client::Client,
+) {
+    let url = cfg.url.as_str();
+    if cfg.client.tls.insecure && parsed_url.scheme() == "https" {
+        log::warn(format!(
+            "--insecure: the TLS certificate of {} is not verified; anyone on the path can read and answer the requests",
+            crate::config::redact_url(url)
+        ));
+    }
+    if let Some(p) = load_client.endpoint.proxy() {
+        // evalscope's aiohttp session (trust_env=True) goes through it too; say so,
+        // because the proxy's own time is in every figure.
+        log::warn(format!(
+            "Requests to {} go through the proxy {}, as evalscope's would: its own time is part of every latency and TTFT. To connect directly, add the host to NO_PROXY.",
+            load_client.endpoint.display(),
+            p.shown()
+        ));
     }
 }
 

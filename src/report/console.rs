@@ -19,6 +19,9 @@ fn fmt_metric(s: &Summary, m: Metric) -> String {
     let Some(v) = s.get(m) else {
         return String::new();
     };
+    if v.is_nan() {
+        return "n/a".into();
+    }
     match m.def().format {
         Format::Int => format!("{}", v as i64),
         _ => format!("{v:.4}")
@@ -274,7 +277,10 @@ fn llm_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> S
                 dash(r.point.rate),
                 format!("{}", r.num(Metric::TotalRequests)),
                 format!("{:.2}", r.num(Metric::ReqThroughput)),
-                format!("{:.2}", r.num(Metric::OutputThroughput)),
+                match r.summary.is_unknown(Metric::OutputThroughput) {
+                    true => "n/a".into(),
+                    false => format!("{:.2}", r.num(Metric::OutputThroughput)),
+                },
                 format!("{:.1}%", r.success_rate()),
             ];
             if multi_turn {

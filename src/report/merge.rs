@@ -154,9 +154,10 @@ fn check(shards: &mut [ShardFile]) -> Result<()> {
     Ok(())
 }
 
-/// Merges the shards' directories into `out` (created; must not hold a run): the
-/// databases and merge.json (the reports are then regenerated from them).
-pub fn merge_tree(out: &Path, dirs: &[PathBuf]) -> Result<()> {
+/// Merges the shards' directories into `tmp`, to be renamed to `out` (which must
+/// be new or empty): the databases and merge.json (the reports are then
+/// regenerated from them).
+pub fn merge_tree(out: &Path, tmp: &Path, dirs: &[PathBuf]) -> Result<()> {
     if dirs.is_empty() {
         bail!("merge: give the output directory and every shard's run directory");
     }
@@ -171,7 +172,12 @@ pub fn merge_tree(out: &Path, dirs: &[PathBuf]) -> Result<()> {
             out.display()
         );
     }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let out = tmp;
     let first = &shards[0];
     for (name, point) in &first.points {
         let mut dbs = Vec::new();

@@ -26,7 +26,22 @@ pub use stored::load_run;
 /// `perfscope merge OUT DIR…`: the shards' databases merged into OUT, then every
 /// report written from them as for one run.
 pub fn merge(out: &Path, dirs: &[std::path::PathBuf]) -> Result<()> {
-    merge::merge_tree(out, dirs)?;
+    // Built beside OUT and renamed into place: a merge that fails or is stopped
+    // leaves no partial OUT to block the next attempt.
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "merged".into());
+    let tmp = out.with_file_name(format!(".{name}.merging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    if let Err(e) = merge::merge_tree(out, &tmp, dirs) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        anyhow::bail!("cannot move the merged run into {}: {e}", out.display());
+    }
     regenerate(out)
 }
 

@@ -111,6 +111,14 @@ impl NamedMetric {
         }?;
         (raw.is_finite() && raw >= 0.0).then_some(raw * self.scale)
     }
+    /// Whether the run has the metric but cannot know it (token figures without
+    /// token counts).
+    pub fn is_unknown(&self, r: &RunResult) -> bool {
+        match &self.source {
+            Source::Summary(m) => r.summary.is_unknown(*m),
+            Source::Pct(..) => false,
+        }
+    }
     /// Whether a lower value is better (latencies), from the catalogue.
     pub fn lower_is_better(&self) -> bool {
         match &self.source {

@@ -2,7 +2,7 @@
 //! value runs `--sla-num-runs` times and is judged on the averaged results; values
 //! are cached across groups.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -65,11 +65,20 @@ impl<F: FnMut(&SweepPoint, u64, String) -> Result<RunResult>> Search<'_, F> {
         };
         let mut runs = Vec::new();
         for i in 0..sla.num_runs {
-            if (self.cancelled)() {
-                bail!("interrupted during the SLA search");
-            }
             if self.index > 0 && self.sleep_interval > 0.0 {
-                std::thread::sleep(Duration::from_secs_f64(self.sleep_interval));
+                // In steps, so that a signal is not held for --sleep-interval.
+                let until =
+                    std::time::Instant::now() + Duration::from_secs_f64(self.sleep_interval);
+                while std::time::Instant::now() < until && !(self.cancelled)() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            if (self.cancelled)() {
+                // What ran of this value is kept (averaged) for sla_summary.json.
+                if let Some(avg) = average(&runs) {
+                    self.cache.insert(v, avg);
+                }
+                return Err(Stopped.into());
             }
             let name = format!("sla_{}_{v}_run_{i}", sla.variable);
             log::info(format!(
@@ -78,7 +87,16 @@ impl<F: FnMut(&SweepPoint, u64, String) -> Result<RunResult>> Search<'_, F> {
                 i + 1,
                 sla.num_runs
             ));
-            runs.push((self.run)(&point, self.index, name)?);
+            match (self.run)(&point, self.index, name) {
+                Ok(r) => runs.push(r),
+                Err(_) if (self.cancelled)() => {
+                    if let Some(avg) = average(&runs) {
+                        self.cache.insert(v, avg);
+                    }
+                    return Err(Stopped.into());
+                }
+                Err(e) => return Err(e),
+            }
             self.index += 1;
         }
         let avg = average(&runs).context("no run")?;
@@ -146,10 +164,41 @@ pub fn tune(
     };
     let mut rows = Vec::new();
     for group in &sla.groups {
-        rows.push(search.group(group)?);
+        match search.group(group) {
+            Ok(row) => rows.push(row),
+            // A signal: the groups searched so far, this one marked, and every value
+            // tested, so that sla_summary.json is still written.
+            Err(e) if e.is::<Stopped>() => {
+                let criteria = group
+                    .iter()
+                    .map(|c| c.describe())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                rows.push(vec![
+                    criteria,
+                    sla.variable.clone(),
+                    "None".into(),
+                    "Interrupted: the search did not finish".into(),
+                ]);
+                break;
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok((rows, search.cache))
 }
+
+/// The search was stopped by a signal.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted during the SLA search")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// sla_summary.json: every tested value's averaged summary and percentiles.
 pub fn write_summary(root: &Path, variable: &str, tested: &Tested) -> Result<()> {

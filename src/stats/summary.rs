@@ -147,6 +147,18 @@ fn evalscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
     s.set(Metric::AvgTpot, gen(avg_tpot));
     s.set(Metric::AvgItl, gen(avg_itl));
     s.set(Metric::AvgOutputTokens, t.per_known(t.sum_completion));
+    if t.succ > 0 && t.n_known == 0 && !run.encoder {
+        // No successful request reported its token counts (no `usage`, and no
+        // --tokenizer-path to count them): the token figures are unknown, not 0.
+        for m in [
+            Metric::AvgInputTokens,
+            Metric::AvgOutputTokens,
+            Metric::OutputThroughput,
+            Metric::TotalThroughput,
+        ] {
+            s.set_unknown(m);
+        }
+    }
     let input_tput = if !run.encoder {
         0.0
     } else {

@@ -44,6 +44,16 @@ impl Summary {
     pub fn set_as_is(&mut self, m: Metric, v: f64) {
         self.values[m as usize] = Some(v);
     }
+    /// A metric the run cannot know (token counts no server reported): NaN here,
+    /// `null` in the JSON files, `n/a` on the console, never a 0 that reads as
+    /// measured.
+    pub fn set_unknown(&mut self, m: Metric) {
+        self.values[m as usize] = Some(f64::NAN);
+    }
+    /// Whether the metric is present but unknown.
+    pub fn is_unknown(&self, m: Metric) -> bool {
+        self.get(m).is_some_and(f64::is_nan)
+    }
     /// The metric's value; None when the run has no such key.
     pub fn get(&self, m: Metric) -> Option<f64> {
         self.values[m as usize]
@@ -98,7 +108,13 @@ impl Summary {
                     )
                 }),
                 Format::Text => self.token_counts.clone().map(Value::String),
-                Format::Int => self.get(m).map(|v| Value::from(v as i64)),
+                Format::Int => self.get(m).map(|v| {
+                    if v.is_nan() {
+                        Value::Null
+                    } else {
+                        Value::from(v as i64)
+                    }
+                }),
                 Format::Dp(_) | Format::Float => self.get(m).map(Value::from),
             };
             if let Some(v) = value {

@@ -61,6 +61,17 @@ async fn mock() -> std::net::SocketAddr {
                     "/malformed" => sse(&format!("{tok}data: {{\"choices\":[\n\n")),
                     "/400" => "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 22\r\n\r\n{\"error\":\"bad model\"}\n".to_string(),
                     "/text" => "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi".to_string(),
+                    // 120 header lines (aiohttp takes up to 128), a folded one.
+                    "/many-headers" | "/folded" => {
+                        let ok = sse(&format!("{tok}data: [DONE]\n\n"));
+                        let extra = if path == "/folded" {
+                            "x-folded: first part\r\n  second part\r\n".to_string()
+                        } else {
+                            (0..120).map(|i| format!("x-h{i}: v{i}\r\n")).collect()
+                        };
+                        ok.replacen("\r\n", &format!("\r\n{extra}"), 1)
+                    }
+                    "/gzip" => "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\ncontent-length: 4\r\n\r\n\x1f\u{8b}\x08\x00".to_string(),
                     "/transport" => {
                         // Chunked body cut off in the middle of a chunk.
                         let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n40\r\ndata: {\"choices\"").await;
@@ -122,6 +133,15 @@ async fn every_failure_kind_is_classified_with_text() {
     let base = format!("http://{addr}");
     let ok = go(format!("{base}/ok"), Duration::from_secs(5), never.clone()).await;
     assert!(ok.success, "{:?}", ok.error);
+    for path in ["/many-headers", "/folded"] {
+        let r = go(
+            format!("{base}{path}"),
+            Duration::from_secs(5),
+            never.clone(),
+        )
+        .await;
+        assert!(r.success, "{path}: {:?}", r.error);
+    }
     assert_eq!((ok.prompt_tokens, ok.completion_tokens), (Some(1), Some(1)));
     assert!(ok.ttft().unwrap() > 0.0);
 
@@ -135,6 +155,7 @@ async fn every_failure_kind_is_classified_with_text() {
         ("/malformed", FailureKind::MalformedChunk, "malformed chunk"),
         ("/400", FailureKind::Http4xx, "bad model"),
         ("/text", FailureKind::Other, "text/plain"),
+        ("/gzip", FailureKind::Other, "(Content-Encoding: gzip)"),
         ("/transport", FailureKind::Transport, "reading the stream"),
     ];
     for (path, kind, text) in cases {

@@ -316,3 +316,110 @@ fn a_report_of_a_run_that_never_finished_says_so() {
     assert_eq!(o.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("it never finished"), "{stderr}");
 }
+
+#[test]
+fn sigterm_during_the_sla_search_exits_143_with_the_partial_sla_summary() {
+    let _g = common::lock();
+    let out = tempfile::tempdir().unwrap();
+    // Each value runs twice with --sleep-interval 5 between runs: the signal comes
+    // in the first pause.
+    #[rustfmt::skip]
+    let mut child = bin()
+        .args([
+            "perf", "--api", "sim", "--model", "sim-7b", "--metrics-addr", "off",
+            "--sla-auto-tune", "--sla-params", r#"[{"p99_ttft": "<=50"}]"#,
+            "--sla-num-runs", "2", "--sla-upper-bound", "16", "--sleep-interval", "5",
+            "--sim-args", r#"{"zero_delay": true}"#,
+            "--outputs-dir", out.path().to_str().unwrap(), "--no-timestamp",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = out.path().join("sim-7b");
+    wait_for(
+        &root.join("sla_tuning/sla_parallel_1_run_0/benchmark_summary.json"),
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let t = Instant::now();
+    let code = wait(&mut child, Duration::from_secs(30));
+    assert_eq!(code, 143);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let summary = common::json(&root.join("sla_summary.json"));
+    assert!(summary.get("parallel_1").is_some(), "{summary}");
+    assert!(!root.join("sla_tuning/sla_parallel_1_run_1").exists());
+    let log = std::fs::read_to_string(root.join("benchmark.log")).unwrap();
+    assert!(
+        log.contains("Interrupted: the search did not finish"),
+        "{log}"
+    );
+}
+
+#[test]
+fn concurrent_runs_into_one_outputs_dir_never_share_a_directory_or_a_log() {
+    let _g = common::lock();
+    let sim = sim();
+    let out = tempfile::tempdir().unwrap();
+    let start = |extra: &[&str]| {
+        let url = format!("{}/v1/chat/completions", sim.base_url());
+        #[rustfmt::skip]
+        let c = bin()
+            .args(["perf", "--url", &url, "--model", "sim-7b", "--no-test-connection",
+                   "--metrics-addr", "off", "--server-metrics", "off", "--parallel", "2",
+                   "--outputs-dir", out.path().to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c
+    };
+    // Timestamped: both run, each in its own directory (`<stamp>_2` when they
+    // start in the same second).
+    let (a, b) = (start(&["--number", "20"]), start(&["--number", "20"]));
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let mut logs = Vec::new();
+    for stamp in std::fs::read_dir(out.path()).unwrap() {
+        let log = stamp.unwrap().path().join("sim-7b/benchmark.log");
+        if log.exists() {
+            logs.push(std::fs::read_to_string(&log).unwrap());
+        }
+    }
+    assert_eq!(logs.len(), 2);
+    for l in &logs {
+        assert_eq!(l.matches("Starting benchmark").count(), 1, "{l}");
+        assert_eq!(l.matches("Results written to").count(), 1, "{l}");
+    }
+    // --no-timestamp: the second is refused before it logs anything there.
+    let first = start(&["--no-timestamp", "--number", "200"]);
+    let dir = out.path().join("sim-7b");
+    wait_for(&dir.join("benchmark.log"), Duration::from_secs(30));
+    let o = start(&["--no-timestamp", "--number", "20"])
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another perfscope run is writing there now"),
+        "{stderr}"
+    );
+    let o = first.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let log = std::fs::read_to_string(dir.join("benchmark.log")).unwrap();
+    assert_eq!(log.matches("Starting benchmark").count(), 1, "{log}");
+    assert!(!dir.join(".perfscope-lock").exists());
+}

@@ -401,7 +401,10 @@ impl Tracing {
 
     /// Sends what is batched, waits for every queued export (bounded by the export
     /// timeout and retries), and logs what was exported and lost.
-    pub async fn shutdown(&self) {
+    /// Flushes what is queued, within twice the export timeout (2 s when `hurry`:
+    /// a signal stopped the run, and the process must end within the grace
+    /// `docker stop` gives it), then reports the totals.
+    pub async fn shutdown(&self, hurry: bool) {
         if let Some(h) = self.ticker.lock().ok().and_then(|mut h| h.take()) {
             h.abort();
         }
@@ -413,7 +416,11 @@ impl Tracing {
         }
         let handle = self.exporter.lock().ok().and_then(|mut h| h.take());
         if let Some(mut h) = handle {
-            let bound = self.cfg.timeout * 2 + Duration::from_secs(10);
+            let bound = if hurry {
+                (self.cfg.timeout * 2).min(Duration::from_secs(2))
+            } else {
+                self.cfg.timeout * 2
+            };
             if tokio::time::timeout(bound, &mut h).await.is_err() {
                 h.abort();
                 log::warn(format!(
