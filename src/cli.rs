@@ -213,6 +213,11 @@ pub struct PerfArgs {
     /// the request as `response_too_large` (memory stays bounded on endless bodies).
     #[arg(long, default_value_t = 16.0)]
     pub max_response_mib: f64,
+    /// Largest request body, MiB: a dataset line or prompt over it stops the run
+    /// before any request, naming the file and line (memory stays bounded on a
+    /// runaway line).
+    #[arg(long, default_value_t = 64.0)]
+    pub max_request_mib: f64,
     /// PEM file of certificates to trust for https:// besides the system's store (a
     /// private CA, or the server's own self-signed certificate). `SSL_CERT_FILE`
     /// replaces the system's store instead.

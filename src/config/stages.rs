@@ -130,6 +130,11 @@ pub(crate) fn resolve_client(a: &PerfArgs, headers: Vec<(String, String)>) -> Re
     if !(m > 0.0 && m.is_finite() && m <= 4096.0) {
         bail!("--max-response-mib: {m} must be a number of MiB in (0, 4096]");
     }
+    let q = a.max_request_mib;
+    if !(q > 0.0 && q.is_finite() && q <= 4096.0) {
+        bail!("--max-request-mib: {q} must be a number of MiB in (0, 4096]");
+    }
+    crate::dataset::set_max_request_bytes((q * 1024.0 * 1024.0) as usize);
     Ok(ClientConfig {
         headers,
         connect_timeout: secs("--connect-timeout", a.connect_timeout)?,

@@ -21,7 +21,9 @@ use serde_json::Value;
 
 pub use config::{DatasetArgs, DatasetConfig, DatasetKind, Hub, ImageSpec, InputLenMode};
 use prompt::in_range;
-pub use prompt::Prompt;
+pub use prompt::{
+    max_request_bytes, prompt_bytes, read_dataset_text, set_max_request_bytes, Prompt,
+};
 
 /// Most bytes of generated prompts (random text, images) a run holds: a long run
 /// re-sends them in turn instead of holding one per request (2,000,000 random
@@ -181,9 +183,7 @@ fn custom(cfg: &DatasetConfig, chat: bool, count: u64) -> Result<Vec<Prompt>> {
         .path
         .as_deref()
         .context("--dataset custom needs --dataset-path FILE (one prompt per line)")?;
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("--dataset-path: cannot read `{path}` (UTF-8 text, one prompt per line)")
-    })?;
+    let text = read_dataset_text(path, "--dataset-path")?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -197,8 +197,7 @@ fn custom(cfg: &DatasetConfig, chat: bool, count: u64) -> Result<Vec<Prompt>> {
 /// JSONL file (evalscope: `item[field].strip()`). Errors name the file and the line
 /// (JSONL) or the item (JSON list).
 pub fn read_text_field(path: &str, field: &str) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--dataset-path: cannot read `{path}`"))?;
+    let text = read_dataset_text(path, "--dataset-path")?;
     let pick = |v: &Value, at: &str| -> Result<Option<String>> {
         match v.get(field) {
             Some(Value::String(s)) => Ok((!s.trim().is_empty()).then(|| s.trim().to_string())),
@@ -224,9 +223,7 @@ pub fn read_text_field(path: &str, field: &str) -> Result<Vec<String>> {
 /// evalscope's line_by_line: each non-empty line is plain text (a prompt, length
 /// filtered), a JSON array (chat messages, verbatim) or a JSON object (a whole body).
 fn line_by_line(path: &str, cfg: &DatasetConfig, chat: bool, count: u64) -> Result<Vec<Prompt>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("--dataset-path: cannot read `{path}` (UTF-8 text, one prompt per line)")
-    })?;
+    let text = read_dataset_text(path, "--dataset-path")?;
     let fit = fit::Fitter::new(cfg)?;
     let mut out = Vec::new();
     for line in text.lines() {

@@ -18,12 +18,14 @@ pub fn bundled() -> Vec<String> {
 
 /// Reads the `question` field of every JSONL line (evalscope: `item['question'].strip()`).
 pub fn read_jsonl(path: &str) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
+    // A path that cannot be opened: where to get the file, or to drop the flag.
+    if std::fs::metadata(path).is_err() {
+        anyhow::bail!(
             "--dataset-path: cannot read `{path}`; give a local copy of HC3-Chinese's open_qa.jsonl \
              (or any JSONL with a \"question\" field), or omit --dataset-path to use the bundled questions"
-        )
-    })?;
+        );
+    }
+    let text = super::read_dataset_text(path, "--dataset-path")?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let l = line.trim();

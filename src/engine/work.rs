@@ -33,6 +33,22 @@ impl Bodies {
     /// A body that cannot be built (a custom API template error) stops the run here,
     /// before any request: custom bodies are all rendered once.
     fn new(ctx: &Ctx, prompts: Vec<Prompt>, seed: u64) -> Result<Bodies> {
+        let max = dataset::max_request_bytes();
+        if let Some((i, n)) = prompts
+            .iter()
+            .map(dataset::prompt_bytes)
+            .enumerate()
+            .find(|(_, n)| *n > max)
+        {
+            return Err(BadInput(format!(
+                "--max-request-mib: prompt {} of --dataset {} is {:.1} MiB, over the {} MiB limit; raise --max-request-mib or drop the prompt",
+                i + 1,
+                ctx.cfg.dataset.name,
+                n as f64 / (1 << 20) as f64,
+                max >> 20
+            ))
+            .into());
+        }
         let mut rng = fastrand::Rng::with_seed(seed);
         let p = &ctx.cfg.gen;
         // --prompt: evalscope builds the body once and re-sends it (a --max-tokens

@@ -72,6 +72,9 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(server_metrics))
+        // Bodies up to perfscope's own --max-request-mib default (axum's 2 MB
+        // default refuses long-context prompts that vLLM takes).
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(sim)
 }
 

@@ -125,7 +125,7 @@ fn insert(
     let latency = r.latency();
     let ttft = if r.success { r.ttft() } else { None };
     st.execute(params![
-        String::from_utf8_lossy(&r.request),
+        stored_request(&r.request),
         tl.send,
         json_list(&r.itl),
         r.success as i64,
@@ -172,6 +172,25 @@ fn insert(
         shard,
     ])?;
     Ok(())
+}
+
+/// Largest request body stored whole in a row (evalscope stores every body whole;
+/// one 600 MB prompt per row would fill the disk and the report's memory).
+pub const STORED_REQUEST_MAX: usize = 1 << 20;
+
+/// The `request` column: the body as sent, or for a body over STORED_REQUEST_MAX
+/// a JSON object with its length, its SHA-256 and its first 4 KiB.
+fn stored_request(body: &[u8]) -> String {
+    if body.len() <= STORED_REQUEST_MAX {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, body);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let head = String::from_utf8_lossy(&body[..4096]).into_owned();
+    serde_json::json!({
+        "perfscope_request_truncated": {"bytes": body.len(), "sha256": hex, "head": head}
+    })
+    .to_string()
 }
 
 /// A lock held by another connection: worth waiting for.
@@ -464,6 +483,17 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_large_request_is_stored_as_its_length_and_digest() {
+        assert_eq!(super::stored_request(b"{\"a\":1}"), "{\"a\":1}");
+        let big = vec![b'x'; super::STORED_REQUEST_MAX + 1];
+        let v: serde_json::Value = serde_json::from_str(&super::stored_request(&big)).unwrap();
+        let t = &v["perfscope_request_truncated"];
+        assert_eq!(t["bytes"].as_u64(), Some(big.len() as u64));
+        assert_eq!(t["sha256"].as_str().map(str::len), Some(64));
+        assert_eq!(t["head"].as_str().map(str::len), Some(4096));
+    }
+
     #[test]
     fn json_list_format_matches_python() {
         assert_eq!(

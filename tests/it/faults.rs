@@ -423,3 +423,95 @@ fn concurrent_runs_into_one_outputs_dir_never_share_a_directory_or_a_log() {
     assert_eq!(log.matches("Starting benchmark").count(), 1, "{log}");
     assert!(!dir.join(".perfscope-lock").exists());
 }
+
+#[test]
+fn a_runaway_dataset_line_stops_at_the_request_cap_and_a_large_body_is_stored_as_a_digest() {
+    let _g = common::lock();
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 GiB file of zeros (sparse) with no line break: refused at 64 MiB read.
+    let zeros = dir.path().join("zeros.txt");
+    std::fs::File::create(&zeros)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    #[rustfmt::skip]
+    let o = bin()
+        .args(["perf", "--url", "http://127.0.0.1:9/v1/chat/completions", "--model", "m",
+               "--no-test-connection", "--metrics-addr", "off", "--number", "1",
+               "--dataset", "line_by_line", "--dataset-path", zeros.to_str().unwrap(),
+               "--outputs-dir", out.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 1 of") && stderr.contains("longer than --max-request-mib (64 MiB)"),
+        "{stderr}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+
+    // A 2 MiB prompt: under the cap, sent whole, stored as its length and digest.
+    let sim = common::start_sim(perfscope::sim::SimConfig {
+        zero_delay: true,
+        ..Default::default()
+    });
+    let big = dir.path().join("big.txt");
+    let line = "lorem ipsum ".repeat((2 << 20) / 12);
+    std::fs::write(&big, format!("{line}\n")).unwrap();
+    let ran = perf(
+        &sim,
+        out.path(),
+        &[
+            "--dataset",
+            "line_by_line",
+            "--dataset-path",
+            big.to_str().unwrap(),
+            "--number",
+            "2",
+            "--parallel",
+            "1",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let conn = rusqlite::Connection::open(
+        out.path()
+            .join("sim-7b/parallel_1_number_2/benchmark_data.db"),
+    )
+    .unwrap();
+    let stored: String = conn
+        .query_row("SELECT request FROM result LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let t = &v["perfscope_request_truncated"];
+    assert!(t["bytes"].as_u64().unwrap() > 2 << 20, "{t}");
+    assert_eq!(t["sha256"].as_str().map(str::len), Some(64));
+    // --max-request-mib 1 refuses the same prompt before any request.
+    let o = perf(
+        &sim,
+        out.path(),
+        &[
+            "--dataset",
+            "line_by_line",
+            "--dataset-path",
+            big.to_str().unwrap(),
+            "--max-request-mib",
+            "1",
+            "--name",
+            "capped",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--max-request-mib"), "{stderr}");
+}

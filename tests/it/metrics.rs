@@ -272,3 +272,70 @@ fn live_metrics_match_the_run_and_parse() {
         assert_eq!(run.join().unwrap().unwrap(), 0);
     }
 }
+
+#[test]
+fn slowloris_clients_are_dropped_and_connections_bounded() {
+    use std::io::Read;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { "up 1\n" }));
+    rt.spawn(perfscope::recorder::prometheus::serve_bounded(
+        listener,
+        app,
+        std::future::pending(),
+    ));
+    // 100 clients that send half a request head and then nothing.
+    let mut slow: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Beyond the 64 the server keeps, connections are closed at once.
+    let t = Instant::now();
+    let mut closed = 0;
+    for c in slow.iter_mut().skip(64) {
+        let mut b = [0u8; 16];
+        if matches!(c.read(&mut b), Ok(0) | Err(_)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 36);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // The 64 kept are dropped when the 10 s head timeout passes.
+    for c in slow.iter_mut().take(64) {
+        let mut b = [0u8; 1024];
+        let r = c.read(&mut b);
+        assert!(
+            matches!(r, Ok(0) | Err(_))
+                || matches!(r, Ok(n) if b[..n].starts_with(b"HTTP/1.1 408")),
+            "{r:?}"
+        );
+    }
+    let held = t.elapsed();
+    assert!(
+        held >= Duration::from_secs(9) && held < Duration::from_secs(14),
+        "{held:?}"
+    );
+    // And a normal scrape is served.
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("up 1\n"),
+        "{text}"
+    );
+}
