@@ -15,7 +15,7 @@ const DOC_FIELDS: [&str; 3] = ["documents", "passages", "texts"];
 /// Items of a `.json` list, or of each line of a `.jsonl` / `.txt` file (a line that
 /// is not JSON is the item's text). Each comes with its location for errors.
 fn items(path: &str) -> Result<Vec<(String, Value)>> {
-    let text = super::read_dataset_text(path, "--dataset-path")?;
+    let text = super::prompt::read_dataset_text(path, "--dataset-path")?;
     if text.trim_start().starts_with('[') {
         let list: Vec<Value> = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{path}:{}: not a JSON list ({e})", e.line()))?;

@@ -91,7 +91,7 @@ fn from_dir(dir: &Path, count: u64) -> Result<Vec<Prompt>> {
 }
 
 fn from_jsonl(file: &Path, count: u64) -> Result<Vec<Prompt>> {
-    let text = super::read_dataset_text(&file.to_string_lossy(), "--dataset-path")?;
+    let text = super::prompt::read_dataset_text(&file.to_string_lossy(), "--dataset-path")?;
     let base = file.parent().unwrap_or(Path::new("."));
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = Vec::new();

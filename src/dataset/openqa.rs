@@ -25,7 +25,7 @@ pub fn read_jsonl(path: &str) -> Result<Vec<String>> {
              (or any JSONL with a \"question\" field), or omit --dataset-path to use the bundled questions"
         );
     }
-    let text = super::read_dataset_text(path, "--dataset-path")?;
+    let text = super::prompt::read_dataset_text(path, "--dataset-path")?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let l = line.trim();

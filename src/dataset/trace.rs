@@ -296,7 +296,7 @@ pub fn workload(cfg: &DatasetConfig, speed: f64, count: u64) -> Result<Trace> {
         .path
         .as_deref()
         .context("--dataset workload_trace needs --dataset-path")?;
-    let text = super::read_dataset_text(path, "--dataset-path")?;
+    let text = super::prompt::read_dataset_text(path, "--dataset-path")?;
     let args = &cfg.args;
     let mut errors = Vec::new();
     let mut rows: Vec<(f64, Map<String, Value>, RowExtras)> = Vec::new();

@@ -112,6 +112,9 @@ fn warmup_is_sent_but_not_recorded_and_duration_stops_dispatch() {
 
 #[test]
 fn interrupt_drains_commits_and_summarises() {
+    // Serialised before the stop's timer starts: it must count from this run's
+    // start, not from a wait for another test.
+    let _g = common::lock();
     let ran = Bench::sim_with(SimConfig {
         ttft_ms: Some(20.0),
         itl_ms: Some(20.0),
@@ -120,7 +123,7 @@ fn interrupt_drains_commits_and_summarises() {
         ..SimConfig::default()
     })
     .args(&["--parallel", "4", "8", "--number", "400", "400"])
-    .stop(common::stop_after(700, None))
+    .stop(common::stop_after(2000, None))
     .run();
     let (o, sim) = (&ran.outcome, ran.sim());
     assert_eq!(o.exit_code, 130);

@@ -332,7 +332,39 @@ fn no_usage_means_unknown_tokens_not_a_crash() {
     let dir = ran.only_step();
     let s = common::json(&dir.join("benchmark_summary.json"));
     assert_eq!(s["Success Requests"], 3);
-    assert_eq!(s["Avg Output Tokens"], -1.0);
+    // Unknown stays unknown: null, never a 0 or -1 that reads as measured.
+    for k in [
+        "Avg Input Tokens",
+        "Avg Output Tokens",
+        "Output Throughput (tok/s)",
+        "Total Throughput (tok/s)",
+    ] {
+        assert_eq!(s[k], Value::Null, "{k}: {s}");
+    }
+    let text = std::fs::read_to_string(ran.outcome.dir.join("performance_summary.txt")).unwrap();
+    assert!(text.contains("n/a"), "{text}");
+    // compare says what it cannot judge, and a gate on it cannot pass.
+    let root = ran.outcome.dir.to_str().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_perfscope"))
+        .args(["compare", root, root, "--fail-on", "tps:-5%,rps:-50%"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains(
+            "Output Throughput (tok/s) is unknown in both runs (no token counts): not compared"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL parallel_1_number_3: tps is unknown"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("FAIL parallel_1_number_3: rps"),
+        "{stdout}"
+    );
     assert!(
         s["Token Counts"]
             .as_str()
@@ -348,7 +380,6 @@ fn no_usage_means_unknown_tokens_not_a_crash() {
         )
         .unwrap();
     assert_eq!(nulls, 3);
-    let _ = Value::Null;
 }
 
 /// `--goodput`: the rate and share of requests meeting every bound, recomputed here
