@@ -515,3 +515,65 @@ fn a_runaway_dataset_line_stops_at_the_request_cap_and_a_large_body_is_stored_as
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--max-request-mib"), "{stderr}");
 }
+
+#[test]
+fn sigterm_while_a_fifo_dataset_is_read_exits_143_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("prompts.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let out = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let mut child = bin()
+        .args(["perf", "--url", "http://127.0.0.1:9/v1/chat/completions", "--model", "m",
+               "--no-test-connection", "--metrics-addr", "off", "--number", "5",
+               "--dataset", "line_by_line", "--dataset-path", fifo.to_str().unwrap(),
+               "--outputs-dir", out.path().to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody writes the FIFO: the read blocks until the signal.
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let t = Instant::now();
+    let code = wait(&mut child, Duration::from_secs(30));
+    assert_eq!(code, 143);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn compare_says_when_the_runs_had_different_concurrency() {
+    let a = common::Bench::sim_with(perfscope::sim::SimConfig {
+        zero_delay: true,
+        ..Default::default()
+    })
+    .parallel(2)
+    .number(20)
+    .run();
+    let b = common::Bench::sim_with(perfscope::sim::SimConfig {
+        zero_delay: true,
+        ..Default::default()
+    })
+    .parallel(4)
+    .number(20)
+    .run();
+    let o = bin()
+        .args([
+            "compare",
+            a.outcome.dir.to_str().unwrap(),
+            b.outcome.dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("The runs had different concurrency (base 2, new 4)"),
+        "{stdout}"
+    );
+}
