@@ -187,8 +187,16 @@ pub(crate) fn server_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
             .aggregate(Rows::Requests, &format!("SUM({col})"), "success=1")?
             .unwrap_or(0.0))
     };
-    // A client TTFT of 0 (embedding) or -1000 (nothing succeeded) has no overhead.
-    if let (Some(client), Some(server)) = (s.get(Metric::AvgTtft), s.get(Metric::ServerAvgTtft)) {
+    // A client TTFT of 0 (embedding) or -1000 (nothing succeeded) has no overhead;
+    // nor has a run without streamed replies, whose client TTFT is the whole
+    // latency (evalscope: first_chunk_latency = latency) and would set decode time
+    // against the server's TTFT.
+    let streamed = rows.count(Rows::Requests, "success=1 AND is_stream=1")? > 0;
+    if let (Some(client), Some(server), true) = (
+        s.get(Metric::AvgTtft),
+        s.get(Metric::ServerAvgTtft),
+        streamed,
+    ) {
         if client > 0.0 {
             s.set(Metric::ClientOverheadTtft, client - server);
         }

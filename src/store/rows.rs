@@ -43,6 +43,10 @@ pub struct TurnRow {
     pub cached: i64,
 }
 
+/// A server sample taken while the run's requests were on the wire.
+const IN_RUN: &str =
+    "ts >= (SELECT MIN(start_unix) FROM result) AND ts <= (SELECT MAX(end_unix) FROM result)";
+
 /// One stored run's rows, read-only, with the API and URL it was run against.
 pub struct RunRows {
     conn: Connection,
@@ -350,18 +354,26 @@ impl RunRows {
 
     /// The highest total of a server gauge in one scrape (Σ over its series of one
     /// source at one time, e.g. over engines or GPUs).
+    ///
+    /// Only scrapes taken while requests were on the wire count (between the first
+    /// request's start and the last one's end): the scrapes before and after a run
+    /// see an idle server, and a run shorter than the scrape interval has none
+    /// inside it; its peak is then unknown (None), never 0.
     pub fn server_peak_sum(&self, name: &str) -> Result<Option<f64>> {
         self.server_one(
-            "SELECT MAX(v) FROM (SELECT SUM(value) AS v FROM server_metrics
-             WHERE name = ?1 AND value IS NOT NULL GROUP BY source, ts)",
+            &format!(
+                "SELECT MAX(v) FROM (SELECT SUM(value) AS v FROM server_metrics
+                 WHERE name = ?1 AND value IS NOT NULL AND {IN_RUN} GROUP BY source, ts)"
+            ),
             name,
         )
     }
 
-    /// The highest single sample of a server gauge.
+    /// The highest single sample of a server gauge, over the scrapes taken while
+    /// requests were on the wire (see `server_peak_sum`).
     pub fn server_max(&self, name: &str) -> Result<Option<f64>> {
         self.server_one(
-            "SELECT MAX(value) FROM server_metrics WHERE name = ?1",
+            &format!("SELECT MAX(value) FROM server_metrics WHERE name = ?1 AND {IN_RUN}"),
             name,
         )
     }

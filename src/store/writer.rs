@@ -180,9 +180,10 @@ pub const STORED_REQUEST_MAX: usize = 1 << 20;
 
 /// The `request` column: the body as sent, or for a body over STORED_REQUEST_MAX
 /// a JSON object with its length, its SHA-256 and its first 4 KiB.
-fn stored_request(body: &[u8]) -> String {
+fn stored_request(body: &[u8]) -> std::borrow::Cow<'_, str> {
     if body.len() <= STORED_REQUEST_MAX {
-        return String::from_utf8_lossy(body).into_owned();
+        // Borrowed, not copied, for a UTF-8 body (every JSON body).
+        return String::from_utf8_lossy(body);
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, body);
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
@@ -191,6 +192,7 @@ fn stored_request(body: &[u8]) -> String {
         "perfscope_request_truncated": {"bytes": body.len(), "sha256": hex, "head": head}
     })
     .to_string()
+    .into()
 }
 
 /// A lock held by another connection: worth waiting for.

@@ -30,10 +30,20 @@ fn summary_of(fixture: &str, completion_tokens: Option<i64>) -> perfscope::stats
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("benchmark_data.db");
     let conn = perfscope::store::open(&db).unwrap();
+    // The run's requests span both scrapes (peaks count only scrapes taken while
+    // requests were on the wire); without client token counts, one failed request.
+    if completion_tokens.is_none() {
+        conn.execute(
+            "INSERT INTO result(start_time, completed_time, end_time, success, is_stream, start_unix, end_unix)
+             VALUES (1, 2, 2, 0, 1, 100, 101)",
+            [],
+        )
+        .unwrap();
+    }
     if let Some(n) = completion_tokens {
         conn.execute(
-            "INSERT INTO result(start_time, completed_time, end_time, success, is_stream, latency, prompt_tokens, completion_tokens)
-             VALUES (1, 2, 2, 1, 1, 1, 10, ?1)",
+            "INSERT INTO result(start_time, completed_time, end_time, success, is_stream, latency, prompt_tokens, completion_tokens, start_unix, end_unix)
+             VALUES (1, 2, 2, 1, 1, 1, 10, ?1, 100, 101)",
             [n],
         )
         .unwrap();
@@ -410,4 +420,49 @@ fn real_llama_server_counters_match_the_client() {
     let client = s["KV Cache Hit Rate (%)"].as_f64().unwrap();
     let server = s["Server Prefix Cache Hit Rate (%)"].as_f64().unwrap();
     assert!((client - server).abs() < 0.01, "{client} vs {server}");
+}
+
+#[test]
+fn figures_the_scrapes_cannot_support_are_absent() {
+    // A run over in well under the scrape interval: only the scrapes before and
+    // after it, both of an idle server. Its peaks are unknown, not 0; its token
+    // counters (deltas) are still exact.
+    let ran = Bench::sim_with(SimConfig {
+        ttft_ms: Some(20.0),
+        itl_ms: Some(5.0),
+        min_output_len: 5,
+        max_output_len: 5,
+        ..SimConfig::default()
+    })
+    .parallel(4)
+    .number(8)
+    .arg("--server-metrics-interval", "30")
+    .run();
+    let s = ran.summary();
+    for k in [
+        "Server Peak Running",
+        "Server Peak Waiting",
+        "Server Peak KV Cache Usage (%)",
+    ] {
+        assert!(s.get(k).is_none(), "{k}: {s}");
+    }
+    assert!(s["Server Output Tokens"].as_f64().unwrap() > 0.0, "{s}");
+    // Streaming: the client's TTFT against the server's gives the overhead.
+    assert!(s.get("Client Overhead TTFT (ms)").is_some(), "{s}");
+    drop(ran);
+    // Without streaming the client's TTFT is the whole latency: no overhead figure.
+    let ran = Bench::sim_with(SimConfig {
+        ttft_ms: Some(20.0),
+        itl_ms: Some(5.0),
+        min_output_len: 5,
+        max_output_len: 5,
+        ..SimConfig::default()
+    })
+    .parallel(4)
+    .number(8)
+    .args(&["--no-stream"])
+    .run();
+    let s = ran.summary();
+    assert!(s.get("Server Avg TTFT (ms)").is_some(), "{s}");
+    assert!(s.get("Client Overhead TTFT (ms)").is_none(), "{s}");
 }
