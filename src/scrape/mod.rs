@@ -159,8 +159,11 @@ fn scrape_all(
         let ts = clock.unix((sent + clock.now()) / 2.0);
         let problem = match result {
             Ok(samples) => {
+                // `_created` samples (a counter's creation time, about 90 per vLLM
+                // scrape) are timestamps, not measurements: not stored.
                 let rows: Vec<(String, String, f64)> = samples
                     .iter()
+                    .filter(|s| !s.name.ends_with("_created"))
                     .map(|s| (s.name.clone(), s.labels_json(), s.value))
                     .collect();
                 store

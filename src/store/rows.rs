@@ -54,6 +54,8 @@ pub struct RunRows {
     pub url: String,
     /// The run was made with `--enable-pd-metrics`.
     pub pd_metrics: bool,
+    /// `--n-choices` (1 when unset): choices asked per request.
+    pub n_choices: u64,
     /// How the run ended when it did not complete (interrupted, failed, or never
     /// closed: the process was killed), with the stored reason; None when it
     /// completed.
@@ -107,6 +109,11 @@ impl RunRows {
                 api: text("api"),
                 url: text("url"),
                 pd_metrics: args.get("enable_pd_metrics").and_then(Value::as_bool) == Some(true),
+                n_choices: args
+                    .get("n_choices")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1)
+                    .max(1),
                 cut_short: None,
             });
         }
@@ -116,16 +123,23 @@ impl RunRows {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .unwrap_or_default();
+        let config = config.and_then(|c| serde_json::from_str::<Value>(&c).ok());
         let pd_metrics = config
-            .and_then(|c| serde_json::from_str::<Value>(&c).ok())
+            .as_ref()
             .and_then(|c| c.get("enable_pd_metrics").and_then(Value::as_bool))
             == Some(true);
+        let n_choices = config
+            .as_ref()
+            .and_then(|c| c.get("n_choices").and_then(Value::as_u64))
+            .unwrap_or(1)
+            .max(1);
         let cut_short = cut_short(&conn);
         Ok(RunRows {
             conn,
             api,
             url,
             pd_metrics,
+            n_choices,
             cut_short,
         })
     }
@@ -137,6 +151,7 @@ impl RunRows {
             api: String::new(),
             url: String::new(),
             pd_metrics: false,
+            n_choices: 1,
             cut_short: None,
         }
     }
@@ -178,6 +193,7 @@ impl RunRows {
             api: self.api.clone(),
             url: self.url.clone(),
             pd_metrics: self.pd_metrics,
+            n_choices: self.n_choices,
             cut_short: self.cut_short.clone(),
         })
     }

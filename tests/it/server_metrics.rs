@@ -466,3 +466,76 @@ fn figures_the_scrapes_cannot_support_are_absent() {
     assert!(s.get("Server Avg TTFT (ms)").is_some(), "{s}");
     assert!(s.get("Client Overhead TTFT (ms)").is_none(), "{s}");
 }
+
+/// A run's database with one successful row (100 prompt tokens) and two scrapes of
+/// a vLLM whose prompt counter rose by `server_prompt`, made with `n_choices`.
+fn prompt_gap_summary(n_choices: Option<u64>, server_prompt: f64) -> perfscope::stats::Summary {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("benchmark_data.db");
+    let conn = perfscope::store::open(&db).unwrap();
+    let config = serde_json::json!({ "n_choices": n_choices }).to_string();
+    conn.execute(
+        "INSERT INTO run(run_id, api, url, config_json, status) VALUES ('r', 'openai', 'http://h/v1', ?1, 'completed')",
+        [config],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO result(start_time, completed_time, end_time, success, is_stream, latency, prompt_tokens, completion_tokens, start_unix, end_unix)
+         VALUES (1, 2, 2, 1, 1, 1, 100, 5, 100, 101)",
+        [],
+    )
+    .unwrap();
+    let mut store = ServerSamples::open(&db).unwrap();
+    for (ts, v) in [(99.0, 1000.0), (102.0, 1000.0 + server_prompt)] {
+        let rows = vec![("vllm:prompt_tokens_total".to_string(), "{}".to_string(), v)];
+        store.insert(ts, "http://h/metrics", &rows).unwrap();
+    }
+    let rows = RunRows::open_step(dir.path()).unwrap();
+    perfscope::stats::summary(
+        &rows,
+        &RunInputs {
+            parallel: 1,
+            rate: -1.0,
+            goodput: None,
+            encoder: false,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn vllm_counting_the_prompt_once_per_choice_is_no_gap() {
+    // --n-choices 2: vLLM's counter rises by 2 × the prompt, the usage says 1 ×.
+    let warned =
+        |s: &perfscope::stats::Summary| s.warnings().iter().any(|w| w.contains("prompt tokens"));
+    assert!(!warned(&prompt_gap_summary(Some(2), 200.0)));
+    assert!(!warned(&prompt_gap_summary(Some(2), 100.0)));
+    // Without --n-choices, a rise of 200 against 100 is a gap worth a warning.
+    assert!(warned(&prompt_gap_summary(None, 200.0)));
+    // With --n-choices 2, a rise of 400 (4 ×) is still one.
+    assert!(warned(&prompt_gap_summary(Some(2), 400.0)));
+}
+
+#[test]
+fn created_timestamps_are_not_stored() {
+    // vLLM exports a `_created` sample beside each counter (about 90 per scrape):
+    // a creation time, not a measurement.
+    let url = serve(|_| {
+        Some(http(
+            "200 OK",
+            "# TYPE vllm:request_success counter\nvllm:request_success_total{finished_reason=\"stop\"} 5\nvllm:request_success_created{finished_reason=\"stop\"} 1.7e9\n",
+        ))
+    });
+    let ran = Bench::sim()
+        .parallel(2)
+        .number(10)
+        .max_tokens(8)
+        .args(&["--server-metrics", &url])
+        .run();
+    let names: Vec<String> = common::rows(
+        &ran.db(),
+        "SELECT DISTINCT name FROM server_metrics ORDER BY name",
+        |r| r.get(0),
+    );
+    assert_eq!(names, ["vllm:request_success_total"]);
+}
