@@ -175,6 +175,23 @@ async fn execute(
         Some(t) => format!("traceparent: {}\r\n", t.traceparent()),
         None => String::new(),
     };
+    // The request's id, sent as `X-Request-Id` (the trace id, unless a replayed
+    // trace row names its own): vLLM then uses it in its log, spans and body id
+    // (`chatcmpl-<id>`), so a stored row joins the server's record of it.
+    let own_id = ticket.extra_headers.as_deref().is_some_and(|h| {
+        h.lines().any(|l| {
+            l.get(..13)
+                .is_some_and(|p| p.eq_ignore_ascii_case("x-request-id:"))
+        })
+    });
+    let sent_id = match (&ticket.trace, own_id) {
+        (Some(t), false) => {
+            let id = t.trace_id_hex();
+            extra.push_str(&format!("x-request-id: {id}\r\n"));
+            Some(id)
+        }
+        _ => None,
+    };
     if let Some(h) = &ticket.extra_headers {
         extra.push_str(h);
     }
@@ -229,7 +246,7 @@ async fn execute(
         finish_reason: r.finish,
         output_chars: r.output_chars,
         response_messages: r.messages.map(|m| format!("[{}]", m.join(","))),
-        request_id: r.server_request_id,
+        request_id: r.server_request_id.or(sent_id),
         server_traceparent: r.server_traceparent,
         trace: ticket.trace,
         resent,

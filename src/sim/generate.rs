@@ -134,16 +134,28 @@ fn pick_fault(cfg: &SimConfig, x: f64, half: u64) -> Fault {
 /// or through the batching engine / fixed-delay ticker.
 /// One generation request; the answer carries an `x-request-id` header, as vLLM's
 /// does with `--enable-request-id-headers`.
-pub(crate) async fn handle(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
+///
+/// As vLLM: a request that sends `X-Request-Id: X` gets `X` back in the header and
+/// `chatcmpl-X` (`cmpl-X`) as its body id, the id of vLLM's log and spans; without
+/// one, the header carries an id that appears nowhere else.
+pub(crate) async fn handle(
+    sim: Arc<Sim>,
+    body: Bytes,
+    chat: bool,
+    request_id: Option<String>,
+) -> Response {
     let id = sim.request_ids.fetch_add(1, Ordering::Relaxed);
-    let mut resp = generate(sim, body, chat).await;
-    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("cmpl-sim-{id}")) {
+    let header = request_id
+        .clone()
+        .unwrap_or_else(|| format!("cmpl-sim-{id}"));
+    let mut resp = generate(sim, body, chat, request_id).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&header) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
 }
 
-async fn generate(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
+async fn generate(sim: Arc<Sim>, body: Bytes, chat: bool, request_id: Option<String>) -> Response {
     // Injected delays count from here, before any parsing.
     let arrived = Instant::now();
     let req: Value = match serde_json::from_slice(&body) {
@@ -182,6 +194,7 @@ async fn generate(sim: Arc<Sim>, body: Bytes, chat: bool) -> Response {
         chat,
         model,
         id: n,
+        id_text: request_id.map_or_else(|| n.to_string().into(), Into::into),
         created: sim.created,
         include_usage: d.include_usage,
         prompt_tokens,

@@ -210,10 +210,27 @@ async fn server_metrics(State(sim): State<Arc<Sim>>, headers: axum::http::Header
         .unwrap_or_default()
 }
 
-async fn chat(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    generate::handle(sim, body, true).await
+async fn chat(
+    State(sim): State<Arc<Sim>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate::handle(sim, body, true, request_id(&headers)).await
 }
 
-async fn completions(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    generate::handle(sim, body, false).await
+async fn completions(
+    State(sim): State<Arc<Sim>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate::handle(sim, body, false, request_id(&headers)).await
+}
+
+/// The client's `X-Request-Id`, when it sent a usable one.
+fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map(str::to_string)
 }

@@ -40,6 +40,9 @@ pub struct Formatter {
     pub chat: bool,
     pub model: Arc<str>,
     pub id: u64,
+    /// The id in the body (`chatcmpl-<id_text>`): the request's `X-Request-Id` when
+    /// it sent one (as vLLM), else `id`.
+    pub id_text: Arc<str>,
     pub created: u64,
     pub include_usage: bool,
     pub prompt_tokens: u64,
@@ -59,7 +62,7 @@ impl Formatter {
         let _ = write!(
             out,
             "data: {{\"id\":\"{prefix}-{}\",\"object\":\"{object}\",\"created\":{},\"model\":{},",
-            self.id,
+            self.id_text,
             self.created,
             serde_json::Value::String(self.model.to_string())
         );
@@ -125,14 +128,14 @@ impl Formatter {
         let text = self.text();
         let mut v = if self.chat {
             serde_json::json!({
-                "id": format!("chatcmpl-{}", self.id), "object": "chat.completion",
+                "id": format!("chatcmpl-{}", self.id_text), "object": "chat.completion",
                 "created": self.created, "model": &*self.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": self.finish}]
             })
         } else {
             serde_json::json!({
-                "id": format!("cmpl-{}", self.id), "object": "text_completion",
+                "id": format!("cmpl-{}", self.id_text), "object": "text_completion",
                 "created": self.created, "model": &*self.model,
                 "choices": [{"index": 0, "text": text, "finish_reason": self.finish}]
             })

@@ -582,3 +582,30 @@ fn credentials_in_the_url_reach_the_server_and_nothing_else() {
         )
     );
 }
+
+#[test]
+fn the_stored_request_id_is_the_servers_own_as_vllm_uses_it() {
+    // perfscope sends X-Request-Id (the request's trace id); a vLLM-like server
+    // echoes it and names the request `chatcmpl-<id>` in its body, log and spans.
+    let ran = common::Bench::sim_with(perfscope::sim::SimConfig {
+        zero_delay: true,
+        ..Default::default()
+    })
+    .parallel(2)
+    .number(6)
+    .args(&["--debug"])
+    .run();
+    let rows: Vec<(String, String, String)> = common::rows(
+        &ran.db(),
+        "SELECT request_id, trace_id, response_messages FROM result",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    );
+    assert_eq!(rows.len(), 6);
+    for (id, trace, messages) in rows {
+        assert_eq!(id, trace);
+        assert!(
+            messages.contains(&format!("\"id\":\"chatcmpl-{id}\"")),
+            "{messages}"
+        );
+    }
+}
