@@ -131,6 +131,36 @@ pub struct Ticket {
     pub extra_headers: Option<std::sync::Arc<str>>,
 }
 
+/// The header lines a request adds to the endpoint's fixed head, formatted before
+/// its clock starts: `traceparent`, and the request's id as `X-Request-Id` (the
+/// trace id, unless a replayed trace row names its own), with the row's own
+/// headers. vLLM uses that id in its log, spans and body id (`chatcmpl-<id>`), so a
+/// stored row joins the server's record of it. Returns the lines and the id sent.
+fn request_headers(ticket: &Ticket) -> (String, Option<String>) {
+    let mut extra = match &ticket.trace {
+        Some(t) => format!("traceparent: {}\r\n", t.traceparent()),
+        None => String::new(),
+    };
+    let own_id = ticket.extra_headers.as_deref().is_some_and(|h| {
+        h.lines().any(|l| {
+            l.get(..13)
+                .is_some_and(|p| p.eq_ignore_ascii_case("x-request-id:"))
+        })
+    });
+    let sent_id = match (&ticket.trace, own_id) {
+        (Some(t), false) => {
+            let id = t.trace_id_hex();
+            extra.push_str(&format!("x-request-id: {id}\r\n"));
+            Some(id)
+        }
+        _ => None,
+    };
+    if let Some(h) = &ticket.extra_headers {
+        extra.push_str(h);
+    }
+    (extra, sent_id)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     endpoint: &http1::Endpoint,
@@ -171,30 +201,7 @@ async fn execute(
     // is taken by the endpoint right before the request's first byte is written
     // (after a connect, so TCP and TLS setup are not part of TTFT), and again at a
     // resend.
-    let mut extra = match &ticket.trace {
-        Some(t) => format!("traceparent: {}\r\n", t.traceparent()),
-        None => String::new(),
-    };
-    // The request's id, sent as `X-Request-Id` (the trace id, unless a replayed
-    // trace row names its own): vLLM then uses it in its log, spans and body id
-    // (`chatcmpl-<id>`), so a stored row joins the server's record of it.
-    let own_id = ticket.extra_headers.as_deref().is_some_and(|h| {
-        h.lines().any(|l| {
-            l.get(..13)
-                .is_some_and(|p| p.eq_ignore_ascii_case("x-request-id:"))
-        })
-    });
-    let sent_id = match (&ticket.trace, own_id) {
-        (Some(t), false) => {
-            let id = t.trace_id_hex();
-            extra.push_str(&format!("x-request-id: {id}\r\n"));
-            Some(id)
-        }
-        _ => None,
-    };
-    if let Some(h) = &ticket.extra_headers {
-        extra.push_str(h);
-    }
+    let (extra, sent_id) = request_headers(&ticket);
     r.tl.send = clock.now();
     r.tl.end = r.tl.send;
     let fut = read_response(
