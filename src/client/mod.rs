@@ -150,7 +150,9 @@ fn request_headers(ticket: &Ticket) -> (String, Option<String>) {
     let sent_id = match (&ticket.trace, own_id) {
         (Some(t), false) => {
             let id = t.trace_id_hex();
-            extra.push_str(&format!("x-request-id: {id}\r\n"));
+            extra.push_str("x-request-id: ");
+            extra.push_str(&id);
+            extra.push_str("\r\n");
             Some(id)
         }
         _ => None,

@@ -66,7 +66,12 @@ fn summary_of(fixture: &str, completion_tokens: Option<i64>) -> perfscope::stats
             .insert(ts, "http://gpu-node:8000/metrics", &rows)
             .unwrap();
     }
-    let rows = RunRows::open_step(dir.path()).unwrap();
+    summary_of_dir(dir.path())
+}
+
+/// The summary of the run stored in `dir` (one LLM run at concurrency 1).
+fn summary_of_dir(dir: &Path) -> perfscope::stats::Summary {
+    let rows = RunRows::open_step(dir).unwrap();
     perfscope::stats::summary(
         &rows,
         &RunInputs {
@@ -490,17 +495,7 @@ fn prompt_gap_summary(n_choices: Option<u64>, server_prompt: f64) -> perfscope::
         let rows = vec![("vllm:prompt_tokens_total".to_string(), "{}".to_string(), v)];
         store.insert(ts, "http://h/metrics", &rows).unwrap();
     }
-    let rows = RunRows::open_step(dir.path()).unwrap();
-    perfscope::stats::summary(
-        &rows,
-        &RunInputs {
-            parallel: 1,
-            rate: -1.0,
-            goodput: None,
-            encoder: false,
-        },
-    )
-    .unwrap()
+    summary_of_dir(dir.path())
 }
 
 #[test]
