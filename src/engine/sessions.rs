@@ -119,16 +119,17 @@ async fn worker(s: Arc<Shared>, index: u64) {
     }
 }
 
-/// evalscope §7.4: the server's cached tokens when it reports them; else, after a
-/// turn that counted its prompt, that turn's prompt + completion (the history the
-/// server could have cached); else 0 (the first turn).
+/// evalscope §7.4's estimate for a turn whose server reported no cached tokens:
+/// after a turn that counted its prompt, that turn's prompt + completion (the
+/// history the server could have cached); else 0 (the first turn). None when the
+/// server reported its own figure or the turn has no prompt count. evalscope
+/// stores the estimate as `cached_tokens`; perfscope keeps it in its own column.
 fn estimate_cached(r: &RequestRecord, previous: Option<(u64, u64)>) -> Option<u64> {
     match r.prompt_tokens {
-        Some(p) if p > 0 && r.success => Some(
-            r.cached_tokens
-                .unwrap_or_else(|| previous.map_or(0, |(p, c)| p + c)),
-        ),
-        _ => r.cached_tokens,
+        Some(p) if p > 0 && r.success && r.cached_tokens.is_none() => {
+            Some(previous.map_or(0, |(p, c)| p + c))
+        }
+        _ => None,
     }
 }
 
@@ -210,7 +211,7 @@ async fn run_conversation(
             g.dec();
         }
         let text = rec.output_text.take().unwrap_or_default();
-        rec.cached_tokens = estimate_cached(&rec, previous);
+        let cached_estimate = estimate_cached(&rec, previous);
         if rec.success {
             if let Some(p) = rec.prompt_tokens.filter(|p| *p > 0) {
                 previous = Some((p, rec.completion_tokens.unwrap_or(0)));
@@ -225,6 +226,7 @@ async fn run_conversation(
             is_last,
             parent_span: root.span_id,
             started: first_send,
+            cached_estimate,
         });
         if !cfg.debug {
             rec.response_messages = None;
@@ -278,10 +280,10 @@ mod tests {
 
     #[test]
     fn cached_tokens_follow_evalscope_7_4() {
-        // The server's figure wins, even 0.
+        // The server reported a figure (even 0): no estimate.
         assert_eq!(
             estimate_cached(&rec(true, Some(10), Some(0)), Some((4, 2))),
-            Some(0)
+            None
         );
         // Else the previous turn's prompt + completion.
         assert_eq!(

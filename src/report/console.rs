@@ -351,6 +351,7 @@ fn llm_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> S
         for (name, m, dp) in [
             ("Turns/Req", Metric::AvgTurnsPerRequest, 2),
             ("Cache Hit (%)", Metric::KvCacheHitRate, 2),
+            ("Est. Cache Hit (%)", Metric::EstKvCacheHitRate, 2),
             ("1st-Turn TTFT", Metric::AvgFirstTurnTtft, 2),
             ("Subseq. TTFT", Metric::AvgSubsequentTurnTtft, 2),
         ] {

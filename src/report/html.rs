@@ -20,7 +20,7 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
     let encoder = sorted.first().is_some_and(|r| r.encoder);
     let charts = charts(&sorted);
     let (headers, rows) = summary_rows(&sorted, encoder);
-    let (server_headers, server_rows) = server_rows(&sorted);
+    let sections = section_tables(&sorted);
     let page = Page {
         model: &meta.header.model_id,
         alias: meta.header.alias.as_deref(),
@@ -33,8 +33,7 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
         css: CSS,
         headers,
         rows,
-        server_headers,
-        server_rows,
+        sections,
         recs: recs(&recommendations(&sorted)),
         charts,
         tables: sorted.iter().map(|r| percentile_table(r)).collect(),
@@ -79,9 +78,8 @@ struct Page<'a> {
     css: &'a str,
     headers: Vec<&'static str>,
     rows: Vec<Vec<String>>,
-    /// The catalogue's Server keys any run has, and each run's values.
-    server_headers: Vec<&'static str>,
-    server_rows: Vec<Vec<String>>,
+    /// The multi-turn and server tables, where some run has their keys.
+    sections: Vec<SectionTable>,
     recs: Vec<Rec>,
     charts: Vec<String>,
     tables: Vec<PctTable>,
@@ -94,6 +92,14 @@ struct Page<'a> {
 struct Rec {
     heading: bool,
     text: String,
+}
+
+/// A table of one catalogue section's keys (`Multi-turn & Cache`, `Server`).
+#[derive(serde::Serialize)]
+struct SectionTable {
+    title: &'static str,
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
 }
 
 /// One run's percentile table.
@@ -120,20 +126,26 @@ fn point_cells(r: &RunResult) -> Vec<String> {
     ]
 }
 
-/// The Server table: every catalogue metric of the Server section that some run
-/// has, one row per run ("-" where a run lacks it).
-fn server_rows(sorted: &[&RunResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+/// The tables of the catalogue's Multi-turn and Server sections: every metric of
+/// the section that some run has (named as the catalogue names it, so an estimate
+/// reads as one), one row per run ("-" where a run lacks it).
+fn section_tables(sorted: &[&RunResult]) -> Vec<SectionTable> {
     use crate::stats::catalogue::{Format, Section};
-    let metrics: Vec<Metric> = Metric::ALL
-        .iter()
-        .copied()
-        .filter(|m| m.def().section == Some(Section::Server))
-        .filter(|m| sorted.iter().any(|r| r.summary.get(*m).is_some()))
-        .collect();
-    let rows =
+    let mut tables = Vec::new();
+    for (section, title) in [
+        (Section::MultiTurn, "Multi-turn & Cache"),
+        (Section::Server, "Server"),
+    ] {
+        let metrics: Vec<Metric> = Metric::ALL
+            .iter()
+            .copied()
+            .filter(|m| m.def().section == Some(section))
+            .filter(|m| sorted.iter().any(|r| r.summary.get(*m).is_some()))
+            .collect();
         if metrics.is_empty() {
-            Vec::new()
-        } else {
+            continue;
+        }
+        let rows =
             sorted
                 .iter()
                 .map(|r| {
@@ -147,9 +159,14 @@ fn server_rows(sorted: &[&RunResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
                     }));
                     cells
                 })
-                .collect()
-        };
-    (metrics.iter().map(|m| m.key()).collect(), rows)
+                .collect();
+        tables.push(SectionTable {
+            title,
+            headers: metrics.iter().map(|m| m.key()).collect(),
+            rows,
+        });
+    }
+    tables
 }
 
 /// The summary table's extra headers and every run's cells.

@@ -31,6 +31,10 @@ pub struct SimConfig {
     /// Turn the prefix cache off (no `cached_tokens`, no hits).
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// Keep the prefix cache but leave `prompt_tokens_details.cached_tokens` out of
+    /// the usage, as vLLM does without `--enable-prompt-tokens-details`.
+    #[arg(long)]
+    pub no_prompt_tokens_details: bool,
     /// Prefill cost per prompt token admitted in a step, milliseconds.
     #[arg(long, default_value_t = 0.02)]
     pub prefill_ms_per_token: f64,
@@ -92,6 +96,7 @@ impl Default for SimConfig {
             kv_cache_tokens: 262_144,
             block_size: 16,
             no_prefix_cache: false,
+            no_prompt_tokens_details: false,
             prefill_ms_per_token: 0.02,
             decode_base_ms: 5.0,
             decode_ms_per_seq: 0.05,

@@ -199,6 +199,7 @@ async fn generate(sim: Arc<Sim>, body: Bytes, chat: bool, request_id: Option<Str
         include_usage: d.include_usage,
         prompt_tokens,
         cached: None,
+        report_cached: !cfg.no_prompt_tokens_details,
         target: d.target,
         finish: d.finish,
     };

@@ -48,6 +48,8 @@ pub struct Formatter {
     pub prompt_tokens: u64,
     /// Prompt tokens served from the prefix cache (None: caching off).
     pub cached: Option<u64>,
+    /// Whether the usage reports `cached` (vLLM's `--enable-prompt-tokens-details`).
+    pub report_cached: bool,
     pub target: u64,
     pub finish: &'static str,
 }
@@ -113,10 +115,13 @@ impl Formatter {
     }
     /// vLLM's `prompt_tokens_details` (with `--enable-prompt-tokens-details`).
     fn details(&self) -> String {
-        match self.cached {
+        match self.reported_cached() {
             Some(c) => format!(",\"prompt_tokens_details\":{{\"cached_tokens\":{c}}}"),
             None => String::new(),
         }
+    }
+    fn reported_cached(&self) -> Option<u64> {
+        self.cached.filter(|_| self.report_cached)
     }
     pub fn text(&self) -> String {
         (0..self.target)
@@ -144,7 +149,7 @@ impl Formatter {
             v["usage"] = serde_json::json!({
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.target,
                 "total_tokens": self.prompt_tokens + self.target});
-            if let Some(c) = self.cached {
+            if let Some(c) = self.reported_cached() {
                 v["usage"]["prompt_tokens_details"] = serde_json::json!({"cached_tokens": c});
             }
         }

@@ -237,7 +237,7 @@ summary_metrics! {
         "multi-turn: mean 1-based turn index of successful turns (not turns per conversation)";
     KvCacheHitRate: "KV Cache Hit Rate (%)", "%", Dp(4), HigherIsBetter, Any, EvalscopeWhen,
         additive false, tracked true, MULTI_TURN,
-        "100 · Σ cached_tokens / Σ prompt_tokens over successes that report cached tokens (multi-turn: the previous turn's prompt + completion when the server reports none)";
+        "100 · Σ cached_tokens / Σ prompt_tokens over successes whose server reported cached tokens (perfscope: the server's figures only; evalscope mixes in its multi-turn estimate, see the next key)";
     AvgFirstTurnTtft: "Avg First-Turn TTFT (ms)", "ms", Dp(2), LowerIsBetter, Generation, EvalscopeWhen,
         additive false, tracked true, MULTI_TURN,
         "multi-turn: mean TTFT of successful first turns";
@@ -250,6 +250,9 @@ summary_metrics! {
     SpecAcceptRate: "Spec. Accept Rate", "ratio", Dp(4), HigherIsBetter, Generation, EvalscopeWhen,
         additive false, tracked false, None,
         "1 − 1 / Avg Decoded Tok/Iter, clamped to [0, 1]";
+    EstKvCacheHitRate: "Estimated KV Cache Hit Rate (%)", "%", Dp(4), HigherIsBetter, Any, Perfscope,
+        additive false, tracked true, MULTI_TURN,
+        "multi-turn when the server reported no cached tokens for some turns: evalscope's KV Cache Hit Rate, an estimate (a turn's cached tokens taken as the previous turn's prompt + completion; the server's figure where it reported one)";
     GoodputRps: "Goodput (req/s)", "req/s", Dp(4), HigherIsBetter, Any, Perfscope,
         additive false, tracked true, GENERAL,
         "successes meeting every --goodput bound / Test Duration";

@@ -222,16 +222,38 @@ fn multi_turn_keys(rows: &RunRows, t: &Totals, s: &mut Summary) -> Result<()> {
 /// evalscope's conditional keys: the KV-cache hit rate (when a server reports cached
 /// tokens) and decoded tokens per iteration (when some iteration decoded several).
 fn cache_and_decode_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
-    let cached_w = "success=1 AND cached_tokens IS NOT NULL AND prompt_tokens > 0";
-    if rows.count(Requests, cached_w)? > 0 {
+    let rate = |cached: &str, w: &str| -> Result<Option<f64>> {
+        if rows.count(Requests, w)? == 0 {
+            return Ok(None);
+        }
         let sum = |col: &str| -> Result<f64> {
             Ok(rows
-                .aggregate(Requests, &format!("SUM({col})"), cached_w)?
+                .aggregate(Requests, &format!("SUM({col})"), w)?
                 .unwrap_or(0.0))
         };
-        let (c, p) = (sum("cached_tokens")?, sum("prompt_tokens")?);
-        let rate = if p > 0.0 { 100.0 * c / p } else { 0.0 };
-        s.set(Metric::KvCacheHitRate, rate);
+        let (c, p) = (sum(cached)?, sum("prompt_tokens")?);
+        Ok(Some(if p > 0.0 { 100.0 * c / p } else { 0.0 }))
+    };
+    let served = "success=1 AND prompt_tokens > 0";
+    if let Some(r) = rate(
+        "cached_tokens",
+        &format!("{served} AND cached_tokens IS NOT NULL"),
+    )? {
+        s.set(Metric::KvCacheHitRate, r);
+    }
+    // evalscope 1.14 §7.4 stores its multi-turn estimate as the turn's cached tokens
+    // and reports the mix under the key above; perfscope keeps it apart and names it
+    // an estimate, written only when some turn needed one.
+    if rows.has_column("cached_tokens_estimate")?
+        && rows.count(
+            Requests,
+            &format!("{served} AND cached_tokens_estimate IS NOT NULL"),
+        )? > 0
+    {
+        let mixed = "COALESCE(cached_tokens, cached_tokens_estimate)";
+        if let Some(r) = rate(mixed, &format!("{served} AND {mixed} IS NOT NULL"))? {
+            s.set(Metric::EstKvCacheHitRate, r);
+        }
     }
     // Decoded tokens per engine iteration L = (tokens − 1)/(chunks − 1), over requests
     // with L > 1 (speculative decoding or multi-token chunks). Chunks are evalscope

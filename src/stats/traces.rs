@@ -67,10 +67,18 @@ pub fn trace_summary(rows: &RunRows) -> Result<Option<Value>> {
     if traces.is_empty() {
         return Ok(None);
     }
+    // evalscope's cache rates mix in its multi-turn estimate where the server
+    // reported no cached tokens; perfscope names such rows an estimate.
+    let estimated = turns.iter().any(|t| t.estimated);
     let rows: Vec<Value> = METRICS
         .iter()
         .enumerate()
         .map(|(i, name)| {
+            let name = if estimated && name.contains("Cache Hit") {
+                format!("Estimated {name}")
+            } else {
+                name.to_string()
+            };
             let mut v: Vec<f64> = traces.iter().map(|t| t[i]).collect();
             v.sort_by(f64::total_cmp);
             json!({
@@ -104,6 +112,7 @@ mod tests {
             prompt: tokens.0,
             completion: tokens.1,
             cached: tokens.2,
+            estimated: false,
         }
     }
 

@@ -41,6 +41,8 @@ pub struct TurnRow {
     pub prompt: i64,
     pub completion: i64,
     pub cached: i64,
+    /// `cached` is evalscope's multi-turn estimate (the server reported none).
+    pub estimated: bool,
 }
 
 /// A server sample taken while the run's requests were on the wire.
@@ -245,12 +247,18 @@ impl RunRows {
         if !self.has_column("session_id")? {
             return Ok(Vec::new());
         }
-        let mut st = self.conn.prepare(
+        let estimate = if self.has_column("cached_tokens_estimate")? {
+            "cached_tokens_estimate"
+        } else {
+            "NULL"
+        };
+        let mut st = self.conn.prepare(&format!(
             "SELECT session_id, turn, start_time, completed_time, COALESCE(first_chunk_latency, 0),
                     COALESCE(latency, 0), COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0),
-                    COALESCE(cached_tokens, 0)
+                    COALESCE(cached_tokens, {estimate}, 0),
+                    cached_tokens IS NULL AND {estimate} IS NOT NULL
              FROM result WHERE success=1 AND session_id IS NOT NULL ORDER BY session_id, turn",
-        )?;
+        ))?;
         let rows = st
             .query_map([], |r| {
                 Ok(TurnRow {
@@ -263,6 +271,7 @@ impl RunRows {
                     prompt: r.get(6)?,
                     completion: r.get(7)?,
                     cached: r.get(8)?,
+                    estimated: r.get(9)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS result(
   session_id TEXT,
   turn INTEGER,
   is_last_turn INTEGER,
-  shard INTEGER
+  shard INTEGER,
+  cached_tokens_estimate INTEGER
 );
 CREATE TABLE IF NOT EXISTS run(
   run_id TEXT,
@@ -96,13 +97,20 @@ pub fn open(path: &Path) -> Result<Connection> {
     // Reports sort millions of ITL values; SQLite's sorter may use a second thread.
     conn.pragma_update(None, "threads", 2)?;
     conn.execute_batch(SCHEMA)?;
-    // Databases written before `stop_reason` existed gain it when opened.
-    let has_reason = conn
-        .prepare("SELECT 1 FROM pragma_table_info('run') WHERE name='stop_reason'")?
-        .exists([])?;
-    if !has_reason {
-        // Best effort: a read-only copy is still readable without it.
-        let _ = conn.execute_batch("ALTER TABLE run ADD COLUMN stop_reason TEXT");
+    // Databases written before these columns existed gain them when opened.
+    for (table, column, kind) in [
+        ("run", "stop_reason", "TEXT"),
+        ("result", "cached_tokens_estimate", "INTEGER"),
+    ] {
+        let has = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name='{column}'"
+            ))?
+            .exists([])?;
+        if !has {
+            // Best effort: a read-only copy is still readable without it.
+            let _ = conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"));
+        }
     }
     Ok(conn)
 }

@@ -621,3 +621,100 @@ fn push_a_merged_tree() {
     assert_eq!(lines[0]["Success Requests"], 5.0);
     assert_eq!(lines[0]["Concurrency"], 2.0);
 }
+
+/// Multi-turn against a server that reports no cached tokens (vLLM without
+/// `--enable-prompt-tokens-details`): `cached_tokens` stays empty, evalscope's
+/// estimate is stored in its own column, and every place that shows it names it an
+/// estimate: the console, benchmark_summary.json, trace_summary.json, the HTML
+/// report and the tracker.
+#[test]
+fn a_multi_turn_cache_estimate_is_labelled_everywhere() {
+    let m = mock::wandb();
+    let out = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let o = bin()
+        .args([
+            "perf", "--api", "sim", "--model", "m", "--parallel", "2", "--number", "4",
+            "--dataset", "random_multi_turn", "--multi-turn", "--min-turns", "3", "--max-turns", "3",
+            "--min-prompt-length", "40", "--max-prompt-length", "60", "--max-tokens", "5",
+            "--metrics-addr", "off", "--visualizer", "wandb", "--no-timestamp",
+            "--outputs-dir", out.path().to_str().unwrap(),
+            "--sim-args", r#"{"zero_delay": true, "no_prompt_tokens_details": true}"#,
+        ])
+        .env("WANDB_BASE_URL", &m.url)
+        .env("WANDB_API_KEY", mock::WANDB_KEY)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{printed}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dir = common::files_under(out.path())
+        .into_iter()
+        .find(|f| f.ends_with("benchmark_data.db"))
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let conn = common::db(&dir);
+    // (prompt, cached, estimate) of the successful turns, in conversation order.
+    let turns: Vec<(i64, Option<i64>, Option<i64>, i64)> = common::rows(
+        &conn,
+        "SELECT prompt_tokens, cached_tokens, cached_tokens_estimate, completion_tokens
+         FROM result WHERE success=1 ORDER BY session_id, turn",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    );
+    assert_eq!(turns.len(), 12);
+    assert!(turns.iter().all(|t| t.1.is_none()), "nothing reported");
+    // evalscope §7.4: turn 1 is 0, a later turn the previous prompt + completion.
+    for (k, t) in turns.iter().enumerate() {
+        let want = if k % 3 == 0 {
+            0
+        } else {
+            turns[k - 1].0 + turns[k - 1].3
+        };
+        assert_eq!(t.2, Some(want), "turn {k}");
+    }
+    let est: i64 = turns.iter().filter_map(|t| t.2).sum();
+    let prompt: i64 = turns.iter().map(|t| t.0).sum();
+    let rate = 100.0 * est as f64 / prompt as f64;
+    let s = common::json(&dir.join("benchmark_summary.json"));
+    assert!(s.get("KV Cache Hit Rate (%)").is_none(), "{s}");
+    let got = s["Estimated KV Cache Hit Rate (%)"].as_f64().unwrap();
+    assert!((got - rate).abs() < 1e-4, "{got} vs {rate}");
+    assert!(
+        printed.contains("Estimated KV Cache Hit Rate (%)"),
+        "{printed}"
+    );
+    let traces = common::json(&dir.join("trace_summary.json"));
+    let names: Vec<&str> = traces["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metric"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"Estimated Cache Hit Rate (%)"), "{names:?}");
+    assert!(!names.contains(&"Cache Hit Rate (%)"), "{names:?}");
+    let html = std::fs::read_to_string(dir.parent().unwrap().join("perf_report.html")).unwrap();
+    assert!(html.contains("Estimated KV Cache Hit Rate (%)"));
+    assert!(!html.contains("<th>KV Cache Hit Rate (%)</th>"));
+    let pushed: Vec<String> = wandb_history(&m)
+        .iter()
+        .flat_map(|l| l.as_object().unwrap().keys().cloned().collect::<Vec<_>>())
+        .collect();
+    assert!(
+        pushed
+            .iter()
+            .any(|k| k.contains("Estimated KV Cache Hit Rate")),
+        "{pushed:?}"
+    );
+    assert!(
+        !pushed
+            .iter()
+            .any(|k| k.contains("KV Cache Hit Rate") && !k.contains("Estimated")),
+        "{pushed:?}"
+    );
+}
