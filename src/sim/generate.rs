@@ -220,9 +220,7 @@ fn observe(sim: &Sim, fmt: &Formatter, arrived: Instant) -> stream::Observe {
         engine: "0".into(),
     };
     let m = &sim.server_metrics;
-    m.prompt_tokens
-        .get_or_create(&labels)
-        .inc_by(fmt.prompt_tokens);
+    m.count_prompt(&labels, fmt.prompt_tokens, fmt.cached.unwrap_or(0));
     // vLLM counts the prompt tokens it looked up and those it found.
     let hits = m.prefix_cache_hits.get_or_create(&labels);
     if let Some(c) = fmt.cached {

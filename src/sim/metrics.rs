@@ -19,6 +19,22 @@ pub struct ServerLabels {
     pub engine: String,
 }
 
+/// vLLM's labels and the `source` of prompt tokens.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub model_name: String,
+    pub engine: String,
+    pub source: String,
+}
+
+/// vLLM's labels and the `reason` a request waits.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub model_name: String,
+    pub engine: String,
+    pub reason: String,
+}
+
 type H = Family<ServerLabels, Histogram, fn() -> Histogram>;
 
 macro_rules! hist {
@@ -50,6 +66,13 @@ pub struct ServerMetrics {
     pub prefix_cache_hits: Family<ServerLabels, Counter>,
     pub preemptions: Family<ServerLabels, Counter>,
     pub generation_tokens: Family<ServerLabels, Counter>,
+    /// vLLM 0.11+: cached prompt tokens (local + external), prompt tokens by source
+    /// (`local_compute`, `local_cache_hit`, `external_kv_transfer`) and each
+    /// request's newly computed prefill tokens.
+    pub prompt_tokens_cached: Family<ServerLabels, Counter>,
+    prompt_tokens_by_source: Family<SourceLabels, Counter>,
+    pub prefill_kv_computed: H,
+    waiting_by_reason: Family<ReasonLabels, Gauge>,
     running: Family<ServerLabels, Gauge>,
     waiting: Family<ServerLabels, Gauge>,
     kv_usage: Family<ServerLabels, Gauge<f64, AtomicU64>>,
@@ -66,7 +89,39 @@ const E2E_BUCKETS: &[f64] = &[
     480.0, 960.0, 1920.0, 7680.0,
 ];
 
+/// vLLM's request-token buckets (1, 2, 5 × powers of ten).
+const REQUEST_TOKEN_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0,
+    50000.0, 100000.0,
+];
+
 impl ServerMetrics {
+    /// Counts one request's prompt: all of it, the part served from the prefix
+    /// cache, and the part prefilled (vLLM's by-source split and histogram).
+    pub fn count_prompt(&self, labels: &ServerLabels, prompt: u64, cached: u64) {
+        self.prompt_tokens.get_or_create(labels).inc_by(prompt);
+        self.prompt_tokens_cached
+            .get_or_create(labels)
+            .inc_by(cached);
+        let computed = prompt.saturating_sub(cached);
+        for (source, n) in [
+            ("local_compute", computed),
+            ("local_cache_hit", cached),
+            ("external_kv_transfer", 0),
+        ] {
+            self.prompt_tokens_by_source
+                .get_or_create(&SourceLabels {
+                    model_name: labels.model_name.clone(),
+                    engine: labels.engine.clone(),
+                    source: source.into(),
+                })
+                .inc_by(n);
+        }
+        self.prefill_kv_computed
+            .get_or_create(labels)
+            .observe(computed as f64);
+    }
+
     pub fn new() -> ServerMetrics {
         let mut r = Registry::default();
         let m = ServerMetrics {
@@ -81,6 +136,10 @@ impl ServerMetrics {
             prefix_cache_hits: Family::default(),
             preemptions: Family::default(),
             generation_tokens: Family::default(),
+            prompt_tokens_cached: Family::default(),
+            prompt_tokens_by_source: Family::default(),
+            prefill_kv_computed: hist!(REQUEST_TOKEN_BUCKETS),
+            waiting_by_reason: Family::default(),
             running: Family::default(),
             waiting: Family::default(),
             kv_usage: Family::default(),
@@ -151,6 +210,26 @@ impl ServerMetrics {
             m.generation_tokens.clone(),
         );
         r.register(
+            "vllm:prompt_tokens_cached",
+            "Number of cached prompt tokens (local + external).",
+            m.prompt_tokens_cached.clone(),
+        );
+        r.register(
+            "vllm:prompt_tokens_by_source",
+            "Number of prompt tokens by source.",
+            m.prompt_tokens_by_source.clone(),
+        );
+        r.register(
+            "vllm:request_prefill_kv_computed_tokens",
+            "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+            m.prefill_kv_computed.clone(),
+        );
+        r.register(
+            "vllm:num_requests_waiting_by_reason",
+            "Number of waiting requests by reason. Sum of all reasons equals vllm:num_requests_waiting.",
+            m.waiting_by_reason.clone(),
+        );
+        r.register(
             "vllm:num_requests_running",
             "Number of requests in model execution batches.",
             m.running.clone(),
@@ -191,6 +270,16 @@ impl ServerMetrics {
         };
         self.running.get_or_create(labels).set(running.max(0));
         self.waiting.get_or_create(labels).set(waiting.max(0));
+        // Every waiting request waits for capacity: nothing here defers one.
+        for (reason, n) in [("capacity", waiting.max(0)), ("deferred", 0)] {
+            self.waiting_by_reason
+                .get_or_create(&ReasonLabels {
+                    model_name: labels.model_name.clone(),
+                    engine: labels.engine.clone(),
+                    reason: reason.into(),
+                })
+                .set(n);
+        }
         self.kv_usage
             .get_or_create(labels)
             .set((kv.max(0) as f64 / kv_capacity.max(1) as f64).min(1.0));

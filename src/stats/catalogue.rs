@@ -319,6 +319,18 @@ summary_metrics! {
     ServerPrefixCacheHitRate: "Server Prefix Cache Hit Rate (%)", "%", Dp(2), HigherIsBetter, Any, Perfscope,
         additive false, tracked true, SERVER,
         "100 · Δ vllm:prefix_cache_hits_total / Δ vllm:prefix_cache_queries_total; llama.cpp: 100 · Δ prompt_tokens_cached_total / (Δ cached + Δ prompt_tokens_total); else 100 · mean sglang:cache_hit_rate";
+    ServerCachedPromptTokens: "Server Cached Prompt Tokens", "tokens", Int, Neutral, Any, Perfscope,
+        additive true, tracked true, SERVER,
+        "server counter delta over the run: vllm:prompt_tokens_cached_total (local + external cache), sglang:cached_tokens_total or llamacpp:prompt_tokens_cached_total";
+    ServerComputedPromptTokens: "Server Computed Prompt Tokens", "tokens", Int, Neutral, Any, Perfscope,
+        additive true, tracked true, SERVER,
+        "prompt tokens the server prefilled itself (neither cached nor transferred): Δ vllm:prompt_tokens_by_source_total{source=local_compute}";
+    ServerAvgPrefillComputedTokens: "Server Avg Prefill Computed Tokens", "tokens", Dp(2), Neutral, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "new KV tokens computed per request's prefill (cached ones excluded): Δ_sum / Δ_count of vllm:request_prefill_kv_computed_tokens";
+    ServerPeakWaitingDeferred: "Server Peak Waiting (deferred)", "requests", Int, LowerIsBetter, Any, Perfscope,
+        additive false, tracked true, SERVER,
+        "most requests waiting for other reasons than capacity (LoRA budget, KV transfer) in one scrape: vllm:num_requests_waiting_by_reason{reason=deferred}";
     ServerPreemptions: "Server Preemptions", "requests", Int, LowerIsBetter, Any, Perfscope,
         additive true, tracked true, SERVER,
         "Δ vllm:num_preemptions_total or sglang:num_retracted_requests_total";

@@ -15,6 +15,8 @@ enum Read {
     Delta,
     /// A histogram's mean over the run in ms: Δ`_sum` / Δ`_count` × 1000.
     HistogramMeanMs,
+    /// A histogram's mean over the run in its own unit: Δ`_sum` / Δ`_count`.
+    HistogramMean,
     /// The highest total in one scrape.
     PeakSum,
     /// The highest sample, as a percentage of a 0–1 fraction.
@@ -105,6 +107,30 @@ const SOURCES: &[(Metric, &[&str], Read)] = &[
         Read::PeakFractionPct,
     ),
     (
+        Metric::ServerCachedPromptTokens,
+        &[
+            "vllm:prompt_tokens_cached_total",
+            "sglang:cached_tokens_total",
+            "llamacpp:prompt_tokens_cached_total",
+        ],
+        Read::Delta,
+    ),
+    (
+        Metric::ServerComputedPromptTokens,
+        &["vllm:prompt_tokens_by_source_total{source=local_compute}"],
+        Read::Delta,
+    ),
+    (
+        Metric::ServerAvgPrefillComputedTokens,
+        &["vllm:request_prefill_kv_computed_tokens"],
+        Read::HistogramMean,
+    ),
+    (
+        Metric::ServerPeakWaitingDeferred,
+        &["vllm:num_requests_waiting_by_reason{reason=deferred}"],
+        Read::PeakSum,
+    ),
+    (
         Metric::ServerPreemptions,
         &[
             "vllm:num_preemptions_total",
@@ -123,7 +149,7 @@ const SOURCES: &[(Metric, &[&str], Read)] = &[
 fn probe_name(name: &str, read: Read) -> String {
     let name = name.split('+').next().unwrap_or(name);
     match read {
-        Read::HistogramMeanMs => format!("{name}_count"),
+        Read::HistogramMeanMs | Read::HistogramMean => format!("{name}_count"),
         _ => name.to_string(),
     }
 }
@@ -153,11 +179,16 @@ fn read(rows: &RunRows, name: &str, how: Read) -> Result<Option<f64>> {
             }
             total
         }
-        Read::HistogramMeanMs => {
+        Read::HistogramMeanMs | Read::HistogramMean => {
             let sum = rows.server_delta(&format!("{name}_sum"))?;
             let count = rows.server_delta(&format!("{name}_count"))?;
+            let unit = if matches!(how, Read::HistogramMeanMs) {
+                1000.0
+            } else {
+                1.0
+            };
             match (sum, count) {
-                (Some(s), Some(c)) if c > 0.0 => Some(1000.0 * s / c),
+                (Some(s), Some(c)) if c > 0.0 => Some(unit * s / c),
                 _ => None,
             }
         }
@@ -222,11 +253,44 @@ pub(crate) fn server_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
             }
         }
     }
+    cached_check(rows, s)?;
     if let Some(j) = s.get(Metric::Energy).filter(|j| *j > 0.0) {
         s.set(
             Metric::OutputTokensPerJoule,
             client_sum("completion_tokens")? / j,
         );
+    }
+    Ok(())
+}
+
+/// vLLM's count of cached prompt tokens against the responses': a gap warns, and a
+/// vLLM that cached tokens but reported none per request is told how to report them.
+fn cached_check(rows: &RunRows, s: &mut Summary) -> Result<()> {
+    let vllm =
+        source_of(rows, Metric::ServerCachedPromptTokens)?.is_some_and(|n| n.starts_with("vllm:"));
+    let Some(server) = s.get(Metric::ServerCachedPromptTokens).filter(|_| vllm) else {
+        return Ok(());
+    };
+    let w = "success=1 AND cached_tokens IS NOT NULL";
+    if rows.count(Rows::Requests, w)? == 0 {
+        if server > 0.0 {
+            s.warn(format!(
+                "the server served {server} prompt tokens from its prefix cache, but its \
+                 responses reported no cached tokens, so KV Cache Hit Rate (%) is absent: \
+                 start vLLM with --enable-prompt-tokens-details to have them reported"
+            ));
+        }
+        return Ok(());
+    }
+    let client = rows
+        .aggregate(Rows::Requests, "SUM(cached_tokens)", w)?
+        .unwrap_or(0.0);
+    let near = |c: f64| (server - c).abs() <= (0.005 * c).max(16.0);
+    if !near(client) && !near(client * rows.n_choices as f64) {
+        s.warn(format!(
+            "the server counted {server} cached prompt tokens in this run, the responses \
+             {client}; other traffic on the server or failed requests explain a gap"
+        ));
     }
     Ok(())
 }

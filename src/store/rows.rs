@@ -45,6 +45,25 @@ pub struct TurnRow {
     pub estimated: bool,
 }
 
+/// The samples of one server series: `?1` its name, and when `?2` is not NULL
+/// only those whose label (JSON path `?2`) has the value `?3` (see `series`).
+const SERIES: &str = "name = ?1 AND (?2 IS NULL OR json_extract(labels, ?2) = ?3)";
+
+/// A series as the figures name it: `name`, or `name{label=value}` for the
+/// samples of one label value (vLLM's `prompt_tokens_by_source_total{source=…}`).
+fn series(name: &str) -> (&str, Option<String>, Option<&str>) {
+    match name.split_once('{') {
+        Some((base, rest)) => {
+            let (label, value) = rest
+                .trim_end_matches('}')
+                .split_once('=')
+                .unwrap_or((rest, ""));
+            (base, Some(format!("$.\"{label}\"")), Some(value))
+        }
+        None => (name, None, None),
+    }
+}
+
 /// A server sample taken while the run's requests were on the wire.
 const IN_RUN: &str =
     "ts >= (SELECT MIN(start_unix) FROM result) AND ts <= (SELECT MAX(end_unix) FROM result)";
@@ -349,10 +368,11 @@ impl RunRows {
 
     /// Whether the run has samples of a server metric (`server_metrics.name`).
     pub fn server_has(&self, name: &str) -> Result<bool> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT 1 FROM server_metrics WHERE name = ?1 AND value IS NOT NULL LIMIT 1",
-        )?;
-        Ok(st.exists([name])?)
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT 1 FROM server_metrics WHERE {SERIES} AND value IS NOT NULL LIMIT 1"
+        ))?;
+        let (base, path, value) = series(name);
+        Ok(st.exists(rusqlite::params![base, path, value])?)
     }
 
     /// A server counter's change over the run: Σ over its series (source and labels)
@@ -361,18 +381,20 @@ impl RunRows {
     /// None without samples.
     pub fn server_delta(&self, name: &str) -> Result<Option<f64>> {
         self.server_one(
-            "SELECT SUM(last - CASE WHEN t0 > s0 THEN 0 ELSE first END) FROM (
+            &format!(
+                "SELECT SUM(last - CASE WHEN t0 > s0 THEN 0 ELSE first END) FROM (
                SELECT source,
                       MAX(CASE WHEN ts = t1 THEN value END) AS last,
                       MAX(CASE WHEN ts = t0 THEN value END) AS first,
                       MIN(t0) AS t0
                FROM (SELECT source, labels, ts, value,
                             MIN(ts) OVER w AS t0, MAX(ts) OVER w AS t1
-                     FROM server_metrics WHERE name = ?1 AND value IS NOT NULL
+                     FROM server_metrics WHERE {SERIES} AND value IS NOT NULL
                      WINDOW w AS (PARTITION BY source, labels))
                GROUP BY source, labels)
              JOIN (SELECT source, MIN(ts) AS s0 FROM server_metrics GROUP BY source)
-             USING (source)",
+             USING (source)"
+            ),
             name,
         )
     }
@@ -388,7 +410,7 @@ impl RunRows {
         self.server_one(
             &format!(
                 "SELECT MAX(v) FROM (SELECT SUM(value) AS v FROM server_metrics
-                 WHERE name = ?1 AND value IS NOT NULL AND {IN_RUN} GROUP BY source, ts)"
+                 WHERE {SERIES} AND value IS NOT NULL AND {IN_RUN} GROUP BY source, ts)"
             ),
             name,
         )
@@ -398,7 +420,7 @@ impl RunRows {
     /// requests were on the wire (see `server_peak_sum`).
     pub fn server_max(&self, name: &str) -> Result<Option<f64>> {
         self.server_one(
-            &format!("SELECT MAX(value) FROM server_metrics WHERE name = ?1 AND {IN_RUN}"),
+            &format!("SELECT MAX(value) FROM server_metrics WHERE {SERIES} AND {IN_RUN}"),
             name,
         )
     }
@@ -406,8 +428,10 @@ impl RunRows {
     /// The mean over scrapes of the mean over series of a server gauge.
     pub fn server_mean(&self, name: &str) -> Result<Option<f64>> {
         self.server_one(
-            "SELECT AVG(v) FROM (SELECT AVG(value) AS v FROM server_metrics
-             WHERE name = ?1 AND value IS NOT NULL GROUP BY source, ts)",
+            &format!(
+                "SELECT AVG(v) FROM (SELECT AVG(value) AS v FROM server_metrics
+                 WHERE {SERIES} AND value IS NOT NULL GROUP BY source, ts)"
+            ),
             name,
         )
     }
@@ -453,10 +477,13 @@ impl RunRows {
     }
 
     fn server_one(&self, sql: &str, name: &str) -> Result<Option<f64>> {
+        let (base, path, value) = series(name);
         Ok(self
             .conn
             .prepare_cached(sql)?
-            .query_row([name], |r| r.get::<_, Option<f64>>(0))
+            .query_row(rusqlite::params![base, path, value], |r| {
+                r.get::<_, Option<f64>>(0)
+            })
             .optional()
             .with_context(|| format!("reading server_metrics {name}"))?
             .flatten())

@@ -260,8 +260,19 @@ fn simulator_server_keys_match_its_known_state() {
         "{rate}"
     );
     assert!((num("KV Cache Hit Rate (%)") - 100.0 * cached / prompt).abs() < 1e-4);
+    // vLLM 0.11+'s series: cached and computed prompt tokens, per-request prefill,
+    // and no request deferred for other reasons than capacity.
+    assert_eq!(num("Server Cached Prompt Tokens"), cached);
+    assert_eq!(num("Server Computed Prompt Tokens"), prompt - cached);
+    let per_request = (prompt - cached) / 96.0;
+    assert!(
+        (num("Server Avg Prefill Computed Tokens") - per_request).abs() <= 0.005 + 1e-9,
+        "{per_request}"
+    );
+    assert_eq!(num("Server Peak Waiting (deferred)"), 0.0);
     assert_eq!(num("Server Preemptions"), 0.0);
     let log = std::fs::read_to_string(ran.outcome.dir.join("benchmark.log")).unwrap();
+    assert!(!log.contains("cached prompt tokens"), "no cache warning");
     assert!(log.contains("Server metrics: http://127.0.0.1:"), "{log}");
     assert!(log.contains("── Server ──"));
     assert!(
@@ -533,4 +544,54 @@ fn created_timestamps_are_not_stored() {
         |r| r.get(0),
     );
     assert_eq!(names, ["vllm:request_success_total"]);
+}
+
+/// A vLLM that caches prompts but reports no `cached_tokens` per request (started
+/// without `--enable-prompt-tokens-details`): the summary has the server's cached
+/// count, no client hit rate, and the log says which vLLM flag reports them.
+#[test]
+fn a_vllm_without_prompt_token_details_is_told_how_to_report_them() {
+    let ran = Bench::sim_with(SimConfig {
+        ttft_ms: Some(5.0),
+        itl_ms: Some(1.0),
+        no_prompt_tokens_details: true,
+        ..SimConfig::default()
+    })
+    .parallel(2)
+    .number(12)
+    .max_tokens(4)
+    .args(&[
+        "--prefix-length",
+        "64",
+        "--dataset",
+        "random",
+        "--min-prompt-length",
+        "80",
+        "--max-prompt-length",
+        "100",
+        "--server-metrics-interval",
+        "0.2",
+    ])
+    .run();
+    assert_eq!(ran.outcome.exit_code, 0);
+    let s = ran.summary();
+    let reported: i64 = ran
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM result WHERE cached_tokens IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(reported, 0);
+    assert!(s.get("KV Cache Hit Rate (%)").is_none());
+    let cached = s["Server Cached Prompt Tokens"].as_f64().unwrap();
+    assert!(cached > 0.0, "the shared prefix hit: {s}");
+    let log = std::fs::read_to_string(ran.outcome.dir.join("benchmark.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "the server served {cached} prompt tokens from its prefix cache"
+        )) && log.contains("--enable-prompt-tokens-details"),
+        "{log}"
+    );
 }
