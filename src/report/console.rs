@@ -262,6 +262,15 @@ pub fn cut_short_notes(runs: &[RunResult]) -> Vec<String> {
         .collect()
 }
 
+/// evalscope's multi-turn scalar rows of the detail table (and the estimate).
+const SCALAR_ROWS: &[(&str, Metric, usize)] = &[
+    ("Turns/Req", Metric::AvgTurnsPerRequest, 2),
+    ("Cache Hit (%)", Metric::KvCacheHitRate, 2),
+    ("Est. Cache Hit (%)", Metric::EstKvCacheHitRate, 2),
+    ("1st-Turn TTFT", Metric::AvgFirstTurnTtft, 2),
+    ("Subseq. TTFT", Metric::AvgSubsequentTurnTtft, 2),
+];
+
 fn llm_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> String {
     let sorted = sweep_order(runs);
     let mut out = Vec::new();
@@ -348,13 +357,7 @@ fn llm_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> S
             ])
         };
         // evalscope's scalar rows, where the run has them.
-        for (name, m, dp) in [
-            ("Turns/Req", Metric::AvgTurnsPerRequest, 2),
-            ("Cache Hit (%)", Metric::KvCacheHitRate, 2),
-            ("Est. Cache Hit (%)", Metric::EstKvCacheHitRate, 2),
-            ("1st-Turn TTFT", Metric::AvgFirstTurnTtft, 2),
-            ("Subseq. TTFT", Metric::AvgSubsequentTurnTtft, 2),
-        ] {
+        for &(name, m, dp) in SCALAR_ROWS {
             if r.summary.has(m) {
                 detail.push(scalar(name, format!("{:.dp$}", r.num(m))));
             }

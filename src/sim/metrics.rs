@@ -122,6 +122,30 @@ impl ServerMetrics {
             .observe(computed as f64);
     }
 
+    /// vLLM 0.11+'s series.
+    fn register_newer(&self, r: &mut Registry) {
+        r.register(
+            "vllm:prompt_tokens_cached",
+            "Number of cached prompt tokens (local + external).",
+            self.prompt_tokens_cached.clone(),
+        );
+        r.register(
+            "vllm:prompt_tokens_by_source",
+            "Number of prompt tokens by source.",
+            self.prompt_tokens_by_source.clone(),
+        );
+        r.register(
+            "vllm:request_prefill_kv_computed_tokens",
+            "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+            self.prefill_kv_computed.clone(),
+        );
+        r.register(
+            "vllm:num_requests_waiting_by_reason",
+            "Number of waiting requests by reason. Sum of all reasons equals vllm:num_requests_waiting.",
+            self.waiting_by_reason.clone(),
+        );
+    }
+
     pub fn new() -> ServerMetrics {
         let mut r = Registry::default();
         let m = ServerMetrics {
@@ -209,26 +233,7 @@ impl ServerMetrics {
             "Number of generation tokens processed.",
             m.generation_tokens.clone(),
         );
-        r.register(
-            "vllm:prompt_tokens_cached",
-            "Number of cached prompt tokens (local + external).",
-            m.prompt_tokens_cached.clone(),
-        );
-        r.register(
-            "vllm:prompt_tokens_by_source",
-            "Number of prompt tokens by source.",
-            m.prompt_tokens_by_source.clone(),
-        );
-        r.register(
-            "vllm:request_prefill_kv_computed_tokens",
-            "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
-            m.prefill_kv_computed.clone(),
-        );
-        r.register(
-            "vllm:num_requests_waiting_by_reason",
-            "Number of waiting requests by reason. Sum of all reasons equals vllm:num_requests_waiting.",
-            m.waiting_by_reason.clone(),
-        );
+        m.register_newer(&mut r);
         r.register(
             "vllm:num_requests_running",
             "Number of requests in model execution batches.",
