@@ -290,7 +290,8 @@ pub struct PerfArgs {
     pub no_apply_chat_template: bool,
     #[arg(long, default_value_t = 0)]
     pub min_prompt_length: u64,
-    #[arg(long, default_value_t = i64::MAX as u64)]
+    /// evalscope 1.14.1's default: 131072 (older evalscope: no cap).
+    #[arg(long, default_value_t = 131_072)]
     pub max_prompt_length: u64,
     #[arg(long, default_value_t = 0)]
     pub prefix_length: u64,
@@ -407,7 +408,8 @@ pub struct PerfArgs {
     pub alias: Option<String>,
     #[arg(long)]
     pub debug: bool,
-    #[arg(long, default_value_t = 10)]
+    /// evalscope 1.14.1's default: 100.
+    #[arg(long, default_value_t = 100)]
     pub log_every_n_query: u64,
     #[arg(long)]
     pub enable_progress_tracker: bool,

@@ -36,6 +36,14 @@ pub(crate) fn masked_args(a: &PerfArgs) -> Map<String, Value> {
         );
     }
     m.insert("stream".into(), (!a.no_stream).into());
+    // evalscope 1.14.1 records an unset --logprobs as null and an unset
+    // --num-workers as 0 (automatic).
+    if !a.logprobs {
+        m.insert("logprobs".into(), Value::Null);
+    }
+    if a.num_workers.is_none() {
+        m.insert("num_workers".into(), 0.into());
+    }
     m.shift_remove("no_stream");
     m.shift_remove("no_apply_chat_template");
     // None = decided from the URL (evalscope); the per-run args hold the outcome.

@@ -97,10 +97,10 @@ fn defaults_match_the_reference() {
         ),
         (1000, 5, 2)
     );
-    assert_eq!(cfg.log_every_n_query, 10);
+    assert_eq!(cfg.log_every_n_query, 100);
     assert_eq!(cfg.outputs_dir, "outputs");
     assert_eq!(cfg.dataset.name, "openqa");
-    assert_eq!(cfg.dataset.max_prompt_length, i64::MAX as u64);
+    assert_eq!(cfg.dataset.max_prompt_length, 131_072);
     // Sweep pairing, both spellings.
     let cfg = common::resolve(&[
         "--model",

@@ -482,6 +482,8 @@ fn a_runaway_dataset_line_stops_at_the_request_cap_and_a_large_body_is_stored_as
             "line_by_line",
             "--dataset-path",
             big.to_str().unwrap(),
+            "--max-prompt-length",
+            "100000000",
             "--number",
             "2",
             "--parallel",
