@@ -55,6 +55,23 @@ fn distinct(cfg: &DatasetConfig, count: u64, bytes_each: u64) -> u64 {
     fit
 }
 
+/// The checks a dataset can make from its settings alone, run before the output
+/// directory exists and before the connection test: a setting the dataset will
+/// refuse fails the invocation with nothing written and nothing sent.
+pub fn preflight(cfg: &DatasetConfig) -> Result<()> {
+    if cfg.prompt.is_some() {
+        return Ok(());
+    }
+    match cfg.kind {
+        DatasetKind::Random
+        | DatasetKind::RandomVl
+        | DatasetKind::RandomEmbedding
+        | DatasetKind::RandomRerank
+        | DatasetKind::MultiTurn(config::MultiTurnKind::Random) => random::check_cap(cfg),
+        _ => Ok(()),
+    }
+}
+
 /// Builds up to `count` prompts for run number `run_index` (0-based; random prompts
 /// differ between runs so a prefix cache cannot serve later runs).
 pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Result<Vec<Prompt>> {

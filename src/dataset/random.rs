@@ -162,16 +162,18 @@ pub(super) fn run_rng(cfg: &DatasetConfig, run_index: u64) -> fastrand::Rng {
 }
 
 /// Rejects an uncapped --max-prompt-length, in the unit the run counts in.
-fn check_cap(cfg: &DatasetConfig) -> Result<()> {
+pub(super) fn check_cap(cfg: &DatasetConfig) -> Result<()> {
     let (cap, unit) = match cfg.tokenizer {
         Some(_) => (MAX_TOKENS, "tokens with --tokenizer-path"),
         None => (MAX_CHARS, "characters without --tokenizer-path"),
     };
     if cfg.max_prompt_length > cap {
         bail!(
-            "--dataset {}: set --max-prompt-length ({unit}), \
-             e.g. --min-prompt-length 512 --max-prompt-length 1024",
-            cfg.name
+            "--dataset {}: --max-prompt-length {} is more than this dataset generates \
+             ({cap} {unit}); set a smaller one, e.g. --min-prompt-length 512 \
+             --max-prompt-length 1024",
+            cfg.name,
+            cfg.max_prompt_length
         );
     }
     Ok(())

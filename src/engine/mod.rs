@@ -80,6 +80,7 @@ pub fn run_blocking(cfg: RunConfig, stop: Stop, ctrl_c: bool) -> Result<Outcome>
 
 /// Runs the whole invocation. `stop` lets the caller (Ctrl-C handler, tests) interrupt.
 pub async fn run(cfg: RunConfig, stop: Stop) -> Result<Outcome> {
+    crate::dataset::preflight(&cfg.dataset)?;
     let (root, claim) = setup::claim_output_root(&cfg)?;
     let run_log = RunLog::open(&root.join("benchmark.log"), cfg.debug)
         .with_context(|| format!("cannot write {}", root.join("benchmark.log").display()))?;

@@ -342,3 +342,45 @@ fn workload_flags_are_validated_as_evalscope_does() {
     assert_eq!(ok.turns.map(|t| t.max), Some(Some(3)));
     assert_eq!(ok.alias.as_deref(), Some("nightly"));
 }
+
+/// A dataset setting the dataset will refuse fails before anything is written or
+/// sent: no output directory, no connection test (the URL here has no server).
+#[test]
+fn a_refused_dataset_setting_fails_before_the_connection_test_and_the_directory() {
+    let out = tempfile::tempdir().unwrap();
+    let root = out.path().join("outputs");
+    let err = common::run_err(&[
+        "--url",
+        "http://127.0.0.1:9/v1/chat/completions",
+        "--model",
+        "m",
+        "--dataset",
+        "random_multi_turn",
+        "--multi-turn",
+        "--max-turns",
+        "2",
+        "--min-prompt-length",
+        "10",
+        "--max-prompt-length",
+        "5000000",
+        "--outputs-dir",
+        root.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("--max-prompt-length 5000000 is more than this dataset generates"),
+        "{err}"
+    );
+    assert!(!root.exists(), "no output directory");
+    // And evalscope 1.14.1's default cap (131072) is accepted without the flag.
+    let cfg = common::resolve(&[
+        "--model",
+        "m",
+        "--dataset",
+        "random_multi_turn",
+        "--multi-turn",
+        "--max-turns",
+        "2",
+    ])
+    .unwrap();
+    assert!(perfscope::dataset::preflight(&cfg.dataset).is_ok());
+}
