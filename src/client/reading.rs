@@ -66,7 +66,7 @@ impl Reading {
             Ok(info) => {
                 if info.output_chars > 0 {
                     if let Some(text) = self.text.as_mut() {
-                        crate::protocol::chunk::push_output_text(data, text);
+                        proto.push_output_text(data, text);
                     }
                 }
                 self.apply(info, t)

@@ -9,6 +9,10 @@ pub enum Api {
     /// vLLM's OpenAI server started as a child process.
     LocalVllm,
     DashScope,
+    /// The OpenAI Responses API (evalscope's `openai_responses`).
+    Responses,
+    /// The Anthropic Messages API.
+    Anthropic,
     Embedding,
     Rerank,
     Custom,
@@ -22,6 +26,8 @@ impl Api {
             Api::Local => "local",
             Api::LocalVllm => "local_vllm",
             Api::DashScope => "dashscope",
+            Api::Responses => "openai_responses",
+            Api::Anthropic => "anthropic",
             Api::Embedding => "embedding",
             Api::Rerank => "rerank",
             Api::Custom => "custom",

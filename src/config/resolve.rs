@@ -34,10 +34,11 @@ pub fn url_path(url: &str) -> &str {
 }
 
 fn complete_path(url: &str, default: &str) -> String {
-    const SUFFIXES: [&str; 6] = [
+    const SUFFIXES: [&str; 7] = [
         "/chat/completions",
         "/completions",
         "/responses",
+        "/messages",
         "/embeddings",
         "/reranks",
         "/rerank",
@@ -70,13 +71,15 @@ pub(crate) fn resolve_api(a: &PerfArgs) -> Result<Api> {
         "local" => Api::Local,
         "local_vllm" => Api::LocalVllm,
         "dashscope" => Api::DashScope,
+        "openai_responses" | "openai_response" | "responses" => Api::Responses,
+        "anthropic" => Api::Anthropic,
         // evalscope's plugin names are accepted too.
         "embedding" | "openai_embedding" => Api::Embedding,
         "rerank" | "openai_rerank" => Api::Rerank,
         "custom" => Api::Custom,
         other => bail!(
-            "--api: unknown API `{other}`; use one of openai, sim, local, local_vllm, \
-             dashscope, embedding, rerank, custom"
+            "--api: unknown API `{other}`; use one of openai, openai_responses, anthropic, \
+             sim, local, local_vllm, dashscope, embedding, rerank, custom"
         ),
     };
     if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
@@ -101,6 +104,9 @@ pub(crate) fn resolve_url(api: Api, a: &PerfArgs) -> Result<String> {
         Api::OpenAi | Api::Sim => complete_url(&url, "chat/completions"),
         Api::Embedding => complete_url(&url, "embeddings"),
         Api::Rerank => complete_url(&url, "rerank"),
+        // evalscope 1.14.1: a chat/completions path is redirected to responses.
+        Api::Responses => complete_url(&swap_chat_path(&url, "responses"), "responses"),
+        Api::Anthropic => complete_url(&swap_chat_path(&url, "messages"), "messages"),
         Api::DashScope if is_default => crate::protocol::dashscope::DEFAULT_URL.to_string(),
         Api::DashScope | Api::Custom => url,
         Api::Local | Api::LocalVllm => {
@@ -109,6 +115,20 @@ pub(crate) fn resolve_url(api: Api, a: &PerfArgs) -> Result<String> {
             format!("http://127.0.0.1:{}{}", a.port, url_path(&full))
         }
     })
+}
+
+/// A URL whose path ends in `chat/completions` with that end replaced (said once).
+fn swap_chat_path(url: &str, endpoint: &str) -> String {
+    let (base, query) = split_query(url);
+    match base.trim_end_matches('/').strip_suffix("chat/completions") {
+        Some(stem) => {
+            crate::telemetry::log::warn(format!(
+                "--url: the API {endpoint} is served at /{endpoint}; using {stem}{endpoint}"
+            ));
+            format!("{stem}{endpoint}{query}")
+        }
+        None => url.to_string(),
+    }
 }
 
 pub(crate) fn resolve_protocol(
@@ -133,6 +153,27 @@ pub(crate) fn resolve_protocol(
         Api::Embedding => Protocol::Embedding,
         Api::Rerank => Protocol::Rerank,
         Api::DashScope => Protocol::DashScope,
+        Api::Responses | Api::Anthropic => {
+            if a.tokenize_prompt {
+                bail!(
+                    "--tokenize-prompt: not supported with --api {}; it sends token ids \
+                     only to /v1/completions",
+                    api.as_str()
+                );
+            }
+            if a.n_choices.is_some_and(|n| n > 1) {
+                // evalscope 1.14.1's Responses plugin: a warning, and n is not sent.
+                crate::telemetry::log::warn(format!(
+                    "--n-choices: --api {} has no n; ignoring --n-choices",
+                    api.as_str()
+                ));
+            }
+            if api == Api::Responses {
+                Protocol::Responses
+            } else {
+                Protocol::Anthropic
+            }
+        }
         Api::Custom => {
             let Some(path) = a.api_config.as_deref() else {
                 bail!("--api custom needs --api-config FILE: the request body template and the response pointers (see README, \"Custom API\")");

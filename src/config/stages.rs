@@ -56,8 +56,9 @@ pub(crate) fn resolve_chat(a: &PerfArgs, api: Api, protocol: &Protocol, url: &st
     } else if a.no_apply_chat_template {
         false
     } else {
-        // DashScope takes `input.messages` unless told otherwise.
-        api == Api::DashScope
+        // DashScope, the Responses and the Messages APIs take messages unless told
+        // otherwise.
+        matches!(api, Api::DashScope | Api::Responses | Api::Anthropic)
             || split_query(url)
                 .0
                 .trim_end_matches('/')
@@ -81,6 +82,21 @@ pub(crate) fn protocol_headers(
             headers.push(("X-DashScope-SSE".into(), "enable".into()));
         }
         Protocol::Custom(c) => headers.extend(c.headers.iter().cloned()),
+        Protocol::Anthropic => {
+            let has = |h: &[(String, String)], name: &str| {
+                h.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+            };
+            if !has(&headers, "anthropic-version") {
+                headers.push((
+                    "anthropic-version".into(),
+                    crate::protocol::anthropic::VERSION.into(),
+                ));
+            }
+            // The Messages API's own key header (vLLM and llama.cpp accept either).
+            if let Some(key) = a.api_key.as_ref().filter(|_| !has(&headers, "x-api-key")) {
+                headers.push(("x-api-key".into(), key.clone()));
+            }
+        }
         _ => {}
     }
     headers

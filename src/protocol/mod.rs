@@ -1,6 +1,7 @@
 //! API protocols: how a prompt becomes a request body and how a response payload is
 //! read. One module per wire format; [`Protocol`] picks one for a run.
 
+pub mod anthropic;
 pub mod body;
 pub mod chunk;
 pub mod custom;
@@ -8,6 +9,7 @@ pub mod dashscope;
 pub mod embedding;
 pub mod openai;
 pub mod params;
+pub mod responses;
 
 pub use params::GenParams;
 
@@ -23,6 +25,10 @@ pub use chunk::{ChunkInfo, Usage};
 pub enum Protocol {
     /// OpenAI chat/completions (also `local`, `local_vllm` and the simulator).
     OpenAi,
+    /// The OpenAI Responses API, `/v1/responses`.
+    Responses,
+    /// The Anthropic Messages API, `/v1/messages`.
+    Anthropic,
     /// OpenAI `/v1/embeddings`.
     Embedding,
     /// `/v1/rerank` in the vLLM / Jina / Cohere shape.
@@ -49,6 +55,8 @@ impl Protocol {
     ) -> anyhow::Result<Map<String, Value>> {
         Ok(match self {
             Protocol::OpenAi => openai::build_body(prompt, p, rng),
+            Protocol::Responses => responses::build_body(prompt, p, rng),
+            Protocol::Anthropic => anthropic::build_body(prompt, p, rng),
             Protocol::Embedding => embedding::embedding_body(prompt, p),
             Protocol::Rerank => embedding::rerank_body(prompt, p),
             Protocol::DashScope => dashscope::build_body(prompt, p, rng),
@@ -84,6 +92,8 @@ impl Protocol {
     pub fn parse(&self, data: &[u8]) -> Result<ChunkInfo, String> {
         match self {
             Protocol::OpenAi => chunk::parse_payload(data),
+            Protocol::Responses => responses::parse(data),
+            Protocol::Anthropic => anthropic::parse(data),
             Protocol::Embedding | Protocol::Rerank => embedding::parse(data),
             Protocol::DashScope => dashscope::parse(data),
             Protocol::Custom(c) => c.parse(data),
@@ -138,7 +148,7 @@ pub fn is_encoder_run(api: &str, url: &str) -> bool {
 
 impl Protocol {
     /// The output text one payload carries (for counting tokens locally).
-    fn output_text(&self, v: &Value) -> String {
+    pub(crate) fn output_text(&self, v: &Value) -> String {
         let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("");
         match self {
             Protocol::OpenAi => [
@@ -159,8 +169,22 @@ impl Protocol {
             .iter()
             .map(|p| s(p))
             .collect(),
+            Protocol::Responses => responses::output_text(v),
+            Protocol::Anthropic => anthropic::output_text(v),
             Protocol::Custom(c) => c.content(v).to_string(),
             Protocol::Embedding | Protocol::Rerank => String::new(),
+        }
+    }
+
+    /// Appends the output text of one payload (a multi-turn session sends it back).
+    pub fn push_output_text(&self, data: &[u8], out: &mut String) {
+        match self {
+            Protocol::OpenAi => chunk::push_output_text(data, out),
+            _ => {
+                if let Ok(v) = serde_json::from_slice::<Value>(data) {
+                    out.push_str(&self.output_text(&v));
+                }
+            }
         }
     }
 
@@ -210,9 +234,17 @@ fn prompt_tokens(tok: &crate::tokenizer::Tokenizer, body: &Value) -> u64 {
             _ => 0,
         }
     };
+    // Chat messages: `messages`, DashScope's `input.messages`, or a Responses
+    // `input` list of role items.
+    let role_items = body.get("input").filter(|i| {
+        i.as_array()
+            .and_then(|a| a.first())
+            .is_some_and(|m| m.get("role").is_some())
+    });
     let messages = body
         .get("messages")
-        .or_else(|| body.pointer("/input/messages"));
+        .or_else(|| body.pointer("/input/messages"))
+        .or(role_items);
     if let Some(m) = messages {
         return tok
             .count_chat(m)

@@ -99,6 +99,20 @@ pub fn connection_test_body(chat: bool, p: &GenParams) -> Map<String, Value> {
     body
 }
 
+/// The connection test's body with the run's largest `max_tokens`, streamed: the
+/// server validates it against the model's context before it answers (vLLM: 400),
+/// and the stream is dropped after the first moments (see `engine::setup`).
+pub fn limits_check_body(chat: bool, p: &GenParams) -> Option<Map<String, Value>> {
+    if p.max_tokens.1 <= 1 {
+        return None;
+    }
+    let mut body = connection_test_body(chat, p);
+    body.insert("max_tokens".into(), p.max_tokens.1.into());
+    body.insert("stream".into(), true.into());
+    body.shift_remove("stream_options");
+    Some(body)
+}
+
 pub use super::chunk::{parse_payload, ChunkInfo, Usage};
 
 #[cfg(test)]
