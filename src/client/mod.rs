@@ -193,6 +193,7 @@ async fn execute(
         max_response: endpoint.max_response(),
         decode_chunks: 0,
         server_request_id: None,
+        body_id: None,
         server_traceparent: None,
         text: ticket.keep_text.then(String::new),
     };
@@ -255,7 +256,7 @@ async fn execute(
         finish_reason: r.finish,
         output_chars: r.output_chars,
         response_messages: r.messages.map(|m| format!("[{}]", m.join(","))),
-        request_id: r.server_request_id.or(sent_id),
+        request_id: r.body_id.or(r.server_request_id).or(sent_id),
         server_traceparent: r.server_traceparent,
         trace: ticket.trace,
         resent,

@@ -31,6 +31,9 @@ pub(crate) struct Reading {
     pub(crate) server_traceparent: Option<String>,
     /// The generated text, when the request asked for it (multi-turn history).
     pub(crate) text: Option<String>,
+    /// The request's id in the response body, when the protocol says it is the
+    /// server's own (see `ChunkInfo::body_id`).
+    pub(crate) body_id: Option<String>,
 }
 
 impl Reading {
@@ -102,6 +105,9 @@ impl Reading {
         }
         if info.finish_reason.is_some() {
             self.finish = info.finish_reason;
+        }
+        if info.body_id.is_some() && self.body_id.is_none() {
+            self.body_id = info.body_id;
         }
         if let Some(u) = info.usage {
             if u.prompt_tokens.is_some() {

@@ -30,6 +30,9 @@ pub struct ChunkInfo {
     pub usage: Option<Usage>,
     /// In-band error text: `{"error": ...}` or `{"object": "error"}`.
     pub error: Option<String>,
+    /// The server's id of the request when only the body carries it (the Responses
+    /// API's `resp_…`, which vLLM logs instead of the `X-Request-Id` sent).
+    pub body_id: Option<String>,
 }
 
 const MAX_DEPTH: usize = 64;

@@ -243,6 +243,7 @@ impl CustomApi {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             usage: (usage != Usage::default()).then_some(usage),
+            body_id: None,
             error: None,
         })
     }

@@ -197,6 +197,11 @@ pub fn output_text(v: &Value) -> String {
     out
 }
 
+/// The response's `id` (vLLM logs it, `resp_…`, and ignores an `X-Request-Id`).
+fn response_id(response: Option<&Value>) -> Option<String> {
+    response?.get("id")?.as_str().map(str::to_string)
+}
+
 /// Reads one event, or a whole non-stream reply.
 pub fn parse(data: &[u8]) -> Result<ChunkInfo, String> {
     let v: Value = serde_json::from_slice(data).map_err(|e| malformed(data, &e.to_string()))?;
@@ -208,10 +213,12 @@ pub fn parse(data: &[u8]) -> Result<ChunkInfo, String> {
                 .and_then(Value::as_str)
                 .map_or(0, |d| d.chars().count());
         }
+        Some("response.created") => info.body_id = response_id(v.get("response")),
         Some("response.completed" | "response.incomplete") => {
             let r = v.get("response").unwrap_or(&Value::Null);
             info.usage = usage(r);
             info.finish_reason = Some(finish(r));
+            info.body_id = response_id(Some(r));
         }
         Some("response.failed" | "error") => {
             let e = v.get("response").unwrap_or(&v);
@@ -231,6 +238,7 @@ pub fn parse(data: &[u8]) -> Result<ChunkInfo, String> {
                 info.error = Some(v.to_string());
             } else {
                 info.output_chars = response_chars(&v);
+                info.body_id = response_id(Some(&v));
                 info.usage = usage(&v);
                 info.finish_reason = Some(finish(&v));
             }
@@ -276,6 +284,7 @@ mod tests {
         assert_eq!(other, ChunkInfo::default());
         let done = parse(br#"{"response":{"id":"resp_1","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"usage":{"input_tokens":20,"input_tokens_details":{"cached_tokens":16},"output_tokens":3,"total_tokens":23}},"sequence_number":9,"type":"response.completed"}"#).unwrap();
         assert_eq!(done.finish_reason.as_deref(), Some("length"));
+        assert_eq!(done.body_id.as_deref(), Some("resp_1"));
         assert_eq!(
             done.usage,
             Some(Usage {

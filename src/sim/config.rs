@@ -35,6 +35,10 @@ pub struct SimConfig {
     /// the usage, as vLLM does without `--enable-prompt-tokens-details`.
     #[arg(long)]
     pub no_prompt_tokens_details: bool,
+    /// The model's context in tokens (vLLM's --max-model-len): a request whose
+    /// prompt + max_tokens exceeds it is refused with HTTP 400, as vLLM refuses it.
+    #[arg(long)]
+    pub max_model_len: Option<u64>,
     /// Prefill cost per prompt token admitted in a step, milliseconds.
     #[arg(long, default_value_t = 0.02)]
     pub prefill_ms_per_token: f64,
@@ -97,6 +101,7 @@ impl Default for SimConfig {
             block_size: 16,
             no_prefix_cache: false,
             no_prompt_tokens_details: false,
+            max_model_len: None,
             prefill_ms_per_token: 0.02,
             decode_base_ms: 5.0,
             decode_ms_per_seq: 0.05,

@@ -13,12 +13,16 @@ use tokio::sync::mpsc;
 use super::config::SimConfig;
 use super::engine::{Ev, Seq};
 use super::server::{error_response, json_response, Sim};
-use super::stream::{Fault, Formatter, SseBody};
+use super::stream::{Fault, Formatter, Shape, SseBody};
 use super::{metrics, stream, ticker};
 
-fn prompt_text(req: &Value, chat: bool) -> Option<String> {
-    if chat {
-        let msgs = req.get("messages")?.as_array()?;
+fn prompt_text(req: &Value, shape: Shape) -> Option<String> {
+    if let Some(s) = shape.input_string(req) {
+        return Some(s);
+    }
+    if shape.chat() {
+        let msgs = shape.messages(req)?;
+        let msgs = msgs.as_array()?;
         let mut s = String::new();
         for m in msgs {
             match m.get("content") {
@@ -59,6 +63,8 @@ fn prompt_text(req: &Value, chat: bool) -> Option<String> {
 /// What the simulator decided for one request before generating it: the answer's
 /// length and finish reason, streaming, and the fault (if any) it injects.
 struct Decision {
+    /// The request's max_tokens (u64::MAX when it sets none).
+    requested: u64,
     target: u64,
     finish: &'static str,
     stream: bool,
@@ -68,11 +74,12 @@ struct Decision {
 
 /// Draws request `n`'s length and fault from the seeded stream (same seed, same
 /// run): the natural length first, then the fault.
-fn decide(cfg: &SimConfig, req: &Value, n: u64) -> Decision {
+fn decide(cfg: &SimConfig, req: &Value, n: u64, shape: Shape) -> Decision {
     let mut rng = fastrand::Rng::with_seed(cfg.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let max_tokens = req
         .get("max_tokens")
         .or_else(|| req.get("max_completion_tokens"))
+        .or_else(|| req.get("max_output_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX)
         .max(1);
@@ -92,12 +99,16 @@ fn decide(cfg: &SimConfig, req: &Value, n: u64) -> Decision {
         "stop"
     };
     let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
+    // The typed-event APIs always report usage; chat and completions streams when
+    // asked to (`stream_options.include_usage`).
     let include_usage = !cfg.no_usage
-        && req
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            == Some(true);
+        && (matches!(shape, Shape::Responses | Shape::Messages)
+            || req
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                == Some(true));
     Decision {
+        requested: max_tokens,
         target,
         finish,
         stream,
@@ -141,36 +152,64 @@ fn pick_fault(cfg: &SimConfig, x: f64, half: u64) -> Fault {
 pub(crate) async fn handle(
     sim: Arc<Sim>,
     body: Bytes,
-    chat: bool,
+    shape: Shape,
     request_id: Option<String>,
 ) -> Response {
     let id = sim.request_ids.fetch_add(1, Ordering::Relaxed);
     let header = request_id
         .clone()
         .unwrap_or_else(|| format!("cmpl-sim-{id}"));
-    let mut resp = generate(sim, body, chat, request_id).await;
+    let mut resp = generate(sim, body, shape, request_id).await;
     if let Ok(v) = axum::http::HeaderValue::from_str(&header) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
 }
 
-async fn generate(sim: Arc<Sim>, body: Bytes, chat: bool, request_id: Option<String>) -> Response {
+async fn generate(
+    sim: Arc<Sim>,
+    body: Bytes,
+    shape: Shape,
+    request_id: Option<String>,
+) -> Response {
     // Injected delays count from here, before any parsing.
     let arrived = Instant::now();
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
-    let Some(prompt) = prompt_text(&req, chat) else {
-        let want = if chat { "messages" } else { "prompt" };
+    let Some(prompt) = prompt_text(&req, shape) else {
+        let want = match shape {
+            Shape::Completions => "prompt",
+            Shape::Responses => "input",
+            _ => "messages",
+        };
         return error_response(StatusCode::BAD_REQUEST, &format!("missing `{want}`"));
     };
     let n = sim.counter.fetch_add(1, Ordering::Relaxed);
     sim.requests_total.fetch_add(1, Ordering::Relaxed);
     let cfg = &sim.cfg;
-    let d = decide(cfg, &req, n);
-    let prompt_tokens = sim.prompt_tokens(&req, chat, &prompt);
+    let d = decide(cfg, &req, n, shape);
+    let messages = shape.messages(&req);
+    let prompt_tokens = sim.prompt_tokens(&req, messages.as_ref(), &prompt);
+    if let Some(len) = cfg.max_model_len {
+        if d.requested != u64::MAX && prompt_tokens.saturating_add(d.requested) > len {
+            // vLLM's refusal, before anything is scheduled.
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "This model's maximum context length is {len} tokens. However, you \
+                     requested {} output tokens and your prompt contains {prompt_tokens} \
+                     input tokens, for a total of {} tokens. Please reduce the length of \
+                     the input prompt or the number of requested output tokens. \
+                     (parameter=max_tokens, value={})",
+                    d.requested,
+                    prompt_tokens + d.requested,
+                    d.requested
+                ),
+            );
+        }
+    }
     match d.fault {
         Fault::Http500 => {
             return error_response(
@@ -190,8 +229,10 @@ async fn generate(sim: Arc<Sim>, body: Bytes, chat: bool, request_id: Option<Str
         .and_then(Value::as_str)
         .unwrap_or("sim-7b")
         .into();
+    // vLLM names a Responses reply `resp_<random>` whatever X-Request-Id says.
+    let request_id = request_id.filter(|_| shape != Shape::Responses);
     let mut fmt = Formatter {
-        chat,
+        shape,
         model,
         id: n,
         id_text: request_id.map_or_else(|| n.to_string().into(), Into::into),
@@ -203,7 +244,7 @@ async fn generate(sim: Arc<Sim>, body: Bytes, chat: bool, request_id: Option<Str
         target: d.target,
         finish: d.finish,
     };
-    fmt.cached = sim.cache_lookup(&req, chat, &prompt, &fmt.text());
+    fmt.cached = sim.cache_lookup(&req, messages.as_ref(), &prompt, &fmt.text());
     let observe = observe(&sim, &fmt, arrived);
     if cfg.zero_delay {
         return zero_delay_reply(&sim, &fmt, d.fault, d.stream, observe);

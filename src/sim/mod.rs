@@ -19,6 +19,7 @@ mod generate;
 pub mod metrics;
 mod prefix;
 mod server;
+pub mod shapes;
 pub mod stream;
 pub mod ticker;
 
@@ -35,6 +36,7 @@ use std::sync::Arc;
 pub use config::{count_tokens, SimConfig};
 use server::json_response;
 pub use server::Sim;
+use shapes::Shape;
 
 /// A running simulator.
 pub struct SimHandle {
@@ -65,6 +67,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/responses", post(responses))
+        .route("/v1/messages", post(messages))
         .route("/v1/embeddings", post(encoder::embeddings))
         .route("/v1/rerank", post(encoder::rerank))
         .route("/v1/reranks", post(encoder::rerank))
@@ -215,7 +219,23 @@ async fn chat(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    generate::handle(sim, body, true, request_id(&headers)).await
+    generate::handle(sim, body, Shape::Chat, request_id(&headers)).await
+}
+
+async fn responses(
+    State(sim): State<Arc<Sim>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate::handle(sim, body, Shape::Responses, request_id(&headers)).await
+}
+
+async fn messages(
+    State(sim): State<Arc<Sim>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate::handle(sim, body, Shape::Messages, request_id(&headers)).await
 }
 
 async fn completions(
@@ -223,7 +243,7 @@ async fn completions(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    generate::handle(sim, body, false, request_id(&headers)).await
+    generate::handle(sim, body, Shape::Completions, request_id(&headers)).await
 }
 
 /// The client's `X-Request-Id`, when it sent a usable one.

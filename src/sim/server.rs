@@ -84,7 +84,7 @@ impl Sim {
     pub(crate) fn cache_lookup(
         &self,
         req: &Value,
-        chat: bool,
+        messages: Option<&Value>,
         flat: &str,
         answer: &str,
     ) -> Option<u64> {
@@ -93,9 +93,9 @@ impl Sim {
         let mut ans = Vec::new();
         match &self.tokenizer {
             Some(t) => {
-                let text = match req.get("messages") {
-                    Some(m) if chat => t.render_chat(m, true).unwrap_or_else(|_| flat.to_string()),
-                    _ => flat.to_string(),
+                let text = match messages {
+                    Some(m) => t.render_chat(m, true).unwrap_or_else(|_| flat.to_string()),
+                    None => flat.to_string(),
                 };
                 prompt.extend(t.encode(&text).into_iter().map(u64::from));
             }
@@ -114,13 +114,13 @@ impl Sim {
 
     /// Prompt tokens of a request: chat messages go through the tokenizer's chat
     /// template, as vLLM counts them.
-    pub(crate) fn prompt_tokens(&self, req: &Value, chat: bool, flat: &str) -> u64 {
+    pub(crate) fn prompt_tokens(&self, req: &Value, messages: Option<&Value>, flat: &str) -> u64 {
         if let Some(ids) = token_ids(req) {
             // A completions prompt of token ids (`--tokenize-prompt`): one token each.
             return ids.len() as u64;
         }
-        match (&self.tokenizer, req.get("messages")) {
-            (Some(t), Some(m)) if chat => t.count_chat(m).unwrap_or_else(|_| t.count(flat)),
+        match (&self.tokenizer, messages) {
+            (Some(t), Some(m)) => t.count_chat(m).unwrap_or_else(|_| t.count(flat)),
             _ => self.count_tokens(flat),
         }
     }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 pub use super::engine::Ev;
+pub use super::shapes::Shape;
 
 const VOCAB: [&str; 16] = [
     " the", " model", " serves", " tokens", " fast", " and", " every", " request", " gets", " an",
@@ -37,7 +38,7 @@ pub enum Fault {
 }
 
 pub struct Formatter {
-    pub chat: bool,
+    pub shape: Shape,
     pub model: Arc<str>,
     pub id: u64,
     /// The id in the body (`chatcmpl-<id_text>`): the request's `X-Request-Id` when
@@ -55,8 +56,11 @@ pub struct Formatter {
 }
 
 impl Formatter {
+    fn typed(&self) -> bool {
+        matches!(self.shape, Shape::Responses | Shape::Messages)
+    }
     fn head(&self, out: &mut Vec<u8>) {
-        let (prefix, object) = if self.chat {
+        let (prefix, object) = if self.shape == Shape::Chat {
             ("chatcmpl", "chat.completion.chunk")
         } else {
             ("cmpl", "text_completion")
@@ -70,7 +74,10 @@ impl Formatter {
         );
     }
     pub fn prelude(&self, out: &mut Vec<u8>) {
-        if self.chat {
+        if self.typed() {
+            return self.typed_prelude(out);
+        }
+        if self.shape == Shape::Chat {
             self.head(out);
             out.extend_from_slice(
                 b"\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
@@ -80,6 +87,9 @@ impl Formatter {
     /// Token `i` (0-based).
     pub fn token(&self, i: u64, out: &mut Vec<u8>) {
         let word = VOCAB[(i % VOCAB.len() as u64) as usize];
+        if self.typed() {
+            return self.typed_token(i, word, out);
+        }
         let last = i + 1 == self.target;
         self.head(out);
         let finish = if last {
@@ -87,7 +97,7 @@ impl Formatter {
         } else {
             "null".to_string()
         };
-        if self.chat {
+        if self.shape == Shape::Chat {
             let _ = write!(
                 out,
                 "\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{word}\"}},\"finish_reason\":{finish}}}]}}\n\n"
@@ -100,6 +110,9 @@ impl Formatter {
         }
     }
     pub fn tail(&self, out: &mut Vec<u8>) {
+        if self.typed() {
+            return self.typed_tail(out);
+        }
         if self.include_usage {
             self.head(out);
             let _ = write!(
@@ -120,7 +133,7 @@ impl Formatter {
             None => String::new(),
         }
     }
-    fn reported_cached(&self) -> Option<u64> {
+    pub(super) fn reported_cached(&self) -> Option<u64> {
         self.cached.filter(|_| self.report_cached)
     }
     pub fn text(&self) -> String {
@@ -130,8 +143,11 @@ impl Formatter {
     }
     /// The whole non-streaming JSON response.
     pub fn full_json(&self, usage: bool) -> Vec<u8> {
+        if self.typed() {
+            return self.typed_json(usage).to_string().into_bytes();
+        }
         let text = self.text();
-        let mut v = if self.chat {
+        let mut v = if self.shape == Shape::Chat {
             serde_json::json!({
                 "id": format!("chatcmpl-{}", self.id_text), "object": "chat.completion",
                 "created": self.created, "model": &*self.model,

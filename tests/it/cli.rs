@@ -384,3 +384,52 @@ fn a_refused_dataset_setting_fails_before_the_connection_test_and_the_directory(
     .unwrap();
     assert!(perfscope::dataset::preflight(&cfg.dataset).is_ok());
 }
+
+/// A --max-tokens beyond the model's context fails at the connection test with the
+/// server's own refusal (vLLM answers 400 before scheduling), as evalscope's
+/// full-size test does, instead of failing every request of the run; one that fits
+/// passes and runs.
+#[test]
+fn a_max_tokens_beyond_the_context_fails_at_the_connection_test() {
+    let _g = common::lock();
+    let sim = common::start_sim(perfscope::sim::SimConfig {
+        zero_delay: true,
+        max_model_len: Some(512),
+        ..Default::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let args = |max: &'static str| {
+        vec![
+            "--url".to_string(),
+            url.clone(),
+            "--model".into(),
+            "m".into(),
+            "--max-tokens".into(),
+            max.into(),
+            "--number".into(),
+            "4".into(),
+            "--outputs-dir".into(),
+            out.path().to_str().unwrap().into(),
+            "--metrics-addr".into(),
+            "off".into(),
+        ]
+    };
+    let refused: Vec<String> = args("1024");
+    let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
+    let err = common::run_err(&refused);
+    assert!(
+        err.contains("the server refuses the run's --max-tokens 1024")
+            && err.contains("maximum context length is 512 tokens")
+            && err.contains("Lower --max-tokens"),
+        "{err}"
+    );
+    let fits: Vec<String> = args("64");
+    let fits: Vec<&str> = fits.iter().map(String::as_str).collect();
+    let o = common::run(&fits).unwrap();
+    assert_eq!(o.exit_code, 0);
+    let ok: i64 = common::db(&o.dir.join("parallel_1_number_4"))
+        .query_row("SELECT SUM(success) FROM result", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, 4);
+}

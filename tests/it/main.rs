@@ -28,4 +28,5 @@ mod sla;
 mod stack_config;
 mod timing;
 mod tokenizer;
+mod typed_apis;
 mod workloads;
