@@ -19,9 +19,10 @@ mod generate;
 pub mod metrics;
 mod prefix;
 mod server;
-pub mod shapes;
+pub mod shape;
 pub mod stream;
 pub mod ticker;
+mod typed;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -36,7 +37,7 @@ use std::sync::Arc;
 pub use config::{count_tokens, SimConfig};
 use server::json_response;
 pub use server::Sim;
-use shapes::Shape;
+use shape::Shape;
 
 /// A running simulator.
 pub struct SimHandle {

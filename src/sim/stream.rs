@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 pub use super::engine::Ev;
-pub use super::shapes::Shape;
+pub use super::shape::Shape;
 
 const VOCAB: [&str; 16] = [
     " the", " model", " serves", " tokens", " fast", " and", " every", " request", " gets", " an",
