@@ -89,6 +89,31 @@ const E2E_BUCKETS: &[f64] = &[
     480.0, 960.0, 1920.0, 7680.0,
 ];
 
+/// The Prometheus text with a `<name>_created{labels} <unix>` sample after every
+/// counter (`_total`) and histogram (`_count`) sample, as vLLM's Python client
+/// writes them: a creation time per series, about 90 per vLLM scrape, that a
+/// scraper must not store as a measurement.
+pub fn with_created(text: &str, created: u64) -> String {
+    let mut out = String::with_capacity(text.len() * 5 / 4);
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with('#') {
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        let name = &line[..name_end];
+        let base = name
+            .strip_suffix("_total")
+            .or_else(|| name.strip_suffix("_count"));
+        if let Some(base) = base {
+            let labels = line[name_end..].split_once(' ').map_or("", |(l, _)| l);
+            out.push_str(&format!("{base}_created{labels} {created}.0\n"));
+        }
+    }
+    out
+}
+
 /// vLLM's request-token buckets (1, 2, 5 × powers of ten).
 const REQUEST_TOKEN_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0,

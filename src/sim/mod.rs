@@ -201,9 +201,11 @@ async fn server_metrics(State(sim): State<Arc<Sim>>, headers: axum::http::Header
         engine: "0".into(),
     };
     let engine = sim.engine.as_ref().map(|_| &*sim.state);
-    let text = sim
-        .server_metrics
-        .encode(&labels, engine, sim.cfg.kv_cache_tokens, om);
+    let text = metrics::with_created(
+        &sim.server_metrics
+            .encode(&labels, engine, sim.cfg.kv_cache_tokens, om),
+        sim.created,
+    );
     let ct = if om {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {

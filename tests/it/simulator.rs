@@ -224,6 +224,22 @@ fn server_metrics_follow_vllm_names_and_real_state() {
     );
     assert_eq!(value(&t, "vllm:num_requests_running{"), 0.0);
     assert!(t.contains("model_name=\"m\""), "{t}");
+    // As vLLM: a `_created` sample beside every counter and histogram series,
+    // and vLLM 0.11+'s prompt-token split.
+    assert!(value(&t, "vllm:generation_tokens_created{") > 1.7e9);
+    assert!(value(&t, "vllm:time_to_first_token_seconds_created{") > 1.7e9);
+    let computed = t
+        .lines()
+        .find(|l| {
+            l.starts_with("vllm:prompt_tokens_by_source_total{") && l.contains("local_compute")
+        })
+        .map(|l| value(l, "vllm:"))
+        .unwrap_or_else(|| panic!("no local_compute series in\n{t}"));
+    assert_eq!(
+        computed + value(&t, "vllm:prompt_tokens_cached_total{"),
+        prompt as f64,
+        "computed + cached = all prompt tokens"
+    );
     // The simulator's own TTFT agrees with the client's within the loopback hop.
     let server_ttft = value(&t, "vllm:time_to_first_token_seconds_sum{") / 36.0;
     let client_ttft: f64 = conn
