@@ -144,11 +144,18 @@ pub fn summary_table(r: &RunResult) -> String {
         InputThroughput,
     ]);
     t.rest(Section::Tokens);
-    if s.token_counts().is_some_and(|c| c != "server usage") {
-        t.lines.push(Line::Cells(vec![
-            TokenCounts.key().into(),
-            "UNKNOWN for some requests (no usage from server)".into(),
-        ]));
+    match s.token_counts() {
+        Some(c) if c.starts_with("none") => {
+            t.lines
+                .push(Line::Cells(vec![TokenCounts.key().into(), c.into()]));
+        }
+        Some(c) if c != "server usage" => {
+            t.lines.push(Line::Cells(vec![
+                TokenCounts.key().into(),
+                "UNKNOWN for some requests (no usage from server)".into(),
+            ]));
+        }
+        _ => {}
     }
     // evalscope's optional `── Multi-turn ──` group, then the server's figures.
     for (section, title) in [

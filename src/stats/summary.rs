@@ -304,10 +304,12 @@ fn perfscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
         Metric::MeasuredConcurrencyPeak,
         rows.peak_in_flight()? as f64,
     );
-    let ttfe = rows
-        .aggregate(Requests, "AVG(time_to_first_event)", ttft_filter(rows)?)?
-        .map_or(-1.0, |v| v * 1000.0);
-    s.set(Metric::AvgTimeToFirstEvent, ttfe);
+    // perfscope's own key: with nothing to average it is unknown (null, "n/a"), not
+    // a sentinel in the wrong unit beside evalscope's -1000 ms TTFT.
+    match rows.aggregate(Requests, "AVG(time_to_first_event)", ttft_filter(rows)?)? {
+        Some(v) => s.set(Metric::AvgTimeToFirstEvent, v * 1000.0),
+        None => s.set_unknown(Metric::AvgTimeToFirstEvent),
+    }
     let lag = rows
         .aggregate(Requests, "AVG(MAX(start_time - intended_start, 0))", "1")?
         .unwrap_or(0.0);
@@ -323,7 +325,9 @@ fn perfscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
     s.set(Metric::ResentRequests, resent);
     s.set(Metric::NotSentRequests, rows.not_sent()? as f64);
     let (succ, unknown) = (t.succ, t.succ - t.n_known);
-    s.set_token_counts(if unknown == 0 {
+    s.set_token_counts(if succ == 0 {
+        "none: no request succeeded".into()
+    } else if unknown == 0 {
         "server usage".into()
     } else {
         format!(

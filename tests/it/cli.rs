@@ -433,3 +433,37 @@ fn a_max_tokens_beyond_the_context_fails_at_the_connection_test() {
         .unwrap();
     assert_eq!(ok, 4);
 }
+
+/// evalscope 1.14.1's warmup note: with parallel > 1 and fewer warmup requests
+/// than slots the log says the first burst meets an idle server and what to pass.
+#[test]
+fn a_run_without_enough_warmup_says_so() {
+    let log = |warmup: &str| {
+        let ran = common::Bench::sim_with(perfscope::sim::SimConfig {
+            zero_delay: true,
+            ..Default::default()
+        })
+        .parallel(4)
+        .number(8)
+        .args(&["--warmup-num", warmup])
+        .run();
+        assert_eq!(ran.outcome.exit_code, 0);
+        std::fs::read_to_string(ran.outcome.dir.join("benchmark.log")).unwrap()
+    };
+    let none = log("0");
+    assert!(
+        none.contains("Warmup is disabled, so the first 4 measured requests are released at once")
+            && none.contains("Pass --warmup-num 4"),
+        "{none}"
+    );
+    let part = log("2");
+    assert!(
+        part.contains("Warmup covers only 2 of the 4 concurrency slots"),
+        "{part}"
+    );
+    let enough = log("4");
+    assert!(
+        !enough.contains("Warmup is disabled") && !enough.contains("Warmup covers"),
+        "enough warmup: no note"
+    );
+}

@@ -348,6 +348,17 @@ fn all_failing_run_exits_3() {
     assert_eq!(s["Avg TTFT (ms)"], -1000.0);
     assert_eq!(s["Avg TPOT (ms)"], -1000.0);
     assert_eq!(s["Avg ITL (ms)"], 0.0);
+    // perfscope's own keys are unknown, not sentinels, and the token counts say
+    // that nothing succeeded rather than naming a source.
+    assert!(s["Avg Time to First Event (ms)"].is_null(), "{s}");
+    assert_eq!(s["Token Counts"], "none: no request succeeded");
+    let log = std::fs::read_to_string(o.dir.join("benchmark.log")).unwrap();
+    let row = log
+        .lines()
+        .find(|l| l.contains("Avg Time to First Event (ms)"))
+        .unwrap_or_default();
+    assert!(row.contains("n/a"), "{row}");
+    assert!(log.contains("none: no request succeeded"), "{log}");
     // 1.14.1 writes the percentile file always: 11 rows of NaN.
     let p = std::fs::read_to_string(dir.join("benchmark_percentile.json")).unwrap();
     assert_eq!(p.matches("\"Latency (s)\": NaN").count(), 11, "{p}");
