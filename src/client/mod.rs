@@ -92,6 +92,25 @@ impl Client {
             .await
     }
 
+    /// Sends one request and returns as soon as its response head arrives: the
+    /// status, and for an error status the start of its body. The connection is then
+    /// closed, so a streamed answer stops on the server (vLLM aborts a request whose
+    /// client went away). None when no head arrived within `timeout` or the request
+    /// could not be sent.
+    pub async fn head_status(&self, body: &[u8], timeout: Duration) -> Option<(u16, String)> {
+        let exchange = async {
+            let mut resp = self.endpoint.send("", body, || {}).await.ok()?;
+            let status = resp.status;
+            let text = if (200..300).contains(&status) {
+                String::new()
+            } else {
+                reading::error_text_of(&mut resp).await
+            };
+            Some((status, text))
+        };
+        tokio::time::timeout(timeout, exchange).await.ok().flatten()
+    }
+
     /// [`Client::execute`] with its own total timeout and payload keeping (the
     /// connection test).
     pub async fn execute_within(

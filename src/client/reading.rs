@@ -141,7 +141,7 @@ pub(crate) fn classify(e: &http1::Error) -> FailureKind {
 
 /// Reads an error response's first bytes for the error text, then stops: an endless
 /// error body must cost neither memory nor the rest of the total timeout.
-async fn error_text_of(resp: &mut http1::Response<'_>) -> String {
+pub(crate) async fn error_text_of(resp: &mut http1::Response<'_>) -> String {
     let mut text = Vec::new();
     while text.len() < ERROR_BODY {
         match resp.chunk().await {

@@ -134,7 +134,7 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
                     return Err(Interrupted(ctx.stop.exit_code()).into());
                 }
                 if r.success {
-                    limits_check(ctx, r.timeline.end - r.timeline.send).await?;
+                    limits_check(ctx).await?;
                     log::info(format!("Connection test passed: {}", ctx.url));
                     return Ok(());
                 }
@@ -168,12 +168,12 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
 }
 
 /// The connection test sends one token; the run asks for --max-tokens. A server
-/// refuses a max_tokens beyond the model's context at once (vLLM: 400), so the
-/// request is sent once more with the run's largest max_tokens, streamed, and
-/// dropped after a few times the test's latency: a refusal (4xx other than 429)
-/// fails here, as evalscope's full-size test does, instead of every request of the
-/// run. Anything else (tokens flowing, the cut) passes.
-async fn limits_check(ctx: &Arc<Ctx>, test_latency: f64) -> Result<()> {
+/// refuses a max_tokens beyond the model's context at once (vLLM: 400 before
+/// scheduling), so the request is sent once more with the run's largest
+/// max_tokens, streamed, and dropped as soon as the response head arrives: a
+/// refusal (4xx other than 429) fails here, as evalscope's full-size test does,
+/// instead of every request of the run. Anything else passes.
+async fn limits_check(ctx: &Arc<Ctx>) -> Result<()> {
     let crate::protocol::Protocol::OpenAi = ctx.cfg.protocol else {
         return Ok(());
     };
@@ -184,35 +184,15 @@ async fn limits_check(ctx: &Arc<Ctx>, test_latency: f64) -> Result<()> {
         (Some(t), true) => crate::config::tokenize_body(body, t)?,
         _ => body,
     };
-    let ticket = Ticket {
-        seq: 0,
-        intended_start: ctx.clock.now(),
-        body: bytes::Bytes::from(serde_json::Value::Object(body).to_string()),
-        stream_requested: true,
-        trace: None,
-        keep_text: false,
-        extra_headers: None,
-    };
-    let cut = crate::client::Cancel::new();
-    let wait = Duration::from_secs_f64((3.0 * test_latency).clamp(0.5, 5.0));
-    let timeout = ctx.cfg.client.total_timeout;
-    let send = ctx.client.execute_within(ticket, timeout, false, &cut);
-    tokio::pin!(send);
-    let r = tokio::select! {
-        r = &mut send => r,
-        _ = tokio::time::sleep(wait) => {
-            cut.cancel();
-            send.await
-        }
-    };
-    match r.http_status {
-        Some(s) if (400..500).contains(&s) && s != 429 => bail!(
-            "connection test to {}: the server refuses the run's --max-tokens {}: {}\n\
+    let body = serde_json::Value::Object(body).to_string();
+    let wait = ctx.cfg.client.total_timeout.min(Duration::from_secs(30));
+    match ctx.client.head_status(body.as_bytes(), wait).await {
+        Some((s, text)) if (400..500).contains(&s) && s != 429 => bail!(
+            "connection test to {}: the server refuses the run's --max-tokens {}: HTTP {s}: {text}\n\
              Lower --max-tokens to fit the model's context (prompt + max_tokens), or skip \
              the test with --no-test-connection",
             ctx.url,
             ctx.cfg.gen.max_tokens.1,
-            r.error.unwrap_or_default()
         ),
         _ => Ok(()),
     }

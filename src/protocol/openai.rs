@@ -101,7 +101,7 @@ pub fn connection_test_body(chat: bool, p: &GenParams) -> Map<String, Value> {
 
 /// The connection test's body with the run's largest `max_tokens`, streamed: the
 /// server validates it against the model's context before it answers (vLLM: 400),
-/// and the stream is dropped after the first moments (see `engine::setup`).
+/// and the stream is dropped when the response head arrives (see `engine::setup`).
 pub fn limits_check_body(chat: bool, p: &GenParams) -> Option<Map<String, Value>> {
     if p.max_tokens.1 <= 1 {
         return None;
