@@ -225,13 +225,21 @@ fn the_server_receives_headers_and_body_as_configured() {
         .filter(|h| h.starts_with("POST /v1/completions "))
         .cloned()
         .collect();
-    // The connection test, then the two requests.
-    assert_eq!(seen.len(), 3, "{seen:?}");
-    let lower = seen[1].to_ascii_lowercase();
+    // The connection test, its check of the run's max_tokens (streamed, closed at
+    // the response head), then the two requests.
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(
+        seen[1].ends_with(
+            r#"{"prompt":"hello","model":"m","max_tokens":9,"stream":true,"temperature":0.0}"#
+        ),
+        "{}",
+        seen[1]
+    );
+    let lower = seen[2].to_ascii_lowercase();
     assert!(
         lower.contains("authorization: bearer sk-test\r\n"),
         "{}",
-        seen[1]
+        seen[2]
     );
     assert!(
         !lower.contains("basic dropped"),
@@ -241,7 +249,7 @@ fn the_server_receives_headers_and_body_as_configured() {
     assert!(lower.contains("content-type: application/json\r\n"));
     assert!(lower.contains("user-agent: perfscope\r\n"));
     // A completions URL: the prompt is sent as `prompt`, not chat messages.
-    let body = seen[1].split("\r\n\r\n").nth(1).unwrap();
+    let body = seen[2].split("\r\n\r\n").nth(1).unwrap();
     assert_eq!(
         body,
         r#"{"prompt":"ping","model":"m","max_tokens":9,"stream":true,"stream_options":{"include_usage":true},"temperature":0.0}"#
@@ -250,7 +258,7 @@ fn the_server_receives_headers_and_body_as_configured() {
     let tp = lower
         .lines()
         .find_map(|l| l.strip_prefix("traceparent: "))
-        .unwrap_or_else(|| panic!("no traceparent in {}", seen[1]))
+        .unwrap_or_else(|| panic!("no traceparent in {}", seen[2]))
         .trim()
         .to_string();
     let parts: Vec<&str> = tp.split('-').collect();

@@ -327,9 +327,10 @@ fn the_proxy_variables_are_honoured_by_the_load_and_the_scraper_or_bypassed_by_n
         .iter()
         .filter(|l| l.starts_with("POST http://") && l.contains("/v1/chat/completions"))
         .count();
-    // The connection test and the 10 requests, in absolute form, with the proxy's
-    // credentials; the server-metrics scrapes tunnel through it (ureq CONNECTs).
-    assert_eq!(posts, 11, "{lines:?}");
+    // The connection test, its max_tokens check and the 10 requests, in absolute
+    // form, with the proxy's credentials; the server-metrics scrapes tunnel through
+    // it (ureq CONNECTs).
+    assert_eq!(posts, 12, "{lines:?}");
     let sim_authority = sim.base_url().trim_start_matches("http://").to_string();
     assert!(
         lines.contains(&format!("CONNECT {sim_authority} HTTP/1.1")),
@@ -339,12 +340,12 @@ fn the_proxy_variables_are_honoured_by_the_load_and_the_scraper_or_bypassed_by_n
         .iter()
         .filter(|l| *l == "Proxy-Authorization: Basic YWxpY2U6czNjcmV0")
         .count();
-    assert!(auth >= 11, "{lines:?}");
+    assert!(auth >= 12, "{lines:?}");
     assert_eq!(
         sim.sim
             .requests_total
             .load(std::sync::atomic::Ordering::Relaxed),
-        11
+        12
     );
     proxy.lines.lock().unwrap().clear();
 
@@ -515,7 +516,8 @@ fn https_trusts_ca_cert_ssl_cert_file_or_insecure_and_names_a_plain_http_port() 
         sim.sim
             .requests_total
             .load(std::sync::atomic::Ordering::Relaxed),
-        4 * 7
+        // Four runs: the connection test, its max_tokens check, then the requests.
+        4 * 8
     );
 
     // https:// to the simulator's plain-HTTP port: named, and quick.

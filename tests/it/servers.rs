@@ -272,10 +272,10 @@ fn llama_server_closing_after_every_response_gives_no_failures() {
             rows.iter().filter(|r| !r.0).collect::<Vec<_>>()
         );
         assert_eq!(o.exit_code, 0);
-        // The server read every row's request and the connection test once: a first
-        // attempt written to a connection it had already closed never reached it.
+        // The server read every row's request and the connection test's two once: a
+        // first attempt written to a connection it had already closed never reached it.
         let resent = rows.iter().filter(|r| r.2).count();
-        assert_eq!(server.requests.load(Ordering::SeqCst), 40 + 1);
+        assert_eq!(server.requests.load(Ordering::SeqCst), 40 + 2);
         let s = summary(&o);
         assert_eq!(s["Resent Requests"].as_u64().unwrap() as usize, resent);
     }
@@ -547,7 +547,8 @@ fn credentials_in_the_url_reach_the_server_and_nothing_else() {
     // The server got the query string after the completed path, and the userinfo as
     // Basic credentials.
     let heads = server.heads.lock().unwrap().clone();
-    assert_eq!(heads.len(), 5);
+    // The connection test, its max_tokens check and the requests.
+    assert_eq!(heads.len(), 6);
     for h in &heads {
         assert!(
             h.starts_with(
