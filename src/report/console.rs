@@ -390,6 +390,9 @@ fn llm_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> S
     if multi_turn {
         out.push(per_trace_table(&sorted));
     }
+    if sorted.iter().any(|r| r.workload.is_some()) {
+        out.push(workload_table(&sorted));
+    }
     out.push(recommendations(&sorted).join("\n"));
     out.join("\n\n")
 }
@@ -423,6 +426,24 @@ fn per_trace_table(runs: &[&RunResult]) -> String {
         ],
         &lines,
     )
+}
+
+/// evalscope 1.14.1's "Workload Throughput" table: each run's token rates over the
+/// whole run, the last 30 s and the steady state (workload_throughput.json).
+fn workload_table(runs: &[&RunResult]) -> String {
+    use crate::stats::workload::{RATES, WINDOWS};
+    let mut lines = Vec::new();
+    for r in runs {
+        let Some(w) = &r.workload else { continue };
+        for (i, name) in RATES.iter().enumerate() {
+            let mut cells = vec![conc(&r.point), dash(r.point.rate), name.to_string()];
+            cells.extend(w.rates[i].iter().map(|v| format!("{v:.2}")));
+            lines.push(Line::Cells(cells));
+        }
+    }
+    let mut heads = vec!["Conc.", "Rate", "Metric (tok/s)"];
+    heads.extend(WINDOWS);
+    render(Some("Workload Throughput"), &heads, &lines)
 }
 
 /// The "Basic Information" table; generation totals only for LLM runs.

@@ -20,7 +20,8 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
     let encoder = sorted.first().is_some_and(|r| r.encoder);
     let charts = charts(&sorted);
     let (headers, rows) = summary_rows(&sorted, encoder);
-    let sections = section_tables(&sorted);
+    let mut sections = section_tables(&sorted);
+    sections.extend(workload_table(&sorted));
     let page = Page {
         model: &meta.header.model_id,
         alias: meta.header.alias.as_deref(),
@@ -167,6 +168,29 @@ fn section_tables(sorted: &[&RunResult]) -> Vec<SectionTable> {
         });
     }
     tables
+}
+
+/// evalscope 1.14.1's Workload Throughput: each run's token rates in the three
+/// windows (Overall, Last 30 s, Steady), one row per run and rate.
+fn workload_table(sorted: &[&RunResult]) -> Option<SectionTable> {
+    use crate::stats::workload::{RATES, WINDOWS};
+    let mut rows = Vec::new();
+    for r in sorted {
+        let Some(w) = &r.workload else { continue };
+        for (i, name) in RATES.iter().enumerate() {
+            let mut cells = point_cells(r);
+            cells.push(name.to_string());
+            cells.extend(w.rates[i].iter().map(|v| num(*v, 2)));
+            rows.push(cells);
+        }
+    }
+    let mut headers = vec!["Metric (tok/s)"];
+    headers.extend(WINDOWS);
+    (!rows.is_empty()).then_some(SectionTable {
+        title: "Workload Throughput",
+        headers,
+        rows,
+    })
 }
 
 /// The summary table's extra headers and every run's cells.

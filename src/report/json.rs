@@ -93,6 +93,14 @@ pub fn write_run_files(r: &RunResult, args: &Map<String, Value>) -> Result<()> {
     if let Some(t) = &r.traces {
         w("trace_summary.json", to_py_json(t))?;
     }
+    // evalscope 1.14.1: every run with a success has the workload windows.
+    if let Some(wl) = &r.workload {
+        w(
+            "workload_throughput.json",
+            to_py_json(&wl.throughput_json()),
+        )?;
+        w("workload_timeline.json", to_py_json(&wl.timeline_json()))?;
+    }
     Ok(())
 }
 

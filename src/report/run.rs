@@ -16,6 +16,8 @@ pub struct RunResult {
     pub timeline: Option<Timeline>,
     /// A multi-turn run's `trace_summary.json` (None otherwise).
     pub traces: Option<serde_json::Value>,
+    /// The workload windows (None when nothing succeeded).
+    pub workload: Option<crate::stats::Workload>,
     /// How the run ended when it did not complete (see `RunRows::cut_short`): its
     /// figures cover only the rows it stored.
     pub cut_short: Option<String>,

@@ -36,6 +36,7 @@ pub fn load_run(
     r.dir = dir.to_path_buf();
     r.timeline = crate::stats::timeline(&rows)?;
     r.traces = crate::stats::trace_summary(&rows)?;
+    r.workload = crate::stats::workload(&rows)?;
     r.cut_short = rows.cut_short.clone();
     Ok(r)
 }
@@ -66,6 +67,7 @@ pub fn figures(
         encoder,
         timeline: None,
         traces: None,
+        workload: None,
         cut_short: rows.cut_short.clone(),
     })
 }

@@ -96,6 +96,15 @@ pub fn point_values(r: &RunResult) -> Vec<(String, f64)> {
         .filter_map(|&m| r.summary.get(m).map(|x| (m.key().to_string(), x)))
         .collect();
     v.push(("Success Rate (%)".into(), r.success_rate()));
+    // evalscope 1.14.1's workload windows (workload_throughput.json).
+    if let Some(w) = &r.workload {
+        use crate::stats::workload::{RATES, WINDOWS};
+        for (i, name) in RATES.iter().enumerate() {
+            for (k, window) in WINDOWS.iter().enumerate() {
+                v.push((format!("Workload {name} ({window})"), w.rates[i][k]));
+            }
+        }
+    }
     for c in Col::ALL
         .iter()
         .filter(|c| c.def().tracked && pushed(c.def().scope))

@@ -162,6 +162,7 @@ pub fn average(runs: &[RunResult]) -> Option<RunResult> {
         encoder: first.encoder,
         timeline: first.timeline.clone(),
         traces: None,
+        workload: None,
         cut_short: runs.iter().find_map(|r| r.cut_short.clone()),
     })
 }

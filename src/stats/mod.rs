@@ -31,6 +31,7 @@ mod summary;
 mod timeline;
 mod traces;
 mod values;
+pub mod workload;
 
 pub use catalogue::{Col, Direction, Metric};
 pub use columns::percentile_columns;
@@ -40,6 +41,7 @@ pub use summary::summary;
 pub use timeline::{timeline, Timeline};
 pub use traces::trace_summary;
 pub use values::{percentile_of, Column, PercentileRow, Summary};
+pub use workload::{workload, Workload};
 
 #[cfg(test)]
 mod tests {

@@ -297,6 +297,22 @@ impl RunRows {
         Ok(rows)
     }
 
+    /// The successful rows in recorded order: (start_time, completed_time,
+    /// prompt, completion, server-reported cached tokens), unknown counts as 0.
+    pub fn completions_in_order(&self, mut f: impl FnMut(f64, f64, i64, i64, i64)) -> Result<()> {
+        let mut st = self.conn.prepare(
+            "SELECT start_time, completed_time, COALESCE(prompt_tokens, 0),
+                    COALESCE(completion_tokens, 0), COALESCE(cached_tokens, 0)
+             FROM result WHERE success=1 AND start_time IS NOT NULL
+               AND completed_time IS NOT NULL ORDER BY rowid",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            f(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        }
+        Ok(())
+    }
+
     /// How many rows meet a filter (an SQL condition over the columns).
     pub fn count(&self, rows: Rows, filter: &str) -> Result<u64> {
         let n: Option<i64> = self.one(&format!(

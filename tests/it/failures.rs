@@ -367,6 +367,9 @@ fn all_failing_run_exits_3() {
         .unwrap_or_default();
     assert!(row.contains("n/a"), "{row}");
     assert!(log.contains("none: no request succeeded"), "{log}");
+    // evalscope writes no workload files when nothing succeeded.
+    assert!(!dir.join("workload_throughput.json").exists());
+    assert!(!dir.join("workload_timeline.json").exists());
     // 1.14.1 writes the percentile file always: 11 rows of NaN.
     let p = std::fs::read_to_string(dir.join("benchmark_percentile.json")).unwrap();
     assert_eq!(p.matches("\"Latency (s)\": NaN").count(), 11, "{p}");

@@ -86,10 +86,11 @@ fn reports_regenerated_from_the_fixture_database_are_unchanged() {
     );
     report(&dir);
     let files = outputs(&dir);
-    // Two steps × three JSON files, the sweep summary and the HTML report.
+    // Two steps × five JSON files (evalscope 1.14.1's three and its two workload
+    // files), the sweep summary and the HTML report.
     assert_eq!(
         files.len(),
-        8,
+        12,
         "{:?}",
         files.iter().map(|f| &f.0).collect::<Vec<_>>()
     );

@@ -588,3 +588,124 @@ fn random_vl_sends_pngs_of_the_requested_shape() {
     .unwrap_err();
     assert!(e.to_string().contains("--image-format"), "{e}");
 }
+
+/// workload_throughput.json and workload_timeline.json (evalscope 1.14.1) in every
+/// run directory, recomputed here from the SQLite rows: successful rows in recorded
+/// order, the clock from the first one's start, running sums at each completion,
+/// and the Overall / Last 30 s / Steady (first 20 % dropped) rates.
+#[test]
+fn workload_files_recomputed_from_sqlite() {
+    let ran = Bench::sim_with(SimConfig {
+        ttft_ms: Some(15.0),
+        itl_ms: Some(3.0),
+        ..SimConfig::default()
+    })
+    .parallel(4)
+    .number(40)
+    .max_tokens(12)
+    .args(&[
+        "--prefix-length",
+        "200",
+        "--dataset",
+        "random",
+        "--min-prompt-length",
+        "250",
+        "--max-prompt-length",
+        "300",
+    ])
+    .run();
+    assert_eq!(ran.outcome.exit_code, 0);
+    let dir = ran.only_step();
+    let rows: Vec<(f64, f64, i64, i64, i64)> = common::rows(
+        &ran.db(),
+        "SELECT start_time, completed_time, prompt_tokens, completion_tokens,
+                COALESCE(cached_tokens, 0) FROM result WHERE success=1 ORDER BY rowid",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    );
+    assert_eq!(rows.len(), 40);
+    let t0 = rows[0].0;
+    let mut sums = (0i64, 0i64, 0i64);
+    let mut points = Vec::new();
+    for &(_, end, prompt, completion, cached) in &rows {
+        sums.0 += completion;
+        sums.1 += (prompt - cached).max(0);
+        sums.2 += cached;
+        points.push((end - t0, sums.0, sums.1, sums.2));
+    }
+    assert!(sums.2 > 0, "the shared prefix was cached");
+    let timeline = common::json(&dir.join("workload_timeline.json"));
+    assert_eq!(timeline["wall_start"].as_f64(), Some(t0));
+    let stored = timeline["points"].as_array().unwrap();
+    assert_eq!(stored.len(), 40);
+    for (p, s) in points.iter().zip(stored) {
+        assert!((s["t"].as_f64().unwrap() - p.0).abs() <= 5e-7);
+        assert_eq!(
+            (
+                s["cum_completion"].as_i64(),
+                s["cum_new_prompt"].as_i64(),
+                s["cum_cached_prompt"].as_i64()
+            ),
+            (Some(p.1), Some(p.2), Some(p.3))
+        );
+    }
+    let wall = points.last().unwrap().0;
+    let rate = |from: (f64, i64, i64, i64)| {
+        let l = points.last().unwrap();
+        let dt = l.0 - from.0;
+        [
+            ((l.2 - from.2) + (l.3 - from.3)) as f64 / dt,
+            (l.2 - from.2) as f64 / dt,
+            (l.3 - from.3) as f64 / dt,
+            (l.1 - from.1) as f64 / dt,
+        ]
+    };
+    let overall = rate((0.0, 0, 0, 0));
+    // Under 30 s: the last window is the whole run. Steady: from the latest point
+    // at or before 20 % of the wall time.
+    let anchor = points
+        .iter()
+        .take_while(|p| p.0 <= 0.2 * wall)
+        .last()
+        .copied()
+        .unwrap_or(points[0]);
+    let steady = rate(anchor);
+    let w = common::json(&dir.join("workload_throughput.json"));
+    assert_eq!(w["n_samples"], 40);
+    assert!((w["wall_time_s"].as_f64().unwrap() - (wall * 1e4).round() / 1e4).abs() < 1e-9);
+    assert_eq!(
+        (w["last_window_s"].as_f64(), w["warmup_frac"].as_f64()),
+        (Some(30.0), Some(0.2))
+    );
+    let names = [
+        "Total Prompt tok/s",
+        "New Prompt tok/s",
+        "Cached Prompt tok/s",
+        "Completion tok/s",
+    ];
+    for (i, row) in w["rows"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(row["metric"], names[i]);
+        let near = |k: &str, want: f64| {
+            let got = row[k].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "{} {k}: {got} vs {want}",
+                names[i]
+            );
+        };
+        near("overall", overall[i]);
+        near("last_window", overall[i]);
+        near("steady_state", steady[i]);
+    }
+    // The console and the HTML report show the same table.
+    let log = std::fs::read_to_string(ran.outcome.dir.join("benchmark.log")).unwrap();
+    assert!(
+        log.contains("Workload Throughput") && log.contains("Steady (drop 20%)"),
+        "{log}"
+    );
+    let html = std::fs::read_to_string(ran.outcome.dir.join("perf_report.html")).unwrap();
+    assert!(html.contains("<h2>Workload Throughput</h2>"));
+    assert!(
+        html.contains(&format!("{:.2}", overall[3])),
+        "completion tok/s in the page"
+    );
+}

@@ -77,6 +77,7 @@ fn step(parallel: i64, scale: f64) -> RunResult {
         encoder: false,
         timeline: None,
         traces: None,
+        workload: None,
         cut_short: None,
         point: SweepPoint {
             parallel,
