@@ -40,7 +40,10 @@ fn allowed_keys(kind: DatasetKind) -> &'static [&'static str] {
             "prefix_file",
             "prefix_role",
         ],
-        DatasetKind::MultiTurn(k) if k != crate::dataset::multi_turn::MultiTurnKind::Custom => &[
+        DatasetKind::MultiTurn(
+            crate::dataset::multi_turn::MultiTurnKind::Random
+            | crate::dataset::multi_turn::MultiTurnKind::ShareGpt { .. },
+        ) => &[
             "first_turn_length",
             "subsequent_turn_length",
             "chars_per_token",
@@ -151,7 +154,7 @@ fn resolve_turns(a: &PerfArgs, kind: DatasetKind, chat: bool) -> Result<Option<T
     if !multi_dataset {
         bail!(
             "--multi-turn needs a multi-turn dataset: random_multi_turn, share_gpt_zh_multi_turn, \
-             share_gpt_en_multi_turn or custom_multi_turn (got --dataset {})",
+             share_gpt_en_multi_turn, custom_multi_turn or a trie_* trace set (got --dataset {})",
             a.dataset
         );
     }

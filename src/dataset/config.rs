@@ -65,6 +65,11 @@ impl DatasetKind {
                 DatasetKind::MultiTurn(MultiTurnKind::ShareGpt { zh: false })
             }
             "custom_multi_turn" => DatasetKind::MultiTurn(MultiTurnKind::Custom),
+            "trie_agentic_coding" => {
+                DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::AgenticCoding))
+            }
+            "trie_code_qa" => DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::CodeQa)),
+            "trie_office_work" => DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::OfficeWork)),
             "mooncake_trace" => DatasetKind::MooncakeTrace,
             "workload_trace" => DatasetKind::WorkloadTrace,
             _ => return None,
@@ -75,7 +80,8 @@ impl DatasetKind {
     pub const NAMES: &'static str = "openqa, line_by_line, random, longalpaca, speed_benchmark, \
          random_vl, flickr8k, embedding_dataset, rerank_dataset, random_embedding, random_rerank, \
          custom, share_gpt_zh, share_gpt_en, random_multi_turn, share_gpt_zh_multi_turn, \
-         share_gpt_en_multi_turn, custom_multi_turn, mooncake_trace or workload_trace";
+         share_gpt_en_multi_turn, custom_multi_turn, trie_agentic_coding, trie_code_qa, \
+         trie_office_work, mooncake_trace or workload_trace";
 
     /// Whether the arrival times come from the dataset (trace replay).
     pub fn is_trace(self) -> bool {
@@ -90,8 +96,31 @@ impl DatasetKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MultiTurnKind {
     Random,
-    ShareGpt { zh: bool },
+    ShareGpt {
+        zh: bool,
+    },
     Custom,
+    /// A trie agentic trace set (evalscope 1.14.1's `trie_*`).
+    Trie(TrieSet),
+}
+
+/// The three trie workloads evalscope re-hosts on ModelScope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrieSet {
+    AgenticCoding,
+    CodeQa,
+    OfficeWork,
+}
+
+impl TrieSet {
+    /// The file of ModelScope's `evalscope/trie-workloads` this set is.
+    pub fn file(self) -> &'static str {
+        match self {
+            TrieSet::AgenticCoding => "agentic_coding_8k.jsonl",
+            TrieSet::CodeQa => "code_qa_8k.jsonl",
+            TrieSet::OfficeWork => "office_work_8k.jsonl",
+        }
+    }
 }
 
 /// The turn bounds of a multi-turn run (`--min-turns`, `--max-turns`).

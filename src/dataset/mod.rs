@@ -5,6 +5,7 @@
 //! evalscope's `--min/--max-prompt-length`.
 
 pub mod config;
+mod conversation;
 mod encoder;
 mod fit;
 mod flickr8k;
@@ -15,6 +16,7 @@ mod random;
 pub mod random_vl;
 pub mod template;
 pub mod trace;
+mod trie;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -68,6 +70,7 @@ pub fn preflight(cfg: &DatasetConfig) -> Result<()> {
         | DatasetKind::RandomEmbedding
         | DatasetKind::RandomRerank
         | DatasetKind::MultiTurn(config::MultiTurnKind::Random) => random::check_cap(cfg),
+        DatasetKind::MultiTurn(config::MultiTurnKind::Trie(set)) => trie::preflight(set, cfg),
         _ => Ok(()),
     }
 }

@@ -9,19 +9,9 @@ use serde_json::{json, Value};
 use super::config::DatasetConfig;
 use super::prompt::{in_range, read_jsonl};
 
-/// One turn: the messages it appends to the conversation, and its own output cap.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Turn {
-    pub messages: Vec<Value>,
-    pub max_tokens: Option<u64>,
-}
+pub use super::conversation::{Conversation, Turn};
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Conversation {
-    pub turns: Vec<Turn>,
-}
-
-pub use super::config::{MultiTurnKind, TurnBounds};
+pub use super::config::{MultiTurnKind, TrieSet, TurnBounds};
 
 fn user(text: String) -> Value {
     json!({"role": "user", "content": text})
@@ -47,6 +37,7 @@ pub fn load(
             })?;
             custom(path, cfg, turns.max, count)?
         }
+        MultiTurnKind::Trie(set) => super::trie::load(set, cfg, count, run_index)?,
     };
     if out.is_empty() {
         bail!(
@@ -91,6 +82,7 @@ fn random(
                         texts.next().unwrap_or_default()
                     ))],
                     max_tokens: None,
+                    tool_call_latency: None,
                 })
                 .collect(),
         })
@@ -148,6 +140,7 @@ fn share_gpt(
                 .map(|h| Turn {
                     messages: vec![user(h)],
                     max_tokens: None,
+                    tool_call_latency: None,
                 })
                 .collect(),
         });
@@ -191,6 +184,7 @@ fn custom(
                     turns.push(Turn {
                         messages: std::mem::take(&mut cur),
                         max_tokens: None,
+                        tool_call_latency: None,
                     });
                 }
             } else {
@@ -201,6 +195,7 @@ fn custom(
             turns.push(Turn {
                 messages: cur,
                 max_tokens: None,
+                tool_call_latency: None,
             });
         }
         turns.truncate(max_turns.unwrap_or(u64::MAX) as usize);

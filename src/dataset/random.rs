@@ -125,7 +125,20 @@ pub(super) fn turn_texts(
     n: usize,
 ) -> Result<(String, Vec<String>)> {
     check_cap(cfg)?;
-    let prefix = match &cfg.tokenizer {
+    let prefix = prefix_text(cfg, rng)?;
+    let lens: Vec<usize> = (0..n).map(|_| length(rng, cfg)).collect();
+    let what = format!(
+        "{n} turns of {}..={} tokens after a {}-token prefix",
+        cfg.min_prompt_length.max(1),
+        cfg.max_prompt_length.max(1),
+        cfg.prefix_length
+    );
+    Ok((prefix, texts(cfg, rng, &lens, &what)?))
+}
+
+/// The shared --prefix-length prefix of the multi-turn texts.
+fn prefix_text(cfg: &DatasetConfig, rng: &mut fastrand::Rng) -> Result<String> {
+    Ok(match &cfg.tokenizer {
         Some(t) => {
             let vocab = Vocab::new(t)?;
             let v = vocab.allowed.len();
@@ -135,15 +148,21 @@ pub(super) fn turn_texts(
             t.decode(&ids)
         }
         None => random_text(rng, cfg.prefix_length as usize),
-    };
-    let lens: Vec<usize> = (0..n).map(|_| length(rng, cfg)).collect();
-    let what = format!(
-        "{n} turns of {}..={} tokens after a {}-token prefix",
-        cfg.min_prompt_length.max(1),
-        cfg.max_prompt_length.max(1),
-        cfg.prefix_length
-    );
-    Ok((prefix, texts(cfg, rng, &lens, &what)?))
+    })
+}
+
+/// Texts of exactly the given token lengths (at least 1 each; characters without a
+/// tokenizer) after the shared --prefix-length prefix (returned apart): the trie
+/// traces' recorded lengths.
+pub(super) fn texts_of_lengths(
+    cfg: &DatasetConfig,
+    rng: &mut fastrand::Rng,
+    lens: &[usize],
+    what: &str,
+) -> Result<(String, Vec<String>)> {
+    let prefix = prefix_text(cfg, rng)?;
+    let lens: Vec<usize> = lens.iter().map(|&n| n.max(1)).collect();
+    Ok((prefix, texts(cfg, rng, &lens, what)?))
 }
 
 /// Largest token length accepted when --max-prompt-length is left at "no cap".

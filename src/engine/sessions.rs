@@ -158,6 +158,13 @@ async fn run_conversation(
         if ctx.stop.dispatch.is_cancelled() {
             return;
         }
+        // evalscope §7.2: a trie trace's tool-call time passes before the turn.
+        if let Some(s) = turn.tool_call_latency.filter(|s| *s > 0.0) {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs_f64(s)) => {}
+                _ = ctx.stop.dispatch.cancelled() => return,
+            }
+        }
         context.extend(turn.messages.iter().cloned());
         if s.rate > 0.0 {
             // evalscope: a relative exponential pause before every turn.

@@ -799,3 +799,170 @@ fn tokenize_prompt_sends_token_ids() {
         "{text}"
     );
 }
+
+/// trie trace replay (evalscope 1.14.1's `trie_*`): each trace is num_turns + 1
+/// turns; each new user message re-encodes to exactly its recorded length, each
+/// turn is capped at its recorded answer length, and the tool-call time passes
+/// between an answer and the next turn.
+#[test]
+fn trie_traces_replay_lengths_caps_and_tool_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok_file = crate::tokenizer::make_tokenizer(dir.path(), false);
+    let tok = tokenizers::Tokenizer::from_file(&tok_file).unwrap();
+    let tok_path = tok_file.to_string_lossy().into_owned();
+    // (input, [(answer, tool output, latency)], final answer)
+    type TrieTrace<'a> = (u64, &'a [(u64, u64, f64)], u64);
+    let traces: [TrieTrace; 3] = [
+        (40, &[(5, 12, 0.30), (6, 20, 0.0)], 7),
+        (25, &[], 4),
+        (60, &[(3, 9, 0.15)], 8),
+    ];
+    let mut lines = String::new();
+    for (input, turns, last) in traces {
+        let a: Vec<u64> = turns.iter().map(|t| t.0).collect();
+        let o: Vec<u64> = turns.iter().map(|t| t.1).collect();
+        let l: Vec<f64> = turns.iter().map(|t| t.2).collect();
+        lines.push_str(&format!(
+            "{{\"input_prompt_length\": {input}, \"num_turns\": {}, \"assistant_response_length\": {a:?}, \
+             \"tool_call_output_length\": {o:?}, \"tool_call_latency\": {l:?}, \
+             \"final_assistant_response_length\": {last}}}\n",
+            turns.len()
+        ));
+    }
+    let file = write(dir.path(), "code_qa_8k.jsonl", &lines);
+    let ran = Bench::sim_with(SimConfig {
+        ttft_ms: Some(5.0),
+        itl_ms: Some(1.0),
+        tokenizer_path: Some(tok_path.clone()),
+        ..SimConfig::default()
+    })
+    .parallel(3)
+    .number(3)
+    .args(&[
+        "--dataset",
+        "trie_code_qa",
+        "--dataset-path",
+        &file,
+        "--multi-turn",
+        "--tokenizer-path",
+        &tok_path,
+        "--extra-args",
+        r#"{"ignore_eos": true}"#,
+    ])
+    .run();
+    assert_eq!(ran.outcome.exit_code, 0);
+    let conn = ran.db();
+    // (session, turn, start, end, completion, request)
+    type TurnRow = (String, i64, f64, f64, i64, Value);
+    let rows: Vec<TurnRow> = common::rows(
+        &conn,
+        "SELECT session_id, turn, start_time, completed_time, completion_tokens, request
+         FROM result WHERE success=1 ORDER BY session_id, turn",
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                serde_json::from_str(&r.get::<_, String>(5)?).unwrap(),
+            ))
+        },
+    );
+    assert_eq!(rows.len(), 3 + 1 + 2, "num_turns + 1 turns per trace");
+    let mut by_session: BTreeMap<&str, Vec<&TurnRow>> = BTreeMap::new();
+    for r in &rows {
+        by_session.entry(&r.0).or_default().push(r);
+    }
+    // Conversations are claimed in file order: bench-0, bench-1, bench-2.
+    for (k, (input, turns, last)) in traces.iter().enumerate() {
+        let ts = &by_session[format!("bench-{k}").as_str()];
+        assert_eq!(ts.len(), turns.len() + 1);
+        for (i, t) in ts.iter().enumerate() {
+            let want_len = if i == 0 { *input } else { turns[i - 1].1 };
+            let want_cap = if i < turns.len() { turns[i].0 } else { *last };
+            let msgs = t.5["messages"].as_array().unwrap();
+            let text = msgs.last().unwrap()["content"].as_str().unwrap();
+            let n = tok.encode(text, false).unwrap().get_ids().len() as u64;
+            assert_eq!(n, want_len, "trace {k} turn {i}: the recorded length");
+            assert_eq!(t.5["max_tokens"], want_cap, "trace {k} turn {i}");
+            assert_eq!(t.4 as u64, want_cap, "ignore_eos: the cap is the answer");
+            if i > 0 {
+                let gap = t.2 - ts[i - 1].3;
+                let latency = turns[i - 1].2;
+                assert!(
+                    gap >= latency && gap < latency + 0.1,
+                    "trace {k} turn {i}: {gap} s after the answer, recorded {latency} s"
+                );
+            }
+        }
+    }
+    let step = ran.only_step();
+    assert_eq!(
+        common::json(&step.join("trace_summary.json"))["n_traces"],
+        3
+    );
+    assert!(step.join("workload_throughput.json").exists());
+}
+
+/// A trie file with a bad line is refused before anything is sent, naming the file,
+/// the line and the field.
+#[test]
+fn trie_bad_lines_name_the_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok_file = crate::tokenizer::make_tokenizer(dir.path(), false);
+    let good = r#"{"input_prompt_length": 10, "num_turns": 1, "assistant_response_length": [3], "tool_call_output_length": [4], "tool_call_latency": [0.1], "final_assistant_response_length": 5}"#;
+    let out = dir.path().join("out");
+    for (bad, want) in [
+        (
+            r#"{"input_prompt_length": 10, "num_turns": 2, "assistant_response_length": [3], "tool_call_output_length": [4, 4], "tool_call_latency": [0.1, 0.1], "final_assistant_response_length": 5}"#,
+            ":2: `assistant_response_length` has 1 entries, `num_turns` is 2",
+        ),
+        (
+            r#"{"input_prompt_length": -3, "num_turns": 0, "assistant_response_length": [], "tool_call_output_length": [], "tool_call_latency": [], "final_assistant_response_length": 5}"#,
+            ":2: `input_prompt_length` must be a whole number of tokens >= 0",
+        ),
+        (
+            r#"{"input_prompt_length": 10, "num_turns": 1, "assistant_response_length": [3], "tool_call_output_length": [4], "tool_call_latency": [-0.5], "final_assistant_response_length": 5}"#,
+            ":2: `tool_call_latency`[0] = -0.5 must be a number >= 0",
+        ),
+        ("{not json", ":2: not a JSON object"),
+    ] {
+        let file = write(dir.path(), "t.jsonl", &format!("{good}\n{bad}\n"));
+        let err = common::run_err(&[
+            "--url",
+            "http://127.0.0.1:9/v1/chat/completions",
+            "--model",
+            "m",
+            "--dataset",
+            "trie_agentic_coding",
+            "--dataset-path",
+            &file,
+            "--multi-turn",
+            "--tokenizer-path",
+            tok_file.to_str().unwrap(),
+            "--outputs-dir",
+            out.to_str().unwrap(),
+        ]);
+        assert!(err.contains(&format!("{file}{want}")), "{err}");
+        assert!(!out.exists(), "nothing written, nothing sent");
+    }
+    // Without the file: where to get it.
+    let err = common::run_err(&[
+        "--model",
+        "m",
+        "--dataset",
+        "trie_office_work",
+        "--multi-turn",
+        "--tokenizer-path",
+        tok_file.to_str().unwrap(),
+        "--outputs-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("--dataset-path")
+            && err.contains("office_work_8k.jsonl")
+            && err.contains("evalscope/trie-workloads"),
+        "{err}"
+    );
+}
