@@ -163,8 +163,9 @@ pub struct PerfArgs {
     /// Model name or path (sent as the body's `model`).
     #[arg(long)]
     pub model: Option<String>,
-    /// API protocol: openai, sim (built-in simulator), local, local_vllm, dashscope,
-    /// embedding, rerank, custom.
+    /// API protocol: openai, openai_responses (or openai_response, responses),
+    /// anthropic, sim (built-in simulator), local, local_vllm, dashscope, embedding
+    /// (or openai_embedding), rerank (or openai_rerank), custom.
     #[arg(long, default_value = "openai")]
     pub api: String,
     /// API endpoint URL (completed with /v1/chat/completions when it has no API path).
@@ -271,9 +272,12 @@ pub struct PerfArgs {
     pub sla_fixed_parallel: Option<u64>,
 
     // ---- Dataset / prompt
-    /// Dataset: openqa, line_by_line, random, longalpaca, speed_benchmark, random_vl,
-    /// flickr8k, embedding_dataset, rerank_dataset, random_embedding,
-    /// random_rerank, custom.
+    /// Dataset: openqa, line_by_line, random, longalpaca, speed_benchmark,
+    /// speed_benchmark_long, random_vl, flickr8k, embedding_dataset, rerank_dataset,
+    /// random_embedding, random_rerank, custom, share_gpt_zh, share_gpt_en; with
+    /// --multi-turn random_multi_turn, share_gpt_zh_multi_turn, share_gpt_en_multi_turn,
+    /// custom_multi_turn, trie_agentic_coding, trie_code_qa, trie_office_work; trace
+    /// replay mooncake_trace, workload_trace.
     #[arg(long, default_value = "openqa")]
     pub dataset: String,
     #[arg(long)]

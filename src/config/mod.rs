@@ -26,7 +26,7 @@ pub use crate::redact::{is_secret_header, redact_url, split_query, MASK};
 pub use crate::scheduler::{py_float, SweepPoint, SHARD_LOCAL_KEYS};
 pub use crate::sla::SlaConfig;
 pub use api::Api;
-pub use resolve::{complete_url, sanitize_name, url_path};
+pub use resolve::{complete_url, sanitize_name, url_path, API_NAMES};
 pub use scale::{
     hostname, parse_source_addrs, ClockRef, ScaleConfig, ShardInfo, ENV_RUN_ID, ENV_SHARD_COUNT,
     ENV_SHARD_INDEX, ENV_START_AT,

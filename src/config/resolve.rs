@@ -62,6 +62,11 @@ pub(crate) fn read_at_file(flag: &str, v: &str) -> Result<String> {
     }
 }
 
+/// Every `--api` name, for the error message and the test that keeps `perf --help`
+/// and the docs in step.
+pub const API_NAMES: &str = "openai, openai_responses, openai_response, responses, anthropic, \
+     sim, local, local_vllm, dashscope, embedding, openai_embedding, rerank, openai_rerank, custom";
+
 /// The API, after failing fast on flags whose feature is not available yet.
 pub(crate) fn resolve_api(a: &PerfArgs) -> Result<Api> {
     // Features that belong to later releases fail fast, naming the flag.
@@ -77,10 +82,7 @@ pub(crate) fn resolve_api(a: &PerfArgs) -> Result<Api> {
         "embedding" | "openai_embedding" => Api::Embedding,
         "rerank" | "openai_rerank" => Api::Rerank,
         "custom" => Api::Custom,
-        other => bail!(
-            "--api: unknown API `{other}`; use one of openai, openai_responses, anthropic, \
-             sim, local, local_vllm, dashscope, embedding, rerank, custom"
-        ),
+        other => bail!("--api: unknown API `{other}`; use one of {API_NAMES}"),
     };
     if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
         bail!(

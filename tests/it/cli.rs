@@ -467,3 +467,53 @@ fn a_run_without_enough_warmup_says_so() {
         "enough warmup: no note"
     );
 }
+
+/// Every `--dataset` and `--api` name perfscope accepts is in `perf --help` and in
+/// docs/datasets-and-apis.md, and every listed dataset name parses: the lists cannot
+/// drift from the code again.
+#[test]
+fn every_dataset_and_api_name_is_in_the_help_and_the_docs() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_perfscope"))
+        .args(["perf", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/datasets-and-apis.md"),
+    )
+    .unwrap();
+    let split = |list: &str| -> Vec<String> {
+        list.replace(" or ", ", ")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let datasets = split(perfscope::dataset::DatasetKind::NAMES);
+    assert!(datasets.len() >= 23, "{datasets:?}");
+    let apis = split(perfscope::config::API_NAMES);
+    for d in &datasets {
+        assert!(
+            perfscope::dataset::DatasetKind::from_name(d).is_some(),
+            "{d} is listed but not parsed"
+        );
+    }
+    for name in datasets.iter().chain(&apis) {
+        let word = |text: &str| {
+            text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == name)
+        };
+        assert!(word(&help), "`{name}` missing from perf --help");
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "`{name}` missing from docs/datasets-and-apis.md"
+        );
+    }
+    for api in &apis {
+        let cfg = common::resolve(&["--model", "m", "--api", api]);
+        assert!(
+            cfg.is_ok() || !format!("{:#}", cfg.as_ref().err().unwrap()).contains("unknown API"),
+            "{api} is listed but not accepted"
+        );
+    }
+}
