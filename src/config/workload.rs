@@ -42,7 +42,8 @@ fn allowed_keys(kind: DatasetKind) -> &'static [&'static str] {
         ],
         DatasetKind::MultiTurn(
             crate::dataset::multi_turn::MultiTurnKind::Random
-            | crate::dataset::multi_turn::MultiTurnKind::ShareGpt { .. },
+            | crate::dataset::multi_turn::MultiTurnKind::ShareGpt { .. }
+            | crate::dataset::multi_turn::MultiTurnKind::SweSmith,
         ) => &[
             "first_turn_length",
             "subsequent_turn_length",
@@ -154,7 +155,8 @@ fn resolve_turns(a: &PerfArgs, kind: DatasetKind, chat: bool) -> Result<Option<T
     if !multi_dataset {
         bail!(
             "--multi-turn needs a multi-turn dataset: random_multi_turn, share_gpt_zh_multi_turn, \
-             share_gpt_en_multi_turn, custom_multi_turn or a trie_* trace set (got --dataset {})",
+             share_gpt_en_multi_turn, custom_multi_turn, swe_smith or a trie_* trace set \
+             (got --dataset {})",
             a.dataset
         );
     }

@@ -65,6 +65,7 @@ impl DatasetKind {
                 DatasetKind::MultiTurn(MultiTurnKind::ShareGpt { zh: false })
             }
             "custom_multi_turn" => DatasetKind::MultiTurn(MultiTurnKind::Custom),
+            "swe_smith" => DatasetKind::MultiTurn(MultiTurnKind::SweSmith),
             "trie_agentic_coding" => {
                 DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::AgenticCoding))
             }
@@ -80,7 +81,7 @@ impl DatasetKind {
     pub const NAMES: &'static str = "openqa, line_by_line, random, longalpaca, speed_benchmark, \
          random_vl, flickr8k, embedding_dataset, rerank_dataset, random_embedding, random_rerank, \
          custom, share_gpt_zh, share_gpt_en, random_multi_turn, share_gpt_zh_multi_turn, \
-         share_gpt_en_multi_turn, custom_multi_turn, trie_agentic_coding, trie_code_qa, \
+         share_gpt_en_multi_turn, custom_multi_turn, swe_smith, trie_agentic_coding, trie_code_qa, \
          trie_office_work, mooncake_trace or workload_trace";
 
     /// Whether the arrival times come from the dataset (trace replay).
@@ -102,6 +103,8 @@ pub enum MultiTurnKind {
     Custom,
     /// A trie agentic trace set (evalscope 1.14.1's `trie_*`).
     Trie(TrieSet),
+    /// SWE-smith agent conversations from a pre-built JSON file.
+    SweSmith,
 }
 
 /// The three trie workloads evalscope re-hosts on ModelScope.

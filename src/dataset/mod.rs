@@ -14,6 +14,7 @@ mod openqa;
 pub mod prompt;
 mod random;
 pub mod random_vl;
+mod swe_smith;
 pub mod template;
 pub mod trace;
 mod trie;
@@ -71,6 +72,7 @@ pub fn preflight(cfg: &DatasetConfig) -> Result<()> {
         | DatasetKind::RandomRerank
         | DatasetKind::MultiTurn(config::MultiTurnKind::Random) => random::check_cap(cfg),
         DatasetKind::MultiTurn(config::MultiTurnKind::Trie(set)) => trie::preflight(set, cfg),
+        DatasetKind::MultiTurn(config::MultiTurnKind::SweSmith) => swe_smith::preflight(cfg),
         _ => Ok(()),
     }
 }

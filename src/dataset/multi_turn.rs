@@ -38,6 +38,7 @@ pub fn load(
             custom(path, cfg, turns.max, count)?
         }
         MultiTurnKind::Trie(set) => super::trie::load(set, cfg, count, run_index)?,
+        MultiTurnKind::SweSmith => super::swe_smith::load(cfg, count)?,
     };
     if out.is_empty() {
         bail!(
@@ -83,6 +84,7 @@ fn random(
                     ))],
                     max_tokens: None,
                     tool_call_latency: None,
+                    rid: None,
                 })
                 .collect(),
         })
@@ -141,6 +143,7 @@ fn share_gpt(
                     messages: vec![user(h)],
                     max_tokens: None,
                     tool_call_latency: None,
+                    rid: None,
                 })
                 .collect(),
         });
@@ -185,6 +188,7 @@ fn custom(
                         messages: std::mem::take(&mut cur),
                         max_tokens: None,
                         tool_call_latency: None,
+                        rid: None,
                     });
                 }
             } else {
@@ -196,6 +200,7 @@ fn custom(
                 messages: cur,
                 max_tokens: None,
                 tool_call_latency: None,
+                rid: None,
             });
         }
         turns.truncate(max_turns.unwrap_or(u64::MAX) as usize);

@@ -161,12 +161,14 @@ pub fn load(
                 messages: vec![text()],
                 max_tokens: Some(cap(0).max(1)),
                 tool_call_latency: None,
+                rid: None,
             }];
             for i in 0..n {
                 turns.push(Turn {
                     messages: vec![text()],
                     max_tokens: Some(cap(i + 1).max(1)),
                     tool_call_latency: Some(t.latencies[i]),
+                    rid: None,
                 });
             }
             Conversation { turns }

@@ -183,7 +183,14 @@ async fn run_conversation(
             &gen,
             rng,
         ) {
-            Ok(b) => Value::Object(b).to_string(),
+            Ok(mut b) => {
+                // evalscope §7.2: a conversation's rid, per turn (setdefault).
+                if let Some(rid) = &turn.rid {
+                    b.entry("rid")
+                        .or_insert_with(|| format!("{rid}_t{}", k + 1).into());
+                }
+                Value::Object(b).to_string()
+            }
             Err(e) => {
                 log::warn(format!("{id}: turn {} not sent: {e:#}", k + 1));
                 return;

@@ -966,3 +966,82 @@ fn trie_bad_lines_name_the_file_line_and_field() {
         "{err}"
     );
 }
+
+/// swe_smith from a pre-built JSON file: each conversation's turns are sent as
+/// deltas after the model's real replies, a first turn's `rid` reaches every turn as
+/// `<rid>_t<k>`, --dataset-offset rotates the list and --max-turns truncates.
+#[test]
+fn swe_smith_prebuilt_conversations_with_rids() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "agentic_dataset.json",
+        r#"{"conversations": [
+          [{"messages": [{"role": "user", "content": "zero"}], "rid": "c0"}],
+          [{"messages": [{"role": "system", "content": "be terse"}, {"role": "user", "content": "one a"}], "prompt_tokens": 9, "rid": "c1"},
+           {"messages": [{"role": "user", "content": "one b"}]},
+           {"messages": [{"role": "user", "content": "one c"}]}],
+          [{"messages": [{"role": "user", "content": "two a"}]},
+           {"messages": [{"role": "user", "content": "two b"}]}]
+        ]}"#,
+    );
+    let ran = Bench::sim_with(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    })
+    .parallel(1)
+    .number(2)
+    .max_tokens(4)
+    .args(&[
+        "--dataset",
+        "swe_smith",
+        "--dataset-path",
+        &file,
+        "--multi-turn",
+        "--max-turns",
+        "2",
+        "--dataset-offset",
+        "1",
+    ])
+    .run();
+    assert_eq!(ran.outcome.exit_code, 0);
+    let sent: Vec<Value> = common::rows(
+        &ran.db(),
+        "SELECT request FROM result ORDER BY session_id, turn",
+        |r| Ok(serde_json::from_str(&r.get::<_, String>(0)?).unwrap()),
+    );
+    // Offset 1: conversations 1 and 2, each cut to 2 turns.
+    assert_eq!(sent.len(), 4);
+    let last_user = |b: &Value| {
+        b["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(last_user(&sent[0]), "one a");
+    assert_eq!(sent[0]["messages"][0]["role"], "system");
+    assert_eq!(sent[0]["rid"], "c1_t1");
+    assert_eq!(last_user(&sent[1]), "one b");
+    assert_eq!(sent[1]["rid"], "c1_t2");
+    assert_eq!(
+        sent[1]["messages"][2]["role"], "assistant",
+        "the real reply in between"
+    );
+    assert_eq!(last_user(&sent[2]), "two a");
+    assert!(sent[2].get("rid").is_none() && sent[3].get("rid").is_none());
+    // A file without the list is refused naming the file.
+    let bad = write(dir.path(), "bad.json", r#"{"items": []}"#);
+    let err = common::run_err(&[
+        "--model",
+        "m",
+        "--dataset",
+        "swe_smith",
+        "--dataset-path",
+        &bad,
+        "--multi-turn",
+    ]);
+    assert!(
+        err.contains(&format!("{bad}: no `conversations` list")),
+        "{err}"
+    );
+}
