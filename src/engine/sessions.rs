@@ -133,6 +133,27 @@ fn estimate_cached(r: &RequestRecord, previous: Option<(u64, u64)>) -> Option<u6
     }
 }
 
+/// Waits `secs` seconds unless the run stops first (false then).
+async fn pause(ctx: &Ctx, secs: f64) -> bool {
+    if secs <= 0.0 {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(std::time::Duration::from_secs_f64(secs)) => true,
+        _ = ctx.stop.dispatch.cancelled() => false,
+    }
+}
+
+/// The turn's body as sent: with a conversation's `rid`, turn k gets
+/// `rid = "<rid>_t<k>"` unless the body has one (evalscope §7.2, setdefault).
+fn with_rid(mut b: serde_json::Map<String, Value>, rid: Option<&str>, k: usize) -> String {
+    if let Some(rid) = rid {
+        b.entry("rid")
+            .or_insert_with(|| format!("{rid}_t{k}").into());
+    }
+    Value::Object(b).to_string()
+}
+
 async fn run_conversation(
     s: &Shared,
     conv: &Conversation,
@@ -159,38 +180,29 @@ async fn run_conversation(
             return;
         }
         // evalscope §7.2: a trie trace's tool-call time passes before the turn.
-        if let Some(s) = turn.tool_call_latency.filter(|s| *s > 0.0) {
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs_f64(s)) => {}
-                _ = ctx.stop.dispatch.cancelled() => return,
-            }
+        if !pause(ctx, turn.tool_call_latency.unwrap_or(0.0)).await {
+            return;
         }
         context.extend(turn.messages.iter().cloned());
-        if s.rate > 0.0 {
-            // evalscope: a relative exponential pause before every turn.
-            let gap = -(1.0 - rng.f64()).ln() / s.rate;
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs_f64(gap)) => {}
-                _ = ctx.stop.dispatch.cancelled() => return,
-            }
+        // evalscope: with --rate, a relative exponential pause before every turn.
+        let gap = if s.rate > 0.0 {
+            -(1.0 - rng.f64()).ln() / s.rate
+        } else {
+            0.0
+        };
+        if !pause(ctx, gap).await {
+            return;
         }
         let mut gen = cfg.gen.clone();
         if let Some(cap) = turn.max_tokens {
             gen.max_tokens = (cap, cap);
         }
-        let body = match cfg.protocol.build_body(
-            &Prompt::Messages(Value::Array(context.clone())),
-            &gen,
-            rng,
-        ) {
-            Ok(mut b) => {
-                // evalscope §7.2: a conversation's rid, per turn (setdefault).
-                if let Some(rid) = &turn.rid {
-                    b.entry("rid")
-                        .or_insert_with(|| format!("{rid}_t{}", k + 1).into());
-                }
-                Value::Object(b).to_string()
-            }
+        let body = match cfg
+            .protocol
+            .build_body(&Prompt::Messages(Value::Array(context.clone())), &gen, rng)
+            .map(|b| with_rid(b, turn.rid.as_deref(), k + 1))
+        {
+            Ok(b) => b,
             Err(e) => {
                 log::warn(format!("{id}: turn {} not sent: {e:#}", k + 1));
                 return;
