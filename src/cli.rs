@@ -273,7 +273,7 @@ pub struct PerfArgs {
 
     // ---- Dataset / prompt
     /// Dataset: openqa, line_by_line, random, longalpaca, speed_benchmark,
-    /// speed_benchmark_long, random_vl, flickr8k, embedding_dataset, rerank_dataset,
+    /// speed_benchmark_long, random_vl, flickr8k, kontext_bench, embedding_dataset, rerank_dataset,
     /// random_embedding, random_rerank, custom, share_gpt_zh, share_gpt_en; with
     /// --multi-turn random_multi_turn, share_gpt_zh_multi_turn, share_gpt_en_multi_turn,
     /// custom_multi_turn, swe_smith, trie_agentic_coding, trie_code_qa, trie_office_work; trace

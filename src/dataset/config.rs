@@ -22,6 +22,8 @@ pub enum DatasetKind {
     RandomRerank,
     /// Flickr8k captions and images from a local copy.
     Flickr8k,
+    /// kontext-bench instructions and images from a local copy.
+    KontextBench,
     /// `share_gpt_zh` / `share_gpt_en`: a whole conversation as one request.
     ShareGpt {
         zh: bool,
@@ -55,6 +57,7 @@ impl DatasetKind {
             "random_embedding" | "random_embedding_batch" => DatasetKind::RandomEmbedding,
             "random_rerank" => DatasetKind::RandomRerank,
             "flickr8k" => DatasetKind::Flickr8k,
+            "kontext_bench" => DatasetKind::KontextBench,
             "share_gpt_zh" => DatasetKind::ShareGpt { zh: true },
             "share_gpt_en" => DatasetKind::ShareGpt { zh: false },
             "random_multi_turn" => DatasetKind::MultiTurn(MultiTurnKind::Random),
@@ -79,7 +82,7 @@ impl DatasetKind {
 
     /// The names `--dataset` accepts, for error messages.
     pub const NAMES: &'static str = "openqa, line_by_line, random, longalpaca, speed_benchmark, \
-         random_vl, flickr8k, embedding_dataset, rerank_dataset, random_embedding, random_rerank, \
+         random_vl, flickr8k, kontext_bench, embedding_dataset, rerank_dataset, random_embedding, random_rerank, \
          custom, share_gpt_zh, share_gpt_en, random_multi_turn, share_gpt_zh_multi_turn, \
          share_gpt_en_multi_turn, custom_multi_turn, swe_smith, trie_agentic_coding, trie_code_qa, \
          trie_office_work, mooncake_trace or workload_trace";

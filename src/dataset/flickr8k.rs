@@ -1,12 +1,14 @@
-//! `flickr8k` from a local copy (evalscope downloads `clip-benchmark/wds_flickr8k`,
-//! split `test`; perfscope never downloads). Accepted layouts:
-//! - a directory of WebDataset pairs `<key>.jpg` + `<key>.txt` (the extracted tar
-//!   shards of `clip-benchmark/wds_flickr8k`);
-//! - a JSONL file, one object per line, with the caption in `txt` or `caption` and
-//!   the image in `jpg` (base64) or `image` (base64, or a path relative to the file).
+//! The image + text datasets from a local copy (perfscope never downloads):
+//! `flickr8k` (evalscope downloads `clip-benchmark/wds_flickr8k`, split `test`) and
+//! `kontext_bench` (`black-forest-labs/kontext-bench`, split `test`). Accepted layouts:
+//! - a directory of pairs `<key>.jpg`/`.png` + `<key>.txt` (flickr8k's extracted tar
+//!   shards; for kontext_bench, one instruction per `.txt`);
+//! - a JSONL file, one object per line, with the text in `txt`, `caption`, `text` or
+//!   `instruction` and the image in `jpg`, `image` or `png` (base64, a data URL, or
+//!   a path relative to the file).
 //!
-//! As in evalscope each request is one user message: the caption as text and the
-//! image as a base64 data URL.
+//! As in evalscope each request is one user message: the text and the image as a
+//! base64 data URL. kontext_bench's missing instruction is "Describe the image".
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
@@ -15,8 +17,28 @@ use std::path::Path;
 
 use super::prompt::Prompt;
 
-const HINT: &str = "download clip-benchmark/wds_flickr8k (Hugging Face), extract the test \
-                    shards (tar xf test/*.tar) and pass the directory";
+/// One image dataset: its name, where to get a copy, and the text of an item
+/// without one (None: such an item is an error).
+pub struct ImageSet {
+    pub name: &'static str,
+    pub hint: &'static str,
+    pub default_text: Option<&'static str>,
+}
+
+pub const FLICKR8K: ImageSet = ImageSet {
+    name: "flickr8k",
+    hint: "download clip-benchmark/wds_flickr8k (Hugging Face), extract the test shards \
+           (tar xf test/*.tar) and pass the directory",
+    default_text: None,
+};
+
+pub const KONTEXT_BENCH: ImageSet = ImageSet {
+    name: "kontext_bench",
+    hint: "download black-forest-labs/kontext-bench (ModelScope or Hugging Face, split \
+           test) and write its `instruction` and `image` (a file path or base64) as one JSON \
+           object per line, or a directory of <key>.png + <key>.txt pairs",
+    default_text: Some("Describe the image"),
+};
 
 fn mime(bytes: &[u8]) -> &'static str {
     if bytes.starts_with(b"\x89PNG") {
@@ -38,27 +60,28 @@ fn message(caption: &str, image: &[u8]) -> Prompt {
     ]}]))
 }
 
-pub fn load(path: Option<&str>, chat: bool, count: u64) -> Result<Vec<Prompt>> {
+pub fn load(set: &ImageSet, path: Option<&str>, chat: bool, count: u64) -> Result<Vec<Prompt>> {
+    let (name, hint) = (set.name, set.hint);
     let Some(path) = path else {
-        bail!("--dataset flickr8k needs --dataset-path: {HINT}");
+        bail!("--dataset {name} needs --dataset-path: {hint}");
     };
     if !chat {
         bail!(
-            "--dataset flickr8k sends images as chat message parts: use a chat URL \
+            "--dataset {name} sends images as chat message parts: use a chat URL \
              (…/v1/chat/completions) or --apply-chat-template"
         );
     }
     let p = Path::new(path);
     if p.is_dir() {
-        return from_dir(p, count);
+        return from_dir(set, p, count);
     }
     if !p.is_file() {
-        bail!("--dataset-path: `{path}` does not exist; {HINT}");
+        bail!("--dataset-path: `{path}` does not exist; {hint}");
     }
-    from_jsonl(p, count)
+    from_jsonl(set, p, count)
 }
 
-fn from_dir(dir: &Path, count: u64) -> Result<Vec<Prompt>> {
+fn from_dir(set: &ImageSet, dir: &Path, count: u64) -> Result<Vec<Prompt>> {
     let mut keys: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("--dataset-path: cannot list {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -74,8 +97,10 @@ fn from_dir(dir: &Path, count: u64) -> Result<Vec<Prompt>> {
             break;
         }
         let txt = img.with_extension("txt");
-        let Ok(caption) = std::fs::read_to_string(&txt) else {
-            continue;
+        let caption = match (std::fs::read_to_string(&txt), set.default_text) {
+            (Ok(c), _) => c,
+            (Err(_), Some(d)) => d.to_string(),
+            (Err(_), None) => continue,
         };
         let bytes =
             std::fs::read(&img).with_context(|| format!("cannot read {}", img.display()))?;
@@ -83,14 +108,15 @@ fn from_dir(dir: &Path, count: u64) -> Result<Vec<Prompt>> {
     }
     if out.is_empty() {
         bail!(
-            "--dataset-path: {} holds no <key>.jpg + <key>.txt pairs; {HINT}",
-            dir.display()
+            "--dataset-path: {} holds no <key>.jpg + <key>.txt pairs; {}",
+            dir.display(),
+            set.hint
         );
     }
     Ok(out)
 }
 
-fn from_jsonl(file: &Path, count: u64) -> Result<Vec<Prompt>> {
+fn from_jsonl(set: &ImageSet, file: &Path, count: u64) -> Result<Vec<Prompt>> {
     let text = super::prompt::read_dataset_text(&file.to_string_lossy(), "--dataset-path")?;
     let base = file.parent().unwrap_or(Path::new("."));
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -106,9 +132,10 @@ fn from_jsonl(file: &Path, count: u64) -> Result<Vec<Prompt>> {
         let at = format!("{}:{}", file.display(), i + 1);
         let v: Value =
             serde_json::from_str(l).with_context(|| format!("{at}: not a JSON object line"))?;
-        let caption = ["txt", "caption", "text"]
+        let caption = ["txt", "caption", "text", "instruction"]
             .iter()
             .find_map(|k| v.get(*k).and_then(Value::as_str))
+            .or(set.default_text)
             .with_context(|| format!("{at}: no caption (`txt` or `caption`)"))?;
         let img = ["jpg", "image", "png"]
             .iter()

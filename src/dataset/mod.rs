@@ -118,7 +118,12 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
             encoder::batches(texts, cfg.batch_size, count)
         }
         DatasetKind::RandomRerank => random::rerank(cfg, count, run_index)?,
-        DatasetKind::Flickr8k => flickr8k::load(cfg.path.as_deref(), chat, count)?,
+        DatasetKind::Flickr8k => {
+            flickr8k::load(&flickr8k::FLICKR8K, cfg.path.as_deref(), chat, count)?
+        }
+        DatasetKind::KontextBench => {
+            flickr8k::load(&flickr8k::KONTEXT_BENCH, cfg.path.as_deref(), chat, count)?
+        }
         DatasetKind::RandomVl => {
             crate::telemetry::log::info(format!(
                 "random_vl: {} {}x{} {} image(s) per request, about {} vision tokens each \

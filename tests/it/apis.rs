@@ -565,3 +565,53 @@ fn flickr8k_from_a_webdataset_directory_and_jsonl() {
         "{e:#}"
     );
 }
+
+/// kontext_bench from a local JSONL copy: each request is the item's instruction
+/// (evalscope's "Describe the image" when it has none) and its image as a data URL.
+#[test]
+fn kontext_bench_from_a_local_jsonl_copy() {
+    use base64::Engine as _;
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let png = b"\x89PNG\r\n\x1a\n-kontext-".to_vec();
+    std::fs::write(dir.path().join("a.png"), &png).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let jl = dir.path().join("kontext.jsonl");
+    std::fs::write(
+        &jl,
+        format!(
+            "{}\n{}\n",
+            json!({"instruction": "Make the sky purple", "image": "a.png"}),
+            json!({"image": format!("data:image/png;base64,{}", b64.encode(&png))})
+        ),
+    )
+    .unwrap();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let out = dir.path().join("out");
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "vl", "--dataset", "kontext_bench", "--dataset-path",
+        jl.to_str().unwrap(), "--number", "2", "--outputs-dir", out.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(o.exit_code, 0);
+    let mut texts: Vec<String> = Vec::new();
+    for b in common::bodies(&o.dir.join("parallel_1_number_2")) {
+        let parts = &b["messages"][0]["content"];
+        texts.push(parts[0]["text"].as_str().unwrap().to_string());
+        let u = parts[1]["image_url"]["url"].as_str().unwrap();
+        let data = u.strip_prefix("data:image/png;base64,").unwrap();
+        assert_eq!(b64.decode(data).unwrap(), png);
+    }
+    texts.sort();
+    assert_eq!(texts, ["Describe the image", "Make the sky purple"]);
+    let e = common::run_err(&["--url", &url, "--model", "vl", "--dataset", "kontext_bench"]);
+    assert!(
+        e.contains("--dataset-path") && e.contains("kontext-bench"),
+        "{e:#}"
+    );
+}
