@@ -60,9 +60,14 @@ fn message(caption: &str, image: &[u8]) -> Prompt {
     ]}]))
 }
 
-pub fn load(set: &ImageSet, path: Option<&str>, chat: bool, count: u64) -> Result<Vec<Prompt>> {
+pub fn load(
+    set: &ImageSet,
+    cfg: &super::config::DatasetConfig,
+    chat: bool,
+    count: u64,
+) -> Result<Vec<Prompt>> {
     let (name, hint) = (set.name, set.hint);
-    let Some(path) = path else {
+    let Some(path) = cfg.path.as_deref() else {
         bail!("--dataset {name} needs --dataset-path: {hint}");
     };
     if !chat {

@@ -118,23 +118,10 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
             encoder::batches(texts, cfg.batch_size, count)
         }
         DatasetKind::RandomRerank => random::rerank(cfg, count, run_index)?,
-        DatasetKind::Flickr8k => {
-            flickr8k::load(&flickr8k::FLICKR8K, cfg.path.as_deref(), chat, count)?
-        }
-        DatasetKind::KontextBench => {
-            flickr8k::load(&flickr8k::KONTEXT_BENCH, cfg.path.as_deref(), chat, count)?
-        }
+        DatasetKind::Flickr8k => flickr8k::load(&flickr8k::FLICKR8K, cfg, chat, count)?,
+        DatasetKind::KontextBench => flickr8k::load(&flickr8k::KONTEXT_BENCH, cfg, chat, count)?,
         DatasetKind::RandomVl => {
-            crate::telemetry::log::info(format!(
-                "random_vl: {} {}x{} {} image(s) per request, about {} vision tokens each \
-                 (--image-patch-size {})",
-                cfg.image.num,
-                cfg.image.width,
-                cfg.image.height,
-                cfg.image.format,
-                random_vl::image_tokens(&cfg.image),
-                cfg.image.patch_size
-            ));
+            random_vl::log_shape(&cfg.image);
             let image = (cfg.image.width * cfg.image.height) as u64 * 4 * cfg.image.num as u64;
             random_vl::generate(
                 cfg,

@@ -42,6 +42,20 @@ pub fn check(spec: &ImageSpec) -> Result<()> {
     Ok(())
 }
 
+/// Says what each random_vl request carries (logged once per run).
+pub fn log_shape(image: &super::config::ImageSpec) {
+    crate::telemetry::log::info(format!(
+        "random_vl: {} {}x{} {} image(s) per request, about {} vision tokens each \
+         (--image-patch-size {})",
+        image.num,
+        image.width,
+        image.height,
+        image.format,
+        image_tokens(image),
+        image.patch_size
+    ));
+}
+
 /// Vision tokens of one image for a ViT with square patches (e.g. Qwen2-VL's 28 px).
 pub fn image_tokens(spec: &ImageSpec) -> u64 {
     let p = spec.patch_size.max(1);
