@@ -62,10 +62,7 @@ pub fn build_body(prompt: &Prompt, p: &GenParams, rng: &mut fastrand::Rng) -> Ma
         }
         body.insert("messages".into(), rest);
     }
-    let max_tokens = match p.max_tokens {
-        (lo, hi) if hi > lo => rng.u64(lo..=hi),
-        (lo, _) => lo,
-    };
+    let max_tokens = p.sample_max_tokens(rng);
     put(&mut body, user_body, "max_tokens", max_tokens.into());
     put(&mut body, user_body, "stream", p.stream.into());
     put(&mut body, user_body, "temperature", p.temperature.into());

@@ -163,10 +163,7 @@ impl CustomApi {
             Prompt::Body(b) => b.get("messages").cloned().unwrap_or(Value::Null),
             Prompt::Text(t) => serde_json::json!([{"role": "user", "content": t}]),
         };
-        let max_tokens = match p.max_tokens {
-            (lo, hi) if hi > lo => rng.u64(lo..=hi),
-            (lo, _) => lo,
-        };
+        let max_tokens = p.sample_max_tokens(rng);
         let ctx = minijinja::context! {
             prompt => prompt_text(prompt),
             messages => messages,

@@ -53,10 +53,7 @@ pub fn build_body(prompt: &Prompt, p: &GenParams, rng: &mut fastrand::Rng) -> Ma
         params.entry(k.to_string()).or_insert(v);
     };
     put("result_format", "message".into());
-    let max_tokens = match p.max_tokens {
-        (lo, hi) if hi > lo => rng.u64(lo..=hi),
-        (lo, _) => lo,
-    };
+    let max_tokens = p.sample_max_tokens(rng);
     put("max_tokens", max_tokens.into());
     if let Some(v) = p.frequency_penalty {
         put("frequency_penalty", v.into());

@@ -31,10 +31,7 @@ pub fn build_body(prompt: &Prompt, p: &GenParams, rng: &mut fastrand::Rng) -> Ma
         }
     };
     put(&mut body, "model", Value::String(p.model.clone()));
-    let max_tokens = match p.max_tokens {
-        (lo, hi) if hi > lo => rng.u64(lo..=hi),
-        (lo, _) => lo,
-    };
+    let max_tokens = p.sample_max_tokens(rng);
     put(&mut body, "max_tokens", max_tokens.into());
     if let Some(v) = p.min_tokens {
         put(&mut body, "min_tokens", v.into());

@@ -23,3 +23,14 @@ pub struct GenParams {
     pub stream: bool,
     pub extra_args: Map<String, Value>,
 }
+
+impl GenParams {
+    /// One request's `max_tokens`: the fixed value, or uniform in [min, max] for
+    /// `--max-tokens MIN MAX` (evalscope's `_sample_int_or_range`).
+    pub fn sample_max_tokens(&self, rng: &mut fastrand::Rng) -> u64 {
+        match self.max_tokens {
+            (lo, hi) if hi > lo => rng.u64(lo..=hi),
+            (lo, _) => lo,
+        }
+    }
+}

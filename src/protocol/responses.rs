@@ -91,10 +91,7 @@ pub fn build_body(prompt: &Prompt, p: &GenParams, rng: &mut fastrand::Rng) -> Ma
     }
     // evalscope sets these over a dataset's own body (no set-default here).
     put(&mut body, false, "model", p.model.clone().into());
-    let max_tokens = match p.max_tokens {
-        (lo, hi) if hi > lo => rng.u64(lo..=hi),
-        (lo, _) => lo,
-    };
+    let max_tokens = p.sample_max_tokens(rng);
     put(&mut body, false, "max_output_tokens", max_tokens.into());
     put(&mut body, false, "stream", p.stream.into());
     put(&mut body, false, "temperature", p.temperature.into());
