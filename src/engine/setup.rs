@@ -172,11 +172,16 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
 /// scheduling), so the request is sent once more with the run's largest
 /// max_tokens, streamed, and dropped as soon as the response head arrives: a
 /// refusal (4xx other than 429) fails here, as evalscope's full-size test does,
-/// instead of every request of the run. Anything else passes.
+/// instead of every request of the run. Anything else passes. Only for streamed
+/// runs: a `--no-stream` run may be aimed at a server that refuses streaming, and a
+/// non-stream check would wait for the whole answer.
 async fn limits_check(ctx: &Arc<Ctx>) -> Result<()> {
     let crate::protocol::Protocol::OpenAi = ctx.cfg.protocol else {
         return Ok(());
     };
+    if !ctx.cfg.gen.stream {
+        return Ok(());
+    }
     let Some(body) = crate::protocol::openai::limits_check_body(ctx.cfg.chat, &ctx.cfg.gen) else {
         return Ok(());
     };
