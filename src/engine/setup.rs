@@ -125,6 +125,9 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
                 last = text;
             }
             Ok(()) => {
+                // The max_tokens check goes first: the 1-token request after it gives
+                // the server time to drop the check's aborted stream before the run.
+                let refused = limits_check(ctx).await?;
                 // A signal during the test stops it at once: nothing of the benchmark ran.
                 let r = ctx
                     .client
@@ -134,7 +137,10 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
                     return Err(Interrupted(ctx.stop.exit_code()).into());
                 }
                 if r.success {
-                    limits_check(ctx).await?;
+                    // The endpoint answers: a refusal was the max_tokens.
+                    if let Some(why) = refused {
+                        bail!(why);
+                    }
                     log::info(format!("Connection test passed: {}", ctx.url));
                     return Ok(());
                 }
@@ -169,21 +175,22 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
 
 /// The connection test sends one token; the run asks for --max-tokens. A server
 /// refuses a max_tokens beyond the model's context at once (vLLM: 400 before
-/// scheduling), so the request is sent once more with the run's largest
-/// max_tokens, streamed, and dropped as soon as the response head arrives: a
-/// refusal (4xx other than 429) fails here, as evalscope's full-size test does,
-/// instead of every request of the run. Anything else passes. Only for streamed
+/// scheduling), so the request is also sent with the run's largest max_tokens,
+/// streamed, and dropped as soon as the response head arrives. A refusal (4xx other
+/// than 429) is returned as the error to give when the 1-token request succeeds
+/// (so it is the max_tokens, not the model or URL): the run fails at the test, as
+/// evalscope's full-size test does, instead of in every request. Only for streamed
 /// runs: a `--no-stream` run may be aimed at a server that refuses streaming, and a
 /// non-stream check would wait for the whole answer.
-async fn limits_check(ctx: &Arc<Ctx>) -> Result<()> {
+async fn limits_check(ctx: &Arc<Ctx>) -> Result<Option<String>> {
     let crate::protocol::Protocol::OpenAi = ctx.cfg.protocol else {
-        return Ok(());
+        return Ok(None);
     };
     if !ctx.cfg.gen.stream {
-        return Ok(());
+        return Ok(None);
     }
     let Some(body) = crate::protocol::openai::limits_check_body(ctx.cfg.chat, &ctx.cfg.gen) else {
-        return Ok(());
+        return Ok(None);
     };
     let body = match (&ctx.cfg.tokenizer, ctx.cfg.tokenize_prompt) {
         (Some(t), true) => crate::config::tokenize_body(body, t)?,
@@ -191,16 +198,16 @@ async fn limits_check(ctx: &Arc<Ctx>) -> Result<()> {
     };
     let body = serde_json::Value::Object(body).to_string();
     let wait = ctx.cfg.client.total_timeout.min(Duration::from_secs(30));
-    match ctx.client.head_status(body.as_bytes(), wait).await {
-        Some((s, text)) if (400..500).contains(&s) && s != 429 => bail!(
+    Ok(match ctx.client.head_status(body.as_bytes(), wait).await {
+        Some((s, text)) if (400..500).contains(&s) && s != 429 => Some(format!(
             "connection test to {}: the server refuses the run's --max-tokens {}: HTTP {s}: {text}\n\
              Lower --max-tokens to fit the model's context (prompt + max_tokens), or skip \
              the test with --no-test-connection",
             ctx.url,
             ctx.cfg.gen.max_tokens.1,
-        ),
-        _ => Ok(()),
-    }
+        )),
+        _ => None,
+    })
 }
 
 /// Open files a run may need: one connection per stream, twice that with the

@@ -225,15 +225,15 @@ fn the_server_receives_headers_and_body_as_configured() {
         .filter(|h| h.starts_with("POST /v1/completions "))
         .cloned()
         .collect();
-    // The connection test, its check of the run's max_tokens (streamed, closed at
-    // the response head), then the two requests.
+    // The connection test's check of the run's max_tokens (streamed, closed at the
+    // response head), its 1-token request, then the two requests.
     assert_eq!(seen.len(), 4, "{seen:?}");
     assert!(
-        seen[1].ends_with(
+        seen[0].ends_with(
             r#"{"prompt":"hello","model":"m","max_tokens":9,"stream":true,"temperature":0.0}"#
         ),
         "{}",
-        seen[1]
+        seen[0]
     );
     let lower = seen[2].to_ascii_lowercase();
     assert!(
@@ -274,7 +274,7 @@ fn the_server_receives_headers_and_body_as_configured() {
         )
         .unwrap();
     assert_eq!(stored, 1);
-    let test_body = seen[0].split("\r\n\r\n").nth(1).unwrap();
+    let test_body = seen[1].split("\r\n\r\n").nth(1).unwrap();
     assert!(test_body.contains(r#""max_tokens":1"#), "{test_body}");
 }
 
