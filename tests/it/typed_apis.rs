@@ -164,3 +164,69 @@ fn anthropic_messages_streamed_with_and_without_cache_details() {
 fn anthropic_messages_not_streamed() {
     run_api("anthropic", false, true);
 }
+
+/// A Responses stream that ends without `response.completed` is a failed request of
+/// kind `incomplete_stream` (like a chat stream without `[DONE]`); a `response.failed`
+/// event is an in-band error with its message.
+#[test]
+fn responses_streams_that_do_not_complete_are_failures() {
+    use axum::response::IntoResponse;
+    let _g = common::lock();
+    const DELTA: &str =
+        r#"{"type":"response.output_text.delta","delta":"hi","output_index":0,"content_index":0}"#;
+    let router = axum::Router::new().route(
+        "/v1/responses",
+        axum::routing::post(|body: String| async move {
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            let text = v["input"].to_string();
+            let tail = if text.contains("fail") {
+                "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"message\":\"engine died\"}}}\n\n"
+            } else {
+                ""
+            };
+            (
+                [("content-type", "text/event-stream")],
+                format!("event: response.output_text.delta\ndata: {}\n\n{tail}", DELTA),
+            )
+                .into_response()
+        }),
+    );
+    let mock = common::serve(router);
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/v1/responses", mock.addr);
+    for (prompt, kind, error) in [
+        ("cut", "incomplete_stream", "stream ended without"),
+        ("fail", "in_band_error", "engine died"),
+    ] {
+        let o = common::run(&[
+            "--api",
+            "openai_responses",
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--prompt",
+            prompt,
+            "--number",
+            "2",
+            "--no-test-connection",
+            "--metrics-addr",
+            "off",
+            "--server-metrics",
+            "off",
+            "--outputs-dir",
+            out.path().join(prompt).to_str().unwrap(),
+        ])
+        .unwrap();
+        let rows: Vec<(i64, String, String)> = common::rows(
+            &common::db(&o.dir.join("parallel_1_number_2")),
+            "SELECT success, failure_kind, error FROM result",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        );
+        assert_eq!(rows.len(), 2);
+        for r in rows {
+            assert_eq!((r.0, r.1.as_str()), (0, kind), "{prompt}: {r:?}");
+            assert!(r.2.contains(error), "{prompt}: {r:?}");
+        }
+    }
+}
