@@ -79,6 +79,18 @@ pub(crate) fn public_bind_warning(addr: std::net::SocketAddr) -> Option<String> 
     })
 }
 
+/// A connection-test body as the run sends its bodies: token ids with
+/// `--tokenize-prompt`.
+fn as_sent(
+    ctx: &Ctx,
+    body: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    Ok(match (&ctx.cfg.tokenizer, ctx.cfg.tokenize_prompt) {
+        (Some(t), true) => crate::config::tokenize_body(body, t)?,
+        _ => body,
+    })
+}
+
 /// A cheap request (max_tokens 1) before the benchmark: a few tries, then an error
 /// naming the URL. evalscope sends a full request and retries for up to 6 hours.
 pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
@@ -86,10 +98,7 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
         .cfg
         .protocol
         .connection_test_body(ctx.cfg.chat, &ctx.cfg.gen)?;
-    let body = match (&ctx.cfg.tokenizer, ctx.cfg.tokenize_prompt) {
-        (Some(t), true) => crate::config::tokenize_body(body, t)?,
-        _ => body,
-    };
+    let body = as_sent(ctx, body)?;
     let body = bytes::Bytes::from(serde_json::Value::Object(body).to_string());
     let timeout = ctx.cfg.client.total_timeout.min(Duration::from_secs(60));
     let mut last = String::new();
@@ -192,10 +201,7 @@ async fn limits_check(ctx: &Arc<Ctx>) -> Result<Option<String>> {
     let Some(body) = crate::protocol::openai::limits_check_body(ctx.cfg.chat, &ctx.cfg.gen) else {
         return Ok(None);
     };
-    let body = match (&ctx.cfg.tokenizer, ctx.cfg.tokenize_prompt) {
-        (Some(t), true) => crate::config::tokenize_body(body, t)?,
-        _ => body,
-    };
+    let body = as_sent(ctx, body)?;
     let body = serde_json::Value::Object(body).to_string();
     let wait = ctx.cfg.client.total_timeout.min(Duration::from_secs(30));
     Ok(match ctx.client.head_status(body.as_bytes(), wait).await {
