@@ -165,7 +165,8 @@ pub struct PerfArgs {
     pub model: Option<String>,
     /// API protocol: openai, openai_responses (or openai_response, responses),
     /// anthropic, sim (built-in simulator), local, local_vllm, dashscope, embedding
-    /// (or openai_embedding), rerank (or openai_rerank), custom.
+    /// (or openai_embedding), rerank (or openai_rerank), systemone, autotrust
+    /// (decision APIs), custom.
     #[arg(long, default_value = "openai")]
     pub api: String,
     /// API endpoint URL (completed with /v1/chat/completions when it has no API path).
@@ -273,7 +274,8 @@ pub struct PerfArgs {
 
     // ---- Dataset / prompt
     /// Dataset: openqa, line_by_line, random, longalpaca, speed_benchmark,
-    /// speed_benchmark_long, random_vl, flickr8k, kontext_bench, embedding_dataset, rerank_dataset,
+    /// speed_benchmark_long, random_vl, flickr8k, kontext_bench, mmmu_multi_image,
+    /// open_decisions (--api systemone), embedding_dataset, rerank_dataset,
     /// random_embedding, random_rerank, custom, share_gpt_zh, share_gpt_en; with
     /// --multi-turn random_multi_turn, share_gpt_zh_multi_turn, share_gpt_en_multi_turn,
     /// custom_multi_turn, swe_smith, trie_agentic_coding, trie_code_qa, trie_office_work; trace

@@ -70,12 +70,15 @@ pub enum FailureKind {
     /// An SSE line or a non-stream body over `--max-response-mib`, or more output
     /// chunks than one row may hold.
     ResponseTooLarge,
+    /// A complete reply that does not answer the request (a decision whose
+    /// options or probabilities do not match the question asked).
+    InvalidResponse,
     /// Anything else (unexpected content type, request build error).
     Other,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 12] = [
+    pub const ALL: [FailureKind; 13] = [
         FailureKind::Connect,
         FailureKind::Timeout,
         FailureKind::Http429,
@@ -87,6 +90,7 @@ impl FailureKind {
         FailureKind::Transport,
         FailureKind::Cancelled,
         FailureKind::ResponseTooLarge,
+        FailureKind::InvalidResponse,
         FailureKind::Other,
     ];
     pub fn as_str(self) -> &'static str {
@@ -102,6 +106,7 @@ impl FailureKind {
             FailureKind::Transport => "transport",
             FailureKind::Cancelled => "cancelled",
             FailureKind::ResponseTooLarge => "response_too_large",
+            FailureKind::InvalidResponse => "invalid_response",
             FailureKind::Other => "other",
         }
     }

@@ -220,6 +220,15 @@ pub(crate) async fn read_response(
     let ctype = resp.content_type.clone();
     if ctype.contains("text/event-stream") {
         *is_stream = true;
+        if matches!(proto, Protocol::Decision(_)) {
+            // evalscope: "Expected one non-stream JSON decision response."
+            r.tl.end = clock.now();
+            r.failure = Some((
+                FailureKind::InvalidResponse,
+                format!("Invalid decision response: {url} answered with an event stream, expected one JSON decision"),
+            ));
+            return;
+        }
         return read_stream(&mut resp, proto, clock, r, url).await;
     }
     *is_stream = false;
@@ -237,7 +246,7 @@ pub(crate) async fn read_response(
         ));
         return;
     }
-    read_json(&mut resp, proto, clock, r, url).await
+    read_json(&mut resp, proto, clock, r, url, body).await
 }
 
 /// A non-streaming JSON body: read whole (up to --max-response-mib), then parsed.
@@ -247,6 +256,7 @@ async fn read_json(
     clock: &Clock,
     r: &mut Reading,
     url: &str,
+    request: &[u8],
 ) {
     let mut full = Vec::new();
     loop {
@@ -280,8 +290,23 @@ async fn read_json(
     if let Some(m) = r.messages.as_mut() {
         m.push(String::from_utf8_lossy(&full).into_owned());
     }
-    match proto.parse(&full) {
-        Err(e) => r.failure = Some((FailureKind::MalformedChunk, e)),
+    let parsed = match proto {
+        Protocol::Decision(api) => {
+            crate::protocol::decision::parse(*api, &full, request).map_err(|(invalid, e)| {
+                let kind = if invalid {
+                    FailureKind::InvalidResponse
+                } else {
+                    FailureKind::MalformedChunk
+                };
+                (kind, e)
+            })
+        }
+        _ => proto
+            .parse(&full)
+            .map_err(|e| (FailureKind::MalformedChunk, e)),
+    };
+    match parsed {
+        Err(e) => r.failure = Some(e),
         Ok(info) => {
             if info.output_chars > 0 {
                 if let Some(text) = r.text.as_mut() {

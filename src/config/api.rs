@@ -15,6 +15,9 @@ pub enum Api {
     Anthropic,
     Embedding,
     Rerank,
+    /// evalscope's decision APIs: System One and AutoTrust.
+    SystemOne,
+    AutoTrust,
     Custom,
 }
 
@@ -30,6 +33,8 @@ impl Api {
             Api::Anthropic => "anthropic",
             Api::Embedding => "embedding",
             Api::Rerank => "rerank",
+            Api::SystemOne => "systemone",
+            Api::AutoTrust => "autotrust",
             Api::Custom => "custom",
         }
     }

@@ -81,3 +81,101 @@ pub(crate) fn masked_args(a: &PerfArgs) -> Map<String, Value> {
     }
     m
 }
+
+/// evalscope 1.14.1's `benchmark_args.json` key order (its `Arguments` fields).
+const EVALSCOPE_ORDER: [&str; 81] = [
+    "model",
+    "model_id",
+    "attn_implementation",
+    "api",
+    "tokenizer_path",
+    "port",
+    "url",
+    "headers",
+    "connect_timeout",
+    "read_timeout",
+    "total_timeout",
+    "api_key",
+    "no_test_connection",
+    "scenario",
+    "number",
+    "parallel",
+    "rate",
+    "warmup_num",
+    "enable_pd_metrics",
+    "open_loop",
+    "sleep_interval",
+    "duration",
+    "sla_auto_tune",
+    "sla_variable",
+    "sla_params",
+    "sla_num_runs",
+    "sla_upper_bound",
+    "sla_lower_bound",
+    "sla_fixed_parallel",
+    "sla_number_multiplier",
+    "db_commit_interval",
+    "queue_size_multiplier",
+    "in_flight_task_multiplier",
+    "num_workers",
+    "log_every_n_query",
+    "debug",
+    "enable_progress_tracker",
+    "visualizer",
+    "wandb_api_key",
+    "swanlab_api_key",
+    "swanlab_host",
+    "name",
+    "alias",
+    "outputs_dir",
+    "no_timestamp",
+    "max_prompt_length",
+    "min_prompt_length",
+    "prefix_length",
+    "prefix_count",
+    "prompt",
+    "query_template",
+    "apply_chat_template",
+    "image_width",
+    "image_height",
+    "image_format",
+    "image_num",
+    "image_patch_size",
+    "dataset",
+    "dataset_path",
+    "data_source",
+    "dataset_offset",
+    "dataset_args",
+    "frequency_penalty",
+    "repetition_penalty",
+    "logprobs",
+    "max_tokens",
+    "min_tokens",
+    "n_choices",
+    "seed",
+    "stop",
+    "stop_token_ids",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "extra_args",
+    "tokenize_prompt",
+    "multi_turn",
+    "min_turns",
+    "max_turns",
+    "multi_turn_args",
+];
+
+/// The keys in evalscope's order, perfscope's own after them in theirs.
+pub(crate) fn evalscope_order(m: Map<String, Value>) -> Map<String, Value> {
+    let mut rest = m;
+    let mut out = Map::new();
+    for k in EVALSCOPE_ORDER {
+        if let Some(v) = rest.shift_remove(k) {
+            out.insert(k.into(), v);
+        }
+    }
+    out.extend(rest);
+    out
+}

@@ -17,7 +17,8 @@ use crate::dataset::{DatasetConfig, DatasetKind};
 use crate::protocol::GenParams;
 use crate::sim::SimConfig;
 use resolve::{
-    resolve_api, resolve_headers, resolve_points, resolve_protocol, resolve_sla, resolve_url,
+    check_decision_dataset, resolve_api, resolve_headers, resolve_points, resolve_protocol,
+    resolve_sla, resolve_url,
 };
 use stages::*;
 
@@ -132,6 +133,8 @@ impl RunConfig {
             }
         }
         let protocol = resolve_protocol(api, a, &url)?;
+        check_decision_dataset(api, kind)?;
+        let decision = matches!(protocol, crate::protocol::Protocol::Decision(_));
         let chat = resolve_chat(a, api, &protocol, &url);
         if a.tokenize_prompt {
             url = workload::tokenize_prompt_url(a, kind, &protocol, &url)?;
@@ -168,7 +171,9 @@ impl RunConfig {
             chat,
             tokenizer,
             client,
-            test_connection: !a.no_test_connection,
+            // evalscope 1.14.1 sends no connection test for its input-only APIs;
+            // a decision body cannot be made up from "hello" in any case.
+            test_connection: !a.no_test_connection && !decision,
             points,
             sleep_interval: a.sleep_interval,
             warmup_num: a.warmup_num,
@@ -246,8 +251,16 @@ impl RunConfig {
             .collect()
     }
 
-    /// benchmark_args.json for one run: the flags with this run's parallel/number/rate.
-    pub fn args_for_run(&self, point: &SweepPoint) -> Map<String, Value> {
+    /// benchmark_args.json for one run: the flags with this run's parallel, number
+    /// and rate, and as evalscope 1.14.1 records them, the run's own directory as
+    /// `outputs_dir` and the dataset offset advanced past the earlier runs; keys in
+    /// evalscope's order.
+    pub fn args_for_run(
+        &self,
+        point: &SweepPoint,
+        dir: &std::path::Path,
+        dataset_offset: u64,
+    ) -> Map<String, Value> {
         let mut m = self.args_json.clone();
         m.insert("model_id".into(), self.model_id.clone().into());
         m.insert("url".into(), redact_url(&self.url).into());
@@ -255,7 +268,12 @@ impl RunConfig {
         m.insert("parallel".into(), point.parallel.into());
         m.insert("number".into(), point.number.into());
         m.insert("rate".into(), point.rate.into());
-        m
+        m.insert(
+            "outputs_dir".into(),
+            dir.to_string_lossy().into_owned().into(),
+        );
+        m.insert("dataset_offset".into(), dataset_offset.into());
+        args::evalscope_order(m)
     }
 }
 

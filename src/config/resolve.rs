@@ -65,7 +65,8 @@ pub(crate) fn read_at_file(flag: &str, v: &str) -> Result<String> {
 /// Every `--api` name, for the error message and the test that keeps `perf --help`
 /// and the docs in step.
 pub const API_NAMES: &str = "openai, openai_responses, openai_response, responses, anthropic, \
-     sim, local, local_vllm, dashscope, embedding, openai_embedding, rerank, openai_rerank, custom";
+     sim, local, local_vllm, dashscope, embedding, openai_embedding, rerank, openai_rerank, systemone, \
+     autotrust, custom";
 
 /// The API, after failing fast on flags whose feature is not available yet.
 pub(crate) fn resolve_api(a: &PerfArgs) -> Result<Api> {
@@ -81,6 +82,8 @@ pub(crate) fn resolve_api(a: &PerfArgs) -> Result<Api> {
         // evalscope's plugin names are accepted too.
         "embedding" | "openai_embedding" => Api::Embedding,
         "rerank" | "openai_rerank" => Api::Rerank,
+        "systemone" => Api::SystemOne,
+        "autotrust" => Api::AutoTrust,
         "custom" => Api::Custom,
         other => bail!("--api: unknown API `{other}`; use one of {API_NAMES}"),
     };
@@ -111,12 +114,57 @@ pub(crate) fn resolve_url(api: Api, a: &PerfArgs) -> Result<String> {
         Api::Anthropic => complete_url(&swap_chat_path(&url, "messages"), "messages"),
         Api::DashScope if is_default => crate::protocol::dashscope::DEFAULT_URL.to_string(),
         Api::DashScope | Api::Custom => url,
+        Api::SystemOne => decision_url(&url, "systemone"),
+        Api::AutoTrust => decision_url(&url, "decide"),
         Api::Local | Api::LocalVllm => {
             // evalscope serves the local model on --port; the path of --url is kept.
             let full = complete_url(&url, "chat/completions");
             format!("http://127.0.0.1:{}{}", a.port, url_path(&full))
         }
     })
+}
+
+/// The decision APIs send complete bodies, which only two datasets yield; and
+/// open_decisions yields System One bodies.
+pub(crate) fn check_decision_dataset(api: Api, kind: crate::dataset::DatasetKind) -> Result<()> {
+    use crate::dataset::DatasetKind;
+    let decision = matches!(api, Api::SystemOne | Api::AutoTrust);
+    if decision && !matches!(kind, DatasetKind::LineByLine | DatasetKind::OpenDecisions) {
+        bail!(
+            "--api {}: decisions are complete JSON request bodies: use --dataset open_decisions \
+             or --dataset line_by_line with one JSON object per line",
+            api.as_str()
+        );
+    }
+    if kind == DatasetKind::OpenDecisions && api != Api::SystemOne {
+        bail!(
+            "--dataset open_decisions yields System One request bodies: use --api systemone \
+             (not --api {})",
+            api.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// evalscope 1.14.1's path completion for the decision APIs: the endpoint appended
+/// to a URL whose path ends in none of the known ones (no `/v1` added).
+fn decision_url(url: &str, endpoint: &str) -> String {
+    const KNOWN: [&str; 8] = [
+        "/chat/completions",
+        "/completions",
+        "/responses",
+        "/embeddings",
+        "/reranks",
+        "/rerank",
+        "/systemone",
+        "/decide",
+    ];
+    let (base, query) = split_query(url);
+    let trimmed = base.trim_end_matches('/');
+    if KNOWN.iter().any(|k| trimmed.ends_with(k)) {
+        return url.to_string();
+    }
+    format!("{trimmed}/{endpoint}{query}")
 }
 
 /// A URL whose path ends in `chat/completions` with that end replaced (said once).
@@ -154,6 +202,8 @@ pub(crate) fn resolve_protocol(
         Api::Sim => Protocol::OpenAi,
         Api::Embedding => Protocol::Embedding,
         Api::Rerank => Protocol::Rerank,
+        Api::SystemOne => Protocol::Decision(crate::protocol::decision::DecisionApi::SystemOne),
+        Api::AutoTrust => Protocol::Decision(crate::protocol::decision::DecisionApi::AutoTrust),
         Api::DashScope => Protocol::DashScope,
         Api::Responses | Api::Anthropic => {
             if a.tokenize_prompt {

@@ -56,9 +56,22 @@ pub(crate) fn resolve_chat(a: &PerfArgs, api: Api, protocol: &Protocol, url: &st
     } else if a.no_apply_chat_template {
         false
     } else {
-        // DashScope, the Responses and the Messages APIs take messages unless told
-        // otherwise.
-        matches!(api, Api::DashScope | Api::Responses | Api::Anthropic)
+        // DashScope and the Messages API take messages unless told otherwise. The
+        // Responses API takes a text `input` (evalscope 1.14.1 resolves
+        // apply_chat_template from the redirected /responses URL: false), except
+        // where evalscope's datasets always yield messages: conversations and images.
+        matches!(api, Api::DashScope | Api::Anthropic)
+            || (api == Api::Responses
+                && (a.multi_turn
+                    || matches!(
+                        crate::dataset::DatasetKind::from_name(&a.dataset),
+                        Some(
+                            crate::dataset::DatasetKind::Flickr8k
+                                | crate::dataset::DatasetKind::KontextBench
+                                | crate::dataset::DatasetKind::MmmuMultiImage
+                                | crate::dataset::DatasetKind::RandomVl
+                        )
+                    )))
             || split_query(url)
                 .0
                 .trim_end_matches('/')

@@ -254,8 +254,18 @@ pub(crate) fn tokenize_prompt_url(
             a.api
         );
     }
-    if matches!(kind, DatasetKind::RandomVl) {
-        bail!("--tokenize-prompt cannot send images: not with --dataset random_vl");
+    if matches!(
+        kind,
+        DatasetKind::RandomVl
+            | DatasetKind::Flickr8k
+            | DatasetKind::KontextBench
+            | DatasetKind::MmmuMultiImage
+    ) {
+        // evalscope 1.14.1 refuses mmmu_multi_image too: images are not token ids.
+        bail!(
+            "--tokenize-prompt cannot send images: not with --dataset {}",
+            a.dataset
+        );
     }
     let (path, query) = crate::redact::split_query(url);
     Ok(

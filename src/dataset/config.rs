@@ -24,6 +24,10 @@ pub enum DatasetKind {
     Flickr8k,
     /// kontext-bench instructions and images from a local copy.
     KontextBench,
+    /// MMMU validation questions with 2–7 images, from a local snapshot.
+    MmmuMultiImage,
+    /// OpenDecisions as complete System One request bodies, from a local copy.
+    OpenDecisions,
     /// `share_gpt_zh` / `share_gpt_en`: a whole conversation as one request.
     ShareGpt {
         zh: bool,
@@ -58,6 +62,8 @@ impl DatasetKind {
             "random_rerank" => DatasetKind::RandomRerank,
             "flickr8k" => DatasetKind::Flickr8k,
             "kontext_bench" => DatasetKind::KontextBench,
+            "mmmu_multi_image" => DatasetKind::MmmuMultiImage,
+            "open_decisions" => DatasetKind::OpenDecisions,
             "share_gpt_zh" => DatasetKind::ShareGpt { zh: true },
             "share_gpt_en" => DatasetKind::ShareGpt { zh: false },
             "random_multi_turn" => DatasetKind::MultiTurn(MultiTurnKind::Random),
@@ -82,7 +88,7 @@ impl DatasetKind {
 
     /// The names `--dataset` accepts, for error messages.
     pub const NAMES: &'static str = "openqa, line_by_line, random, longalpaca, speed_benchmark, \
-         random_vl, flickr8k, kontext_bench, embedding_dataset, rerank_dataset, random_embedding, random_rerank, \
+         random_vl, flickr8k, kontext_bench, mmmu_multi_image, open_decisions, embedding_dataset, rerank_dataset, random_embedding, random_rerank, \
          custom, share_gpt_zh, share_gpt_en, random_multi_turn, share_gpt_zh_multi_turn, \
          share_gpt_en_multi_turn, custom_multi_turn, swe_smith, trie_agentic_coding, trie_code_qa, \
          trie_office_work, mooncake_trace or workload_trace";

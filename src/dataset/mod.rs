@@ -9,8 +9,11 @@ mod conversation;
 mod encoder;
 mod fit;
 mod flickr8k;
+mod mmmu;
 pub mod multi_turn;
+mod open_decisions;
 mod openqa;
+mod parquet_rows;
 pub mod prompt;
 mod random;
 pub mod random_vl;
@@ -73,6 +76,21 @@ pub fn preflight(cfg: &DatasetConfig) -> Result<()> {
         | DatasetKind::MultiTurn(config::MultiTurnKind::Random) => random::check_cap(cfg),
         DatasetKind::MultiTurn(config::MultiTurnKind::Trie(set)) => trie::preflight(set, cfg),
         DatasetKind::MultiTurn(config::MultiTurnKind::SweSmith) => swe_smith::preflight(cfg),
+        DatasetKind::MmmuMultiImage | DatasetKind::OpenDecisions => match cfg.path.as_deref() {
+            None => bail!(
+                "--dataset {} needs --dataset-path: {}",
+                cfg.name,
+                if cfg.kind == DatasetKind::OpenDecisions {
+                    open_decisions::HINT
+                } else {
+                    mmmu::HINT
+                }
+            ),
+            Some(p) if !std::path::Path::new(p).exists() => {
+                bail!("--dataset-path: `{p}` does not exist")
+            }
+            _ => Ok(()),
+        },
         _ => Ok(()),
     }
 }
@@ -120,6 +138,8 @@ pub fn load(cfg: &DatasetConfig, chat: bool, count: u64, run_index: u64) -> Resu
         DatasetKind::RandomRerank => random::rerank(cfg, count, run_index)?,
         DatasetKind::Flickr8k => flickr8k::load(&flickr8k::FLICKR8K, cfg, chat, count)?,
         DatasetKind::KontextBench => flickr8k::load(&flickr8k::KONTEXT_BENCH, cfg, chat, count)?,
+        DatasetKind::MmmuMultiImage => mmmu::load(cfg, chat, count)?,
+        DatasetKind::OpenDecisions => open_decisions::load(cfg, count)?,
         DatasetKind::RandomVl => {
             random_vl::log_shape(&cfg.image);
             let image = (cfg.image.width * cfg.image.height) as u64 * 4 * cfg.image.num as u64;

@@ -35,6 +35,19 @@ pub(crate) struct Ctx {
     pub(crate) reserve: Option<Arc<crate::store::Reserve>>,
     /// Scrape endpoints whose failure has been reported (once per invocation).
     pub(crate) scrape_reported: crate::scrape::Reported,
+    /// Σ `number` of the runs done: evalscope advances `dataset_offset` by each
+    /// run's number so the next run starts elsewhere in the dataset.
+    pub(crate) offset_advance: std::sync::atomic::AtomicU64,
+}
+
+impl Ctx {
+    /// `--dataset-offset` as this run sees it (evalscope 1.14.1's auto-advance).
+    pub(crate) fn dataset_offset(&self) -> u64 {
+        self.cfg.dataset.dataset_offset
+            + self
+                .offset_advance
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// What a finished invocation produced.

@@ -209,6 +209,7 @@ async fn run_inner(
         scrape,
         reserve,
         scrape_reported: Default::default(),
+        offset_advance: Default::default(),
     });
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;

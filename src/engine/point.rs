@@ -30,6 +30,7 @@ pub(crate) async fn run_point(
 ) -> Result<RunResult> {
     let cfg = &ctx.cfg;
     let dir = root.join(&name);
+    let global_number = point.number;
     let warmup = cfg.warmup_for(point.number);
     let mut work = load_work(ctx, point.number + warmup, index).await?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -38,7 +39,9 @@ pub(crate) async fn run_point(
     // A shard keeps its part of the global plan; everything below runs that part.
     let (local, warmup, number) = shard_part(cfg, &mut work, point, warmup, number);
     let point = &local;
-    let args = cfg.args_for_run(point);
+    let args = cfg.args_for_run(point, &dir, ctx.dataset_offset());
+    ctx.offset_advance
+        .fetch_add(global_number, std::sync::atomic::Ordering::Relaxed);
     let queue = queue_size(ctx, point);
     let writer = open_store(ctx, point, root, &name, &args, queue)?;
     log::info(format!(

@@ -54,11 +54,28 @@ impl Bodies {
         // --prompt: evalscope builds the body once and re-sends it (a --max-tokens
         // range is sampled once too).
         let keep = p.max_tokens.0 == p.max_tokens.1 || ctx.cfg.dataset.prompt.is_some();
-        let check = matches!(ctx.cfg.protocol, crate::protocol::Protocol::Custom(_));
+        let decision = matches!(ctx.cfg.protocol, crate::protocol::Protocol::Decision(_));
+        let check = decision || matches!(ctx.cfg.protocol, crate::protocol::Protocol::Custom(_));
         let mut built = Vec::new();
         if keep || check {
-            for pr in &prompts {
-                let b = ctx.cfg.build_body(pr, p, &mut rng)?;
+            for (i, pr) in prompts.iter().enumerate() {
+                let b = match ctx.cfg.build_body(pr, p, &mut rng) {
+                    // A decision body evalscope would refuse: the run's input is wrong.
+                    Err(e) if decision => {
+                        return Err(BadInput(format!(
+                            "--dataset {} ({}): item {}: {e:#}",
+                            ctx.cfg.dataset.name,
+                            ctx.cfg
+                                .dataset
+                                .path
+                                .as_deref()
+                                .unwrap_or("no --dataset-path"),
+                            i + 1
+                        ))
+                        .into())
+                    }
+                    r => r?,
+                };
                 if keep {
                     built.push(bytes::Bytes::from(serde_json::Value::Object(b).to_string()));
                 }
@@ -157,9 +174,16 @@ impl Work {
         let cfg = &ctx.cfg;
         let bad = |e: anyhow::Error| BadInput(format!("{e:#}"));
         Ok(match (cfg.turns, cfg.dataset.kind) {
-            (Some(turns), dataset::DatasetKind::MultiTurn(kind)) => Work::Sessions(Arc::new(
-                dataset::multi_turn::load(kind, &cfg.dataset, turns, count, index).map_err(bad)?,
-            )),
+            (Some(turns), dataset::DatasetKind::MultiTurn(kind)) => {
+                // swe_smith starts at the offset (rotated), which advances per run.
+                let mut ds = cfg.dataset.clone();
+                if kind == dataset::config::MultiTurnKind::SweSmith {
+                    ds.dataset_offset = ctx.dataset_offset();
+                }
+                Work::Sessions(Arc::new(
+                    dataset::multi_turn::load(kind, &ds, turns, count, index).map_err(bad)?,
+                ))
+            }
             _ => match cfg.trace {
                 Some(t) => {
                     let speed = t.speedup * cfg.dataset.args.speed.unwrap_or(1.0);

@@ -6,6 +6,7 @@ pub mod body;
 pub mod chunk;
 pub mod custom;
 pub mod dashscope;
+pub mod decision;
 pub mod embedding;
 pub mod openai;
 pub mod params;
@@ -35,15 +36,21 @@ pub enum Protocol {
     Rerank,
     /// DashScope's native text-generation API.
     DashScope,
+    /// evalscope's decision APIs (`systemone`, `autotrust`): complete JSON bodies,
+    /// one validated JSON decision back.
+    Decision(decision::DecisionApi),
     /// A declarative API from `--api-config`.
     Custom(Arc<custom::CustomApi>),
 }
 
 impl Protocol {
-    /// Embedding and rerank runs have no output tokens: evalscope's input-throughput
-    /// summary layout applies.
+    /// Embedding, rerank and decision runs generate no token stream: evalscope's
+    /// input-throughput summary layout applies (its `is_input_only`).
     pub fn is_encoder(&self) -> bool {
-        matches!(self, Protocol::Embedding | Protocol::Rerank)
+        matches!(
+            self,
+            Protocol::Embedding | Protocol::Rerank | Protocol::Decision(_)
+        )
     }
 
     /// The request body for one prompt.
@@ -60,6 +67,7 @@ impl Protocol {
             Protocol::Embedding => embedding::embedding_body(prompt, p),
             Protocol::Rerank => embedding::rerank_body(prompt, p),
             Protocol::DashScope => dashscope::build_body(prompt, p, rng),
+            Protocol::Decision(api) => decision::build_body(*api, prompt, &p.model)?,
             Protocol::Custom(c) => c.build_body(prompt, p, rng)?,
         })
     }
@@ -96,6 +104,10 @@ impl Protocol {
             Protocol::Anthropic => anthropic::parse(data),
             Protocol::Embedding | Protocol::Rerank => embedding::parse(data),
             Protocol::DashScope => dashscope::parse(data),
+            // A decision is read whole, against its request (`parse_decision`).
+            Protocol::Decision(_) => {
+                Err("a decision reply is one JSON body, not a stream of events".into())
+            }
             Protocol::Custom(c) => c.parse(data),
         }
     }
@@ -133,11 +145,16 @@ pub(crate) fn test_params(model: &str) -> GenParams {
     }
 }
 
+/// Whether a stored run used one of evalscope's decision APIs.
+pub fn is_decision_run(api: &str) -> bool {
+    matches!(api, "systemone" | "autotrust")
+}
+
 /// Whether a stored run used an embedding or rerank endpoint (its API, or for the
 /// simulator its URL path): such runs use evalscope's input-throughput layout.
 pub fn is_encoder_run(api: &str, url: &str) -> bool {
     match api {
-        "embedding" | "rerank" => true,
+        "embedding" | "rerank" | "systemone" | "autotrust" => true,
         "sim" => {
             let path = crate::redact::split_query(url).0.trim_end_matches('/');
             path.ends_with("/embeddings") || path.ends_with("/rerank") || path.ends_with("/reranks")
@@ -172,7 +189,7 @@ impl Protocol {
             Protocol::Responses => responses::output_text(v),
             Protocol::Anthropic => anthropic::output_text(v),
             Protocol::Custom(c) => c.content(v).to_string(),
-            Protocol::Embedding | Protocol::Rerank => String::new(),
+            Protocol::Embedding | Protocol::Rerank | Protocol::Decision(_) => String::new(),
         }
     }
 

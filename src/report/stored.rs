@@ -56,6 +56,7 @@ pub fn figures(
             rate: point.rate,
             goodput,
             encoder,
+            decision: crate::protocol::is_decision_run(&rows.api),
         },
     )?;
     let columns = crate::stats::percentile_columns(rows, encoder)?;

@@ -49,7 +49,7 @@ fn doc_text(v: &Value) -> String {
 }
 
 /// Waits the simulated forward pass and applies HTTP faults (Some: the error reply).
-async fn forward(sim: &Sim, n: u64, tokens: u64) -> Option<Response> {
+pub(super) async fn forward(sim: &Sim, n: u64, tokens: u64) -> Option<Response> {
     let cfg = &sim.cfg;
     let mut rng = fastrand::Rng::with_seed(cfg.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let x = rng.f64();

@@ -13,6 +13,7 @@
 //! [`config::count_tokens`]; completion tokens = tokens sent.
 
 pub mod config;
+mod decision;
 mod encoder;
 pub mod engine;
 mod generate;
@@ -74,6 +75,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/rerank", post(encoder::rerank))
         .route("/v1/reranks", post(encoder::rerank))
         .route("/rerank", post(encoder::rerank))
+        .route("/v1/systemone", post(decision::systemone))
+        .route("/systemone", post(decision::systemone))
+        .route("/v1/decide", post(decision::decide))
+        .route("/decide", post(decision::decide))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(server_metrics))

@@ -30,6 +30,8 @@ pub enum Format {
     Counts,
     /// A sentence (`Token Counts`).
     Text,
+    /// A list of metric names (`Not Applicable Metrics`).
+    Names,
 }
 
 /// Which runs a metric belongs to.
@@ -161,7 +163,7 @@ macro_rules! percentile_columns {
     };
 }
 
-use Format::{Counts, Dp, Float, Int, Text};
+use Format::{Counts, Dp, Float, Int, Names, Text};
 const GENERAL: Option<Section> = Some(Section::General);
 const LATENCY: Option<Section> = Some(Section::Latency);
 const TOKENS: Option<Section> = Some(Section::Tokens);
@@ -202,6 +204,9 @@ summary_metrics! {
     AvgInputTokens: "Avg Input Tokens", "tokens", Dp(4), Neutral, Any, Evalscope,
         additive false, tracked true, TOKENS,
         "Σ prompt_tokens / successes with known token counts";
+    NotApplicable: "Not Applicable Metrics", "", Names, Neutral, Encoder, EvalscopeWhen,
+        additive false, tracked false, None,
+        "decision runs (--api systemone / autotrust): the generation metrics without meaning for a decision, [Avg TTFT (ms), Avg TPOT (ms), Avg ITL (ms)]";
     OutputThroughput: "Output Throughput (tok/s)", "tok/s", Dp(4), HigherIsBetter, Generation, Evalscope,
         additive false, tracked true, TOKENS,
         "Σ completion_tokens / Test Duration";
@@ -231,7 +236,7 @@ summary_metrics! {
         "Σ completion_tokens / successes with known token counts";
     InputThroughput: "Input Throughput (tok/s)", "tok/s", Dp(4), HigherIsBetter, Encoder, Evalscope,
         additive false, tracked true, TOKENS,
-        "Σ prompt_tokens / Σ latency (evalscope writes 0.0 for generation runs)";
+        "Σ prompt_tokens / Σ latency (evalscope writes 0.0 for generation runs); decision runs (--api systemone / autotrust): Σ prompt_tokens / test duration";
     AvgTurnsPerRequest: "Avg Turns/Request", "turns", Dp(4), Neutral, Generation, EvalscopeWhen,
         additive false, tracked true, MULTI_TURN,
         "multi-turn: mean 1-based turn index of successful turns (not turns per conversation)";
@@ -434,7 +439,7 @@ pub fn markdown() -> String {
     let scope = |s: Scope| match s {
         Scope::Any => "",
         Scope::Generation => " (generation runs)",
-        Scope::Encoder => " (embedding / rerank runs)",
+        Scope::Encoder => " (embedding / rerank / decision runs)",
     };
     let mut out = String::from(
         "| Summary key | Written as | Better | From | Definition |\n|---|---|---|---|---|\n",
@@ -447,6 +452,7 @@ pub fn markdown() -> String {
             Format::Float => "as set".to_string(),
             Format::Counts => "object".to_string(),
             Format::Text => "text".to_string(),
+            Format::Names => "list".to_string(),
         };
         out.push_str(&format!(
             "| `{}` | {format} | {} | {} | {}{} |\n",

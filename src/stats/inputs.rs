@@ -6,8 +6,11 @@ pub struct RunInputs {
     pub parallel: i64,
     pub rate: f64,
     pub goodput: Option<Goodput>,
-    /// Embedding / rerank: no output tokens; evalscope's Input Throughput.
+    /// Embedding / rerank / decision: no output tokens; evalscope's Input Throughput.
     pub encoder: bool,
+    /// Decision APIs (`systemone`, `autotrust`): their own Input Throughput and the
+    /// list of metrics that do not apply.
+    pub decision: bool,
 }
 
 /// vLLM's goodput: a request is good when it succeeded and meets every given bound

@@ -135,18 +135,19 @@ fn evalscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
     s.set(Metric::ReqThroughput, t.per_dur(t.succ as f64));
     s.set(Metric::AvgLatency, t.per_succ(sum_latency));
     s.set(Metric::AvgInputTokens, t.per_known(t.sum_prompt));
-    s.set(Metric::OutputThroughput, t.per_dur(t.sum_completion));
+    // evalscope zeroes the generation keys of embedding, rerank and decision runs
+    // (its summary model's defaults), and emits the embedding-only Input
+    // Throughput as 0.0 for LLM runs.
+    let gen = |v: f64| if run.encoder { 0.0 } else { v };
+    s.set(Metric::OutputThroughput, gen(t.per_dur(t.sum_completion)));
     s.set(
         Metric::TotalThroughput,
-        t.per_dur(t.sum_prompt + t.sum_completion),
+        gen(t.per_dur(t.sum_prompt + t.sum_completion)),
     );
-    // evalscope zeroes the generation keys of embedding runs, and emits the
-    // embedding-only Input Throughput as 0.0 for LLM runs.
-    let gen = |v: f64| if run.encoder { 0.0 } else { v };
     s.set(Metric::AvgTtft, gen(avg_ttft));
     s.set(Metric::AvgTpot, gen(avg_tpot));
     s.set(Metric::AvgItl, gen(avg_itl));
-    s.set(Metric::AvgOutputTokens, t.per_known(t.sum_completion));
+    s.set(Metric::AvgOutputTokens, gen(t.per_known(t.sum_completion)));
     if t.succ > 0 && t.n_known == 0 && !run.encoder {
         // No successful request reported its token counts (no `usage`, and no
         // --tokenizer-path to count them): the token figures are unknown, not 0.
@@ -161,6 +162,14 @@ fn evalscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
     }
     let input_tput = if !run.encoder {
         0.0
+    } else if run.decision {
+        // evalscope 1.14.1: avg_prompt_tokens × qps = Σ prompt_tokens / duration.
+        s.set_not_applicable(vec![
+            Metric::AvgTtft.key(),
+            Metric::AvgTpot.key(),
+            Metric::AvgItl.key(),
+        ]);
+        t.per_dur(t.sum_prompt)
     } else {
         // Σ input tokens / Σ per-request latency (a per-request average, as
         // evalscope defines it; Total Throughput is the system rate).

@@ -14,6 +14,7 @@ pub struct Summary {
     values: Vec<Option<f64>>,
     failures_by_kind: Option<Vec<(String, u64)>>,
     token_counts: Option<String>,
+    not_applicable: Option<Vec<&'static str>>,
     /// What the computation found suspicious (logged, not written to the file).
     warnings: Vec<String>,
 }
@@ -24,6 +25,7 @@ impl Default for Summary {
             values: vec![None; Metric::ALL.len()],
             failures_by_kind: None,
             token_counts: None,
+            not_applicable: None,
             warnings: Vec::new(),
         }
     }
@@ -35,7 +37,7 @@ impl Summary {
         let v = match m.def().format {
             Format::Dp(dp) => round(v, dp),
             Format::Int => v.round(),
-            Format::Float | Format::Counts | Format::Text => v,
+            Format::Float | Format::Counts | Format::Text | Format::Names => v,
         };
         self.values[m as usize] = Some(v);
     }
@@ -66,6 +68,7 @@ impl Summary {
         match m {
             Metric::FailuresByKind => self.failures_by_kind.is_some(),
             Metric::TokenCounts => self.token_counts.is_some(),
+            Metric::NotApplicable => self.not_applicable.is_some(),
             _ => self.get(m).is_some(),
         }
     }
@@ -77,6 +80,13 @@ impl Summary {
     }
     pub fn set_token_counts(&mut self, text: String) {
         self.token_counts = Some(text);
+    }
+    /// Metrics that do not apply to this run (evalscope's decision runs).
+    pub fn set_not_applicable(&mut self, names: Vec<&'static str>) {
+        self.not_applicable = Some(names);
+    }
+    pub fn not_applicable(&self) -> &[&'static str] {
+        self.not_applicable.as_deref().unwrap_or_default()
     }
     pub fn token_counts(&self) -> Option<&str> {
         self.token_counts.as_deref()
@@ -108,6 +118,9 @@ impl Summary {
                     )
                 }),
                 Format::Text => self.token_counts.clone().map(Value::String),
+                Format::Names => self.not_applicable.as_ref().map(|n| {
+                    Value::Array(n.iter().map(|s| Value::String(s.to_string())).collect())
+                }),
                 Format::Int => self.get(m).map(|v| {
                     if v.is_nan() {
                         Value::Null

@@ -79,6 +79,7 @@ fn summary_of_dir(dir: &Path) -> perfscope::stats::Summary {
             rate: -1.0,
             goodput: None,
             encoder: false,
+            decision: false,
         },
     )
     .unwrap()
