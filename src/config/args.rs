@@ -44,6 +44,20 @@ pub(crate) fn masked_args(a: &PerfArgs) -> Map<String, Value> {
     if a.num_workers.is_none() {
         m.insert("num_workers".into(), 0.into());
     }
+    // evalscope types these as int (warmup_num int or float): a whole value is
+    // recorded as an integer (21600, not 21600.0).
+    for k in [
+        "connect_timeout",
+        "read_timeout",
+        "total_timeout",
+        "warmup_num",
+    ] {
+        if let Some(x) = m.get(k).and_then(Value::as_f64) {
+            if x.fract() == 0.0 && x.abs() < 9.0e15 {
+                m.insert(k.into(), (x as i64).into());
+            }
+        }
+    }
     m.shift_remove("no_stream");
     m.shift_remove("no_apply_chat_template");
     // None = decided from the URL (evalscope); the per-run args hold the outcome.

@@ -8,6 +8,7 @@ mod binary;
 mod cli;
 mod common;
 mod decisions;
+mod evalscope_parity;
 mod failures;
 mod faults;
 mod golden;
