@@ -125,3 +125,80 @@ fn mmmu_multi_image_round_robin_over_subjects_from_a_local_snapshot() {
     ]);
     assert!(e.contains("validation-*.parquet"), "{e}");
 }
+
+/// The evalscope 1.14.1 registry names no other test runs: each against the
+/// simulator with a small local file where evalscope would download one, every
+/// request a success.
+#[test]
+fn the_remaining_registry_names_run_on_the_simulator() {
+    let _g = common::lock();
+    let sim = common::start_sim(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let alpaca = write(
+        "LongAlpaca-12k.json",
+        r#"[{"instruction": "Summarise the long paper below in one line."}, {"instruction": "What is the main claim?"}]"#,
+    );
+    let share = write(
+        "common_zh_70k.jsonl",
+        "{\"conversation\": [{\"human\": \"你好\", \"assistant\": \"你好！\"}, {\"human\": \"今天天气怎么样？\", \"assistant\": \"晴。\"}]}\n",
+    );
+    let texts = write(
+        "texts.txt",
+        "the quick brown fox\njumps over the lazy dog\n",
+    );
+    let base = sim.base_url();
+    let chat = format!("{base}/v1/chat/completions");
+    let v1 = format!("{base}/v1");
+    let completions = format!("{base}/v1/completions");
+    #[rustfmt::skip]
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--url", &chat, "--dataset", "longalpaca", "--dataset-path", &alpaca, "--number", "2"],
+        vec!["--url", &chat, "--dataset", "share_gpt_zh", "--dataset-path", &share, "--number", "2"],
+        vec!["--url", &chat, "--dataset", "share_gpt_zh_multi_turn", "--dataset-path", &share,
+             "--multi-turn", "--number", "2"],
+        vec!["--url", &completions, "--dataset", "speed_benchmark_long",
+             "--number", "4"],
+        vec!["--api", "openai_embedding", "--url", &v1, "--dataset", "embed", "--dataset-path", &texts,
+             "--number", "2"],
+        vec!["--api", "embedding", "--url", &v1, "--dataset", "embedding_batch", "--dataset-path",
+             &texts, "--number", "2", "--extra-args", r#"{"batch_size": 2}"#],
+        vec!["--api", "embedding", "--url", &v1, "--dataset", "random_embedding_batch",
+             "--min-prompt-length", "8", "--max-prompt-length", "16", "--number", "2",
+             "--extra-args", r#"{"batch_size": 2}"#],
+        vec!["--api", "openai_rerank", "--url", &v1, "--dataset", "random_rerank",
+             "--min-prompt-length", "8", "--max-prompt-length", "16", "--number", "2"],
+        vec!["--api", "openai_response", "--url", &chat, "--dataset", "line_by_line",
+             "--dataset-path", &texts, "--number", "2"],
+        vec!["--api", "responses", "--url", &v1, "--dataset", "line_by_line", "--dataset-path", &texts,
+             "--number", "2", "--no-stream"],
+    ];
+    for case in cases {
+        let out = dir.path().join("out");
+        let mut argv = case.clone();
+        argv.extend([
+            "--model",
+            "m",
+            "--max-tokens",
+            "4",
+            "--outputs-dir",
+            out.to_str().unwrap(),
+        ]);
+        let o = common::run(&argv).unwrap_or_else(|e| panic!("{case:?}: {e:#}"));
+        assert_eq!(o.exit_code, 0, "{case:?}");
+        let step = common::files_under(&o.dir)
+            .into_iter()
+            .find(|p| p.ends_with("benchmark_summary.json"))
+            .unwrap_or_else(|| panic!("{case:?}: no summary"));
+        let s = common::json(&step);
+        assert!(s["Total Requests"].as_u64().unwrap() >= 2, "{case:?}: {s}");
+        assert_eq!(s["Failed Requests"], 0, "{case:?}: {s}");
+    }
+}
