@@ -17,6 +17,7 @@
 //! No module imports one above it, and none import each other (ARCHITECTURE.md;
 //! checked by `tests/it/architecture.rs`).
 
+pub mod agentx;
 pub mod cli;
 pub mod client;
 pub mod compare;

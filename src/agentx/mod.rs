@@ -1,0 +1,9 @@
+//! Agentic session replay (`--scenario agentx`): Weka coding-agent traces, their
+//! subagent trees and the theoretical prefix cache, as AIPerf 0.12.0 replays them
+//! for evalscope 1.14.1's AgentX scenario.
+
+pub mod plan;
+pub mod trace;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+use super::plan::{build, theoretical_hit};
+use super::trace::read;
+use serde_json::json;
+
+fn req(t: f64, input: u64, out: u64, hash: &[i64], api: f64) -> serde_json::Value {
+    json!({"t": t, "type": "n", "model": "m", "in": input, "out": out, "hash_ids": hash, "api_time": api})
+}
+
+/// A root of three turns; subagent A (spawned after turn 0, ends at 9.0) joins
+/// turn 2 (t = 9.0, exactly its end); subagent B (ends at 30) runs in the
+/// background; a marker before any parent turn is dropped.
+fn set() -> serde_json::Value {
+    json!({
+        "id": "tr1", "models": ["m"], "block_size": 64, "hash_id_scope": "local",
+        "tool_tokens": 64, "system_tokens": 0,
+        "requests": [
+            {"t": 0.0, "type": "subagent", "agent_id": "early", "subagent_type": "Explore",
+             "status": "completed", "models": ["m"], "requests": []},
+            req(0.0, 200, 10, &[1, 2, 3], 1.0),
+            {"t": 2.0, "type": "subagent", "agent_id": "A", "subagent_type": "Explore",
+             "status": "completed", "duration_ms": 7000, "models": ["m"],
+             "requests": [req(2.5, 150, 5, &[1, 7], 1.0), req(5.0, 300, 5, &[1, 7, 8], 1.0)]},
+            req(4.0, 260, 10, &[1, 2, 3, 4], 2.0),
+            {"t": 6.0, "type": "subagent", "agent_id": "B", "subagent_type": "Explore",
+             "status": "completed", "duration_ms": 24000, "models": ["m"],
+             "requests": [{"t": 0.5, "type": "s", "model": "m", "in": 100, "out": 0,
+                           "hash_ids": [9, 10], "api_time": 0.5, "ttft": 0.1}]},
+            req(9.0, 400, 0, &[1, 2, 3, 4, 5, 6, 7], 1.0),
+        ]
+    })
+}
+
+fn write(dir: &std::path::Path, traces: &[serde_json::Value]) -> std::path::PathBuf {
+    let p = dir.join("traces.jsonl");
+    let text: String = traces.iter().map(|t| format!("{t}\n")).collect();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn traces_become_conversations_branches_and_delays() {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = read(&write(dir.path(), &[set()])).unwrap();
+    let plan = build(&traces, false);
+    let ids: Vec<&str> = plan.conversations.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["tr1", "tr1::sa:A", "tr1::sa:B"]);
+    assert_eq!(
+        plan.dropped_subagents,
+        [("tr1".to_string(), "early".to_string())]
+    );
+    let root = &plan.conversations[0];
+    // End-to-start: 4.0 − (0.0 + 1.0) = 3.0; 9.0 − (4.0 + 2.0) = 3.0.
+    let delays: Vec<f64> = root.turns.iter().map(|t| t.delay_s).collect();
+    assert_eq!(delays, [0.0, 3.0, 3.0]);
+    assert_eq!(root.turns[2].max_tokens, 1, "out 0 is sent as max_tokens 1");
+    // A spawns after turn 0 and gates turn 2; B spawns after turn 1, background.
+    assert_eq!(root.turns[0].spawns, [0]);
+    assert_eq!(root.turns[2].joins, [0]);
+    assert_eq!(root.turns[1].spawns, [1]);
+    assert!(!plan.branches[0].background && plan.branches[1].background);
+    // B's inner request was recorded relative to its marker: 6.0 + 0.5.
+    let b = &plan.conversations[2];
+    assert_eq!(b.turns[0].t, 6.5);
+    assert_eq!(plan.branches[1].dispatch_offset_s(b), 0.5);
+    assert_eq!(plan.conversations[1].turns[1].delay_s, 1.5);
+}
+
+/// The shared per-trace seen-set in time order: root 0 (0.0) [1,2,3] → 0/3;
+/// A0 (2.5) [1,7] → 1/2; root 1 (4.0) [1,2,3,4] → 3/4; A1 (5.0) [1,7,8] → 2/3;
+/// B0 (6.5) [9,10] → 0/2; root 2 (9.0) [1..7] → 4/7 (5 was never seen).
+#[test]
+fn theoretical_prefix_cache_blocks_follow_aiperf() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = build(&read(&write(dir.path(), &[set()])).unwrap(), false);
+    let blocks: Vec<Vec<(u64, u64)>> = plan
+        .conversations
+        .iter()
+        .map(|c| c.turns.iter().map(|t| t.prefix_blocks).collect())
+        .collect();
+    assert_eq!(
+        blocks,
+        vec![
+            vec![(0, 3), (3, 4), (4, 7)],
+            vec![(1, 2), (2, 3)],
+            vec![(0, 2)]
+        ]
+    );
+    let all = plan.conversations.iter().flat_map(|c| &c.turns);
+    let (pct, hit, total) = theoretical_hit(all).unwrap();
+    assert_eq!((hit, total), (10, 21));
+    assert_eq!(pct, 100.0 * 10.0 / 21.0);
+}
+
+#[test]
+fn bad_traces_name_the_trace_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = |t: serde_json::Value| format!("{:#}", read(&write(dir.path(), &[t])).unwrap_err());
+    let mut t = set();
+    t["extra"] = json!(1);
+    assert!(err(t).contains("unknown field `extra`"));
+    let mut t = set();
+    t["requests"][1]["api_time"] = json!(-1.0);
+    let e = err(t);
+    assert!(
+        e.contains("`tr1`") && e.contains("requests[1].api_time"),
+        "{e}"
+    );
+    let mut t = set();
+    t["requests"][1]["hash_ids"] = json!([1, 2, 3, 4, 5]);
+    let e = err(t);
+    assert!(
+        e.contains("requests[1].hash_ids") && e.contains("in` = 200"),
+        "{e}"
+    );
+    let mut t = set();
+    t["requests"][4]["agent_id"] = json!("A");
+    let e = err(t);
+    assert!(e.contains("agent_id `A` appears twice"), "{e}");
+    let e = format!(
+        "{:#}",
+        read(&write(dir.path(), &[set(), set()])).unwrap_err()
+    );
+    assert!(
+        e.contains("trace id `tr1` already used") && e.contains("traces.jsonl:1"),
+        "{e}"
+    );
+    let mut t = set();
+    t["requests"][2]["requests"][0]["ttft"] = json!(0.1);
+    assert!(
+        err(t).contains("unknown field `ttft`"),
+        "a normal request has no ttft"
+    );
+}
