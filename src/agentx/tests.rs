@@ -125,9 +125,44 @@ fn bad_traces_name_the_trace_and_field() {
         "{e}"
     );
     let mut t = set();
+    t["tool_tokens"] = json!(200);
+    let e = err(t);
+    assert!(
+        e.contains("the root's first request has 3 hash_ids") && e.contains("need 4"),
+        "{e}"
+    );
+    let mut t = set();
     t["requests"][2]["requests"][0]["ttft"] = json!(0.1);
     assert!(
         err(t).contains("unknown field `ttft`"),
         "a normal request has no ttft"
     );
+}
+
+/// The bundled set (`scripts/make_weka_trace.py --out examples/agentx --traces 12
+/// --seed 7`): every agent one conversation whose requests extend each other.
+#[test]
+fn the_bundled_set_reads_and_plans() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agentx");
+    let traces = read(&p).unwrap();
+    assert_eq!(traces.len(), 12);
+    let plan = build(&traces, false);
+    assert_eq!(plan.roots.len(), 12);
+    assert_eq!(plan.conversations.len(), 12 + 17);
+    assert!(plan.dropped_subagents.is_empty());
+    let requests: usize = plan.conversations.iter().map(|c| c.turns.len()).sum();
+    assert_eq!(requests, 118);
+    for c in &plan.conversations {
+        for w in c.turns.windows(2) {
+            let full = (w[0].input / c.block_size) as usize;
+            assert_eq!(w[1].hash_ids[..full], w[0].hash_ids[..full], "{}", c.id);
+        }
+        assert!(
+            c.turns.iter().all(|t| t.input + t.max_tokens <= 3300),
+            "{}",
+            c.id
+        );
+    }
+    let (pct, _, _) = theoretical_hit(plan.conversations.iter().flat_map(|c| &c.turns)).unwrap();
+    assert!(pct > 50.0 && pct < 100.0, "{pct}");
 }

@@ -350,14 +350,59 @@ fn convert(raw: RawTrace, source: String, block_override: Option<u64>) -> Result
             }
         });
     }
-    Ok(Trace {
+    let trace = Trace {
         block_size: block,
         tool_tokens: at.non_negative_i("tool_tokens", raw.tool_tokens)?,
         system_tokens: at.non_negative_i("system_tokens", raw.system_tokens)?,
         id: raw.id,
         entries,
         source,
-    })
+    };
+    check_prefixes(&trace)?;
+    Ok(trace)
+}
+
+/// Turn 0's tool + system prefix is rebuilt from its first hash blocks: a first
+/// request with fewer blocks than the prefix needs cannot be replayed (AIPerf
+/// refuses it too, rather than fake the cached prefix with random tokens).
+fn check_prefixes(trace: &Trace) -> Result<()> {
+    let bs = trace.block_size;
+    let check = |what: &str, tool: u64, system: u64, first: Option<&Request>| -> Result<()> {
+        let need = (tool + system).div_ceil(bs) as usize;
+        match first {
+            Some(r) if need > 0 && r.hash_ids.len() < need => bail!(
+                "{}: trace `{}`: {what}'s first request has {} hash_ids, but tool_tokens + \
+                 system_tokens = {} need {need} blocks of {bs}",
+                trace.source,
+                trace.id,
+                r.hash_ids.len(),
+                tool + system
+            ),
+            _ => Ok(()),
+        }
+    };
+    let first_parent = trace.entries.iter().find_map(|e| match e {
+        Entry::Request(r) => Some(r),
+        Entry::Subagent(_) => None,
+    });
+    check(
+        "the root",
+        trace.tool_tokens,
+        trace.system_tokens,
+        first_parent,
+    )?;
+    for e in &trace.entries {
+        if let Entry::Subagent(s) = e {
+            let first = s.requests.iter().min_by(|a, b| a.t.total_cmp(&b.t));
+            check(
+                &format!("subagent `{}`", s.agent_id),
+                s.tool_tokens,
+                s.system_tokens,
+                first,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// AIPerf's block size for `traces.jsonl` (its weka_hf loader ignores the trace's).
