@@ -166,3 +166,42 @@ fn the_bundled_set_reads_and_plans() {
     let (pct, _, _) = theoretical_hit(plan.conversations.iter().flat_map(|c| &c.turns)).unwrap();
     assert!(pct > 50.0 && pct < 100.0, "{pct}");
 }
+
+/// AIPerf 0.12.0's own loader on the bundled set (its `_build_reconstruction_plans`
+/// and `_build_shared_metric_values`, saved in tests/fixtures/agentx): the same
+/// child conversations, no flat chains, and bit-equal theoretical prefix-cache
+/// blocks for every (conversation, turn).
+#[test]
+fn the_plan_matches_aiperf_on_the_bundled_set() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let aiperf: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/agentx/aiperf_0_12_0_plan.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let plan = build(&read(&root.join("examples/agentx")).unwrap(), false);
+    assert_eq!(aiperf["flat"], 0);
+    let children: Vec<&str> = plan
+        .conversations
+        .iter()
+        .filter(|c| c.depth == 1)
+        .map(|c| c.id.as_str())
+        .collect();
+    let want: Vec<&str> = aiperf["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(children, want);
+    let mut ours = serde_json::Map::new();
+    for c in &plan.conversations {
+        for (k, t) in c.turns.iter().enumerate() {
+            ours.insert(
+                format!("{}#{k}", c.id),
+                json!([t.prefix_blocks.0, t.prefix_blocks.1]),
+            );
+        }
+    }
+    assert_eq!(serde_json::Value::Object(ours), aiperf["prefix"]);
+}

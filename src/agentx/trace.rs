@@ -300,7 +300,10 @@ fn convert(raw: RawTrace, source: String, block_override: Option<u64>) -> Result
                 Entry::Request(request(r, true, &at, &field, block)?)
             }
             RawEntry::Subagent(s) => {
-                if !agents.insert(s.agent_id.clone()) {
+                // Only retained subagents need unique ids: one before any parent
+                // request is dropped (AIPerf accepts a duplicate among those).
+                let retained = entries.iter().any(|e| matches!(e, Entry::Request(_)));
+                if retained && !agents.insert(s.agent_id.clone()) {
                     bail!(
                         "{source}: trace `{}`: {field}.agent_id `{}` appears twice",
                         raw.id,
