@@ -3,6 +3,7 @@
 //! for evalscope 1.14.1's AgentX scenario.
 
 pub mod plan;
+pub mod synth;
 pub mod trace;
 
 #[cfg(test)]

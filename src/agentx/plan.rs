@@ -17,6 +17,8 @@ pub struct Turn {
     /// Recorded start, seconds on the trace's timeline.
     pub t: f64,
     pub input: u64,
+    /// The recorded output (the next turn's synthesized assistant size).
+    pub output: u64,
     /// `max(out, 1)`.
     pub max_tokens: u64,
     pub hash_ids: Vec<i64>,
@@ -96,6 +98,7 @@ fn turns(requests: &[&Request], think_time_only: bool) -> Vec<Turn> {
         out.push(Turn {
             t: r.t,
             input: r.input,
+            output: r.output,
             max_tokens: r.output.max(1),
             hash_ids: r.hash_ids.clone(),
             delay_s,

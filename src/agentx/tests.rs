@@ -205,3 +205,82 @@ fn the_plan_matches_aiperf_on_the_bundled_set() {
     }
     assert_eq!(serde_json::Value::Object(ours), aiperf["prefix"]);
 }
+
+fn fake_vocab_ids() -> Vec<u32> {
+    (0..50).collect()
+}
+
+fn fake_decode(ids: &[u32]) -> String {
+    ids.iter().map(|i| format!(" w{i}")).collect()
+}
+
+/// The synthesized messages of every conversation of the bundled set have
+/// AIPerf 0.12.0's `ConversationReconstructor` shape (its own code run on the
+/// set, saved in tests/fixtures/agentx): the same roles and token counts per
+/// segment at every turn; each turn is exactly `in` tokens and ends with a user
+/// message; a hash id is the same tokens in the root and its subagents.
+#[test]
+fn synthesized_turns_have_aiperf_s_shape() {
+    use super::synth::{conversation, Role, TurnInput, Vocab};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let aiperf: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/agentx/aiperf_0_12_0_segments.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let traces = read(&root.join("examples/agentx")).unwrap();
+    let plan = build(&traces, false);
+    let ids = fake_vocab_ids();
+    let vocab = Vocab {
+        ids: &ids,
+        decode: &fake_decode,
+    };
+    let mut block_text: std::collections::HashMap<(usize, i64), Vec<u32>> = Default::default();
+    for c in &plan.conversations {
+        let turns: Vec<TurnInput> = c
+            .turns
+            .iter()
+            .map(|t| TurnInput {
+                hash_ids: &t.hash_ids,
+                input: t.input,
+                output: t.output,
+            })
+            .collect();
+        let trace_id = &traces[c.trace].id;
+        let msgs = conversation(
+            &vocab,
+            c.block_size,
+            trace_id,
+            &c.id,
+            c.tool_tokens,
+            c.system_tokens,
+            &turns,
+        )
+        .unwrap();
+        let shape: Vec<Vec<serde_json::Value>> = msgs
+            .iter()
+            .map(|segs| {
+                segs.iter()
+                    .map(|s| json!([s.role.as_str(), s.tokens.len()]))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(json!(shape), aiperf[&c.id], "{}", c.id);
+        for (t, segs) in c.turns.iter().zip(&msgs) {
+            let all: Vec<u32> = segs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+            assert_eq!(all.len() as u64, t.input, "{}", c.id);
+            assert_eq!(segs.last().unwrap().role, Role::User, "{}", c.id);
+            assert_eq!(segs[0].text.as_ref(), fake_decode(&segs[0].tokens));
+            // Every recorded block is the same tokens wherever it appears.
+            let full = (t.input / c.block_size) as usize;
+            for (i, h) in t.hash_ids.iter().take(full).enumerate() {
+                let bs = c.block_size as usize;
+                let chunk = all[i * bs..(i + 1) * bs].to_vec();
+                let prev = block_text
+                    .entry((c.trace, *h))
+                    .or_insert_with(|| chunk.clone());
+                assert_eq!(*prev, chunk, "{} block {h}", c.id);
+            }
+        }
+    }
+}
