@@ -3,8 +3,11 @@
 //! for evalscope 1.14.1's AgentX scenario.
 
 pub mod plan;
+pub mod replay;
 pub mod synth;
 pub mod trace;
 
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod tests;
