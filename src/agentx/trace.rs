@@ -106,7 +106,7 @@ enum RawEntry {
     #[serde(rename = "n")]
     Normal(RawRequest),
     #[serde(rename = "s")]
-    Streaming(RawStreamingRequest),
+    Streaming(RawRequest),
     #[serde(rename = "subagent")]
     Subagent(RawSubagent),
 }
@@ -135,32 +135,7 @@ struct RawRequest {
     api_time: Option<f64>,
     #[serde(default)]
     think_time: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStreamingRequest {
-    t: f64,
-    model: String,
-    #[serde(rename = "in")]
-    input: i64,
-    #[serde(rename = "out")]
-    output: i64,
-    #[serde(default)]
-    hash_ids: Vec<i64>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    input_types: Vec<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    output_types: Vec<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    stop: String,
-    #[serde(default)]
-    api_time: Option<f64>,
-    #[serde(default)]
-    think_time: Option<f64>,
+    /// Streaming (`s`) requests only: the recorded TTFT (unused by the replay).
     #[serde(default)]
     ttft: Option<f64>,
 }
@@ -193,7 +168,7 @@ enum RawInner {
     #[serde(rename = "n")]
     Normal(RawRequest),
     #[serde(rename = "s")]
-    Streaming(RawStreamingRequest),
+    Streaming(RawRequest),
 }
 
 /// Where in a trace a value sits, for messages: `requests[3].api_time`.
@@ -227,25 +202,19 @@ impl At<'_> {
     }
 }
 
-impl RawStreamingRequest {
-    fn into_normal(self, at: &At, field: &str) -> Result<RawRequest> {
-        at.opt(&format!("{field}.ttft"), self.ttft)?;
-        Ok(RawRequest {
-            t: self.t,
-            model: self.model,
-            input: self.input,
-            output: self.output,
-            hash_ids: self.hash_ids,
-            input_types: self.input_types,
-            output_types: self.output_types,
-            stop: self.stop,
-            api_time: self.api_time,
-            think_time: self.think_time,
-        })
-    }
-}
-
 fn request(raw: RawRequest, streaming: bool, at: &At, field: &str, block: u64) -> Result<Request> {
+    // AIPerf's models forbid `ttft` on a normal (`n`) request.
+    match raw.ttft {
+        Some(_) if !streaming => bail!(
+            "{}: trace `{}`: {field}: unknown field `ttft` (only streaming `s` requests have one)",
+            at.source,
+            at.trace
+        ),
+        Some(v) => {
+            at.non_negative_f(&format!("{field}.ttft"), v)?;
+        }
+        None => {}
+    }
     let input = at.non_negative_i(&format!("{field}.in"), raw.input)?;
     let blocks = input.div_ceil(block);
     if raw.hash_ids.len() as u64 > blocks {
@@ -295,10 +264,7 @@ fn convert(raw: RawTrace, source: String, block_override: Option<u64>) -> Result
         let field = format!("requests[{i}]");
         entries.push(match e {
             RawEntry::Normal(r) => Entry::Request(request(r, false, &at, &field, block)?),
-            RawEntry::Streaming(r) => {
-                let r = r.into_normal(&at, &field)?;
-                Entry::Request(request(r, true, &at, &field, block)?)
-            }
+            RawEntry::Streaming(r) => Entry::Request(request(r, true, &at, &field, block)?),
             RawEntry::Subagent(s) => {
                 // Only retained subagents need unique ids: one before any parent
                 // request is dropped (AIPerf accepts a duplicate among those).
@@ -327,10 +293,7 @@ fn convert(raw: RawTrace, source: String, block_override: Option<u64>) -> Result
                     let inner = format!("{field}.requests[{j}]");
                     let mut r = match r {
                         RawInner::Normal(r) => request(r, false, &at, &inner, block)?,
-                        RawInner::Streaming(r) => {
-                            let r = r.into_normal(&at, &inner)?;
-                            request(r, true, &at, &inner, block)?
-                        }
+                        RawInner::Streaming(r) => request(r, true, &at, &inner, block)?,
                     };
                     // AIPerf: an inner time before the marker is relative to it.
                     if r.t + JOIN_EPSILON < t {
