@@ -5,6 +5,7 @@ mod api;
 mod args;
 mod resolve;
 mod scale;
+pub mod scenario;
 mod stages;
 mod workload;
 
