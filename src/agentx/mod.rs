@@ -4,6 +4,7 @@
 
 pub mod plan;
 pub mod replay;
+pub mod summary;
 pub mod synth;
 pub mod trace;
 

@@ -48,7 +48,7 @@ pub trait Sender: Send + Sync + 'static {
     fn send(&self, credit: Credit) -> SendFuture;
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     pub lanes: usize,
     /// After this long, no request is released.
@@ -56,6 +56,12 @@ pub struct Options {
     pub idle_cap: Duration,
     /// Keys the cache-bust markers (AIPerf: the benchmark id).
     pub run_id: String,
+    /// The run was stopped: nothing more is released.
+    pub stopped: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The timer wakes this much early and the last stretch is yielded away, so
+    /// a release lands within a fraction of a millisecond of its time (tokio's
+    /// timer rounds up to whole milliseconds). 0 on a paused test clock.
+    pub spin: Duration,
 }
 
 /// What the schedule did (AIPerf's `branch_stats` and plays).
@@ -84,9 +90,11 @@ struct Shared {
 
 impl Shared {
     fn past_deadline(&self) -> bool {
-        self.opts
-            .deadline
-            .is_some_and(|d| Instant::now() >= self.start + d)
+        (self.opts.stopped)()
+            || self
+                .opts
+                .deadline
+                .is_some_and(|d| Instant::now() >= self.start + d)
     }
 
     fn stat(&self, f: impl FnOnce(&mut Stats)) {
@@ -101,13 +109,17 @@ impl Shared {
             return;
         }
         let end = Instant::now() + Duration::from_secs_f64(secs);
+        let coarse = end.checked_sub(self.opts.spin).unwrap_or(end);
         let mut idle = self.idle_since.subscribe();
         loop {
             let since = *idle.borrow_and_update();
-            let wake = since.map_or(end, |s| end.min(s + self.opts.idle_cap));
+            let wake = since.map_or(coarse, |s| coarse.min(s + self.opts.idle_cap));
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= end {
+                    if Instant::now() >= coarse {
+                        while Instant::now() < end {
+                            tokio::task::yield_now().await;
+                        }
                         return;
                     }
                     let still = *idle.borrow();
@@ -137,14 +149,15 @@ impl Shared {
     }
 }
 
-/// A 12-hex-digit digest for the marker (FNV-1a over the play's identity).
+/// AIPerf's marker: the first 12 hex digits of
+/// `sha256("<run>:<recycle pass>:<trajectory index>:<trace id>")`.
 fn marker(run_id: &str, pass: u64, index: u64, trace_id: &str) -> Arc<str> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{run_id}:{pass}:{index}:{trace_id}").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("[rid:{:012x}]\n\n", h & 0xffff_ffff_ffff).into()
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{run_id}:{pass}:{index}:{trace_id}").as_bytes(),
+    );
+    let hex: String = d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("[rid:{hex}]\n\n").into()
 }
 
 /// Plays the schedule until the deadline (or, without one, until every trace has

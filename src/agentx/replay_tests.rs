@@ -87,6 +87,8 @@ async fn play(
         deadline: deadline.map(Duration::from_secs_f64),
         idle_cap: Duration::from_secs(10),
         run_id: "r".into(),
+        stopped: Arc::new(|| false),
+        spin: Duration::ZERO,
     };
     let stats = run(plan, opts, fake.clone()).await;
     let mut log = fake.log.lock().unwrap().clone();

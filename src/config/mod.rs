@@ -59,6 +59,9 @@ pub struct RunConfig {
     pub warmup_num: f64,
     pub open_loop: bool,
     pub duration: Option<f64>,
+    /// `--scenario agentx`: Weka session trees replayed by lanes (one run per
+    /// --parallel value, each --duration long).
+    pub agentx: Option<scenario::Scenario>,
     pub dataset: DatasetConfig,
     /// `--multi-turn`: the turn bounds (None: single requests).
     pub turns: Option<crate::dataset::multi_turn::TurnBounds>,
@@ -121,7 +124,11 @@ impl RunConfig {
             .next()
             .unwrap_or(&model)
             .to_string();
-        let points = resolve_points(a)?;
+        let agentx = scenario::resolve(a)?;
+        let points = match &agentx {
+            Some(_) => scenario::points(a),
+            None => resolve_points(a)?,
+        };
         check_timing(a)?;
         let mut url = resolve_url(api, a)?;
         // evalscope's speed_benchmark plugin rewrites a chat URL to /v1/completions,
@@ -179,7 +186,11 @@ impl RunConfig {
             sleep_interval: a.sleep_interval,
             warmup_num: a.warmup_num,
             open_loop: a.open_loop,
-            duration: a.duration,
+            duration: match &agentx {
+                Some(s) => Some(s.duration(a.duration)),
+                None => a.duration,
+            },
+            agentx,
             dataset,
             turns: work.turns,
             trace: work.trace,

@@ -107,7 +107,9 @@ pub fn parse(value: &str) -> Result<Scenario> {
             bail!("--scenario: {k} must be greater than zero");
         }
     }
-    if s.request_timeout_seconds.is_some_and(|t| t.is_nan() || t <= 0.0) {
+    if s.request_timeout_seconds
+        .is_some_and(|t| t.is_nan() || t <= 0.0)
+    {
         bail!("--scenario: request_timeout_seconds must be greater than zero");
     }
     if s.benchmark_grace_period
@@ -119,6 +121,28 @@ pub fn parse(value: &str) -> Result<Scenario> {
         bail!("--scenario: trace_limit is only supported when mode is smoke");
     }
     Ok(s)
+}
+
+/// `--scenario`, parsed and checked against the other flags (None without it).
+pub fn resolve(a: &PerfArgs) -> Result<Option<Scenario>> {
+    let Some(v) = &a.scenario else {
+        return Ok(None);
+    };
+    let s = parse(v)?;
+    check_flags(&s, a)?;
+    Ok(Some(s))
+}
+
+/// Duration-bound runs, one per --parallel value.
+pub fn points(a: &PerfArgs) -> Vec<crate::scheduler::SweepPoint> {
+    a.parallel
+        .iter()
+        .map(|&p| crate::scheduler::SweepPoint {
+            parallel: p,
+            number: 0,
+            rate: -1.0,
+        })
+        .collect()
 }
 
 /// evalscope's `validate_agentx_arguments`, plus what a local replay needs.

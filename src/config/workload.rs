@@ -60,13 +60,6 @@ fn allowed_keys(kind: DatasetKind) -> &'static [&'static str] {
 }
 
 pub(crate) fn resolve_workload(a: &PerfArgs, kind: DatasetKind, chat: bool) -> Result<Workload> {
-    if let Some(s) = &a.scenario {
-        bail!(
-            "--scenario {s}: not supported. evalscope runs scenarios by delegating to aiperf \
-             (`python -m aiperf profile --scenario inferencex-agentx-mvp ...`); run aiperf \
-             directly, or replay the trace with --dataset mooncake_trace"
-        );
-    }
     check_prefix_count(a)?;
     let turns = resolve_turns(a, kind, chat)?;
     let mut num_workers = match a.num_workers {

@@ -9,12 +9,14 @@
 //! - `--open-loop`: released on the schedule with no cap;
 //! - `--duration`: dispatch stops at the deadline, in-flight requests finish.
 
+mod agentx;
 mod ctx;
 mod point;
 mod scale;
 mod sessions;
 mod setup;
 mod stop;
+mod warmup;
 mod work;
 
 use anyhow::{Context, Result};
@@ -387,7 +389,11 @@ async fn sweep(ctx: &Arc<Ctx>, root: &Path, sink: Option<&sinks::Sink>) -> Resul
             point,
             i as u64,
             root,
-            point.dir_name(ctx.cfg.open_loop),
+            match &ctx.cfg.agentx {
+                // evalscope's layout: <model>/agentx_<variant>/parallel_<P>.
+                Some(s) => format!("agentx_{}/parallel_{}", s.variant, point.parallel),
+                None => point.dir_name(ctx.cfg.open_loop),
+            },
         )
         .await
         {

@@ -55,7 +55,9 @@ pub(crate) async fn run_point(
             String::new()
         }
     ));
-    warmup_note(point.parallel, warmup, matches!(work, Work::Sessions(_)));
+    if !matches!(work, Work::Agentic(_)) {
+        super::warmup::note(point.parallel, warmup, matches!(work, Work::Sessions(_)));
+    }
     if let (true, Work::Requests(bodies)) = (warmup > 0, &mut work) {
         run_warmup(ctx, point, warmup, bodies, &name, queue).await;
     }
@@ -76,6 +78,7 @@ pub(crate) async fn run_point(
     );
     let (anchor, go, scraper) = start_measuring(ctx, index, &dir).await;
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
+    let mut agentic = None;
     let (sent, not_sent) = match &mut work {
         _ if !go => (0, 0),
         Work::Requests(bodies) => {
@@ -90,6 +93,13 @@ pub(crate) async fn run_point(
         Work::Sessions(convs) => {
             let sent =
                 super::sessions::dispatch(ctx, point, convs.clone(), warmup, tx, in_flight).await;
+            (sent, 0)
+        }
+        Work::Agentic(set) => {
+            let d = cfg.duration.unwrap_or(0.0);
+            let (sent, stats) =
+                super::agentx::dispatch(ctx, point.parallel, set.clone(), d, tx, in_flight).await;
+            agentic = Some(stats);
             (sent, 0)
         }
     };
@@ -125,7 +135,11 @@ pub(crate) async fn run_point(
             }
         ));
     }
-    report_point(ctx, point, &dir, &name, &args)
+    let result = report_point(ctx, point, &dir, &name, &args)?;
+    if let (Work::Agentic(set), Some(stats)) = (&work, agentic) {
+        super::agentx::write_summary(ctx, set, point.parallel, &dir, &stats)?;
+    }
+    Ok(result)
 }
 
 /// Reads or generates what the point sends on a blocking thread, so that a signal
@@ -179,36 +193,6 @@ async fn start_measuring(
         _ => go,
     };
     (anchor, go, scraper)
-}
-
-/// evalscope 1.14.1 warns when warmup cannot keep the start-up burst out of the
-/// measured window (parallel > 1 and fewer warmup requests than slots).
-fn warmup_note(parallel: i64, warmup: u64, sessions: bool) {
-    if parallel <= 1 || warmup >= parallel as u64 {
-        return;
-    }
-    let what = if sessions {
-        "conversations"
-    } else {
-        "requests"
-    };
-    let reason = if warmup == 0 {
-        format!(
-            "Warmup is disabled, so the first {parallel} measured {what} are released at once \
-             against an idle server"
-        )
-    } else {
-        format!(
-            "Warmup covers only {warmup} of the {parallel} concurrency slots, so the server \
-             meets the measured burst of {parallel} partly cold"
-        )
-    };
-    log::warn(format!(
-        "{reason}. Their TTFT carries the start-up burst and can dominate the reported \
-         percentiles. Pass --warmup-num {parallel} to send that many unrecorded {what} first, \
-         or {} if you also read the max column.",
-        2 * parallel
-    ));
 }
 
 /// This shard's point, warmup and measured requests (all of them when not sharded).

@@ -166,6 +166,8 @@ impl Bodies {
 pub(crate) enum Work {
     Requests(Bodies),
     Sessions(Arc<Vec<dataset::multi_turn::Conversation>>),
+    /// `--scenario agentx`: a Weka set replayed as session trees.
+    Agentic(Arc<super::agentx::AgentSet>),
 }
 
 impl Work {
@@ -173,6 +175,11 @@ impl Work {
     pub(crate) fn load(ctx: &Ctx, count: u64, index: u64) -> Result<Work> {
         let cfg = &ctx.cfg;
         let bad = |e: anyhow::Error| BadInput(format!("{e:#}"));
+        if let Some(s) = &cfg.agentx {
+            return Ok(Work::Agentic(Arc::new(
+                super::agentx::load(ctx, s).map_err(bad)?,
+            )));
+        }
         Ok(match (cfg.turns, cfg.dataset.kind) {
             (Some(turns), dataset::DatasetKind::MultiTurn(kind)) => {
                 // swe_smith starts at the offset (rotated), which advances per run.
@@ -260,6 +267,10 @@ impl Work {
     ) -> ShardPart {
         let warm: Vec<u64> = shard.owned(warmup, None);
         match self {
+            Work::Agentic(_) => ShardPart {
+                warmup: 0,
+                measured,
+            },
             Work::Sessions(convs) => {
                 let meas = shard.share(measured);
                 let keep: Vec<_> = warm

@@ -1,6 +1,7 @@
 //! The integration tests, one binary: in-process servers on 127.0.0.1:0, the
 //! perfscope binary where a test needs a process (signals, exit codes).
 
+mod agentx;
 mod alert_rules;
 mod apis;
 mod architecture;
