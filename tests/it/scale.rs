@@ -410,7 +410,11 @@ fn compare_tells_a_slower_decoder_from_noise() {
     let b = sim_run(&out.path().join("b"), 5.0);
     let slow = sim_run(&out.path().join("slow"), 8.0);
     let gate = ["--fail-on", "avg_tpot:+10%,p99_tpot:+10%,rps:-5%"];
-    let (code, same) = compare(&a, &b, &gate);
+    // Same configuration: a 5 % practical threshold. On two cores a ~10 ms TTFT
+    // moves by a few percent between identical runs when other work shares the
+    // CPU (a 3 % shift with a tight interval was seen under load).
+    let same_gate = [gate[0], gate[1], "--min-effect", "5"];
+    let (code, same) = compare(&a, &b, &same_gate);
     assert_eq!(code, Some(0), "{same}");
     for m in [
         "Avg TPOT (ms)",
