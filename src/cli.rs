@@ -347,7 +347,8 @@ pub struct PerfArgs {
     /// becomes /completions).
     #[arg(long)]
     pub tokenize_prompt: bool,
-    /// evalscope delegates scenarios (agentx) to aiperf; perfscope does not run them.
+    /// `agentx` or its JSON object (evalscope 1.14.1): replay Weka coding-agent traces
+    /// from --dataset-path as session-tree lanes (one run per --parallel value).
     #[arg(long)]
     pub scenario: Option<String>,
 

@@ -247,7 +247,7 @@ fn api_and_tokenizer_misconfiguration_fails_fast_naming_the_flag() {
 fn workload_flags_are_validated_as_evalscope_does() {
     let m = ["--model", "m"];
     let cases: &[(&[&str], &str)] = &[
-        (&["--scenario", "agentx"], "aiperf"),
+        (&["--scenario", "agentx"], "--tokenizer-path"),
         (&["--prefix-count", "0"], "--prefix-count"),
         (
             &["--prefix-count", "2", "--prefix-length", "8"],
