@@ -227,3 +227,72 @@ fn agentx_refuses_what_evalscope_refuses() {
     let e = with(&["--scenario", r#"{"trace_limit": 2}"#]);
     assert!(e.contains("only supported when mode is smoke"), "{e}");
 }
+
+/// The simulator's context limit (vLLM's 400 "maximum context length"): the
+/// requests over it fail, end their conversation, count as context overflows, and
+/// more than 1 % of them make the run an invalid submission.
+#[test]
+fn context_overflows_are_counted_and_invalidate_the_run() {
+    let _g = common::lock();
+    let dir = tempfile::tempdir().unwrap();
+    crate::tokenizer::make_tokenizer(dir.path(), true);
+    let tok = dir.path().to_string_lossy().into_owned();
+    let sim = common::start_sim(SimConfig {
+        ttft_ms: Some(2.0),
+        itl_ms: Some(0.5),
+        tokenizer_path: Some(tok.clone()),
+        max_model_len: Some(1200),
+        ..SimConfig::default()
+    });
+    let set = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agentx");
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let out = dir.path().join("out");
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--tokenizer-path", &tok, "--dataset-path", set,
+        "--scenario", r#"{"name": "agentx", "mode": "smoke", "trace_limit": 12}"#,
+        "--parallel", "4", "--duration", "4", "--outputs-dir", out.to_str().unwrap(),
+        "--metrics-addr", "off", "--no-test-connection",
+    ])
+    .unwrap();
+    let run = o.dir.join("agentx_256k/parallel_4");
+    let failed: Vec<(String, i64, String)> = common::rows(
+        &common::db(&run),
+        "SELECT session_id, turn, error FROM result WHERE success = 0",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    );
+    assert!(!failed.is_empty(), "some requests exceed 1200 tokens");
+    assert!(
+        failed
+            .iter()
+            .all(|f| f.2.contains("maximum context length")),
+        "{failed:?}"
+    );
+    // A failed request ends its conversation play: no later turn of it was sent.
+    for (s, turn, _) in &failed {
+        let later: Vec<i64> = common::rows(
+            &common::db(&run),
+            &format!("SELECT turn FROM result WHERE session_id = '{s}' AND turn > {turn}"),
+            |r| r.get(0),
+        );
+        assert!(later.is_empty(), "{s} went on after turn {turn}: {later:?}");
+    }
+    let s = common::json(&run.join("agentx_summary.json"));
+    assert_eq!(
+        s["metrics"]["context_overflow_count"]["avg"],
+        failed.len() as f64
+    );
+    assert_eq!(
+        s["metrics"]["error_request_count"]["avg"],
+        failed.len() as f64
+    );
+    let reasons = s["aiperf_submission_invalid_reasons"].as_array().unwrap();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "context_overflow_rate_exceeded"),
+        "{reasons:?}"
+    );
+    let kinds = s["error_summary"].as_array().unwrap();
+    assert_eq!(kinds[0]["error_details"]["type"], "http_4xx");
+}
