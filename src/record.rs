@@ -198,6 +198,9 @@ pub struct SessionTag {
     pub is_last: bool,
     /// The conversation's span (parent of every turn's span, in the turns' trace).
     pub parent_span: u64,
+    /// The span of the conversation that spawned this one (an AgentX subagent's
+    /// parent session): the session span's own parent.
+    pub parent_session: Option<u64>,
     /// When the conversation's first turn was sent (run-clock seconds).
     pub started: f64,
     /// evalscope's multi-turn estimate of the cached prompt tokens (§7.4), set only

@@ -178,10 +178,13 @@ impl Sender for Arc<ClientSender> {
                 }
             };
             let issued = ctx.clock.now() - c.issued.elapsed().as_secs_f64();
-            let root = {
+            // One trace per tree play: the root conversation's session span is the
+            // parent of its subagents' session spans.
+            let tree_root = me.set.plan.roots[c.trace];
+            let (root, parent_session) = {
                 let mut plays = me.plays.lock().unwrap_or_else(|e| e.into_inner());
-                plays
-                    .entry((c.conversation, c.play))
+                let top = plays
+                    .entry((tree_root, c.play))
                     .or_insert_with(|| {
                         let sampled = ctx
                             .tracing
@@ -189,7 +192,24 @@ impl Sender for Arc<ClientSender> {
                             .is_none_or(|t| fastrand::f64() < t.sample_ratio);
                         (client::TraceContext::random(sampled), None)
                     })
-                    .0
+                    .0;
+                if c.conversation == tree_root {
+                    (top, None)
+                } else {
+                    let own = plays
+                        .entry((c.conversation, c.play))
+                        .or_insert_with(|| {
+                            (
+                                client::TraceContext {
+                                    span_id: fastrand::u64(1..),
+                                    ..top
+                                },
+                                None,
+                            )
+                        })
+                        .0;
+                    (own, Some(top.span_id))
+                }
             };
             let ticket = Ticket {
                 seq: me.seq.fetch_add(1, Ordering::Relaxed),
@@ -227,6 +247,7 @@ impl Sender for Arc<ClientSender> {
                 turn: c.turn as u32 + 1,
                 is_last: !ok || c.turn + 1 == conv.turns.len(),
                 parent_span: root.span_id,
+                parent_session,
                 started,
                 cached_estimate: None,
             });

@@ -251,6 +251,7 @@ async fn run_conversation(
             turn: k as u32 + 1,
             is_last,
             parent_span: root.span_id,
+            parent_session: None,
             started: first_send,
             cached_estimate,
         });

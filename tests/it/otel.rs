@@ -528,3 +528,71 @@ fn one_parent_span_per_session_with_its_turns_as_children() {
         assert!(stored.iter().all(|r| r.1 == hex(&p.trace_id)));
     }
 }
+
+/// `--scenario agentx`: one trace per tree play; a subagent's session span is a
+/// child of its root conversation's session span, and every request span a child
+/// of its own conversation's session span.
+#[test]
+fn an_agentx_tree_play_is_one_span_tree() {
+    let (endpoint, spans, _h) = receiver();
+    let _g = common::lock();
+    let dir = tempfile::tempdir().unwrap();
+    crate::tokenizer::make_tokenizer(dir.path(), true);
+    let tok = dir.path().to_string_lossy().into_owned();
+    let sim = common::start_sim(SimConfig {
+        ttft_ms: Some(2.0),
+        itl_ms: Some(0.5),
+        tokenizer_path: Some(tok.clone()),
+        ..SimConfig::default()
+    });
+    let set = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agentx");
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let out = dir.path().join("out");
+    #[rustfmt::skip]
+    let o = common::run(&[
+        "--url", &url, "--model", "m", "--tokenizer-path", &tok, "--dataset-path", set,
+        "--scenario", r#"{"name": "agentx", "mode": "smoke", "trace_limit": 12}"#,
+        "--parallel", "2", "--duration", "12", "--outputs-dir", out.to_str().unwrap(),
+        "--metrics-addr", "off", "--no-test-connection", "--otlp-endpoint", &endpoint,
+    ])
+    .unwrap();
+    let rows: Vec<(String, String)> = common::rows(
+        &common::db(&o.dir.join("agentx_256k/parallel_2")),
+        "SELECT session_id, trace_id FROM result WHERE is_last_turn = 1",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
+    let spans = spans.lock().unwrap().spans.clone();
+    let session = |id: &str| {
+        spans.iter().find(|s| {
+            s.kind == 1 && attr(s, "session.id") == Some(AnyValue::StringValue(id.into()))
+        })
+    };
+    let mut children = 0;
+    for (id, trace) in &rows {
+        let Some(s) = session(id) else { continue };
+        assert_eq!(hex(&s.trace_id), *trace, "{id}");
+        let (conv, play) = id.rsplit_once('#').unwrap();
+        match conv.split_once("::sa:") {
+            None => assert!(
+                s.parent_span_id.is_empty(),
+                "{id}: a root session has no parent"
+            ),
+            Some((root, _)) => {
+                // A root cut by the deadline has no session span of its own.
+                if let Some(parent) = session(&format!("{root}#{play}")) {
+                    children += 1;
+                    assert_eq!(s.parent_span_id, parent.span_id, "{id}");
+                    assert_eq!(s.trace_id, parent.trace_id, "{id}: one trace per tree play");
+                }
+            }
+        }
+        // Its requests are its children.
+        assert!(
+            spans
+                .iter()
+                .any(|r| r.kind != 1 && r.parent_span_id == s.span_id),
+            "{id}"
+        );
+    }
+    assert!(children > 0, "some whole trees finished: {rows:?}");
+}

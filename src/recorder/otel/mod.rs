@@ -342,6 +342,9 @@ impl Tracing {
             let span = proto::begin_nested(buf, f::SCOPE_SPANS_SPANS);
             proto::bytes_field(buf, f::SPAN_TRACE_ID, &trace.trace_id.to_be_bytes());
             proto::bytes_field(buf, f::SPAN_SPAN_ID, &s.parent_span.to_be_bytes());
+            if let Some(p) = s.parent_session {
+                proto::bytes_field(buf, f::SPAN_PARENT_SPAN_ID, &p.to_be_bytes());
+            }
             proto::bytes_field(buf, f::SPAN_NAME, format!("session {}", c.model).as_bytes());
             proto::varint_field(buf, f::SPAN_KIND, f::SPAN_KIND_INTERNAL);
             proto::fixed64_field(buf, f::SPAN_START, nanos(clock, s.started));
