@@ -27,29 +27,45 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[test]
-fn the_bundled_set_replays_on_the_simulator() {
-    let _g = common::lock();
+/// The bundled set.
+pub const SET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agentx");
+
+/// Runs the bundled set in smoke mode against a simulator that counts tokens
+/// with a test tokenizer (`sim` adds its timing), with `flags` added; returns the
+/// outcome and the temporary directory holding the tokenizer and the outputs.
+pub fn run_set(sim: SimConfig, flags: &[&str]) -> (perfscope::engine::Outcome, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     crate::tokenizer::make_tokenizer(dir.path(), true);
     let tok = dir.path().to_string_lossy().into_owned();
     let sim = common::start_sim(SimConfig {
-        ttft_ms: Some(5.0),
-        itl_ms: Some(1.0),
         tokenizer_path: Some(tok.clone()),
-        ..SimConfig::default()
+        ..sim
     });
-    let set = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agentx");
     let url = format!("{}/v1/chat/completions", sim.base_url());
     let out = dir.path().join("out");
     #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--tokenizer-path", &tok, "--dataset-path", set,
+    let mut argv = vec![
+        "--url", &url, "--model", "m", "--tokenizer-path", &tok, "--dataset-path", SET,
         "--scenario", r#"{"name": "agentx", "mode": "smoke", "trace_limit": 12}"#,
-        "--parallel", "2", "--duration", "8", "--outputs-dir", out.to_str().unwrap(),
-        "--metrics-addr", "off",
-    ])
-    .unwrap();
+        "--outputs-dir", out.to_str().unwrap(), "--metrics-addr", "off",
+    ];
+    argv.extend_from_slice(flags);
+    let o = common::run(&argv).unwrap();
+    (o, dir)
+}
+
+#[test]
+fn the_bundled_set_replays_on_the_simulator() {
+    let _g = common::lock();
+    let (o, _dir) = run_set(
+        SimConfig {
+            ttft_ms: Some(5.0),
+            itl_ms: Some(1.0),
+            ..SimConfig::default()
+        },
+        &["--parallel", "2", "--duration", "8"],
+    );
+    let set = SET;
     assert_eq!(o.exit_code, 0);
     let run = o.dir.join("agentx_256k/parallel_2");
     let traces = trace::read(std::path::Path::new(set)).unwrap();
@@ -234,27 +250,15 @@ fn agentx_refuses_what_evalscope_refuses() {
 #[test]
 fn context_overflows_are_counted_and_invalidate_the_run() {
     let _g = common::lock();
-    let dir = tempfile::tempdir().unwrap();
-    crate::tokenizer::make_tokenizer(dir.path(), true);
-    let tok = dir.path().to_string_lossy().into_owned();
-    let sim = common::start_sim(SimConfig {
-        ttft_ms: Some(2.0),
-        itl_ms: Some(0.5),
-        tokenizer_path: Some(tok.clone()),
-        max_model_len: Some(1200),
-        ..SimConfig::default()
-    });
-    let set = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agentx");
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let out = dir.path().join("out");
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--tokenizer-path", &tok, "--dataset-path", set,
-        "--scenario", r#"{"name": "agentx", "mode": "smoke", "trace_limit": 12}"#,
-        "--parallel", "4", "--duration", "4", "--outputs-dir", out.to_str().unwrap(),
-        "--metrics-addr", "off", "--no-test-connection",
-    ])
-    .unwrap();
+    let (o, _dir) = run_set(
+        SimConfig {
+            ttft_ms: Some(2.0),
+            itl_ms: Some(0.5),
+            max_model_len: Some(1200),
+            ..SimConfig::default()
+        },
+        &["--parallel", "4", "--duration", "4", "--no-test-connection"],
+    );
     let run = o.dir.join("agentx_256k/parallel_4");
     let failed: Vec<(String, i64, String)> = common::rows(
         &common::db(&run),

@@ -536,26 +536,22 @@ fn one_parent_span_per_session_with_its_turns_as_children() {
 fn an_agentx_tree_play_is_one_span_tree() {
     let (endpoint, spans, _h) = receiver();
     let _g = common::lock();
-    let dir = tempfile::tempdir().unwrap();
-    crate::tokenizer::make_tokenizer(dir.path(), true);
-    let tok = dir.path().to_string_lossy().into_owned();
-    let sim = common::start_sim(SimConfig {
-        ttft_ms: Some(2.0),
-        itl_ms: Some(0.5),
-        tokenizer_path: Some(tok.clone()),
-        ..SimConfig::default()
-    });
-    let set = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agentx");
-    let url = format!("{}/v1/chat/completions", sim.base_url());
-    let out = dir.path().join("out");
-    #[rustfmt::skip]
-    let o = common::run(&[
-        "--url", &url, "--model", "m", "--tokenizer-path", &tok, "--dataset-path", set,
-        "--scenario", r#"{"name": "agentx", "mode": "smoke", "trace_limit": 12}"#,
-        "--parallel", "2", "--duration", "12", "--outputs-dir", out.to_str().unwrap(),
-        "--metrics-addr", "off", "--no-test-connection", "--otlp-endpoint", &endpoint,
-    ])
-    .unwrap();
+    let (o, _dir) = crate::agentx::run_set(
+        SimConfig {
+            ttft_ms: Some(2.0),
+            itl_ms: Some(0.5),
+            ..SimConfig::default()
+        },
+        &[
+            "--parallel",
+            "2",
+            "--duration",
+            "12",
+            "--no-test-connection",
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+    );
     let rows: Vec<(String, String)> = common::rows(
         &common::db(&o.dir.join("agentx_256k/parallel_2")),
         "SELECT session_id, trace_id FROM result WHERE is_last_turn = 1",
