@@ -204,7 +204,12 @@ async fn limits_check(ctx: &Arc<Ctx>) -> Result<Option<String>> {
     let body = as_sent(ctx, body)?;
     let body = serde_json::Value::Object(body).to_string();
     let wait = ctx.cfg.client.total_timeout.min(Duration::from_secs(30));
-    Ok(match ctx.client.head_status(body.as_bytes(), wait).await {
+    // A signal during the check stops it at once, as during the 1-token request.
+    let head = tokio::select! {
+        h = ctx.client.head_status(body.as_bytes(), wait) => h,
+        _ = ctx.stop.dispatch.cancelled() => return Err(Interrupted(ctx.stop.exit_code()).into()),
+    };
+    Ok(match head {
         Some((s, text)) if (400..500).contains(&s) && s != 429 => Some(format!(
             "connection test to {}: the server refuses the run's --max-tokens {}: HTTP {s}: {text}\n\
              Lower --max-tokens to fit the model's context (prompt + max_tokens), or skip \
