@@ -296,9 +296,10 @@ pub(crate) async fn dispatch(
 /// The stored rows of a run, for its summary.
 fn rows(dir: &std::path::Path) -> Result<Vec<crate::agentx::summary::Row>> {
     let db = dir.join("benchmark_data.db");
+    // Read-write, so that closing the last connection removes the WAL files (a
+    // read-only last connection leaves `-wal` and `-shm` beside the database).
     let conn =
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("cannot open {}", db.display()))?;
+        rusqlite::Connection::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
     let mut stmt = conn.prepare(
         "SELECT session_id, turn, success, latency, first_chunk_latency, prompt_tokens,
                 completion_tokens, cached_tokens, intended_start, start_time, completed_time,

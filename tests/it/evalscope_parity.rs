@@ -28,7 +28,10 @@ fn files(root: &Path) -> Vec<String> {
                 stack.push(p);
             } else {
                 let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                out.push(rel);
+                // SQLite's transient companions of an open database, not outputs.
+                if !rel.ends_with("-wal") && !rel.ends_with("-shm") {
+                    out.push(rel);
+                }
             }
         }
     }
