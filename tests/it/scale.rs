@@ -608,7 +608,16 @@ fn simulators_share_a_port_with_reuse_port() {
         let _ = s.kill();
         let _ = s.wait();
     }
-    assert_eq!(seen.len(), 2, "only one simulator answered: {seen:?}");
-    // 64 requests, the connection test and its max_tokens check.
-    assert_eq!(seen.iter().sum::<u64>(), 66, "{seen:?}");
+    // 64 requests, the connection test and its max_tokens check: 66 in all. One
+    // process serving everything would show 66; two show their shares, which can
+    // be equal (33 and 33), so a single distinct value must then be half.
+    match seen.len() {
+        2 => assert_eq!(seen.iter().sum::<u64>(), 66, "{seen:?}"),
+        1 => assert_eq!(
+            seen.first(),
+            Some(&33),
+            "only one simulator answered: {seen:?}"
+        ),
+        _ => panic!("scrapes saw {seen:?}"),
+    }
 }
