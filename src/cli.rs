@@ -351,6 +351,13 @@ pub struct PerfArgs {
     /// from --dataset-path as session-tree lanes (one run per --parallel value).
     #[arg(long)]
     pub scenario: Option<String>,
+    /// `--scenario agentx`: each lane's first tree starts at t*, drawn uniformly
+    /// between these fractions of the tree's recorded span (AIPerf's flags; the
+    /// scenario's 0 and 1 by default). `0 0` starts every tree at its first turn.
+    #[arg(long, value_name = "RATIO")]
+    pub trajectory_start_min_ratio: Option<f64>,
+    #[arg(long, value_name = "RATIO")]
+    pub trajectory_start_max_ratio: Option<f64>,
 
     // ---- Vision
     #[arg(long, default_value_t = 224)]

@@ -190,6 +190,32 @@ impl Tokenizer {
         ids
     }
 
+    /// Word-start ids that survive a text round trip however they are joined: a
+    /// space and ASCII letters only, and encoding the decoded token gives the
+    /// token back. Pre-tokenizers split before every space-led word, so a prompt
+    /// made of them re-encodes to exactly the same ids and a server counts
+    /// exactly as many tokens as were built. Falls back to `word_start_ids` when
+    /// the vocabulary has too few such words.
+    pub fn stable_word_ids(&self) -> Vec<u32> {
+        let all = self.word_start_ids();
+        let stable: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|&id| {
+                let text = self.decode(&[id]);
+                let word = text.strip_prefix(' ').unwrap_or("");
+                !word.is_empty()
+                    && word.bytes().all(|b| b.is_ascii_alphabetic())
+                    && self.encode(&text) == [id]
+            })
+            .collect();
+        if stable.len() >= 64 {
+            stable
+        } else {
+            all
+        }
+    }
+
     /// The chat template applied to `messages` (a JSON list of messages).
     pub fn render_chat(&self, messages: &Value, add_generation_prompt: bool) -> Result<String> {
         let t = self

@@ -2,11 +2,15 @@
 //! subagent trees and the theoretical prefix cache, as AIPerf 0.12.0 replays them
 //! for evalscope 1.14.1's AgentX scenario.
 
+mod credit;
+pub mod numpy_rng;
 pub mod plan;
 pub mod replay;
 pub mod summary;
 pub mod synth;
 pub mod trace;
+pub mod tstar;
+mod warmup;
 
 #[cfg(test)]
 mod replay_tests;

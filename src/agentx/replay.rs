@@ -23,86 +23,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::credit::{marker, Shared};
+pub use super::credit::{Credit, Options, Outcome, SendFuture, Sender, Stats};
 use super::plan::Plan;
-
-/// One request to send.
-#[derive(Clone, Debug)]
-pub struct Credit {
-    pub lane: usize,
-    /// The trace's play number in this run (0 for the first play of any trace).
-    pub play: u64,
-    /// Root trace index of the tree.
-    pub trace: usize,
-    pub conversation: usize,
-    pub turn: usize,
-    /// When the schedule released the request (effective latency runs from here).
-    pub issued: Instant,
-    /// `[rid:<12 hex>]\n\n`, one per tree play, prepended to the first user message.
-    pub marker: Arc<str>,
-}
-
-pub type SendFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
-
-/// Sends one request; resolves to whether it succeeded.
-pub trait Sender: Send + Sync + 'static {
-    fn send(&self, credit: Credit) -> SendFuture;
-}
-
-#[derive(Clone)]
-pub struct Options {
-    pub lanes: usize,
-    /// After this long, no request is released.
-    pub deadline: Option<Duration>,
-    pub idle_cap: Duration,
-    /// Keys the cache-bust markers (AIPerf: the benchmark id).
-    pub run_id: String,
-    /// The run was stopped: nothing more is released.
-    pub stopped: Arc<dyn Fn() -> bool + Send + Sync>,
-    /// The timer wakes this much early and the last stretch is yielded away, so
-    /// a release lands within a fraction of a millisecond of its time (tokio's
-    /// timer rounds up to whole milliseconds). 0 on a paused test clock.
-    pub spin: Duration,
-}
-
-/// What the schedule did (AIPerf's `branch_stats` and plays).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Stats {
-    pub plays_started: u64,
-    pub plays_completed: u64,
-    pub children_spawned: u64,
-    pub children_completed: u64,
-    pub children_errored: u64,
-    /// Join-gated parent turns that had to wait for their children.
-    pub parents_suspended: u64,
-}
-
-struct Shared {
-    plan: Arc<Plan>,
-    opts: Options,
-    sender: Arc<dyn Sender>,
-    start: Instant,
-    next_root: AtomicU64,
-    in_flight: AtomicU64,
-    /// Since when nothing has been in flight (None: something is).
-    idle_since: watch::Sender<Option<Instant>>,
-    stats: Mutex<Stats>,
-}
+use super::tstar::{self, Snapshot};
+pub use super::warmup::WarmupFailed;
+use super::warmup::{first_trees, warmup, First};
 
 impl Shared {
-    fn past_deadline(&self) -> bool {
-        (self.opts.stopped)()
-            || self
-                .opts
-                .deadline
-                .is_some_and(|d| Instant::now() >= self.start + d)
-    }
-
-    fn stat(&self, f: impl FnOnce(&mut Stats)) {
-        if let Ok(mut s) = self.stats.lock() {
-            f(&mut s);
-        }
-    }
-
     /// Waits `secs`, cut short when nothing has been in flight for the idle cap.
     async fn delay(&self, secs: f64) {
         if secs <= 0.0 {
@@ -137,34 +65,45 @@ impl Shared {
         }
     }
 
-    async fn send(&self, credit: Credit) -> bool {
+    async fn send(&self, credit: Credit) -> Outcome {
         if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
             self.idle_since.send_replace(None);
         }
-        let ok = self.sender.send(credit).await;
+        let out = self.sender.send(credit).await;
         if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle_since.send_replace(Some(Instant::now()));
         }
-        ok
+        out
     }
-}
-
-/// AIPerf's marker: the first 12 hex digits of
-/// `sha256("<run>:<recycle pass>:<trajectory index>:<trace id>")`.
-fn marker(run_id: &str, pass: u64, index: u64, trace_id: &str) -> Arc<str> {
-    let d = ring::digest::digest(
-        &ring::digest::SHA256,
-        format!("{run_id}:{pass}:{index}:{trace_id}").as_bytes(),
-    );
-    let hex: String = d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
-    format!("[rid:{hex}]\n\n").into()
 }
 
 /// Plays the schedule until the deadline (or, without one, until every trace has
 /// been played once); returns what it did.
-pub async fn run(plan: Arc<Plan>, opts: Options, sender: Arc<dyn Sender>) -> Stats {
+pub async fn run(
+    plan: Arc<Plan>,
+    opts: Options,
+    sender: Arc<dyn Sender>,
+) -> Result<Stats, WarmupFailed> {
+    Ok(prepare(plan, opts, sender).await?.play().await)
+}
+
+/// A schedule whose warmup is done, ready to play.
+pub struct Prepared {
+    shared: Shared,
+    firsts: Vec<Option<First>>,
+}
+
+/// Picks each lane's first tree and its t*, and warms the streams that were
+/// mid-flight then: each one's last request before t* with `max_tokens = 1`,
+/// spread so that every lane's t* lands at the warmup's end (AIPerf's warmup
+/// phase). The measured window, and the deadline, start with `play`.
+pub async fn prepare(
+    plan: Arc<Plan>,
+    opts: Options,
+    sender: Arc<dyn Sender>,
+) -> Result<Prepared, WarmupFailed> {
     let (idle_since, _) = watch::channel(Some(Instant::now()));
-    let shared = Arc::new(Shared {
+    let shared = Shared {
         plan,
         opts,
         sender,
@@ -173,43 +112,64 @@ pub async fn run(plan: Arc<Plan>, opts: Options, sender: Arc<dyn Sender>) -> Sta
         in_flight: AtomicU64::new(0),
         idle_since,
         stats: Mutex::new(Stats::default()),
-    });
-    let mut lanes = tokio::task::JoinSet::new();
-    for lane in 0..shared.opts.lanes.max(1) {
-        lanes.spawn(run_lane(shared.clone(), lane));
-    }
-    while lanes.join_next().await.is_some() {}
-    let stats = shared.stats.lock().map(|s| s.clone()).unwrap_or_default();
-    stats
+    };
+    let firsts = first_trees(&shared);
+    warmup(&shared, &firsts).await?;
+    Ok(Prepared { shared, firsts })
 }
 
-async fn run_lane(s: Arc<Shared>, lane: usize) {
-    let roots = s.plan.roots.len() as u64;
-    if roots == 0 {
-        return;
+impl Prepared {
+    /// Plays the lanes from their first trees until the deadline.
+    pub async fn play(self) -> Stats {
+        let Prepared { mut shared, firsts } = self;
+        shared.start = Instant::now();
+        shared.idle_since.send_replace(Some(shared.start));
+        let shared = Arc::new(shared);
+        let mut lanes = tokio::task::JoinSet::new();
+        for (lane, first) in firsts.into_iter().enumerate() {
+            lanes.spawn(run_lane(shared.clone(), lane, first));
+        }
+        while lanes.join_next().await.is_some() {}
+        let stats = shared.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        stats
     }
+}
+
+async fn run_lane(s: Arc<Shared>, lane: usize, first: Option<First>) {
+    let roots = s.plan.roots.len() as u64;
+    let Some(first) = first else { return };
+    let mut next = Some(first);
     loop {
         if s.past_deadline() {
             return;
         }
-        let index = s.next_root.fetch_add(1, Ordering::SeqCst);
-        // Without a deadline each trace is played once.
-        if s.opts.deadline.is_none() && index >= roots {
-            return;
-        }
-        let trace = (index % roots) as usize;
-        let conv = s.plan.roots[trace];
-        let id = &s.plan.conversations[conv].id;
+        let f = match next.take() {
+            Some(f) => f,
+            None => {
+                let index = s.next_root.fetch_add(1, Ordering::SeqCst);
+                // Without a deadline each trace is played once.
+                if s.opts.deadline.is_none() && index >= roots {
+                    return;
+                }
+                let trace = (index % roots) as usize;
+                let id = &s.plan.conversations[s.plan.roots[trace]].id;
+                First {
+                    index,
+                    snapshot: tstar::from_start(&s.plan, trace),
+                    marker: marker(&s.opts.run_id, index / roots, index, id),
+                }
+            }
+        };
         let tree = Arc::new(Tree {
             lane,
-            play: index / roots,
-            trace,
-            marker: marker(&s.opts.run_id, index / roots, index, id),
+            play: f.index / roots,
+            trace: (f.index % roots) as usize,
+            marker: f.marker,
             branches: Mutex::new(std::collections::HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
         s.stat(|st| st.plays_started += 1);
-        let complete = run_conversation(s.clone(), tree.clone(), conv).await;
+        let root_end = play_snapshot(&s, &tree, &f.snapshot).await;
         // Drain the tree: every child, background ones included.
         loop {
             let pending: Vec<_> = tree
@@ -224,10 +184,48 @@ async fn run_lane(s: Arc<Shared>, lane: usize) {
                 let _ = t.await;
             }
         }
-        if complete == End::Done {
+        if matches!(root_end, Some(End::Done | End::Failed)) {
             s.stat(|st| st.plays_completed += 1);
         }
     }
+}
+
+/// Starts a tree from its snapshot: the children alive at t* from their next
+/// turns, and the root from its next turn (gated on those children when it was
+/// waiting for them). Returns how the root ended (None: no root stream).
+async fn play_snapshot(s: &Arc<Shared>, tree: &Arc<Tree>, snap: &Snapshot) -> Option<End> {
+    let mut per_branch: std::collections::HashMap<usize, usize> = Default::default();
+    for st in &snap.streams {
+        if let Some(b) = st.branch {
+            *per_branch.entry(b).or_default() += 1;
+        }
+    }
+    if let Ok(mut m) = tree.branches.lock() {
+        for (&b, &n) in &per_branch {
+            m.insert(b, watch::channel(n).0);
+        }
+    }
+    let mut root = None;
+    for st in &snap.streams {
+        let lead = if st.waiting {
+            Lead::Gate
+        } else {
+            Lead::Delay(st.offset_s)
+        };
+        match st.branch {
+            Some(b) => {
+                // A child alive at t* counts as spawned by this play.
+                s.stat(|x| {
+                    x.children_spawned += 1;
+                    x.children_delayed += u64::from(st.offset_s > 0.0);
+                });
+                start_child(s, tree, b, st.conversation, st.next, lead)
+            }
+            None => root = Some((st.conversation, st.next, lead)),
+        }
+    }
+    let (conv, from, lead) = root?;
+    Some(run_conversation(s.clone(), tree.clone(), conv, from, lead).await)
 }
 
 /// One play of a trace's tree.
@@ -241,45 +239,88 @@ struct Tree {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+impl Tree {
+    /// The branches a turn joins that still have children running.
+    fn pending_gates(&self, joins: &[usize]) -> Vec<watch::Receiver<usize>> {
+        let Ok(m) = self.branches.lock() else {
+            return Vec::new();
+        };
+        joins
+            .iter()
+            .filter_map(|b| m.get(b).map(|tx| tx.subscribe()))
+            .filter(|rx| *rx.borrow() > 0)
+            .collect()
+    }
+}
+
 /// How a conversation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
-    /// Every turn sent and answered.
+    /// Its final turn was answered.
     Done,
-    /// A request failed: the conversation stops there.
+    /// Its final turn failed (earlier failures do not stop a conversation).
     Failed,
-    /// The deadline came first.
+    /// A context overflow before the final turn ended it.
+    Overflow,
+    /// The deadline came after it had sent a turn: its remaining turns were
+    /// not sent (AIPerf's truncated child).
+    Stopped,
+    /// The deadline came before it sent anything.
     Cut,
 }
 
-/// Runs one conversation's turns.
+/// What comes before a stream's first turn.
+#[derive(Clone, Copy, Debug)]
+enum Lead {
+    /// Wait this long (seconds).
+    Delay(f64),
+    /// Wait for the turn's join gate, then send at once.
+    Gate,
+}
+
+/// Runs a conversation from turn `from`. A later turn whose join gate is still
+/// open when the turn before it completes is sent the moment its children are
+/// done; otherwise it waits its end-to-start delay (AIPerf's suspended parent
+/// versus a gate already satisfied).
 fn run_conversation(
     s: Arc<Shared>,
     tree: Arc<Tree>,
     conv: usize,
+    from: usize,
+    lead: Lead,
 ) -> Pin<Box<dyn Future<Output = End> + Send>> {
     Box::pin(async move {
         let turns = s.plan.conversations[conv].turns.len();
-        for k in 0..turns {
+        let mut end = End::Done;
+        for k in from..turns {
             let turn = &s.plan.conversations[conv].turns[k];
-            if k > 0 {
-                s.delay(turn.delay_s).await;
-            }
-            for b in &turn.joins {
-                let rx = tree
-                    .branches
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(b).map(|tx| tx.subscribe()));
-                if let Some(mut rx) = rx {
-                    if *rx.borrow() > 0 {
-                        s.stat(|st| st.parents_suspended += 1);
-                        let _ = rx.wait_for(|left| *left == 0).await;
-                    }
+            let gates = match (k == from, lead) {
+                (true, Lead::Delay(x)) => {
+                    s.delay(x).await;
+                    Vec::new()
                 }
+                (true, Lead::Gate) => tree.pending_gates(&turn.joins),
+                (false, _) => {
+                    let g = tree.pending_gates(&turn.joins);
+                    if g.is_empty() {
+                        s.delay(turn.delay_s).await;
+                    }
+                    g
+                }
+            };
+            if !gates.is_empty() {
+                s.stat(|st| st.parents_suspended += 1);
+                for mut rx in gates {
+                    let _ = rx.wait_for(|left| *left == 0).await;
+                }
+                if s.past_deadline() {
+                    s.stat(|st| st.joins_suppressed += 1);
+                    return cut(k > from);
+                }
+                s.stat(|st| st.parents_resumed += 1);
             }
             if s.past_deadline() {
-                return End::Cut;
+                return cut(k > from);
             }
             let credit = Credit {
                 lane: tree.lane,
@@ -289,44 +330,68 @@ fn run_conversation(
                 turn: k,
                 issued: Instant::now(),
                 marker: tree.marker.clone(),
+                warmup: false,
             };
-            if !s.send(credit).await {
-                return End::Failed;
+            let out = s.send(credit).await;
+            let last = k + 1 == turns;
+            if out == Outcome::Overflow && !last {
+                return End::Overflow;
             }
+            end = if out == Outcome::Ok {
+                End::Done
+            } else {
+                End::Failed
+            };
             for &b in &s.plan.conversations[conv].turns[k].spawns {
                 spawn_branch(&s, &tree, b);
             }
         }
-        End::Done
+        end
     })
+}
+
+fn cut(sent_some: bool) -> End {
+    if sent_some {
+        End::Stopped
+    } else {
+        End::Cut
+    }
 }
 
 fn spawn_branch(s: &Arc<Shared>, tree: &Arc<Tree>, b: usize) {
     let branch = &s.plan.branches[b];
-    let (tx, _) = watch::channel(branch.children.len());
     if let Ok(mut m) = tree.branches.lock() {
-        m.insert(b, tx);
+        m.insert(b, watch::channel(branch.children.len()).0);
     }
     for &child in &branch.children {
         let offset = branch.dispatch_offset_s(&s.plan.conversations[child]);
-        let (s2, tree2) = (s.clone(), tree.clone());
-        s.stat(|st| st.children_spawned += 1);
-        let task = tokio::spawn(async move {
-            s2.delay(offset).await;
-            let end = run_conversation(s2.clone(), tree2.clone(), child).await;
-            s2.stat(|st| match end {
-                End::Done => st.children_completed += 1,
-                End::Failed => st.children_errored += 1,
-                End::Cut => {}
-            });
-            if let Ok(m) = tree2.branches.lock() {
-                if let Some(tx) = m.get(&b) {
-                    tx.send_modify(|left| *left = left.saturating_sub(1));
-                }
-            }
+        s.stat(|st| {
+            st.children_spawned += 1;
+            st.children_delayed += u64::from(offset > 0.0);
         });
-        if let Ok(mut t) = tree.tasks.lock() {
-            t.push(task);
+        start_child(s, tree, b, child, 0, Lead::Delay(offset));
+    }
+}
+
+/// Runs a child of branch `b` from turn `from`; its end releases one place of
+/// the branch's join.
+fn start_child(s: &Arc<Shared>, tree: &Arc<Tree>, b: usize, child: usize, from: usize, lead: Lead) {
+    let (s2, tree2) = (s.clone(), tree.clone());
+    let task = tokio::spawn(async move {
+        let end = run_conversation(s2.clone(), tree2.clone(), child, from, lead).await;
+        s2.stat(|st| match end {
+            End::Done => st.children_completed += 1,
+            End::Failed => st.children_errored += 1,
+            End::Overflow | End::Stopped => st.children_truncated += 1,
+            End::Cut => {}
+        });
+        if let Ok(m) = tree2.branches.lock() {
+            if let Some(tx) = m.get(&b) {
+                tx.send_modify(|left| *left = left.saturating_sub(1));
+            }
         }
+    });
+    if let Ok(mut t) = tree.tasks.lock() {
+        t.push(task);
     }
 }

@@ -2,20 +2,24 @@
 //! time per request and records when each was released.
 
 use super::plan::{build, Plan};
-use super::replay::{run, Credit, Options, SendFuture, Sender, Stats};
+use super::replay::{run, Credit, Options, Outcome, SendFuture, Sender, Stats};
 use super::trace::read;
+use super::tstar::Start;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// (conversation, turn, release time, play, warmup).
+type Log = Vec<(String, usize, f64, u64, bool)>;
+
 struct Fake {
     start: Instant,
     /// Service seconds for a request of this conversation id prefix.
     service: Box<dyn Fn(&str) -> f64 + Send + Sync>,
-    fail: Option<(String, usize)>,
+    fail: Option<(String, usize, Outcome)>,
     plan: Arc<Plan>,
-    log: Mutex<Vec<(String, usize, f64, u64)>>,
+    log: Mutex<Log>,
 }
 
 impl Sender for Fake {
@@ -23,13 +27,16 @@ impl Sender for Fake {
         let id = self.plan.conversations[c.conversation].id.clone();
         let at = (c.issued - self.start).as_secs_f64();
         if let Ok(mut l) = self.log.lock() {
-            l.push((id.clone(), c.turn, at, c.play));
+            l.push((id.clone(), c.turn, at, c.play, c.warmup));
         }
         let secs = (self.service)(&id);
-        let ok = self.fail.as_ref() != Some(&(id, c.turn));
+        let out = match &self.fail {
+            Some((f, k, o)) if *f == id && *k == c.turn => *o,
+            _ => Outcome::Ok,
+        };
         Box::pin(async move {
             tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-            ok
+            out
         })
     }
 }
@@ -73,12 +80,23 @@ async fn play(
     lanes: usize,
     deadline: Option<f64>,
     service: impl Fn(&str) -> f64 + Send + Sync + 'static,
-    fail: Option<(&str, usize)>,
-) -> (Vec<(String, usize, f64, u64)>, Stats) {
+    fail: Option<(&str, usize, Outcome)>,
+) -> (Log, Stats) {
+    play_from(plan, lanes, deadline, service, fail, (0.0, 0.0)).await
+}
+
+async fn play_from(
+    plan: Arc<Plan>,
+    lanes: usize,
+    deadline: Option<f64>,
+    service: impl Fn(&str) -> f64 + Send + Sync + 'static,
+    fail: Option<(&str, usize, Outcome)>,
+    ratios: (f64, f64),
+) -> (Log, Stats) {
     let fake = Arc::new(Fake {
         start: Instant::now(),
         service: Box::new(service),
-        fail: fail.map(|(c, k)| (c.to_string(), k)),
+        fail: fail.map(|(c, k, o)| (c.to_string(), k, o)),
         plan: plan.clone(),
         log: Mutex::new(Vec::new()),
     });
@@ -89,31 +107,37 @@ async fn play(
         run_id: "r".into(),
         stopped: Arc::new(|| false),
         spin: Duration::ZERO,
+        start: Start {
+            min_ratio: ratios.0,
+            max_ratio: ratios.1,
+            seed: 7,
+        },
     };
-    let stats = run(plan, opts, fake.clone()).await;
+    let stats = run(plan, opts, fake.clone()).await.unwrap();
     let mut log = fake.log.lock().unwrap().clone();
     log.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
     (log, stats)
 }
 
-fn at(log: &[(String, usize, f64, u64)]) -> Vec<(&str, usize, f64)> {
+fn at(log: &[(String, usize, f64, u64, bool)]) -> Vec<(&str, usize, f64)> {
     log.iter()
-        .map(|(c, k, t, _)| (c.as_str(), *k, (t * 1000.0).round() / 1000.0))
+        .map(|(c, k, t, _, _)| (c.as_str(), *k, (t * 1000.0).round() / 1000.0))
         .collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn delays_spawns_and_joins_follow_the_trace() {
-    let (log, stats) = play(plan_of(&[trace("t1")]), 1, None, |_| 1.0, None).await;
+    let quick_a = |c: &str| if c.ends_with("sa:A") { 0.5 } else { 1.0 };
+    let (log, stats) = play(plan_of(&[trace("t1")]), 1, None, quick_a, None).await;
     assert_eq!(
         at(&log),
         [
             ("t1", 0, 0.0),
             ("t1::sa:A", 0, 1.5), // spawn at 1.0 + offset 0.5
+            ("t1::sa:A", 1, 3.5), // 2.0 + delay 1.5
             ("t1", 1, 4.0),       // 1.0 + delay 3
-            ("t1::sa:A", 1, 4.0), // 2.5 + delay 1.5
             ("t1::sa:B", 0, 5.5), // 5.0 + offset 0.5
-            ("t1", 2, 8.0),       // 5.0 + delay 3; A ended at 5.0
+            ("t1", 2, 8.0),       // A was done when turn 1 returned: delay 3
         ]
     );
     assert_eq!(
@@ -121,9 +145,11 @@ async fn delays_spawns_and_joins_follow_the_trace() {
             stats.plays_started,
             stats.plays_completed,
             stats.children_spawned,
-            stats.children_completed
+            stats.children_completed,
+            stats.children_delayed,
+            stats.parents_suspended,
         ),
-        (1, 1, 2, 2)
+        (1, 1, 2, 2, 2, 0)
     );
 }
 
@@ -133,9 +159,11 @@ async fn delays_spawns_and_joins_follow_the_trace() {
 async fn a_join_waits_for_its_children() {
     let slow = |c: &str| if c.ends_with("sa:A") { 6.0 } else { 1.0 };
     let (log, stats) = play(plan_of(&[trace("t1")]), 1, None, slow, None).await;
-    // A: 1.5 → 7.5, then 1.5 idle, 9.0 → 15.0. Turn 2 (ready at 8.0) waits for 15.0.
+    // A: 1.5 → 7.5, then 1.5 idle, 9.0 → 15.0. Turn 1 returns at 5.0 with A still
+    // running: the parent suspends and turn 2 goes the moment A is done, without
+    // its 3 s delay (AIPerf's released join).
     assert_eq!(at(&log).last(), Some(&("t1", 2, 15.0)));
-    assert_eq!(stats.parents_suspended, 1);
+    assert_eq!((stats.parents_suspended, stats.parents_resumed), (1, 1));
 }
 
 /// One lane: the second trace starts when the first tree (background child
@@ -167,20 +195,61 @@ async fn plays_recycle_until_the_deadline() {
     assert!(log.iter().any(|r| r.0 == "t1" && r.1 == 0 && r.2 == 27.0));
 }
 
-/// A failed request ends its conversation; a failed child releases the join.
+/// A failed request does not end its conversation (AIPerf sends the next turn);
+/// a child whose final turn failed is an errored child and still releases the join.
 #[tokio::test(start_paused = true)]
 async fn a_failed_child_releases_the_join() {
-    let (log, stats) = play(
-        plan_of(&[trace("t1")]),
-        1,
-        None,
-        |_| 1.0,
-        Some(("t1::sa:A", 0)),
-    )
-    .await;
-    assert!(!log.iter().any(|r| r.0 == "t1::sa:A" && r.1 == 1));
-    assert_eq!(at(&log).last(), Some(&("t1", 2, 8.0)));
+    let failed = Some(("t1::sa:A", 0, Outcome::Failed));
+    let (log, stats) = play(plan_of(&[trace("t1")]), 1, None, |_| 0.5, failed).await;
+    assert!(log.iter().any(|r| r.0 == "t1::sa:A" && r.1 == 1));
+    assert_eq!((stats.children_completed, stats.children_errored), (2, 0));
+    let failed = Some(("t1::sa:A", 1, Outcome::Failed));
+    let (log, stats) = play(plan_of(&[trace("t1")]), 1, None, |_| 0.5, failed).await;
+    assert_eq!(log.iter().filter(|r| r.0 == "t1").count(), 3);
     assert_eq!((stats.children_completed, stats.children_errored), (1, 1));
+}
+
+/// A context overflow before the final turn ends that stream (AIPerf's
+/// short-circuit): the child is truncated and its join released.
+#[tokio::test(start_paused = true)]
+async fn a_context_overflow_ends_the_stream() {
+    let over = Some(("t1::sa:A", 0, Outcome::Overflow));
+    let (log, stats) = play(plan_of(&[trace("t1")]), 1, None, |_| 0.5, over).await;
+    assert!(!log.iter().any(|r| r.0 == "t1::sa:A" && r.1 == 1));
+    assert_eq!(log.iter().filter(|r| r.0 == "t1").count(), 3);
+    assert_eq!((stats.children_truncated, stats.children_completed), (1, 1));
+    let over = Some(("t1", 0, Outcome::Overflow));
+    let (log, stats) = play(plan_of(&[trace("t1")]), 1, None, |_| 0.5, over).await;
+    assert_eq!(at(&log), [("t1", 0, 0.0)]);
+    assert_eq!((stats.plays_started, stats.plays_completed), (1, 0));
+}
+
+/// t* at half the tree's span (4.5 s): the root has sent turns 0 and 1 and waits
+/// at turn 2 for A, which has sent its turn 0; B was spawned by turn 1 and starts
+/// 2 s after t*. The warmup re-sends root turn 1 (0.5 s before t*) and A turn 0
+/// (2 s before), spread so both land on t* together; the replay then resumes each
+/// stream at its offset from t*.
+#[tokio::test(start_paused = true)]
+async fn the_first_tree_starts_at_t_star_after_the_warmup() {
+    let (log, stats) = play_from(plan_of(&[trace("t1")]), 1, None, |_| 1.0, None, (0.5, 0.5)).await;
+    let got: Vec<_> = log
+        .iter()
+        .map(|(c, k, t, _, w)| (c.as_str(), *k, *t, *w))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("t1::sa:A", 0, 0.0, true),
+            ("t1", 1, 1.5, true),
+            // Warmup done at 2.5 = t*.
+            ("t1::sa:A", 1, 3.0, false), // 5.0 − 4.5
+            ("t1", 2, 4.0, false),       // when A is done
+            ("t1::sa:B", 0, 4.5, false), // 6.5 − 4.5
+        ]
+    );
+    assert_eq!(stats.warmup_requests, 2);
+    assert_eq!(stats.t_star, [(0, 4500.0)]);
+    assert_eq!((stats.parents_suspended, stats.parents_resumed), (1, 1));
 }
 
 /// Nothing in flight for 10 s: a longer delay ends at the cap.

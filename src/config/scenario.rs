@@ -37,6 +37,14 @@ pub struct Scenario {
     pub request_timeout_seconds: Option<f64>,
     #[serde(default)]
     pub benchmark_grace_period: Option<f64>,
+    /// `--trajectory-start-{min,max}-ratio` (not scenario keys: evalscope's
+    /// AIPerf run always uses the scenario's lock, 0 and 1).
+    #[serde(skip, default = "full_span")]
+    pub start_ratios: (f64, f64),
+}
+
+fn full_span() -> (f64, f64) {
+    (0.0, 1.0)
 }
 
 fn agentx() -> String {
@@ -126,10 +134,25 @@ pub fn parse(value: &str) -> Result<Scenario> {
 /// `--scenario`, parsed and checked against the other flags (None without it).
 pub fn resolve(a: &PerfArgs) -> Result<Option<Scenario>> {
     let Some(v) = &a.scenario else {
+        if a.trajectory_start_min_ratio.is_some() || a.trajectory_start_max_ratio.is_some() {
+            bail!(
+                "--trajectory-start-min-ratio / --trajectory-start-max-ratio apply only to \
+                 --scenario agentx; drop them or add --scenario"
+            );
+        }
         return Ok(None);
     };
-    let s = parse(v)?;
+    let mut s = parse(v)?;
     check_flags(&s, a)?;
+    let lo = a.trajectory_start_min_ratio.unwrap_or(0.0);
+    let hi = a.trajectory_start_max_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+        bail!(
+            "--trajectory-start-min-ratio {lo} / --trajectory-start-max-ratio {hi}: both must \
+             lie in [0, 1] with min <= max (0 0 starts every tree at its first turn)"
+        );
+    }
+    s.start_ratios = (lo, hi);
     Ok(Some(s))
 }
 

@@ -14,12 +14,11 @@ use tokio::sync::mpsc;
 
 use super::ctx::Ctx;
 use crate::agentx::plan::{self, Plan};
-use crate::agentx::replay::{self, Credit, SendFuture, Sender, Stats};
+use crate::agentx::replay::{self, Credit, Outcome, SendFuture, Sender, Stats};
 use crate::agentx::synth::{self, Role, Segment};
 use crate::agentx::trace;
 use crate::client::{self, Ticket};
 use crate::config::scenario::Scenario;
-use crate::dataset::Prompt;
 use crate::record::{RequestRecord, SessionTag};
 use crate::telemetry::log;
 
@@ -60,7 +59,7 @@ pub(crate) fn load(ctx: &Ctx, s: &Scenario) -> Result<AgentSet> {
         .tokenizer
         .as_ref()
         .context("--scenario agentx requires --tokenizer-path")?;
-    let ids = tok.word_start_ids();
+    let ids = tok.stable_word_ids();
     let decode = |t: &[u32]| tok.decode(t);
     let vocab = synth::Vocab {
         ids: &ids,
@@ -146,22 +145,38 @@ struct ClientSender {
 }
 
 impl ClientSender {
-    fn body(&self, c: &Credit) -> Result<String> {
-        let cfg = &self.ctx.cfg;
+    /// AIPerf's chat body for the scenario, key for key: the accumulated
+    /// messages, `max_completion_tokens` = max(out, 1) (1 for a warmup
+    /// request), streaming with usage, and `ignore_eos` (the scenario's lock, so
+    /// the output is exactly that long). No sampling parameters: AIPerf sends
+    /// none and evalscope cannot pass any.
+    fn body(&self, c: &Credit) -> String {
         let turn = &self.set.plan.conversations[c.conversation].turns[c.turn];
-        let mut gen = cfg.gen.clone();
-        gen.max_tokens = (turn.max_tokens, turn.max_tokens);
-        gen.stream = true;
-        // AIPerf's scenario lock: the output is exactly max_tokens long.
-        gen.extra_args
-            .insert("ignore_eos".into(), Value::Bool(true));
-        let msgs = messages(&self.set.prompts[c.conversation][c.turn], &c.marker);
-        let body: Map<String, Value> = cfg.protocol.build_body(
-            &Prompt::Messages(msgs),
-            &gen,
-            &mut fastrand::Rng::with_seed(0),
-        )?;
-        Ok(Value::Object(body).to_string())
+        let max = if c.warmup { 1 } else { turn.max_tokens };
+        json!({
+            "model": self.ctx.cfg.gen.model,
+            "messages": messages(&self.set.prompts[c.conversation][c.turn], &c.marker),
+            "stream": true,
+            "max_completion_tokens": max,
+            "ignore_eos": true,
+            "stream_options": {"include_usage": true},
+        })
+        .to_string()
+    }
+}
+
+/// How the schedule sees a finished request.
+fn outcome(rec: &RequestRecord) -> Outcome {
+    if rec.success {
+        Outcome::Ok
+    } else if rec
+        .error
+        .as_deref()
+        .is_some_and(crate::agentx::summary::is_context_overflow)
+    {
+        Outcome::Overflow
+    } else {
+        Outcome::Failed
     }
 }
 
@@ -170,13 +185,7 @@ impl Sender for Arc<ClientSender> {
         let me = self.clone();
         Box::pin(async move {
             let ctx = &me.ctx;
-            let body = match me.body(&c) {
-                Ok(b) => b,
-                Err(e) => {
-                    log::warn(format!("agentx: a request could not be built: {e:#}"));
-                    return false;
-                }
-            };
+            let body = me.body(&c);
             let issued = ctx.clock.now() - c.issued.elapsed().as_secs_f64();
             // One trace per tree play: the root conversation's session span is the
             // parent of its subagents' session spans.
@@ -212,7 +221,12 @@ impl Sender for Arc<ClientSender> {
                 }
             };
             let ticket = Ticket {
-                seq: me.seq.fetch_add(1, Ordering::Relaxed),
+                // Warmup requests are not rows: they take no sequence number.
+                seq: if c.warmup {
+                    u64::MAX
+                } else {
+                    me.seq.fetch_add(1, Ordering::Relaxed)
+                },
                 intended_start: issued,
                 body: body.into(),
                 stream_requested: true,
@@ -223,6 +237,19 @@ impl Sender for Arc<ClientSender> {
                 keep_text: false,
                 extra_headers: None,
             };
+            if c.warmup {
+                // Primes the cache; not a measured request, so not a row
+                // (AIPerf keeps warmup records out of the profiling metrics).
+                let rec = ctx.client.execute(ticket, &ctx.stop.abort).await;
+                if let Some(e) = &rec.error {
+                    log::warn(format!(
+                        "agentx warmup: `{}` turn {}: {e}",
+                        me.set.plan.conversations[c.conversation].id,
+                        c.turn + 1
+                    ));
+                }
+                return outcome(&rec);
+            }
             if let Some(g) = &me.in_flight {
                 g.inc();
             }
@@ -241,11 +268,11 @@ impl Sender for Arc<ClientSender> {
                     .or_insert((root, None));
                 *e.1.get_or_insert(rec.timeline.send)
             };
-            let ok = rec.success;
+            let out = outcome(&rec);
             rec.session = Some(SessionTag {
                 id: format!("{}#{}", conv.id, c.play),
                 turn: c.turn as u32 + 1,
-                is_last: !ok || c.turn + 1 == conv.turns.len(),
+                is_last: out == Outcome::Overflow || c.turn + 1 == conv.turns.len(),
                 parent_span: root.span_id,
                 parent_session,
                 started,
@@ -255,26 +282,38 @@ impl Sender for Arc<ClientSender> {
                 rec.response_messages = None;
             }
             let _ = me.out.send(rec).await;
-            ok
+            out
         })
     }
 }
 
-/// Replays the set with `parallel` lanes until the scenario's duration; returns
-/// the requests sent and what the schedule did.
-pub(crate) async fn dispatch(
+/// A replay ready to play: its warmup is done (or failed).
+pub(crate) struct Ready {
+    sender: Arc<ClientSender>,
+    prepared: Result<replay::Prepared>,
+}
+
+/// Prepares the replay of the set with `parallel` lanes for the scenario's
+/// duration: picks each lane's first tree at its t* and sends the warmup, before
+/// the measured window (and the server's before-scrape) starts.
+pub(crate) async fn prepare(
     ctx: &Arc<Ctx>,
-    parallel: i64,
-    set: Arc<AgentSet>,
-    duration: f64,
-    out: mpsc::Sender<RequestRecord>,
-    in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
-) -> (u64, Stats) {
+    point: &crate::scheduler::SweepPoint,
+    set: &Arc<AgentSet>,
+    out: &mpsc::Sender<RequestRecord>,
+    in_flight: &Option<prometheus_client::metrics::gauge::Gauge>,
+) -> Ready {
+    let (parallel, duration) = (point.parallel, ctx.cfg.duration.unwrap_or(0.0));
+    let (lo, hi) = ctx
+        .cfg
+        .agentx
+        .as_ref()
+        .map_or((0.0, 1.0), |s| s.start_ratios);
     let sender = Arc::new(ClientSender {
         ctx: ctx.clone(),
         set: set.clone(),
-        out,
-        in_flight,
+        out: out.clone(),
+        in_flight: in_flight.clone(),
         seq: AtomicU64::new(0),
         plays: Mutex::new(HashMap::new()),
     });
@@ -288,9 +327,30 @@ pub(crate) async fn dispatch(
             Arc::new(move || c.stop.dispatch.is_cancelled())
         },
         spin: std::time::Duration::from_micros(1500),
+        start: crate::agentx::tstar::Start {
+            min_ratio: lo,
+            max_ratio: hi,
+            seed: ctx
+                .cfg
+                .gen
+                .seed
+                .unwrap_or(crate::config::scenario::DEFAULT_SEED),
+        },
     };
-    let stats = replay::run(set.plan.clone(), opts, Arc::new(sender.clone())).await;
-    (sender.seq.load(Ordering::Relaxed), stats)
+    let prepared = replay::prepare(set.plan.clone(), opts, Arc::new(sender.clone()))
+        .await
+        .map_err(anyhow::Error::new);
+    Ready { sender, prepared }
+}
+
+/// Plays a prepared replay; returns the requests sent and what the schedule did
+/// (an error when the warmup failed, as AIPerf aborts then).
+pub(crate) async fn play(ready: Ready) -> (u64, Result<Stats>) {
+    let stats = match ready.prepared {
+        Ok(p) => Ok(p.play().await),
+        Err(e) => Err(e),
+    };
+    (ready.sender.seq.load(Ordering::Relaxed), stats)
 }
 
 /// The stored rows of a run, for its summary.
@@ -343,16 +403,7 @@ pub(crate) fn write_summary(
     };
     let rows = rows(dir)?;
     let duration = cfg.duration.unwrap_or(0.0);
-    let (mut metrics, overflow) = summary::metrics(&rows, &set.plan, duration);
-    metrics.insert(
-        "branch_stats".into(),
-        json!({"unit": "", "plays_started": stats.plays_started,
-               "plays_completed": stats.plays_completed,
-               "children_spawned": stats.children_spawned,
-               "children_completed": stats.children_completed,
-               "children_errored": stats.children_errored,
-               "parents_suspended": stats.parents_suspended}),
-    );
+    let (metrics, overflow) = summary::metrics(&rows, &set.plan, duration);
     let cancelled = ctx.stop.dispatch.is_cancelled();
     // AIPerf's validity: a local, unverified set is an `unsafe_override` run.
     let mut reasons = vec!["unsafe_override".to_string()];
@@ -395,6 +446,30 @@ pub(crate) fn write_summary(
         "metrics": metrics,
         "derived_metrics": derived(s, &metrics_value(&metrics)),
         "error_summary": summary::error_summary(&rows),
+        // AIPerf's `branch_stats` (not a metric block: it has no unit).
+        "branch_stats": {
+            "children_spawned": stats.children_spawned,
+            "children_completed": stats.children_completed,
+            "children_errored": stats.children_errored,
+            "children_truncated": stats.children_truncated,
+            "children_delayed": stats.children_delayed,
+            "parents_suspended": stats.parents_suspended,
+            "parents_resumed": stats.parents_resumed,
+            "parents_failed_due_to_child_error": 0,
+            "joins_suppressed": stats.joins_suppressed,
+        },
+        // How the lanes ran: tree plays, the warmup and each lane's first t*.
+        "replay": {
+            "plays_started": stats.plays_started,
+            "plays_completed": stats.plays_completed,
+            "warmup_requests": stats.warmup_requests,
+            "trajectory_start_ratios": [s.start_ratios.0, s.start_ratios.1],
+            "first_trees": stats.t_star.iter().map(|(t, ms)| json!({
+                "trace": set.plan.conversations[set.plan.roots[*t]].id,
+                "t_star_ms": ms,
+            })).collect::<Vec<_>>(),
+            "dropped_subagents": set.plan.dropped_subagents.len(),
+        },
         "raw_artifact_dir": dir.display().to_string(),
         "raw_summary_file": dir.join("benchmark_summary.json").display().to_string(),
         "command": [],

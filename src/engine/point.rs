@@ -76,6 +76,10 @@ pub(crate) async fn run_point(
         )
         .with_current_subscriber(),
     );
+    let mut agentx = match &work {
+        Work::Agentic(set) => Some(super::agentx::prepare(ctx, point, set, &tx, &in_flight).await),
+        _ => None,
+    };
     let (anchor, go, scraper) = start_measuring(ctx, index, &dir).await;
     let (cpu0, t0) = (process_cpu_seconds(), ctx.clock.now());
     let mut agentic = None;
@@ -95,51 +99,58 @@ pub(crate) async fn run_point(
                 super::sessions::dispatch(ctx, point, convs.clone(), warmup, tx, in_flight).await;
             (sent, 0)
         }
-        Work::Agentic(set) => {
-            let d = cfg.duration.unwrap_or(0.0);
-            let (sent, stats) =
-                super::agentx::dispatch(ctx, point.parallel, set.clone(), d, tx, in_flight).await;
-            agentic = Some(stats);
-            (sent, 0)
-        }
+        Work::Agentic(_) => match agentx.take() {
+            Some(ready) => {
+                drop(tx);
+                let (sent, stats) = super::agentx::play(ready).await;
+                agentic = Some(stats);
+                (sent, 0)
+            }
+            None => (0, 0),
+        },
     };
+    // Its sender holds a clone of `tx`: the recorder ends when both are gone.
+    drop(agentx);
     if not_sent > 0 {
-        log::warn(format!(
-            "{name}: {not_sent} requests were waiting for a slot when the run was stopped and were not sent"
-        ));
+        log::warn(format!("{name}: {not_sent} requests were waiting for a slot when the run was stopped and were not sent"));
     }
     let live = fan.await.unwrap_or_default();
     if let Some(s) = scraper {
         s.finish().await;
     }
-    if let (Some(a), Some(b)) = (cpu0, process_cpu_seconds()) {
-        // Whether the client could have been the bottleneck: its CPU time per request
-        // (with --api sim this includes the in-process simulator).
-        log::info(format!(
-            "{name}: {sent} requests in {:.2} s; process CPU {:.2} s ({:.0} µs per request)",
-            ctx.clock.now() - t0,
-            b - a,
-            (b - a) * 1e6 / sent.max(1) as f64
-        ));
-    }
+    log_cpu(&name, sent, cpu0, ctx.clock.now() - t0);
     ctx.log.set_bar(None);
     let (status, reason) = ctx.stop.status();
     let stored = writer.finish(status, reason.as_deref(), not_sent)?;
     if stored.rows != sent || live.total != sent {
+        let lost = match stored.lost {
+            0 => String::new(),
+            n => format!(" ({n} could not be written)"),
+        };
         log::error(format!(
-            "{sent} requests sent but {} rows stored{}",
-            stored.rows,
-            match stored.lost {
-                0 => String::new(),
-                n => format!(" ({n} could not be written)"),
-            }
+            "{sent} requests sent but {} rows stored{lost}",
+            stored.rows
         ));
     }
     let result = report_point(ctx, point, &dir, &name, &args)?;
     if let (Work::Agentic(set), Some(stats)) = (&work, agentic) {
+        // AIPerf: a failed warmup aborts the run (`TrajectoryWarmupFailedError`).
+        let stats = stats.with_context(|| format!("--scenario agentx ({name})"))?;
         super::agentx::write_summary(ctx, set, point.parallel, &dir, &stats)?;
     }
     Ok(result)
+}
+
+/// Whether the client could have been the bottleneck: its CPU time per request
+/// (with --api sim this includes the in-process simulator).
+fn log_cpu(name: &str, sent: u64, cpu0: Option<f64>, secs: f64) {
+    if let (Some(a), Some(b)) = (cpu0, process_cpu_seconds()) {
+        log::info(format!(
+            "{name}: {sent} requests in {secs:.2} s; process CPU {:.2} s ({:.0} µs per request)",
+            b - a,
+            (b - a) * 1e6 / sent.max(1) as f64
+        ));
+    }
 }
 
 /// Reads or generates what the point sends on a blocking thread, so that a signal

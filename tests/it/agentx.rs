@@ -63,7 +63,16 @@ fn the_bundled_set_replays_on_the_simulator() {
             itl_ms: Some(1.0),
             ..SimConfig::default()
         },
-        &["--parallel", "2", "--duration", "8"],
+        &[
+            "--parallel",
+            "2",
+            "--duration",
+            "8",
+            "--trajectory-start-min-ratio",
+            "0",
+            "--trajectory-start-max-ratio",
+            "0",
+        ],
     );
     let set = SET;
     assert_eq!(o.exit_code, 0);
@@ -128,8 +137,9 @@ fn the_bundled_set_replays_on_the_simulator() {
     for r in rows.iter().filter(|r| r.turn > 0) {
         let t = &conv[r.conv.as_str()].turns[r.turn];
         let prev = by[&(r.conv.clone(), r.play, r.turn - 1)];
-        let mut ready = prev.end + t.delay_s;
-        // A join-gated turn also waits for its children.
+        // A join-gated turn waits for its children: if they were still running
+        // when the turn before it ended, it goes the moment they are done.
+        let mut children_end = f64::MIN;
         for b in &t.joins {
             for &c in &plan.branches[*b].children {
                 let id = &plan.conversations[c].id;
@@ -142,9 +152,14 @@ fn the_bundled_set_replays_on_the_simulator() {
                     r.send >= last,
                     "{r:?} sent before child {id} ended at {last}"
                 );
-                ready = ready.max(last);
+                children_end = children_end.max(last);
             }
         }
+        let ready = if children_end > prev.end {
+            children_end
+        } else {
+            prev.end + t.delay_s
+        };
         errors.push((r.intended - ready).abs());
         assert!(r.send - r.intended < 0.05, "{r:?}");
     }
@@ -199,6 +214,69 @@ fn the_bundled_set_replays_on_the_simulator() {
     assert_eq!(m["request_count"]["avg"], rows.len() as f64);
     let sweep = common::json(&o.dir.join("agentx_256k/agentx_sweep_summary.json"));
     assert_eq!(sweep["parallel_2"]["concurrency"], 2);
+}
+
+/// The scenario's default t* range (0 to 1 of each tree's span): each lane's
+/// first tree starts at t* drawn as AIPerf 0.12.0 draws it, after a warmup that
+/// re-sends the last request before t* of every stream then alive. AIPerf logged
+/// the same draw on this set (lane 0: synth_000 at 59 %, 3 of 5 root turns done;
+/// lane 1: synth_001 at 13 %; 3 warmup credits); the values below are numpy's
+/// `default_rng(seed).uniform(lo, hi)` for the run's seed.
+#[test]
+fn the_first_trees_start_at_t_star_after_a_warmup() {
+    let _g = common::lock();
+    let (o, _dir) = run_set(
+        SimConfig {
+            ttft_ms: Some(2.0),
+            itl_ms: Some(0.5),
+            ..SimConfig::default()
+        },
+        &["--parallel", "2", "--duration", "5", "--no-test-connection"],
+    );
+    assert_eq!(o.exit_code, 0);
+    let run = o.dir.join("agentx_256k/parallel_2");
+    let s = common::json(&run.join("agentx_summary.json"));
+    let r = &s["replay"];
+    assert_eq!(r["trajectory_start_ratios"], serde_json::json!([0.0, 1.0]));
+    // (serde_json's default float parsing can be one ulp off the written value.)
+    let firsts: Vec<(&str, f64)> = r["first_trees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["trace"].as_str().unwrap(),
+                f["t_star_ms"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(firsts.len(), 2, "{firsts:?}");
+    for ((got, ms), (want, want_ms)) in firsts.iter().zip([
+        ("synth_000", 6158.4119553007),
+        ("synth_001", 1271.9440636927243),
+    ]) {
+        assert_eq!(*got, want);
+        assert!(
+            (ms - want_ms).abs() < 1e-9,
+            "{got}: t* {ms} ms, numpy {want_ms}"
+        );
+    }
+    assert_eq!(r["warmup_requests"], 3);
+    // Play 0 of each first tree resumes where t* falls; warmups are not rows.
+    let first = |conv: &str| -> i64 {
+        common::rows(
+            &common::db(&run),
+            &format!("SELECT MIN(turn) FROM result WHERE session_id = '{conv}#0'"),
+            |r| r.get(0),
+        )[0]
+    };
+    assert_eq!(first("synth_000"), 4);
+    assert_eq!(first("synth_001"), 2);
+    assert_eq!(first("synth_001::sa:agent_001"), 2);
+    let rows: i64 = common::rows(&common::db(&run), "SELECT COUNT(*) FROM result", |r| {
+        r.get(0)
+    })[0];
+    assert_eq!(s["metrics"]["request_count"]["avg"], rows as f64);
 }
 
 /// evalscope's refusals, before anything is sent.
@@ -257,7 +335,18 @@ fn context_overflows_are_counted_and_invalidate_the_run() {
             max_model_len: Some(1200),
             ..SimConfig::default()
         },
-        &["--parallel", "4", "--duration", "4", "--no-test-connection"],
+        &[
+            "--parallel",
+            "4",
+            "--duration",
+            "4",
+            "--no-test-connection",
+            // From turn 0: a warmup over the limit would abort the run.
+            "--trajectory-start-min-ratio",
+            "0",
+            "--trajectory-start-max-ratio",
+            "0",
+        ],
     );
     let run = o.dir.join("agentx_256k/parallel_4");
     let failed: Vec<(String, i64, String)> = common::rows(
@@ -272,7 +361,7 @@ fn context_overflows_are_counted_and_invalidate_the_run() {
             .all(|f| f.2.contains("maximum context length")),
         "{failed:?}"
     );
-    // A failed request ends its conversation play: no later turn of it was sent.
+    // A context overflow ends its conversation play: no later turn of it was sent.
     for (s, turn, _) in &failed {
         let later: Vec<i64> = common::rows(
             &common::db(&run),
