@@ -207,6 +207,10 @@ pub struct SessionTag {
     /// when the server reported none: kept apart from `cached_tokens`, which holds
     /// only what the server said, so an estimate never reads as a measurement.
     pub cached_estimate: Option<u64>,
+    /// AgentX: 0 for a root conversation, 1 for a subagent.
+    pub agent_depth: Option<u32>,
+    /// AgentX: the request's theoretical prefix-cache blocks (hit, total).
+    pub prefix_blocks: Option<(u64, u64)>,
 }
 
 impl RequestRecord {

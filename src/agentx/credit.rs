@@ -65,6 +65,15 @@ pub struct Options {
     pub spin: Duration,
     /// Where each lane's first tree starts (t*), and its seed.
     pub start: tstar::Start,
+    /// Live gauges: lanes playing a tree, subagents running.
+    pub live: Option<Live>,
+}
+
+/// The replay's live gauges (`/metrics`).
+#[derive(Clone)]
+pub struct Live {
+    pub lanes: prometheus_client::metrics::gauge::Gauge,
+    pub subagents: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// What the schedule did: AIPerf's `branch_stats`, the plays and the warmup.
@@ -88,6 +97,8 @@ pub struct Stats {
     pub joins_suppressed: u64,
     /// Warmup requests sent before the measured window.
     pub warmup_requests: u64,
+    /// Most subagent conversations running at once.
+    pub subagents_peak: u64,
     /// Each lane's first tree: (trace index, t* in ms on the trace's timeline).
     pub t_star: Vec<(usize, f64)>,
 }
@@ -102,6 +113,8 @@ pub(super) struct Shared {
     /// Since when nothing has been in flight (None: something is).
     pub(super) idle_since: watch::Sender<Option<Instant>>,
     pub(super) stats: Mutex<Stats>,
+    /// Subagent conversations running now.
+    pub(super) subagents: AtomicU64,
 }
 
 impl Shared {

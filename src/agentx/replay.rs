@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::credit::{marker, Shared};
-pub use super::credit::{Credit, Options, Outcome, SendFuture, Sender, Stats};
+pub use super::credit::{Credit, Live, Options, Outcome, SendFuture, Sender, Stats};
 use super::plan::Plan;
 use super::tstar::{self, Snapshot};
 pub use super::warmup::WarmupFailed;
@@ -112,6 +112,7 @@ pub async fn prepare(
         in_flight: AtomicU64::new(0),
         idle_since,
         stats: Mutex::new(Stats::default()),
+        subagents: AtomicU64::new(0),
     };
     let firsts = first_trees(&shared);
     warmup(&shared, &firsts).await?;
@@ -169,6 +170,9 @@ async fn run_lane(s: Arc<Shared>, lane: usize, first: Option<First>) {
             tasks: Mutex::new(Vec::new()),
         });
         s.stat(|st| st.plays_started += 1);
+        if let Some(l) = &s.opts.live {
+            l.lanes.inc();
+        }
         let root_end = play_snapshot(&s, &tree, &f.snapshot).await;
         // Drain the tree: every child, background ones included.
         loop {
@@ -183,6 +187,9 @@ async fn run_lane(s: Arc<Shared>, lane: usize, first: Option<First>) {
             for t in pending {
                 let _ = t.await;
             }
+        }
+        if let Some(l) = &s.opts.live {
+            l.lanes.dec();
         }
         if matches!(root_end, Some(End::Done | End::Failed)) {
             s.stat(|st| st.plays_completed += 1);
@@ -378,7 +385,16 @@ fn spawn_branch(s: &Arc<Shared>, tree: &Arc<Tree>, b: usize) {
 fn start_child(s: &Arc<Shared>, tree: &Arc<Tree>, b: usize, child: usize, from: usize, lead: Lead) {
     let (s2, tree2) = (s.clone(), tree.clone());
     let task = tokio::spawn(async move {
+        let running = s2.subagents.fetch_add(1, Ordering::SeqCst) + 1;
+        s2.stat(|st| st.subagents_peak = st.subagents_peak.max(running));
+        if let Some(l) = &s2.opts.live {
+            l.subagents.inc();
+        }
         let end = run_conversation(s2.clone(), tree2.clone(), child, from, lead).await;
+        s2.subagents.fetch_sub(1, Ordering::SeqCst);
+        if let Some(l) = &s2.opts.live {
+            l.subagents.dec();
+        }
         s2.stat(|st| match end {
             End::Done => st.children_completed += 1,
             End::Failed => st.children_errored += 1,

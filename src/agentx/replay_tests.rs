@@ -112,6 +112,7 @@ async fn play_from(
             max_ratio: ratios.1,
             seed: 7,
         },
+        live: None,
     };
     let stats = run(plan, opts, fake.clone()).await.unwrap();
     let mut log = fake.log.lock().unwrap().clone();

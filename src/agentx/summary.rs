@@ -246,6 +246,51 @@ pub fn error_summary(rows: &[Row]) -> Vec<Value> {
         .collect()
 }
 
+/// What trackers chart per step, from an `agentx_summary.json`: the cache ceiling
+/// against what the server reported, the lanes and subagents, and the tree plays.
+pub fn tracked(summary: &Value) -> Vec<(String, f64)> {
+    let m = &summary["metrics"];
+    [
+        (
+            "AgentX Theoretical Prefix Cache Hit (%)",
+            m["theoretical_prefix_cache_hit"]["avg"].as_f64(),
+        ),
+        (
+            "AgentX Server Cache Read (%)",
+            m["overall_usage_prompt_cache_read_pct"]["avg"].as_f64(),
+        ),
+        (
+            "AgentX Context Overflows",
+            m["context_overflow_count"]["avg"].as_f64(),
+        ),
+        ("AgentX Lanes", summary["concurrency"].as_f64()),
+        (
+            "AgentX Subagents Peak",
+            summary["replay"]["subagents_peak"].as_f64(),
+        ),
+        (
+            "AgentX Children Spawned",
+            summary["branch_stats"]["children_spawned"].as_f64(),
+        ),
+        (
+            "AgentX Plays Completed",
+            summary["replay"]["plays_completed"].as_f64(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, x)| x.map(|x| (k.to_string(), x)))
+    .collect()
+}
+
+/// `tracked` of a run directory's `agentx_summary.json` (empty without one).
+pub fn tracked_in(dir: &std::path::Path) -> Vec<(String, f64)> {
+    std::fs::read_to_string(dir.join("agentx_summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|v| tracked(&v))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -277,6 +277,8 @@ impl Sender for Arc<ClientSender> {
                 parent_session,
                 started,
                 cached_estimate: None,
+                agent_depth: Some(conv.depth),
+                prefix_blocks: Some(conv.turns[c.turn].prefix_blocks),
             });
             if !ctx.cfg.debug {
                 rec.response_messages = None;
@@ -299,6 +301,7 @@ pub(crate) struct Ready {
 pub(crate) async fn prepare(
     ctx: &Arc<Ctx>,
     point: &crate::scheduler::SweepPoint,
+    name: &str,
     set: &Arc<AgentSet>,
     out: &mpsc::Sender<RequestRecord>,
     in_flight: &Option<prometheus_client::metrics::gauge::Gauge>,
@@ -336,6 +339,14 @@ pub(crate) async fn prepare(
                 .seed
                 .unwrap_or(crate::config::scenario::DEFAULT_SEED),
         },
+        live: ctx.metrics.as_ref().map(|m| {
+            let l = ctx.run_labels(name);
+            m.agentx_started(&l);
+            replay::Live {
+                lanes: m.agentx_lanes.get_or_create(&l).clone(),
+                subagents: m.agentx_subagents.get_or_create(&l).clone(),
+            }
+        }),
     };
     let prepared = replay::prepare(set.plan.clone(), opts, Arc::new(sender.clone()))
         .await
@@ -394,12 +405,14 @@ pub(crate) fn write_summary(
     set: &AgentSet,
     parallel: i64,
     dir: &std::path::Path,
-    stats: &Stats,
-) -> Result<()> {
+    stats: Result<Stats>,
+) -> Result<Vec<(String, f64)>> {
     use crate::agentx::summary;
+    // AIPerf: a failed warmup aborts the run (`TrajectoryWarmupFailedError`).
+    let stats = &stats.with_context(|| format!("--scenario agentx (parallel_{parallel})"))?;
     let cfg = &ctx.cfg;
     let Some(s) = &cfg.agentx else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let rows = rows(dir)?;
     let duration = cfg.duration.unwrap_or(0.0);
@@ -463,6 +476,7 @@ pub(crate) fn write_summary(
             "plays_started": stats.plays_started,
             "plays_completed": stats.plays_completed,
             "warmup_requests": stats.warmup_requests,
+            "subagents_peak": stats.subagents_peak,
             "trajectory_start_ratios": [s.start_ratios.0, s.start_ratios.1],
             "first_trees": stats.t_star.iter().map(|(t, ms)| json!({
                 "trace": set.plan.conversations[set.plan.roots[*t]].id,
@@ -474,6 +488,7 @@ pub(crate) fn write_summary(
         "raw_summary_file": dir.join("benchmark_summary.json").display().to_string(),
         "command": [],
     });
+    let tracked = summary::tracked(&summary);
     let text = serde_json::to_string_pretty(&summary)?;
     let file = dir.join("agentx_summary.json");
     std::fs::write(&file, &text).with_context(|| format!("cannot write {}", file.display()))?;
@@ -487,7 +502,7 @@ pub(crate) fn write_summary(
         std::fs::write(&sweep, serde_json::to_string_pretty(&all)?)
             .with_context(|| format!("cannot write {}", sweep.display()))?;
     }
-    Ok(())
+    Ok(tracked)
 }
 
 fn metrics_value(m: &Map<String, Value>) -> Value {

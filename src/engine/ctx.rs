@@ -41,6 +41,16 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The labels of a run's (stage's) live series.
+    pub(crate) fn run_labels(&self, name: &str) -> crate::telemetry::RunLabels {
+        crate::telemetry::RunLabels {
+            run: self.run_label.clone(),
+            model: self.cfg.model.clone(),
+            api: self.cfg.api.as_str().into(),
+            stage: name.to_string(),
+        }
+    }
+
     /// `--dataset-offset` as this run sees it (evalscope 1.14.1's auto-advance).
     pub(crate) fn dataset_offset(&self) -> u64 {
         self.cfg.dataset.dataset_offset

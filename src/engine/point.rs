@@ -16,7 +16,6 @@ use crate::report::{self, RunResult};
 use crate::scheduler;
 use crate::store;
 use crate::telemetry::log;
-use crate::telemetry::RunLabels;
 use tracing::instrument::WithSubscriber;
 
 /// Runs one sweep point into `root/name`: warmup (not recorded), the measured
@@ -77,7 +76,9 @@ pub(crate) async fn run_point(
         .with_current_subscriber(),
     );
     let mut agentx = match &work {
-        Work::Agentic(set) => Some(super::agentx::prepare(ctx, point, set, &tx, &in_flight).await),
+        Work::Agentic(set) => {
+            Some(super::agentx::prepare(ctx, point, &name, set, &tx, &in_flight).await)
+        }
         _ => None,
     };
     let (anchor, go, scraper) = start_measuring(ctx, index, &dir).await;
@@ -132,11 +133,9 @@ pub(crate) async fn run_point(
             stored.rows
         ));
     }
-    let result = report_point(ctx, point, &dir, &name, &args)?;
+    let mut result = report_point(ctx, point, &dir, &name, &args)?;
     if let (Work::Agentic(set), Some(stats)) = (&work, agentic) {
-        // AIPerf: a failed warmup aborts the run (`TrajectoryWarmupFailedError`).
-        let stats = stats.with_context(|| format!("--scenario agentx ({name})"))?;
-        super::agentx::write_summary(ctx, set, point.parallel, &dir, &stats)?;
+        result.agentx = super::agentx::write_summary(ctx, set, point.parallel, &dir, stats)?;
     }
     Ok(result)
 }
@@ -313,12 +312,7 @@ fn observers(
     Option<prometheus_client::metrics::gauge::Gauge>,
 ) {
     let cfg = &ctx.cfg;
-    let labels = RunLabels {
-        run: ctx.run_label.clone(),
-        model: cfg.model.clone(),
-        api: cfg.api.as_str().into(),
-        stage: name.to_string(),
-    };
+    let labels = ctx.run_labels(name);
     let prom = ctx.metrics.clone().map(|m| {
         m.start_stage(&labels);
         m.target_concurrency

@@ -254,6 +254,8 @@ async fn run_conversation(
             parent_session: None,
             started: first_send,
             cached_estimate,
+            agent_depth: None,
+            prefix_blocks: None,
         });
         if !cfg.debug {
             rec.response_messages = None;

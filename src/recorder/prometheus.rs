@@ -69,6 +69,10 @@ pub struct Metrics {
     pub target_rate: Family<RunLabels, Gauge<f64, AtomicU64>>,
     pub progress_processed: Gauge,
     pub progress_total: Gauge,
+    pub agentx_lanes: Family<RunLabels, Gauge>,
+    pub agentx_subagents: Family<RunLabels, Gauge>,
+    prefix_hit_blocks: Family<RunLabels, Counter>,
+    prefix_blocks: Family<RunLabels, Counter>,
 }
 
 impl Metrics {
@@ -107,6 +111,10 @@ impl Metrics {
             target_rate: Family::default(),
             progress_processed: Gauge::default(),
             progress_total: Gauge::default(),
+            agentx_lanes: Family::default(),
+            agentx_subagents: Family::default(),
+            prefix_hit_blocks: Family::default(),
+            prefix_blocks: Family::default(),
             registry: Registry::default(),
         };
         let s = Unit::Seconds;
@@ -171,6 +179,12 @@ impl Metrics {
         let _ = self.resent.get_or_create(l);
     }
 
+    /// Creates an AgentX stage's block counters at 0 (so `rate()` sees the first).
+    pub fn agentx_started(&self, l: &RunLabels) {
+        let _ = self.prefix_hit_blocks.get_or_create(l);
+        let _ = self.prefix_blocks.get_or_create(l);
+    }
+
     /// Records one finished request.
     pub fn observe(&self, r: &RequestRecord, l: &RunLabels) {
         let outcome = OutcomeLabels {
@@ -221,6 +235,12 @@ impl Metrics {
         }
         if let Some(c) = r.cached_tokens {
             self.cached_total.get_or_create(l).inc_by(c);
+        }
+        if let Some((hit, total)) = r.session.as_ref().and_then(|s| s.prefix_blocks) {
+            self.prefix_hit_blocks
+                .get_or_create(l)
+                .inc_by(hit.min(total));
+            self.prefix_blocks.get_or_create(l).inc_by(total);
         }
         if let Some(t) = tl.first_event {
             self.ttfc.get_or_create(l).observe(t - tl.send);
@@ -314,6 +334,26 @@ fn register_counters(r: &mut Registry, m: &Metrics, progress: bool) {
         t::TARGET_RATE,
         "Configured --rate of the current stage (-1 = none)",
         m.target_rate.clone(),
+    );
+    r.register(
+        t::AGENTX_LANES,
+        "--scenario agentx: session-tree lanes playing a tree (of --parallel)",
+        m.agentx_lanes.clone(),
+    );
+    r.register(
+        t::AGENTX_SUBAGENTS,
+        "--scenario agentx: subagent conversations spawned and not yet finished",
+        m.agentx_subagents.clone(),
+    );
+    r.register(
+        t::AGENTX_PREFIX_HIT_BLOCKS,
+        "--scenario agentx: theoretical prefix-cache hit blocks of successful requests (AIPerf's theoretical_prefix_cache_hit numerator)",
+        m.prefix_hit_blocks.clone(),
+    );
+    r.register(
+        t::AGENTX_PREFIX_BLOCKS,
+        "--scenario agentx: hash blocks of successful requests (the theoretical hit's denominator)",
+        m.prefix_blocks.clone(),
     );
     if progress {
         r.register(

@@ -21,6 +21,8 @@ pub struct RunResult {
     /// How the run ended when it did not complete (see `RunRows::cut_short`): its
     /// figures cover only the rows it stored.
     pub cut_short: Option<String>,
+    /// `--scenario agentx`: the run's AgentX figures, pushed to trackers per step.
+    pub agentx: Vec<(String, f64)>,
 }
 
 impl RunResult {

@@ -38,6 +38,7 @@ pub fn load_run(
     r.traces = crate::stats::trace_summary(&rows)?;
     r.workload = crate::stats::workload(&rows)?;
     r.cut_short = rows.cut_short.clone();
+    r.agentx = crate::agentx::summary::tracked_in(dir);
     Ok(r)
 }
 
@@ -70,5 +71,6 @@ pub fn figures(
         traces: None,
         workload: None,
         cut_short: rows.cut_short.clone(),
+        agentx: Vec::new(),
     })
 }

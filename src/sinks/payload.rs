@@ -116,6 +116,7 @@ pub fn point_values(r: &RunResult) -> Vec<(String, f64)> {
             ));
         }
     }
+    v.extend(r.agentx.iter().cloned());
     v.retain(|(_, x)| x.is_finite());
     v
 }

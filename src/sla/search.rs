@@ -164,5 +164,6 @@ pub fn average(runs: &[RunResult]) -> Option<RunResult> {
         traces: None,
         workload: None,
         cut_short: runs.iter().find_map(|r| r.cut_short.clone()),
+        agentx: Vec::new(),
     })
 }

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS result(
   turn INTEGER,
   is_last_turn INTEGER,
   shard INTEGER,
-  cached_tokens_estimate INTEGER
+  cached_tokens_estimate INTEGER,
+  agent_depth INTEGER
 );
 CREATE TABLE IF NOT EXISTS run(
   run_id TEXT,
@@ -101,6 +102,7 @@ pub fn open(path: &Path) -> Result<Connection> {
     for (table, column, kind) in [
         ("run", "stop_reason", "TEXT"),
         ("result", "cached_tokens_estimate", "INTEGER"),
+        ("result", "agent_depth", "INTEGER"),
     ] {
         let has = conn
             .prepare(&format!(

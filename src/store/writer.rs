@@ -49,8 +49,8 @@ const INSERT: &str = "INSERT INTO result(request,start_time,inter_token_latencie
  max_gpu_memory_cost,time_per_output_token,request_id,is_stream,seq,intended_start,headers_time,
  first_event_time,first_token_time,end_time,time_to_first_event,http_status,failure_kind,error,
  cached_tokens,output_chunks,finish_reason,trace_id,start_unix,end_unix,decode_chunks,resent,
- session_id,turn,is_last_turn,shard,cached_tokens_estimate)
- VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32,?33,?34,?35,?36,?37)";
+ session_id,turn,is_last_turn,shard,cached_tokens_estimate,agent_depth)
+ VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31,?32,?33,?34,?35,?36,?37,?38)";
 
 /// Run metadata written when the run starts and updated when it ends.
 pub struct RunMeta {
@@ -173,6 +173,7 @@ fn insert(
         r.session
             .as_ref()
             .and_then(|s| s.cached_estimate.map(|v| v as i64)),
+        r.session.as_ref().and_then(|s| s.agent_depth),
     ])?;
     Ok(())
 }

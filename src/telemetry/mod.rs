@@ -36,6 +36,12 @@ pub const IN_FLIGHT: &str = "in_flight_requests";
 pub const TARGET_CONCURRENCY: &str = "target_concurrency";
 pub const TARGET_RATE: &str = "target_rate_rps";
 pub const RUN: &str = "run";
+/// `--scenario agentx`: session-tree lanes playing a tree, subagent conversations
+/// running, and the theoretical prefix-cache blocks of successful requests.
+pub const AGENTX_LANES: &str = "agentx_active_lanes";
+pub const AGENTX_SUBAGENTS: &str = "agentx_subagents_in_flight";
+pub const AGENTX_PREFIX_HIT_BLOCKS: &str = "agentx_theoretical_prefix_hit_blocks";
+pub const AGENTX_PREFIX_BLOCKS: &str = "agentx_theoretical_prefix_blocks";
 /// The constant label naming the shard of a distributed run on every series.
 pub const SHARD_LABEL: &str = "shard";
 /// `--enable-progress-tracker`: the invocation's finished and planned requests.

@@ -145,6 +145,74 @@ fn real_prometheus_shows_turns_and_cache() {
     check_bundled_queries(&prom, &["perfscope-workloads.json"], 0);
 }
 
+/// `--scenario agentx` on the simulator: the AgentX dashboard's queries (lanes,
+/// subagents, theoretical vs reported vs server cache hit) return data, and the
+/// scraped theoretical blocks equal the run summary's.
+#[test]
+fn real_prometheus_shows_agentx_lanes_and_the_cache_ceiling() {
+    if !common::external("prometheus") {
+        return;
+    }
+    let _g = common::lock();
+    let dir = tempfile::tempdir().unwrap();
+    crate::tokenizer::make_tokenizer(dir.path(), true);
+    let tok = dir.path().to_string_lossy().into_owned();
+    let sim = common::start_sim(SimConfig {
+        ttft_ms: Some(5.0),
+        itl_ms: Some(1.0),
+        tokenizer_path: Some(tok.clone()),
+        ..SimConfig::default()
+    });
+    let metrics_port = free_port();
+    let (_prom, pdir, prom) = start_prometheus(metrics_port, &sim.base_url());
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let outdir = pdir.path().join("out").to_str().unwrap().to_string();
+    let _run = std::thread::spawn(move || {
+        #[rustfmt::skip]
+        let r = common::run(&[
+            "--url", &url, "--model", "m", "--tokenizer-path", &tok,
+            "--dataset-path", crate::agentx::SET, "--parallel", "2", "--duration", "8",
+            "--scenario", r#"{"name": "agentx", "mode": "smoke", "trace_limit": 12}"#,
+            "--no-test-connection", "--metrics-addr", &addr, "--metrics-linger", "120",
+            "--outputs-dir", &outdir, "--no-timestamp",
+        ]);
+        r.map(|o| o.exit_code)
+    });
+    let summary = pdir
+        .path()
+        .join("out/m/agentx_256k/parallel_2/agentx_summary.json");
+    let t = Instant::now();
+    while !summary.exists() {
+        assert!(t.elapsed() < Duration::from_secs(90), "no summary written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let s = common::json(&summary);
+    let hit = s["metrics"]["theoretical_prefix_cache_hit"]["sum"]
+        .as_f64()
+        .unwrap();
+    assert!(hit > 0.0);
+    let q = "sum(perfscope_agentx_theoretical_prefix_hit_blocks_total)";
+    while query(&prom, q) != Some(hit) {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "theoretical hit blocks not scraped"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Both lanes played trees; the subagents' gauge saw at most the run's peak.
+    let max = |m: &str| query(&prom, &format!("max_over_time(sum({m})[5m:500ms])"));
+    assert_eq!(max("perfscope_agentx_active_lanes"), Some(2.0));
+    let peak = s["replay"]["subagents_peak"].as_f64().unwrap();
+    let seen = max("perfscope_agentx_subagents_in_flight").unwrap();
+    assert!(
+        peak >= 1.0 && seen >= 1.0 && seen <= peak,
+        "{seen} of {peak}"
+    );
+    check_bundled_queries(&prom, &["perfscope-agentx.json"], 0);
+}
+
 #[test]
 fn real_prometheus_scrapes_a_run() {
     if !common::external("prometheus") {

@@ -79,6 +79,7 @@ fn step(parallel: i64, scale: f64) -> RunResult {
         traces: None,
         workload: None,
         cut_short: None,
+        agentx: Vec::new(),
         point: SweepPoint {
             parallel,
             number: 10,
@@ -406,6 +407,56 @@ fn perf_logs_to_wandb_and_keeps_the_key_secret() {
             f.display()
         );
     }
+}
+
+/// `--scenario agentx` pushes its AgentX figures with each step, equal to the
+/// step's `agentx_summary.json`.
+#[test]
+fn agentx_steps_carry_the_cache_ceiling_and_the_lanes() {
+    let m = mock::wandb();
+    let out = tempfile::tempdir().unwrap();
+    crate::tokenizer::make_tokenizer(out.path(), true);
+    let tok = out.path().to_str().unwrap();
+    let sim = format!(r#"{{"ttft_ms": 2.0, "itl_ms": 0.5, "tokenizer_path": "{tok}"}}"#);
+    #[rustfmt::skip]
+    let o = bin()
+        .args([
+            "perf", "--api", "sim", "--model", "m", "--tokenizer-path", tok,
+            "--dataset-path", crate::agentx::SET, "--parallel", "2", "--duration", "3",
+            "--scenario", r#"{"name": "agentx", "mode": "smoke", "trace_limit": 12}"#,
+            "--metrics-addr", "off", "--wandb-api-key", mock::WANDB_KEY,
+            "--outputs-dir", out.path().join("out").to_str().unwrap(), "--sim-args", &sim,
+        ])
+        .env("WANDB_BASE_URL", &m.url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let history = wandb_history(&m);
+    assert_eq!(history.len(), 1, "{history:?}");
+    let s = common::json(
+        &run_dir(&out.path().join("out")).join("agentx_256k/parallel_2/agentx_summary.json"),
+    );
+    let h = &history[0];
+    assert_eq!(
+        h["AgentX Theoretical Prefix Cache Hit (%)"].as_f64(),
+        s["metrics"]["theoretical_prefix_cache_hit"]["avg"].as_f64()
+    );
+    assert_eq!(h["AgentX Lanes"], 2.0);
+    assert_eq!(
+        h["AgentX Plays Completed"].as_f64(),
+        s["replay"]["plays_completed"].as_f64()
+    );
+    assert!(
+        h["AgentX Theoretical Prefix Cache Hit (%)"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 }
 
 /// The tracker goes down after the run was created: the benchmark completes with its
