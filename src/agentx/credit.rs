@@ -59,10 +59,9 @@ pub struct Options {
     pub run_id: String,
     /// The run was stopped: nothing more is released.
     pub stopped: Arc<dyn Fn() -> bool + Send + Sync>,
-    /// The timer wakes this much early and the last stretch is yielded away, so
-    /// a release lands within a fraction of a millisecond of its time (tokio's
-    /// timer rounds up to whole milliseconds). 0 on a paused test clock.
-    pub spin: Duration,
+    /// Release on the precise timer (sub-millisecond, see `timer`); false on a
+    /// paused test clock, which only tokio's timer follows.
+    pub precise: bool,
     /// Where each lane's first tree starts (t*), and its seed.
     pub start: tstar::Start,
     /// Live gauges: lanes playing a tree, subagents running.

@@ -8,6 +8,7 @@ pub mod plan;
 pub mod replay;
 pub mod summary;
 pub mod synth;
+mod timer;
 pub mod trace;
 pub mod tstar;
 mod warmup;

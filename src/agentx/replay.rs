@@ -37,17 +37,13 @@ impl Shared {
             return;
         }
         let end = Instant::now() + Duration::from_secs_f64(secs);
-        let coarse = end.checked_sub(self.opts.spin).unwrap_or(end);
         let mut idle = self.idle_since.subscribe();
         loop {
             let since = *idle.borrow_and_update();
-            let wake = since.map_or(coarse, |s| coarse.min(s + self.opts.idle_cap));
+            let wake = since.map_or(end, |s| end.min(s + self.opts.idle_cap));
             tokio::select! {
-                _ = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= coarse {
-                        while Instant::now() < end {
-                            tokio::task::yield_now().await;
-                        }
+                _ = self.sleep_until(wake) => {
+                    if Instant::now() >= end {
                         return;
                     }
                     let still = *idle.borrow();
@@ -57,11 +53,19 @@ impl Shared {
                 }
                 changed = idle.changed() => {
                     if changed.is_err() {
-                        tokio::time::sleep_until(end).await;
+                        self.sleep_until(end).await;
                         return;
                     }
                 }
             }
+        }
+    }
+
+    async fn sleep_until(&self, at: Instant) {
+        if self.opts.precise {
+            super::timer::sleep_until(at).await;
+        } else {
+            tokio::time::sleep_until(at).await;
         }
     }
 

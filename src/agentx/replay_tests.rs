@@ -106,7 +106,7 @@ async fn play_from(
         idle_cap: Duration::from_secs(10),
         run_id: "r".into(),
         stopped: Arc::new(|| false),
-        spin: Duration::ZERO,
+        precise: false,
         start: Start {
             min_ratio: ratios.0,
             max_ratio: ratios.1,

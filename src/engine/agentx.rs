@@ -329,7 +329,7 @@ pub(crate) async fn prepare(
             let c = ctx.clone();
             Arc::new(move || c.stop.dispatch.is_cancelled())
         },
-        spin: std::time::Duration::from_micros(1500),
+        precise: true,
         start: crate::agentx::tstar::Start {
             min_ratio: lo,
             max_ratio: hi,
