@@ -1,13 +1,14 @@
 //! From Weka traces to what the replay sends: a root conversation per trace, a
-//! child conversation per subagent (`<trace>::sa:<agent_id>`), the SPAWN branch on
-//! the last parent turn before the marker, the join gate on the first later parent
-//! turn whose start is at or after the subagent's end (subagents sharing both form
-//! one branch; without a join turn the branch runs in the background), the
-//! end-to-start delays between turns, and each turn's theoretical prefix-cache
-//! blocks. This follows AIPerf 0.12.0's `WekaTraceLoader` (`_reconstruct_serial`,
-//! `weka_metric_prepass.py`) with one conversation per agent: the synthetic sets
-//! perfscope generates make every request extend its agent's previous one, where
-//! AIPerf's flat-chain detection finds no extra chains either.
+//! child conversation per subagent (`<trace>::sa:<agent_id>`) and per flattened
+//! agent found among the top-level requests (`::fa:`, `::aux:`, `::wg:`; see
+//! `chains`), the SPAWN branch on the last root turn before the marker (or the
+//! chain's first request), the join gate on the first later root turn whose start
+//! is at or after the child's end (children sharing both form one branch; without
+//! a join turn the branch runs in the background), the end-to-start delays
+//! between turns, and each turn's theoretical prefix-cache blocks. This follows
+//! AIPerf 0.12.0's `WekaTraceLoader` (`_build_reconstruction_plans`,
+//! `_reconstruct_serial`, `weka_metric_prepass.py`). A subagent's own requests
+//! stay one conversation (AIPerf splits them into chains too).
 
 use super::trace::{Entry, Request, Trace};
 
@@ -120,8 +121,8 @@ pub fn build(traces: &[Trace], think_time_only: bool) -> Plan {
 }
 
 fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
-    // Parent requests with their index in `entries`.
-    let parents: Vec<(usize, &Request)> = trace
+    // Top-level requests with their index in `entries`.
+    let normals: Vec<(usize, &Request)> = trace
         .entries
         .iter()
         .enumerate()
@@ -130,6 +131,8 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
             Entry::Subagent(_) => None,
         })
         .collect();
+    let split = split_flat_chains(trace, &normals);
+    let parents = split.main;
     let root = plan.conversations.len();
     plan.roots.push(root);
     plan.conversations.push(Conversation {
@@ -144,11 +147,10 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
             think_time_only,
         ),
     });
-    // (metric order key, conversation, turn) for the shared seen-set.
-    let mut order: Vec<((f64, usize, usize), usize, usize)> = parents
+    let mut order: Vec<Ordered> = parents
         .iter()
         .enumerate()
-        .map(|(k, (i, r))| ((r.t, *i, k), root, k))
+        .map(|(k, (i, r))| ((r.t, *i, 0, 0), root, k))
         .collect();
     // Branches keyed by (spawn turn, join turn), in first-seen order.
     let mut groups: Vec<((usize, Option<usize>), usize)> = Vec::new();
@@ -168,7 +170,7 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
         // Inner requests in time order (stable for equal times).
         reqs.sort_by(|a, b| a.t.total_cmp(&b.t));
         for (k, r) in reqs.iter().enumerate() {
-            order.push(((r.t, i, k), child, k));
+            order.push(((r.t, i, 0, k), child, k));
         }
         plan.conversations.push(Conversation {
             id: format!("{}::sa:{}", trace.id, sa.agent_id),
@@ -179,35 +181,62 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
             block_size: trace.block_size,
             turns: turns(&reqs, think_time_only),
         });
-        let key = (spawn, join);
-        match groups.iter().find(|(k, _)| *k == key) {
-            Some((_, b)) => {
-                let b = &mut plan.branches[*b];
-                b.children.push(child);
-                b.start_s = b.start_s.min(sa.t);
-            }
-            None => {
-                let b = plan.branches.len();
-                plan.branches.push(Branch {
-                    parent: root,
-                    children: vec![child],
-                    background: join.is_none(),
-                    start_s: sa.t,
-                });
-                groups.push((key, b));
-                plan.conversations[root].turns[spawn].spawns.push(b);
-                if let Some(j) = join {
-                    plan.conversations[root].turns[j].joins.push(b);
-                }
-            }
-        }
+        add_to_branch(plan, &mut groups, root, (spawn, join), child, sa.t);
     }
-    // The theoretical prefix cache: one seen-set per trace, in time order.
+    // Detected flat chains: spawned by the main turn before their first request,
+    // joined by the first later main turn at or after their end; grouped apart
+    // from the subagents' branches.
+    let mut flat_groups: Vec<((usize, Option<usize>), usize)> = Vec::new();
+    for w in split.workers {
+        let first = w.requests[0].0;
+        let spawn = parents.iter().rposition(|(pi, _)| *pi < first).unwrap_or(0);
+        let end = w
+            .requests
+            .iter()
+            .map(|(_, r)| r.t + r.api_time.filter(|a| a.is_finite()).unwrap_or(0.0).max(0.0))
+            .fold(f64::MIN, f64::max);
+        let mut by_outer: Vec<(usize, usize)> = parents
+            .iter()
+            .enumerate()
+            .map(|(k, (o, _))| (*o, k))
+            .collect();
+        by_outer.sort_unstable();
+        let join = by_outer
+            .iter()
+            .find(|(o, k)| *o > first && parents[*k].1.t + JOIN_EPSILON >= end)
+            .map(|(_, k)| *k);
+        let child = plan.conversations.len();
+        for (k, (o, r)) in w.requests.iter().enumerate() {
+            order.push(((r.t, *o, 0, 0), child, k));
+        }
+        let reqs: Vec<&Request> = w.requests.iter().map(|(_, r)| *r).collect();
+        plan.conversations.push(Conversation {
+            id: format!("{}::{}", trace.id, w.suffix),
+            trace: ti,
+            depth: 1,
+            tool_tokens: w.init.0,
+            system_tokens: w.init.1,
+            block_size: trace.block_size,
+            turns: turns(&reqs, think_time_only),
+        });
+        let start = w.requests[0].1.t;
+        add_to_branch(plan, &mut flat_groups, root, (spawn, join), child, start);
+    }
+    prefix_blocks(plan, order);
+}
+
+/// (metric order key, conversation, turn) for the shared seen-set: AIPerf's
+/// (t, outer index, chain, k).
+type Ordered = ((f64, usize, usize, usize), usize, usize);
+
+/// The theoretical prefix cache: one seen-set per trace, in time order.
+fn prefix_blocks(plan: &mut Plan, mut order: Vec<Ordered>) {
     order.sort_by(|a, b| {
         a.0 .0
             .total_cmp(&b.0 .0)
             .then(a.0 .1.cmp(&b.0 .1))
             .then(a.0 .2.cmp(&b.0 .2))
+            .then(a.0 .3.cmp(&b.0 .3))
     });
     let mut seen = std::collections::HashSet::new();
     for (_, c, k) in order {
@@ -219,6 +248,112 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
             .count();
         turn.prefix_blocks = (hit as u64, turn.hash_ids.len() as u64);
         seen.extend(turn.hash_ids.iter().copied());
+    }
+}
+
+/// Adds `child` to the branch of `root` keyed (spawn turn, join turn), creating
+/// it (and its SPAWN and join) on first use.
+fn add_to_branch(
+    plan: &mut Plan,
+    groups: &mut Vec<((usize, Option<usize>), usize)>,
+    root: usize,
+    key: (usize, Option<usize>),
+    child: usize,
+    start: f64,
+) {
+    match groups.iter().find(|(k, _)| *k == key) {
+        Some((_, b)) => {
+            let b = &mut plan.branches[*b];
+            b.children.push(child);
+            b.start_s = b.start_s.min(start);
+        }
+        None => {
+            let b = plan.branches.len();
+            plan.branches.push(Branch {
+                parent: root,
+                children: vec![child],
+                background: key.1.is_none(),
+                start_s: start,
+            });
+            groups.push((key, b));
+            plan.conversations[root].turns[key.0].spawns.push(b);
+            if let Some(j) = key.1 {
+                plan.conversations[root].turns[j].joins.push(b);
+            }
+        }
+    }
+}
+
+/// A detected worker chain: its session suffix, its requests and its turn-0
+/// (tool, system) tokens.
+struct Worker<'a> {
+    suffix: String,
+    requests: Vec<(usize, &'a Request)>,
+    init: (u64, u64),
+}
+
+struct Split<'a> {
+    /// The main chain (with a set-aside preamble), in (t, index) order.
+    main: Vec<(usize, &'a Request)>,
+    workers: Vec<Worker<'a>>,
+}
+
+/// AIPerf's `_detect_and_split_flat_chains`: the preamble set aside, the chains
+/// detected, and each worker classified as a sidecar (`aux`), a parallel
+/// fan-out member (`wg`) or an agent (`fa`).
+fn split_flat_chains<'a>(trace: &Trace, normals: &[(usize, &'a Request)]) -> Split<'a> {
+    use super::chains;
+    let (preamble, rest) = chains::split_preamble(normals);
+    let d = chains::detect(&rest);
+    if d.workers.is_empty() {
+        return Split {
+            main: normals.to_vec(),
+            workers: Vec::new(),
+        };
+    }
+    let main = &d.chains[d.main];
+    let main_first: &[i64] = main
+        .requests
+        .iter()
+        .find(|(_, r)| !r.hash_ids.is_empty())
+        .map_or(&[], |(_, r)| &r.hash_ids);
+    let main_peak = main
+        .requests
+        .iter()
+        .map(|(_, r)| r.input)
+        .max()
+        .unwrap_or(0);
+    let main_model = main.requests.first().map(|(_, r)| r.model.as_str());
+    let groups = chains::worker_groups(&d);
+    let mut workers = Vec::new();
+    for (n, &ci) in d.workers.iter().enumerate() {
+        let c = &d.chains[ci];
+        let reqs: Vec<&Request> = c.requests.iter().map(|(_, r)| *r).collect();
+        let aux = chains::is_aux(&reqs, main_peak, main_model);
+        let reduction = !aux && chains::is_reduction(&reqs);
+        let wg = (!aux && !reduction)
+            .then(|| groups.get(&ci).copied())
+            .flatten();
+        workers.push(Worker {
+            suffix: chains::suffix(n, aux || reduction, wg),
+            requests: c.requests.clone(),
+            init: chains::init_tokens(
+                trace.tool_tokens,
+                trace.system_tokens,
+                trace.block_size,
+                main_first,
+                &c.requests[0].1.hash_ids,
+            ),
+        });
+    }
+    let mut main_reqs = main.requests.clone();
+    if !preamble.is_empty() {
+        main_reqs.extend(preamble);
+        main_reqs.sort_by(|a, b| a.1.t.total_cmp(&b.1.t).then(a.0.cmp(&b.0)));
+    }
+    Split {
+        main: main_reqs,
+        workers,
     }
 }
 

@@ -284,3 +284,96 @@ fn synthesized_turns_have_aiperf_s_shape() {
         }
     }
 }
+
+/// Flattened agents (tests/fixtures/agentx/flat: a title-generation preamble, a
+/// forked agent, a cross-model one-shot, two agents forked together, a
+/// compaction seam, a subagent): the same chains, session ids, turn-0 prefixes
+/// and theoretical prefix-cache blocks as AIPerf 0.12.0's own loader, whose
+/// output on the set is saved beside it.
+#[test]
+fn flat_chains_split_as_aiperf_splits_them() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let aiperf: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/agentx/aiperf_0_12_0_flat_plan.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let traces = read(&root.join("tests/fixtures/agentx/flat/traces.jsonl")).unwrap();
+    let plan = build(&traces, false);
+    let hashes = |trace: &str, outers: &serde_json::Value| -> Vec<Vec<i64>> {
+        let t = traces.iter().find(|t| t.id == trace).unwrap();
+        outers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| match &t.entries[o.as_u64().unwrap() as usize] {
+                super::trace::Entry::Request(r) => r.hash_ids.clone(),
+                super::trace::Entry::Subagent(_) => panic!("a marker"),
+            })
+            .collect()
+    };
+    let conv = |id: &str| plan.conversations.iter().find(|c| c.id == id).unwrap();
+    let turns =
+        |id: &str| -> Vec<Vec<i64>> { conv(id).turns.iter().map(|t| t.hash_ids.clone()).collect() };
+    for (trace, outers) in aiperf["main"].as_object().unwrap() {
+        assert_eq!(turns(trace), hashes(trace, outers), "{trace}");
+    }
+    let flat = aiperf["flat"].as_array().unwrap();
+    let ours: Vec<&str> = plan
+        .conversations
+        .iter()
+        .filter(|c| c.id.contains("::") && !c.id.contains("::sa:"))
+        .map(|c| c.id.as_str())
+        .collect();
+    let want: Vec<&str> = flat.iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!(ours, want);
+    for f in flat {
+        let id = f["id"].as_str().unwrap();
+        let trace = id.split("::").next().unwrap();
+        assert_eq!(turns(id), hashes(trace, &f["outer"]), "{id}");
+        let c = conv(id);
+        assert_eq!(json!([c.tool_tokens, c.system_tokens]), f["init"], "{id}");
+    }
+    let mut prefix = serde_json::Map::new();
+    for c in &plan.conversations {
+        for (k, t) in c.turns.iter().enumerate() {
+            prefix.insert(
+                format!("{}#{k}", c.id),
+                json!([t.prefix_blocks.0, t.prefix_blocks.1]),
+            );
+        }
+    }
+    assert_eq!(serde_json::Value::Object(prefix), aiperf["prefix"]);
+    // Each flat chain is spawned by the main turn before it and joined by the
+    // first later main turn at or after its end (a one-shot ending before the
+    // next main turn is joined there).
+    let root_turns = &conv("flat_001").turns;
+    let branch_of = |id: &str| {
+        let c = plan.conversations.iter().position(|c| c.id == id).unwrap();
+        plan.branches
+            .iter()
+            .position(|b| b.children.contains(&c))
+            .unwrap()
+    };
+    let b = branch_of("flat_001::fa:000");
+    assert!(
+        root_turns[2].spawns.contains(&b),
+        "fa:000 follows main turn 2 (t 1.0)"
+    );
+    assert!(
+        root_turns[4].joins.contains(&b),
+        "fa:000 ends at 2.5: joined at t 3.0"
+    );
+    // The parallel fan-out: the two recorded right after main turn 5 (t 3.0) share
+    // its branch; the third comes after main turn 6 in the file, so that turn
+    // spawns it (AIPerf attaches by file position). All are joined by turn 7.
+    let group: Vec<usize> = ["000", "001", "002"]
+        .iter()
+        .map(|m| branch_of(&format!("flat_001::wg:000_{m}")))
+        .collect();
+    assert_eq!(group[0], group[1]);
+    assert!(root_turns[5].spawns.contains(&group[0]));
+    assert!(root_turns[6].spawns.contains(&group[2]));
+    assert!(root_turns[7].joins.contains(&group[2]));
+    assert!(root_turns[7].joins.contains(&group[0]));
+}
