@@ -509,3 +509,78 @@ pub fn init_tokens(tool: u64, system: u64, bs: u64, base: &[i64], chain: &[i64])
         (0, 0)
     }
 }
+
+/// One conversation of a subagent: its id suffix after `::sa:<agent_id>` (empty
+/// for the subagent's main chain), its requests (inner index, request) in time
+/// order, and its turn-0 (tool, system) tokens.
+pub struct SubChain<'a> {
+    pub suffix: String,
+    pub requests: Vec<Indexed<'a>>,
+    pub init: (u64, u64),
+}
+
+/// AIPerf's `_expand_subagent_to_child_plans`: the same detection run on a
+/// subagent's own requests. The chain with its first request keeps the
+/// subagent's id; every other chain is a sibling child (`:fa:NNN`, `:aux:NNN`,
+/// `:wg:GGG_MMM`) in the same branch.
+pub fn split_subagent<'a>(sa: &'a super::trace::Subagent, bs: u64) -> Vec<SubChain<'a>> {
+    let inner: Vec<Indexed<'a>> = sa.requests.iter().enumerate().collect();
+    let by_time = |v: &mut Vec<Indexed<'a>>| {
+        v.sort_by(|a, b| a.1.t.total_cmp(&b.1.t).then(a.0.cmp(&b.0)));
+    };
+    let (preamble, rest) = split_preamble(&inner);
+    if rest.is_empty() {
+        let mut all = inner;
+        by_time(&mut all);
+        return vec![SubChain {
+            suffix: String::new(),
+            requests: all,
+            init: (sa.tool_tokens, sa.system_tokens),
+        }];
+    }
+    let d = detect(&rest);
+    // The yardstick is the detected main chain, without the preamble.
+    let main = &d.chains[d.main];
+    let main_first: &[i64] = main
+        .requests
+        .iter()
+        .find(|(_, r)| !r.hash_ids.is_empty())
+        .map_or(&[], |(_, r)| &r.hash_ids);
+    let main_peak = main
+        .requests
+        .iter()
+        .map(|(_, r)| r.input)
+        .max()
+        .unwrap_or(0);
+    let main_model = main.requests.first().map(|(_, r)| r.model.as_str());
+    let mut main_reqs = main.requests.clone();
+    if !preamble.is_empty() {
+        main_reqs.extend(preamble);
+        by_time(&mut main_reqs);
+    }
+    let mut out = vec![SubChain {
+        suffix: String::new(),
+        requests: main_reqs,
+        init: (sa.tool_tokens, sa.system_tokens),
+    }];
+    let groups = worker_groups(&d);
+    for (n, &ci) in d.workers.iter().enumerate() {
+        let c = &d.chains[ci];
+        let reqs: Vec<&Request> = c.requests.iter().map(|(_, r)| *r).collect();
+        let aux = is_aux(&reqs, main_peak, main_model);
+        let reduction = !aux && is_reduction(&reqs);
+        let wg = (!aux && !reduction)
+            .then(|| groups.get(&ci).copied())
+            .flatten();
+        let first: &[i64] = reqs
+            .iter()
+            .find(|r| !r.hash_ids.is_empty())
+            .map_or(&[], |r| &r.hash_ids);
+        out.push(SubChain {
+            suffix: format!(":{}", suffix(n, aux || reduction, wg)),
+            requests: c.requests.clone(),
+            init: init_tokens(sa.tool_tokens, sa.system_tokens, bs, main_first, first),
+        });
+    }
+    out
+}

@@ -7,8 +7,8 @@
 //! a join turn the branch runs in the background), the end-to-start delays
 //! between turns, and each turn's theoretical prefix-cache blocks. This follows
 //! AIPerf 0.12.0's `WekaTraceLoader` (`_build_reconstruction_plans`,
-//! `_reconstruct_serial`, `weka_metric_prepass.py`). A subagent's own requests
-//! stay one conversation (AIPerf splits them into chains too).
+//! `_reconstruct_serial`, `weka_metric_prepass.py`); a subagent's own requests
+//! are split into chains the same way (`_expand_subagent_to_child_plans`).
 
 use super::trace::{Entry, Request, Trace};
 
@@ -161,27 +161,28 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
                 .push((trace.id.clone(), sa.agent_id.clone()));
             continue;
         };
-        let end = sa.end();
-        let join = parents
-            .iter()
-            .position(|(pi, r)| *pi > i && r.t + JOIN_EPSILON >= end);
-        let child = plan.conversations.len();
-        let mut reqs: Vec<&Request> = sa.requests.iter().collect();
-        // Inner requests in time order (stable for equal times).
-        reqs.sort_by(|a, b| a.t.total_cmp(&b.t));
-        for (k, r) in reqs.iter().enumerate() {
-            order.push(((r.t, i, 0, k), child, k));
+        let join = join_turn(&parents, i, sa.end());
+        // The subagent's own chains: its main one, then any it flattened.
+        for (ci, sc) in super::chains::split_subagent(sa, trace.block_size)
+            .into_iter()
+            .enumerate()
+        {
+            let child = plan.conversations.len();
+            for (k, (_, r)) in sc.requests.iter().enumerate() {
+                order.push(((r.t, i, ci, k), child, k));
+            }
+            let reqs: Vec<&Request> = sc.requests.iter().map(|(_, r)| *r).collect();
+            plan.conversations.push(Conversation {
+                id: format!("{}::sa:{}{}", trace.id, sa.agent_id, sc.suffix),
+                trace: ti,
+                depth: 1,
+                tool_tokens: sc.init.0,
+                system_tokens: sc.init.1,
+                block_size: trace.block_size,
+                turns: turns(&reqs, think_time_only),
+            });
+            add_to_branch(plan, &mut groups, root, (spawn, join), child, sa.t);
         }
-        plan.conversations.push(Conversation {
-            id: format!("{}::sa:{}", trace.id, sa.agent_id),
-            trace: ti,
-            depth: 1,
-            tool_tokens: sa.tool_tokens,
-            system_tokens: sa.system_tokens,
-            block_size: trace.block_size,
-            turns: turns(&reqs, think_time_only),
-        });
-        add_to_branch(plan, &mut groups, root, (spawn, join), child, sa.t);
     }
     // Detected flat chains: spawned by the main turn before their first request,
     // joined by the first later main turn at or after their end; grouped apart
@@ -195,16 +196,7 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
             .iter()
             .map(|(_, r)| r.t + r.api_time.filter(|a| a.is_finite()).unwrap_or(0.0).max(0.0))
             .fold(f64::MIN, f64::max);
-        let mut by_outer: Vec<(usize, usize)> = parents
-            .iter()
-            .enumerate()
-            .map(|(k, (o, _))| (*o, k))
-            .collect();
-        by_outer.sort_unstable();
-        let join = by_outer
-            .iter()
-            .find(|(o, k)| *o > first && parents[*k].1.t + JOIN_EPSILON >= end)
-            .map(|(_, k)| *k);
+        let join = join_turn(&parents, first, end);
         let child = plan.conversations.len();
         for (k, (o, r)) in w.requests.iter().enumerate() {
             order.push(((r.t, *o, 0, 0), child, k));
@@ -249,6 +241,21 @@ fn prefix_blocks(plan: &mut Plan, mut order: Vec<Ordered>) {
         turn.prefix_blocks = (hit as u64, turn.hash_ids.len() as u64);
         seen.extend(turn.hash_ids.iter().copied());
     }
+}
+
+/// The first root turn after entry `after` (by position in the trace) that
+/// starts at or after `end` (AIPerf scans the root turns in file order).
+fn join_turn(parents: &[(usize, &Request)], after: usize, end: f64) -> Option<usize> {
+    let mut by_outer: Vec<(usize, usize)> = parents
+        .iter()
+        .enumerate()
+        .map(|(k, (o, _))| (*o, k))
+        .collect();
+    by_outer.sort_unstable();
+    by_outer
+        .into_iter()
+        .find(|(o, k)| *o > after && parents[*k].1.t + JOIN_EPSILON >= end)
+        .map(|(_, k)| k)
 }
 
 /// Adds `child` to the branch of `root` keyed (spawn turn, join turn), creating

@@ -286,8 +286,9 @@ fn synthesized_turns_have_aiperf_s_shape() {
 }
 
 /// Flattened agents (tests/fixtures/agentx/flat: a title-generation preamble, a
-/// forked agent, a cross-model one-shot, two agents forked together, a
-/// compaction seam, a subagent): the same chains, session ids, turn-0 prefixes
+/// forked agent, a cross-model one-shot, three agents forked together, a
+/// reduction, a compaction seam, and a subagent with chains of its own): the
+/// same chains, session ids, turn-0 prefixes
 /// and theoretical prefix-cache blocks as AIPerf 0.12.0's own loader, whose
 /// output on the set is saved beside it.
 #[test]
@@ -333,6 +334,37 @@ fn flat_chains_split_as_aiperf_splits_them() {
         assert_eq!(turns(id), hashes(trace, &f["outer"]), "{id}");
         let c = conv(id);
         assert_eq!(json!([c.tool_tokens, c.system_tokens]), f["init"], "{id}");
+    }
+    // A subagent's own chains: its main one keeps its id, the others are siblings.
+    let children = aiperf["children"].as_array().unwrap();
+    let ours: Vec<&str> = plan
+        .conversations
+        .iter()
+        .filter(|c| c.id.contains("::sa:"))
+        .map(|c| c.id.as_str())
+        .collect();
+    let want: Vec<&str> = children.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ours, want);
+    for ch in children {
+        let id = ch["id"].as_str().unwrap();
+        let agent = id.split("::sa:").nth(1).unwrap().split(':').next().unwrap();
+        let sa = traces[0]
+            .entries
+            .iter()
+            .find_map(|e| match e {
+                super::trace::Entry::Subagent(s) if s.agent_id == agent => Some(s),
+                _ => None,
+            })
+            .unwrap();
+        let want: Vec<Vec<i64>> = ch["inner"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| sa.requests[i.as_u64().unwrap() as usize].hash_ids.clone())
+            .collect();
+        assert_eq!(turns(id), want, "{id}");
+        let c = conv(id);
+        assert_eq!(json!([c.tool_tokens, c.system_tokens]), ch["init"], "{id}");
     }
     let mut prefix = serde_json::Map::new();
     for c in &plan.conversations {
