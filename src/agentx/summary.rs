@@ -260,6 +260,10 @@ pub fn tracked(summary: &Value) -> Vec<(String, f64)> {
             m["overall_usage_prompt_cache_read_pct"]["avg"].as_f64(),
         ),
         (
+            "AgentX Server Prefix Cache Hit (%)",
+            m["server_prefix_cache_hit"]["avg"].as_f64(),
+        ),
+        (
             "AgentX Context Overflows",
             m["context_overflow_count"]["avg"].as_f64(),
         ),

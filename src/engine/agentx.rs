@@ -403,10 +403,11 @@ fn rows(dir: &std::path::Path) -> Result<Vec<crate::agentx::summary::Row>> {
 pub(crate) fn write_summary(
     ctx: &Ctx,
     set: &AgentSet,
-    parallel: i64,
+    run: &crate::report::RunResult,
     dir: &std::path::Path,
     stats: Result<Stats>,
 ) -> Result<Vec<(String, f64)>> {
+    let parallel = run.point.parallel;
     use crate::agentx::summary;
     // AIPerf: a failed warmup aborts the run (`TrajectoryWarmupFailedError`).
     let stats = &stats.with_context(|| format!("--scenario agentx (parallel_{parallel})"))?;
@@ -416,7 +417,19 @@ pub(crate) fn write_summary(
     };
     let rows = rows(dir)?;
     let duration = cfg.duration.unwrap_or(0.0);
-    let (metrics, overflow) = summary::metrics(&rows, &set.plan, duration);
+    let (mut metrics, overflow) = summary::metrics(&rows, &set.plan, duration);
+    // The server's own prefix-cache counters over the run (scraped), beside the
+    // theoretical ceiling and the responses' cached tokens.
+    use crate::stats::Metric;
+    if let Some(hit) = run.summary.get(Metric::ServerPrefixCacheHitRate) {
+        let mut b = Map::new();
+        b.insert("unit".into(), json!("%"));
+        b.insert("avg".into(), json!(hit));
+        if let Some(c) = run.summary.get(Metric::ServerCachedPromptTokens) {
+            b.insert("sum".into(), json!(c));
+        }
+        metrics.insert("server_prefix_cache_hit".into(), Value::Object(b));
+    }
     let cancelled = ctx.stop.dispatch.is_cancelled();
     // AIPerf's validity: a local, unverified set is an `unsafe_override` run.
     let mut reasons = vec!["unsafe_override".to_string()];

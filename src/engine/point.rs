@@ -135,7 +135,7 @@ pub(crate) async fn run_point(
     }
     let mut result = report_point(ctx, point, &dir, &name, &args)?;
     if let (Work::Agentic(set), Some(stats)) = (&work, agentic) {
-        result.agentx = super::agentx::write_summary(ctx, set, point.parallel, &dir, stats)?;
+        result.agentx = super::agentx::write_summary(ctx, set, &result, &dir, stats)?;
     }
     Ok(result)
 }

@@ -212,6 +212,11 @@ fn the_bundled_set_replays_on_the_simulator() {
         100.0 * hit as f64 / total as f64
     );
     assert_eq!(m["request_count"]["avg"], rows.len() as f64);
+    // The server's own prefix-cache counters (the simulator's, scraped) beside it.
+    let b = common::json(&run.join("benchmark_summary.json"));
+    let server = b["Server Prefix Cache Hit Rate (%)"].as_f64().unwrap();
+    assert!(server > 0.0);
+    assert_eq!(m["server_prefix_cache_hit"]["avg"].as_f64(), Some(server));
     let sweep = common::json(&o.dir.join("agentx_256k/agentx_sweep_summary.json"));
     assert_eq!(sweep["parallel_2"]["concurrency"], 2);
 }
