@@ -2,6 +2,7 @@
 //! subagent trees and the theoretical prefix cache, as AIPerf 0.12.0 replays them
 //! for evalscope 1.14.1's AgentX scenario.
 
+pub mod chain_split;
 pub mod chains;
 mod credit;
 pub mod numpy_rng;

@@ -10,6 +10,7 @@
 //! `_reconstruct_serial`, `weka_metric_prepass.py`); a subagent's own requests
 //! are split into chains the same way (`_expand_subagent_to_child_plans`).
 
+use super::chain_split::{FirstHash, Split};
 use super::trace::{Entry, Request, Trace};
 
 /// One request of a conversation.
@@ -163,7 +164,7 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
         };
         let join = join_turn(&parents, i, sa.end());
         // The subagent's own chains: its main one, then any it flattened.
-        for (ci, sc) in super::chains::split_subagent(sa, trace.block_size)
+        for (ci, sc) in super::chain_split::split_subagent(sa, trace.block_size)
             .into_iter()
             .enumerate()
         {
@@ -291,76 +292,16 @@ fn add_to_branch(
     }
 }
 
-/// A detected worker chain: its session suffix, its requests and its turn-0
-/// (tool, system) tokens.
-struct Worker<'a> {
-    suffix: String,
-    requests: Vec<(usize, &'a Request)>,
-    init: (u64, u64),
-}
-
-struct Split<'a> {
-    /// The main chain (with a set-aside preamble), in (t, index) order.
-    main: Vec<(usize, &'a Request)>,
-    workers: Vec<Worker<'a>>,
-}
-
-/// AIPerf's `_detect_and_split_flat_chains`: the preamble set aside, the chains
-/// detected, and each worker classified as a sidecar (`aux`), a parallel
-/// fan-out member (`wg`) or an agent (`fa`).
+/// The top-level split: the main chain and the flattened agents (none found:
+/// every request on the root, in file order).
 fn split_flat_chains<'a>(trace: &Trace, normals: &[(usize, &'a Request)]) -> Split<'a> {
-    use super::chains;
-    let (preamble, rest) = chains::split_preamble(normals);
-    let d = chains::detect(&rest);
-    if d.workers.is_empty() {
-        return Split {
+    let declared = (trace.tool_tokens, trace.system_tokens);
+    match super::chain_split::split(normals, declared, trace.block_size, FirstHash::FirstRequest) {
+        Some(sp) if !sp.workers.is_empty() => sp,
+        _ => Split {
             main: normals.to_vec(),
             workers: Vec::new(),
-        };
-    }
-    let main = &d.chains[d.main];
-    let main_first: &[i64] = main
-        .requests
-        .iter()
-        .find(|(_, r)| !r.hash_ids.is_empty())
-        .map_or(&[], |(_, r)| &r.hash_ids);
-    let main_peak = main
-        .requests
-        .iter()
-        .map(|(_, r)| r.input)
-        .max()
-        .unwrap_or(0);
-    let main_model = main.requests.first().map(|(_, r)| r.model.as_str());
-    let groups = chains::worker_groups(&d);
-    let mut workers = Vec::new();
-    for (n, &ci) in d.workers.iter().enumerate() {
-        let c = &d.chains[ci];
-        let reqs: Vec<&Request> = c.requests.iter().map(|(_, r)| *r).collect();
-        let aux = chains::is_aux(&reqs, main_peak, main_model);
-        let reduction = !aux && chains::is_reduction(&reqs);
-        let wg = (!aux && !reduction)
-            .then(|| groups.get(&ci).copied())
-            .flatten();
-        workers.push(Worker {
-            suffix: chains::suffix(n, aux || reduction, wg),
-            requests: c.requests.clone(),
-            init: chains::init_tokens(
-                trace.tool_tokens,
-                trace.system_tokens,
-                trace.block_size,
-                main_first,
-                &c.requests[0].1.hash_ids,
-            ),
-        });
-    }
-    let mut main_reqs = main.requests.clone();
-    if !preamble.is_empty() {
-        main_reqs.extend(preamble);
-        main_reqs.sort_by(|a, b| a.1.t.total_cmp(&b.1.t).then(a.0.cmp(&b.0)));
-    }
-    Split {
-        main: main_reqs,
-        workers,
+        },
     }
 }
 
