@@ -413,7 +413,10 @@ fn compare_tells_a_slower_decoder_from_noise() {
     // Same configuration: a 5 % practical threshold. On two cores a ~10 ms TTFT
     // moves by a few percent between identical runs when other work shares the
     // CPU (a 3 % shift with a tight interval was seen under load).
-    let same_gate = [gate[0], gate[1], "--min-effect", "5"];
+    // The gate on identical runs leaves out p99: the check is on the point change,
+    // and a p99 of 200 requests is their second largest, which one stall moves by
+    // more than 10 % (12.8 % was seen on a busy machine).
+    let same_gate = [gate[0], "avg_tpot:+10%,rps:-5%", "--min-effect", "5"];
     let (code, same) = compare(&a, &b, &same_gate);
     assert_eq!(code, Some(0), "{same}");
     for m in [
