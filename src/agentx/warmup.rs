@@ -88,25 +88,33 @@ pub(super) async fn warmup(s: &Shared, firsts: &[Option<First>]) -> Result<(), W
             }
         }
     }
-    let max_lead = warm.iter().map(|w| w.1).fold(0.0, f64::max);
     let t0 = Instant::now();
     let mut sends = tokio::task::JoinSet::new();
-    for (mut c, lead) in warm {
-        let at = t0 + Duration::from_secs_f64(((max_lead - lead) / 1000.0).max(0.0));
-        let (sender, plan) = (s.sender.clone(), s.plan.clone());
+    for (mut c, at) in spread(warm, s.opts.idle_cap) {
+        let (sender, plan, stopped) = (s.sender.clone(), s.plan.clone(), s.opts.stopped.clone());
         sends.spawn(async move {
-            tokio::time::sleep_until(at).await;
+            // In slices, so that a stop is seen while the spread waits.
+            let at = t0 + at;
+            while Instant::now() < at {
+                if stopped() {
+                    return None;
+                }
+                tokio::time::sleep_until(at.min(Instant::now() + Duration::from_millis(100))).await;
+            }
+            if stopped() {
+                return None;
+            }
             c.issued = Instant::now();
             let what = format!(
                 "`{}` turn {}",
                 plan.conversations[c.conversation].id, c.turn
             );
-            (sender.send(c).await, what)
+            Some((sender.send(c).await, what))
         });
     }
     let mut results = Vec::new();
     while let Some(r) = sends.join_next().await {
-        if let Ok(r) = r {
+        if let Ok(Some(r)) = r {
             results.push(r);
         }
     }
@@ -120,5 +128,59 @@ pub(super) async fn warmup(s: &Shared, firsts: &[Option<First>]) -> Result<(), W
         Ok(())
     } else {
         Err(WarmupFailed(failed))
+    }
+}
+
+/// When each warm request goes, from the warmup's start: a request sent `lead`
+/// ms before its t* goes at `max_lead − lead`, so that every lane's t* lands at
+/// the warmup's end (AIPerf's spread). A gap between consecutive sends longer
+/// than the idle cap is cut to it, as AIPerf's global idle cap pulls its pending
+/// timers forward when nothing is in flight (warm requests answer at once).
+fn spread(mut warm: Vec<(Credit, f64)>, idle_cap: Duration) -> Vec<(Credit, Duration)> {
+    let max_lead = warm.iter().map(|w| w.1).fold(0.0, f64::max);
+    warm.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let cap = idle_cap.as_secs_f64();
+    let (mut prev, mut at) = (0.0f64, 0.0f64);
+    warm.into_iter()
+        .map(|(c, lead)| {
+            let offset = ((max_lead - lead) / 1000.0).max(0.0);
+            at += (offset - prev).min(cap);
+            prev = offset;
+            (c, Duration::from_secs_f64(at))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credit(turn: usize) -> Credit {
+        Credit {
+            lane: 0,
+            play: 0,
+            trace: 0,
+            conversation: 0,
+            turn,
+            issued: Instant::now(),
+            marker: "".into(),
+            warmup: true,
+        }
+    }
+
+    /// Leads of 40 s, 35 s and 1 s before t*: sends at 0, 5 and 15 s (the 34 s gap
+    /// cut to the 10 s idle cap), earliest lead first.
+    #[test]
+    fn the_spread_aligns_t_star_and_cuts_idle_gaps() {
+        let warm = vec![
+            (credit(1), 1000.0),
+            (credit(2), 40_000.0),
+            (credit(3), 35_000.0),
+        ];
+        let got: Vec<(usize, f64)> = spread(warm, Duration::from_secs(10))
+            .into_iter()
+            .map(|(c, at)| (c.turn, at.as_secs_f64()))
+            .collect();
+        assert_eq!(got, [(2, 0.0), (3, 5.0), (1, 15.0)]);
     }
 }
