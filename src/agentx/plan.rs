@@ -10,7 +10,7 @@
 //! `_reconstruct_serial`, `weka_metric_prepass.py`); a subagent's own requests
 //! are split into chains the same way (`_expand_subagent_to_child_plans`).
 
-use super::chain_split::{FirstHash, Split};
+use super::chain_split::{FirstHash, Split, Worker};
 use super::trace::{Entry, Request, Trace};
 
 /// One request of a conversation.
@@ -172,16 +172,8 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
             for (k, (_, r)) in sc.requests.iter().enumerate() {
                 order.push(((r.t, i, ci, k), child, k));
             }
-            let reqs: Vec<&Request> = sc.requests.iter().map(|(_, r)| *r).collect();
-            plan.conversations.push(Conversation {
-                id: format!("{}::sa:{}{}", trace.id, sa.agent_id, sc.suffix),
-                trace: ti,
-                depth: 1,
-                tool_tokens: sc.init.0,
-                system_tokens: sc.init.1,
-                block_size: trace.block_size,
-                turns: turns(&reqs, think_time_only),
-            });
+            let id = format!("{}::sa:{}{}", trace.id, sa.agent_id, sc.suffix);
+            push_child(plan, id, ti, trace.block_size, &sc, think_time_only);
             add_to_branch(plan, &mut groups, root, (spawn, join), child, sa.t);
         }
     }
@@ -195,23 +187,15 @@ fn add_trace(plan: &mut Plan, ti: usize, trace: &Trace, think_time_only: bool) {
         let end = w
             .requests
             .iter()
-            .map(|(_, r)| r.t + r.api_time.filter(|a| a.is_finite()).unwrap_or(0.0).max(0.0))
+            .map(|(_, r)| super::chains::end(r))
             .fold(f64::MIN, f64::max);
         let join = join_turn(&parents, first, end);
         let child = plan.conversations.len();
         for (k, (o, r)) in w.requests.iter().enumerate() {
             order.push(((r.t, *o, 0, 0), child, k));
         }
-        let reqs: Vec<&Request> = w.requests.iter().map(|(_, r)| *r).collect();
-        plan.conversations.push(Conversation {
-            id: format!("{}::{}", trace.id, w.suffix),
-            trace: ti,
-            depth: 1,
-            tool_tokens: w.init.0,
-            system_tokens: w.init.1,
-            block_size: trace.block_size,
-            turns: turns(&reqs, think_time_only),
-        });
+        let id = format!("{}::{}", trace.id, w.suffix);
+        push_child(plan, id, ti, trace.block_size, &w, think_time_only);
         let start = w.requests[0].1.t;
         add_to_branch(plan, &mut flat_groups, root, (spawn, join), child, start);
     }
@@ -257,6 +241,20 @@ fn join_turn(parents: &[(usize, &Request)], after: usize, end: f64) -> Option<us
         .into_iter()
         .find(|(o, k)| *o > after && parents[*k].1.t + JOIN_EPSILON >= end)
         .map(|(_, k)| k)
+}
+
+/// A subagent or flattened-agent chain as a child conversation (depth 1).
+fn push_child(plan: &mut Plan, id: String, ti: usize, bs: u64, w: &Worker, think_time_only: bool) {
+    let reqs: Vec<&Request> = w.requests.iter().map(|(_, r)| *r).collect();
+    plan.conversations.push(Conversation {
+        id,
+        trace: ti,
+        depth: 1,
+        tool_tokens: w.init.0,
+        system_tokens: w.init.1,
+        block_size: bs,
+        turns: turns(&reqs, think_time_only),
+    });
 }
 
 /// Adds `child` to the branch of `root` keyed (spawn turn, join turn), creating
