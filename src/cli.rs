@@ -431,6 +431,13 @@ pub struct PerfArgs {
     /// subset). Adds the rate and share of requests meeting every bound to the summary.
     #[arg(long, num_args = 1.., value_delimiter = ',')]
     pub goodput: Vec<String>,
+    /// Objectives the live alert rules hold this run to besides the --goodput bounds:
+    /// `error_rate:R` (the share of requests allowed to fail: the error budget) and
+    /// `goodput:R` (the share that must meet every --goodput bound; 0.99 when only
+    /// --goodput is given). Ratios (0.01) or percentages (1%). Exported on /metrics as
+    /// perfscope_objective_* gauges.
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
+    pub slo: Vec<String>,
 
     // ---- Visualizers (the keys stay at the top level of benchmark_args.json)
     #[command(flatten)]

@@ -11,7 +11,7 @@
 //! recorder (fan-out) ──▶ store (SQLite, canonical) ──▶ stats ──▶ report ──▶ sinks, sla, compare
 //!                    ├─▶ prometheus, otel, progress
 //! scrape (the served model's /metrics) ──▶ store (server_metrics)
-//! engine wires one invocation; sim, telemetry, redact, retry, tokenizer stand alone.
+//! engine wires one invocation; sim, slo, telemetry, redact, retry, tokenizer stand alone.
 //! ```
 //!
 //! No module imports one above it, and none import each other (ARCHITECTURE.md;
@@ -37,6 +37,7 @@ pub mod scrape;
 pub mod sim;
 pub mod sinks;
 pub mod sla;
+pub mod slo;
 pub mod stats;
 pub mod store;
 pub mod telemetry;

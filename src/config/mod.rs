@@ -18,8 +18,8 @@ use crate::dataset::{DatasetConfig, DatasetKind};
 use crate::protocol::GenParams;
 use crate::sim::SimConfig;
 use resolve::{
-    check_decision_dataset, resolve_api, resolve_headers, resolve_points, resolve_protocol,
-    resolve_sla, resolve_url,
+    check_decision_dataset, resolve_api, resolve_headers, resolve_objectives, resolve_points,
+    resolve_protocol, resolve_sla, resolve_url,
 };
 use stages::*;
 
@@ -97,6 +97,8 @@ pub struct RunConfig {
     pub sla: Option<SlaConfig>,
     /// `--goodput` bounds (None: no goodput keys).
     pub goodput: Option<crate::stats::Goodput>,
+    /// The objectives the run declares (exported live for the alert rules).
+    pub objectives: crate::slo::Objectives,
     /// Experiment tracker (`--visualizer`, or a deprecated key alone).
     pub sink: Option<crate::sinks::SinkSettings>,
     /// Shards, the start barrier, the clock reference, source addresses.
@@ -160,6 +162,9 @@ impl RunConfig {
         dataset.num_workers = work.num_workers;
         let name = a.name.as_deref().map(sanitize_name);
         let (metrics_addr, otel) = resolve_observability(a)?;
+        let goodput = crate::stats::Goodput::parse(&a.goodput)?;
+        let sla = resolve_sla(a)?;
+        let objectives = resolve_objectives(a, goodput, sla.as_ref())?;
         let scale = scale::resolve_scale(a, &points, &url, &|k| std::env::var(k).ok())?;
         let mut args_json = args::masked_args(a);
         if let Some(s) = &scale.shard {
@@ -212,8 +217,9 @@ impl RunConfig {
             metrics_linger: a.metrics_linger,
             otel,
             server_metrics: resolve_server_metrics(a, api)?,
-            goodput: crate::stats::Goodput::parse(&a.goodput)?,
-            sla: resolve_sla(a)?,
+            goodput,
+            objectives,
+            sla,
             progress_tracker: a.enable_progress_tracker,
             sink: crate::sinks::SinkSettings::resolve(&a.tracker.flags())?,
             scale,

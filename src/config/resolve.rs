@@ -238,6 +238,44 @@ pub(crate) fn resolve_protocol(
 }
 
 /// `--sla-auto-tune`: what to vary, the constraint groups and the search bounds.
+/// The objectives the run declares: the --goodput bounds, the p99 criteria of an
+/// --sla-auto-tune search, and --slo.
+pub(crate) fn resolve_objectives(
+    a: &PerfArgs,
+    goodput: Option<crate::stats::Goodput>,
+    sla: Option<&SlaConfig>,
+) -> Result<crate::slo::Objectives> {
+    use crate::slo::Bounds;
+    use crate::stats::Col;
+    let good = goodput.map(|g| Bounds {
+        ttft_ms: g.ttft_ms,
+        tpot_ms: g.tpot_ms,
+        e2el_ms: g.e2el_ms,
+    });
+    let mut p99 = Bounds::default();
+    for c in sla.iter().flat_map(|s| s.groups.iter().flatten()) {
+        let Some((col, ms)) = c.p99_bound_ms() else {
+            continue;
+        };
+        let b = match col {
+            Col::Ttft => Bounds {
+                ttft_ms: Some(ms),
+                ..Bounds::default()
+            },
+            Col::Tpot => Bounds {
+                tpot_ms: Some(ms),
+                ..Bounds::default()
+            },
+            _ => Bounds {
+                e2el_ms: Some(ms),
+                ..Bounds::default()
+            },
+        };
+        p99 = p99.tightest(b);
+    }
+    crate::slo::objectives(good, p99, crate::slo::parse_slo(&a.slo)?)
+}
+
 pub(crate) fn resolve_sla(a: &PerfArgs) -> Result<Option<SlaConfig>> {
     if !a.sla_auto_tune {
         if let Some(p) = a.sla_params.as_deref() {

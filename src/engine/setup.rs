@@ -55,6 +55,7 @@ pub(crate) async fn start_metrics(
         },
         cfg.scale.shard.as_ref().map_or(0, |s| s.shard.index),
         cfg.progress_tracker,
+        cfg.objectives,
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let local = listener.local_addr().unwrap_or(addr);

@@ -6,6 +6,7 @@
 pub mod otel;
 pub mod progress;
 pub mod prometheus;
+pub mod slo;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;

@@ -73,12 +73,19 @@ pub struct Metrics {
     pub agentx_subagents: Family<RunLabels, Gauge>,
     prefix_hit_blocks: Family<RunLabels, Counter>,
     prefix_blocks: Family<RunLabels, Counter>,
+    slo: super::slo::SloMetrics,
 }
 
 impl Metrics {
     /// `shard` is a constant label on every series.
     /// `progress`: also register the `--enable-progress-tracker` gauges.
-    pub fn new(info: RunInfoLabels, shard: u64, progress: bool) -> Metrics {
+    /// `objectives`: the run's, exported for the alert rules.
+    pub fn new(
+        info: RunInfoLabels,
+        shard: u64,
+        progress: bool,
+        objectives: crate::slo::Objectives,
+    ) -> Metrics {
         // Every series carries the shard, so N shards scraped into one Prometheus
         // stay apart and aggregate with `sum by` (shard "0" when not sharded).
         let shard = (
@@ -86,6 +93,7 @@ impl Metrics {
             std::borrow::Cow::Owned(shard.to_string()),
         );
         let mut r = Registry::with_prefix_and_labels(t::PREFIX, std::iter::once(shard));
+        let slo = super::slo::SloMetrics::new(objectives, &mut r);
         let m = Metrics {
             ttft: exemplar_family!(t::TTFT_BUCKETS),
             ttfc: family!(t::TTFT_BUCKETS),
@@ -115,6 +123,7 @@ impl Metrics {
             agentx_subagents: Family::default(),
             prefix_hit_blocks: Family::default(),
             prefix_blocks: Family::default(),
+            slo,
             registry: Registry::default(),
         };
         let s = Unit::Seconds;
@@ -177,6 +186,7 @@ impl Metrics {
             let _ = self.requests.get_or_create(&outcome("failure", k.as_str()));
         }
         let _ = self.resent.get_or_create(l);
+        self.slo.start_stage(l);
     }
 
     /// Creates an AgentX stage's block counters at 0 (so `rate()` sees the first).
@@ -203,6 +213,7 @@ impl Metrics {
         self.lag
             .get_or_create(l)
             .observe((tl.send - tl.intended_start).max(0.0));
+        self.slo.observe(r, l);
         if !r.success {
             return;
         }

@@ -76,6 +76,26 @@ impl Criterion {
         }
     }
 
+    /// The p99 latency bound (milliseconds) this criterion sets, for the run's live
+    /// objectives: `p99_ttft`, `p99_tpot` or `p99_latency` with `<=` or `<`.
+    pub fn p99_bound_ms(&self) -> Option<(Col, f64)> {
+        let Source::Pct(col, "99%") = self.metric.source else {
+            return None;
+        };
+        if !matches!(self.op, Op::Le | Op::Lt) {
+            return None;
+        }
+        // The value is in the user's unit (column unit × scale); TTFT and TPOT
+        // columns are in ms, latency in seconds.
+        let in_col = self.value / self.metric.scale;
+        let ms = if col == Col::Latency {
+            in_col * 1000.0
+        } else {
+            in_col
+        };
+        Some((col, ms))
+    }
+
     pub fn describe(&self) -> String {
         match self.op {
             Op::Max | Op::Min => format!("{} {}", self.name, self.op.as_str()),
@@ -288,6 +308,25 @@ pub fn point_passes(r: &RunResult, group: &[Criterion]) -> bool {
 mod tests {
     use super::*;
     use crate::sla::{constraint_search, optimise};
+
+    #[test]
+    fn p99_criteria_give_live_bounds_in_ms() {
+        let g = parse_params(
+            r#"[{"p99_ttft": "<=500", "p99_latency_s": "<2", "p99_tpot_s": "<=0.05", "p90_ttft": "<=1", "rps": ">=3"}, {"p99_ttft": ">=1"}]"#,
+        )
+        .unwrap();
+        let b: Vec<_> = g
+            .iter()
+            .flatten()
+            .filter_map(|c| c.p99_bound_ms())
+            .collect();
+        assert_eq!(b.len(), 3, "{b:?}");
+        assert_eq!(b[0], (Col::Ttft, 500.0));
+        assert_eq!(b[1].0, Col::Latency);
+        assert!((b[1].1 - 2000.0).abs() < 1e-9);
+        assert_eq!(b[2].0, Col::Tpot);
+        assert!((b[2].1 - 50.0).abs() < 1e-9);
+    }
 
     #[test]
     fn both_formats_parse_with_units() {

@@ -42,6 +42,15 @@ pub const AGENTX_LANES: &str = "agentx_active_lanes";
 pub const AGENTX_SUBAGENTS: &str = "agentx_subagents_in_flight";
 pub const AGENTX_PREFIX_HIT_BLOCKS: &str = "agentx_theoretical_prefix_hit_blocks";
 pub const AGENTX_PREFIX_BLOCKS: &str = "agentx_theoretical_prefix_blocks";
+/// The run's declared objectives (`--goodput`, `--sla-params` p99 criteria, `--slo`),
+/// the requests meeting the goodput bounds, and the latest request missing each.
+pub const OBJECTIVE_TTFT: &str = "objective_ttft";
+pub const OBJECTIVE_TPOT: &str = "objective_tpot";
+pub const OBJECTIVE_LATENCY: &str = "objective_latency";
+pub const OBJECTIVE_ERROR_RATIO: &str = "objective_error_ratio";
+pub const OBJECTIVE_GOODPUT_RATIO: &str = "objective_goodput_ratio";
+pub const GOOD_REQUESTS: &str = "good_requests";
+pub const OBJECTIVE_BREACH: &str = "objective_breach_timestamp";
 /// The constant label naming the shard of a distributed run on every series.
 pub const SHARD_LABEL: &str = "shard";
 /// `--enable-progress-tracker`: the invocation's finished and planned requests.

@@ -59,10 +59,13 @@ fn start_prometheus(metrics_port: u16, sim: &str) -> (Kill, tempfile::TempDir, S
     let sim_target = sim.trim_start_matches("http://").to_string();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
+    // The bundled recording rules, so the burn-rate alerts' recorded series exist.
+    let rules = std::fs::canonicalize("dashboards/prometheus/recording.yml").unwrap();
+    let rules = rules.display();
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: perfscope\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n  - job_name: sim\n    static_configs:\n      - targets: ['{sim_target}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: perfscope\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n  - job_name: sim\n    static_configs:\n      - targets: ['{sim_target}']\n"
         ),
     )
     .unwrap();
@@ -176,6 +179,7 @@ fn real_prometheus_shows_agentx_lanes_and_the_cache_ceiling() {
             "--scenario", r#"{"name": "agentx", "mode": "smoke", "trace_limit": 12}"#,
             "--no-test-connection", "--metrics-addr", &addr, "--metrics-linger", "120",
             "--outputs-dir", &outdir, "--no-timestamp",
+            "--goodput", "ttft:500", "tpot:50", "e2el:5000", "--slo", "error_rate:0.1",
         ]);
         r.map(|o| o.exit_code)
     });
@@ -240,6 +244,7 @@ fn real_prometheus_scrapes_a_run() {
             "--url", &url, "--model", "m", "--parallel", "4", "--number", "300", "--rate", "100",
             "--no-test-connection", "--metrics-addr", &addr, "--metrics-linger", "120",
             "--outputs-dir", &outdir, "--no-timestamp",
+            "--goodput", "ttft:500", "tpot:50", "e2el:5000", "--slo", "error_rate:0.1",
         ]);
         r.map(|o| o.exit_code)
     });
@@ -288,6 +293,61 @@ fn real_prometheus_scrapes_a_run() {
         Some(ok)
     );
     assert_eq!(query(&prom, "max(perfscope_target_concurrency)"), Some(4.0));
+    // The declared objectives, and the good requests recounted from the rows.
+    assert_eq!(
+        query(&prom, "max(perfscope_objective_ttft_seconds)"),
+        Some(0.5)
+    );
+    assert_eq!(
+        query(&prom, "max(perfscope_objective_tpot_seconds)"),
+        Some(0.05)
+    );
+    assert_eq!(
+        query(&prom, "max(perfscope_objective_latency_seconds)"),
+        Some(5.0)
+    );
+    assert_eq!(
+        query(&prom, "max(perfscope_objective_error_ratio)"),
+        Some(0.1)
+    );
+    assert_eq!(
+        query(&prom, "max(perfscope_objective_goodput_ratio)"),
+        Some(0.99)
+    );
+    let good: f64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM result WHERE success = 1 AND first_chunk_latency * 1000.0 <= 500 \
+             AND COALESCE(time_per_output_token, 0) * 1000.0 <= 50 AND latency * 1000.0 <= 5000",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(good > 0.0);
+    assert_eq!(
+        query(&prom, "sum(perfscope_good_requests_total)"),
+        Some(good)
+    );
+    // The latest failed request's trace id is a stored failure.
+    let v = get_json(&format!(
+        "{prom}/api/v1/query?query={}",
+        urlencode("perfscope_objective_breach_timestamp_seconds{objective=\"error\"}")
+    ))
+    .unwrap();
+    let breach = v["data"]["result"][0]["metric"]["trace_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error breach series: {v}"))
+        .to_string();
+    let failed: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM result WHERE trace_id = ?1 AND success = 0",
+            [&breach],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        failed, 1,
+        "breach trace id {breach} is not a stored failure"
+    );
     let end = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -310,7 +370,7 @@ fn real_prometheus_scrapes_a_run() {
     check_bundled_queries(
         &prom,
         &["perfscope-live.json", "perfscope-client-vs-server.json"],
-        4,
+        10,
     );
     check_recording_rules(&prom);
     for id in &trace_ids {
@@ -480,7 +540,7 @@ fn check_recording_rules(prom: &str) {
         }
         checked += 1;
     }
-    assert_eq!(checked, 10);
+    assert_eq!(checked, 20);
     let q = format!(
         "{prom}/api/v1/query?query={}",
         urlencode("count(perfscope_requests_total{shard=\"0\"})")

@@ -77,6 +77,6 @@ fn prometheus_config_is_valid() {
         &["check", "config", "dashboards/prometheus/prometheus.yml"],
     ) {
         assert!(ok, "{text}");
-        assert!(text.contains("4 rules found"), "{text}");
+        assert!(text.contains("10 rules found"), "{text}");
     }
 }
