@@ -2,6 +2,7 @@
 //! perfscope binary where a test needs a process (signals, exit codes).
 
 mod agentx;
+mod alert_delivery;
 mod alert_rules;
 mod apis;
 mod architecture;

@@ -7,7 +7,7 @@ use perfscope::sim::SimConfig;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -15,7 +15,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Kill(Child);
+pub(crate) struct Kill(pub(crate) Child);
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -23,7 +23,7 @@ impl Drop for Kill {
     }
 }
 
-fn get_json(url: &str) -> Option<serde_json::Value> {
+pub(crate) fn get_json(url: &str) -> Option<serde_json::Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -385,7 +385,7 @@ fn real_prometheus_scrapes_a_run() {
     }
 }
 
-fn reqwest_ok(url: &str) -> bool {
+pub(crate) fn reqwest_ok(url: &str) -> bool {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
