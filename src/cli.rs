@@ -438,6 +438,19 @@ pub struct PerfArgs {
     /// perfscope_objective_* gauges.
     #[arg(long, num_args = 1.., value_delimiter = ',')]
     pub slo: Vec<String>,
+    /// Stop the run when more than RATIO of the finished requests failed: over the
+    /// whole run, or over the last WINDOW_S seconds (`0.2:30`); judged once 20
+    /// requests have finished (in the window). Dispatching stops, requests in flight
+    /// finish (up to 10 s, then are cancelled), everything is written, and perfscope
+    /// exits with code 4.
+    #[arg(long, value_name = "RATIO[:WINDOW_S]")]
+    pub max_error_rate: Option<String>,
+    /// Stop the run when the server is saturated: over three consecutive 5 s
+    /// windows the achieved rate stays under 90 % of --rate while the delay from
+    /// each request's scheduled start to its end rises by more than 10 % a window.
+    /// Exits with code 4, as --max-error-rate.
+    #[arg(long)]
+    pub stop_on_saturation: bool,
 
     // ---- Visualizers (the keys stay at the top level of benchmark_args.json)
     #[command(flatten)]

@@ -136,6 +136,60 @@ pub fn objectives(good: Option<Bounds>, sla_p99: Bounds, flags: SloFlags) -> Res
     })
 }
 
+/// Fewest finished requests (in the window, when there is one) before
+/// `--max-error-rate` may stop a run: one early failure is not a rate.
+pub const MIN_REQUESTS_FOR_ERROR_RATE: u64 = 20;
+
+/// `--max-error-rate RATIO[:WINDOW_S]`: stop when more than `ratio` of the finished
+/// requests failed, over the whole run or the last `window_s` seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ErrorRateRule {
+    pub ratio: f64,
+    pub window_s: Option<f64>,
+}
+
+/// The rules that stop a run early (`--max-error-rate`, `--stop-on-saturation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StopRules {
+    pub max_error_rate: Option<ErrorRateRule>,
+    pub saturation: bool,
+}
+
+impl StopRules {
+    pub fn is_empty(&self) -> bool {
+        *self == StopRules::default()
+    }
+}
+
+/// Parses `--max-error-rate 0.5` or `0.2:30` (a ratio or a percentage, then an
+/// optional window in seconds).
+pub fn parse_max_error_rate(s: &str) -> Result<ErrorRateRule> {
+    let (r, w) = match s.split_once(':') {
+        Some((r, w)) => (r.trim(), Some(w.trim())),
+        None => (s.trim(), None),
+    };
+    let ratio = match r.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().ok().map(|x| x / 100.0),
+        None => r.parse::<f64>().ok(),
+    };
+    let Some(ratio) = ratio.filter(|x| *x > 0.0 && *x < 1.0) else {
+        bail!(
+            "--max-error-rate: `{s}`: give a ratio between 0 and 1 (0.2) or a percentage (20%), \
+             optionally with a window in seconds (0.2:30)"
+        );
+    };
+    let window_s = match w {
+        None => None,
+        Some(w) => match w.parse::<f64>() {
+            Ok(x) if x > 0.0 && x.is_finite() => Some(x),
+            _ => bail!(
+                "--max-error-rate: `{s}`: the window must be a positive number of seconds (0.2:30)"
+            ),
+        },
+    };
+    Ok(ErrorRateRule { ratio, window_s })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +212,17 @@ mod tests {
         ] {
             let e = parse_slo(&v(&[bad])).unwrap_err().to_string();
             assert!(e.starts_with("--slo:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn max_error_rate_parses_a_ratio_and_a_window() {
+        let r = parse_max_error_rate("0.2:30").unwrap();
+        assert_eq!((r.ratio, r.window_s), (0.2, Some(30.0)));
+        let r = parse_max_error_rate("50%").unwrap();
+        assert_eq!((r.ratio, r.window_s), (0.5, None));
+        for bad in ["0", "1.5", "x", "0.2:0", "0.2:x"] {
+            assert!(parse_max_error_rate(bad).is_err(), "{bad}");
         }
     }
 

@@ -19,7 +19,7 @@ use crate::protocol::GenParams;
 use crate::sim::SimConfig;
 use resolve::{
     check_decision_dataset, resolve_api, resolve_headers, resolve_objectives, resolve_points,
-    resolve_protocol, resolve_sla, resolve_url,
+    resolve_protocol, resolve_sla, resolve_stop_rules, resolve_url,
 };
 use stages::*;
 
@@ -99,6 +99,8 @@ pub struct RunConfig {
     pub goodput: Option<crate::stats::Goodput>,
     /// The objectives the run declares (exported live for the alert rules).
     pub objectives: crate::slo::Objectives,
+    /// `--max-error-rate`, `--stop-on-saturation`.
+    pub stop_rules: crate::slo::StopRules,
     /// Experiment tracker (`--visualizer`, or a deprecated key alone).
     pub sink: Option<crate::sinks::SinkSettings>,
     /// Shards, the start barrier, the clock reference, source addresses.
@@ -219,6 +221,7 @@ impl RunConfig {
             server_metrics: resolve_server_metrics(a, api)?,
             goodput,
             objectives,
+            stop_rules: resolve_stop_rules(a)?,
             sla,
             progress_tracker: a.enable_progress_tracker,
             sink: crate::sinks::SinkSettings::resolve(&a.tracker.flags())?,

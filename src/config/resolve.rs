@@ -276,6 +276,24 @@ pub(crate) fn resolve_objectives(
     crate::slo::objectives(good, p99, crate::slo::parse_slo(&a.slo)?)
 }
 
+/// `--max-error-rate` and `--stop-on-saturation` (which needs an offered rate).
+pub(crate) fn resolve_stop_rules(a: &PerfArgs) -> Result<crate::slo::StopRules> {
+    let max_error_rate = a
+        .max_error_rate
+        .as_deref()
+        .map(crate::slo::parse_max_error_rate)
+        .transpose()?;
+    if a.stop_on_saturation && !a.rate.iter().any(|r| *r > 0.0) {
+        bail!(
+            "--stop-on-saturation: needs an offered rate to fall behind; add --rate (e.g. --rate 20)"
+        );
+    }
+    Ok(crate::slo::StopRules {
+        max_error_rate,
+        saturation: a.stop_on_saturation,
+    })
+}
+
 pub(crate) fn resolve_sla(a: &PerfArgs) -> Result<Option<SlaConfig>> {
     if !a.sla_auto_tune {
         if let Some(p) = a.sla_params.as_deref() {

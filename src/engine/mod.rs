@@ -40,7 +40,7 @@ pub use setup::raise_fd_limit;
 use setup::{connection_test, start_metrics};
 pub use stop::{
     install_signals, BadInput, Interrupted, Stop, EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_NO_SUCCESS,
-    EXIT_OK, EXIT_STORE_FAILED, EXIT_TERMINATED, INTERRUPT_GRACE, TERMINATE_GRACE,
+    EXIT_OK, EXIT_STOP_RULE, EXIT_STORE_FAILED, EXIT_TERMINATED, INTERRUPT_GRACE, TERMINATE_GRACE,
 };
 
 /// Probes the served model's /metrics once (off the async threads) and says what

@@ -339,11 +339,17 @@ fn observers(
         };
         (t, common.prepare(), ctx.clock)
     });
+    let stop = ctx.stop.clone();
+    let guard = recorder::guard::Guard::new(cfg.stop_rules, point.rate).map(|g| {
+        let trip: Box<dyn Fn(String) + Send> = Box::new(move |why| stop.trip(why));
+        (g, trip)
+    });
     let observers = recorder::Observers {
         prom,
         spans,
         progress: ctx.progress.clone(),
         encoder: cfg.protocol.is_encoder(),
+        guard,
     };
     (observers, in_flight)
 }

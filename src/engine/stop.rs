@@ -11,6 +11,9 @@ pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 /// that `docker stop` sends 10 s after its SIGTERM.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long in-flight requests may finish after a stop rule trips.
+pub const STOP_RULE_GRACE: Duration = Duration::from_secs(10);
+
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
 /// A run finished with no successful request.
@@ -25,6 +28,9 @@ pub const EXIT_HANGUP: i32 = 129;
 /// run was stopped, what could be stored was summarised. 74 is sysexits.h's
 /// EX_IOERR.
 pub const EXIT_STORE_FAILED: i32 = 74;
+/// A stop rule tripped (`--max-error-rate`, `--stop-on-saturation`): dispatching
+/// stopped, the requests in flight finished, everything was stored and summarised.
+pub const EXIT_STOP_RULE: i32 = 4;
 
 #[derive(Clone, Default)]
 pub struct Stop {
@@ -36,14 +42,19 @@ pub struct Stop {
     pub signal: Arc<std::sync::atomic::AtomicI32>,
     /// Why the store failed, when it did (the run was stopped for it).
     pub failure: Arc<std::sync::OnceLock<String>>,
+    /// The stop rule that tripped, with its figures.
+    pub rule: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Stop {
     /// The exit code of a stopped run: EXIT_STORE_FAILED when the store failed,
-    /// else 128 + the signal number.
+    /// EXIT_STOP_RULE when a stop rule tripped, else 128 + the signal number.
     pub fn exit_code(&self) -> i32 {
         if self.failure.get().is_some() {
             return EXIT_STORE_FAILED;
+        }
+        if self.rule.get().is_some() && self.signal.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return EXIT_STOP_RULE;
         }
         match self.signal.load(std::sync::atomic::Ordering::SeqCst) {
             0 => EXIT_INTERRUPTED,
@@ -60,8 +71,28 @@ impl Stop {
         self.abort.cancel();
     }
 
+    /// A stop rule tripped: no new requests; those in flight get STOP_RULE_GRACE to
+    /// finish (a saturated server's queue could take minutes), then are cancelled
+    /// (recorded as `cancelled`). Called on the runtime (the fan-out task).
+    pub fn trip(&self, why: String) {
+        if self.rule.set(why.clone()).is_err() || self.dispatch.is_cancelled() {
+            return;
+        }
+        crate::telemetry::log::warn(format!(
+            "Stopped by a stop rule: {why}; no new requests, waiting up to {} s for those in flight",
+            STOP_RULE_GRACE.as_secs()
+        ));
+        self.dispatch.cancel();
+        let abort = self.abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(STOP_RULE_GRACE).await;
+            abort.cancel();
+        });
+    }
+
     /// The run's status and why it stopped early: `completed`, `interrupted` with
-    /// the signal's name, or `failed` with the store's error.
+    /// the signal's name, `stopped` with the stop rule and its figures, or `failed`
+    /// with the store's error.
     pub fn status(&self) -> (&'static str, Option<String>) {
         if let Some(f) = self.failure.get() {
             return ("failed", Some(f.clone()));
@@ -70,6 +101,9 @@ impl Stop {
             return ("completed", None);
         }
         let sig = self.signal.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some(r) = self.rule.get().filter(|_| sig == 0) {
+            return ("stopped", Some(r.clone()));
+        }
         ("interrupted", Some(signal_name(sig).to_string()))
     }
 }

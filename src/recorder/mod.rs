@@ -3,6 +3,7 @@
 //! log lines every `--log-every-n-query`). The request tasks only push into a bounded
 //! queue after releasing their concurrency slot, so nothing here delays a request.
 
+pub mod guard;
 pub mod otel;
 pub mod progress;
 pub mod prometheus;
@@ -106,6 +107,8 @@ pub struct Observers {
     pub progress: Option<std::sync::Arc<progress::Progress>>,
     /// An embedding or rerank run (changes the live summary line).
     pub encoder: bool,
+    /// The stop rules, and what to do when one trips (stop dispatching).
+    pub guard: Option<(guard::Guard, Box<dyn Fn(String) + Send>)>,
 }
 
 /// Consumes records until every sender is gone; returns the live totals.
@@ -122,6 +125,7 @@ pub async fn fanout(
         spans,
         progress,
         encoder,
+        mut guard,
     } = obs;
     let mut live = Live {
         encoder,
@@ -139,6 +143,11 @@ pub async fn fanout(
         }
         if let Some((t, common, clock)) = &spans {
             t.record(&r, clock, common);
+        }
+        if let Some((g, trip)) = guard.as_mut() {
+            if let Some(why) = g.observe(&r) {
+                trip(why);
+            }
         }
         if let Some(p) = progress.as_ref().filter(|_| done) {
             p.add();

@@ -30,6 +30,7 @@ mod servers;
 mod simulator;
 mod sinks;
 mod sla;
+mod soak;
 mod stack_config;
 mod timing;
 mod tokenizer;
