@@ -341,7 +341,7 @@ fn observers(
     });
     let stop = ctx.stop.clone();
     let guard = recorder::guard::Guard::new(cfg.stop_rules, point.rate).map(|g| {
-        let trip: Box<dyn Fn(String) + Send> = Box::new(move |why| stop.trip(why));
+        let trip: recorder::OnTrip = Box::new(move |why| stop.trip(why));
         (g, trip)
     });
     let observers = recorder::Observers {

@@ -93,6 +93,9 @@ pub fn progress_bar(label: &str, total: u64) -> ProgressBar {
     pb
 }
 
+/// What a tripped stop rule does with its reason (the engine stops dispatching).
+pub type OnTrip = Box<dyn Fn(String) + Send>;
+
 /// What observes each record besides SQLite (each optional).
 pub struct Observers {
     pub prom: Option<(
@@ -108,7 +111,7 @@ pub struct Observers {
     /// An embedding or rerank run (changes the live summary line).
     pub encoder: bool,
     /// The stop rules, and what to do when one trips (stop dispatching).
-    pub guard: Option<(guard::Guard, Box<dyn Fn(String) + Send>)>,
+    pub guard: Option<(guard::Guard, OnTrip)>,
 }
 
 /// Consumes records until every sender is gone; returns the live totals.
