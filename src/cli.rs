@@ -451,6 +451,11 @@ pub struct PerfArgs {
     /// Exits with code 4, as --max-error-rate.
     #[arg(long)]
     pub stop_on_saturation: bool,
+    /// Which rows of `benchmark_data.db` keep their response text
+    /// (`response_messages`): `all` (as evalscope), `failures`, or `none`. Timings,
+    /// token counts, the error text and the request are always stored.
+    #[arg(long, default_value = "all", value_parser = ["all", "failures", "none"])]
+    pub store_responses: String,
 
     // ---- Visualizers (the keys stay at the top level of benchmark_args.json)
     #[command(flatten)]

@@ -99,6 +99,8 @@ pub struct RunConfig {
     pub goodput: Option<crate::stats::Goodput>,
     /// The objectives the run declares (exported live for the alert rules).
     pub objectives: crate::slo::Objectives,
+    /// `--store-responses`: which rows keep their response text.
+    pub store_responses: crate::store::StoreResponses,
     /// `--max-error-rate`, `--stop-on-saturation`.
     pub stop_rules: crate::slo::StopRules,
     /// Experiment tracker (`--visualizer`, or a deprecated key alone).
@@ -222,6 +224,21 @@ impl RunConfig {
             goodput,
             objectives,
             stop_rules: resolve_stop_rules(a)?,
+            // --debug keeps every response, whatever --store-responses says.
+            store_responses: crate::store::StoreResponses::parse(&a.store_responses)
+                .map(|s| {
+                    if a.debug {
+                        crate::store::StoreResponses::All
+                    } else {
+                        s
+                    }
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--store-responses: `{}` is not all, failures or none",
+                        a.store_responses
+                    )
+                })?,
             sla,
             progress_tracker: a.enable_progress_tracker,
             sink: crate::sinks::SinkSettings::resolve(&a.tracker.flags())?,

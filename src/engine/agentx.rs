@@ -280,9 +280,6 @@ impl Sender for Arc<ClientSender> {
                 agent_depth: Some(conv.depth),
                 prefix_blocks: Some(conv.turns[c.turn].prefix_blocks),
             });
-            if !ctx.cfg.debug {
-                rec.response_messages = None;
-            }
             let _ = me.out.send(rec).await;
             out
         })

@@ -155,9 +155,11 @@ async fn run_inner(
     let mut load_client =
         client::Client::new(&cfg.client, &parsed_url, pool, cfg.protocol.clone(), clock)?;
     setup::connection_notes(&cfg, &parsed_url, &load_client);
-    // With a tokenizer the payloads are kept until the token counts a server left
-    // out are filled in (then dropped unless --debug).
-    load_client.keep_messages = cfg.debug || cfg.tokenizer.is_some();
+    // The payloads are kept for the rows that store them (--store-responses, all by
+    // default as evalscope), and with a tokenizer until the token counts a server
+    // left out are filled in; the writer drops what is not to be stored.
+    load_client.keep_messages =
+        cfg.store_responses != crate::store::StoreResponses::None || cfg.tokenizer.is_some();
     // From here on the URL is only shown (logs, labels, errors): credentials masked.
     let url: Arc<str> = crate::config::redact_url(&url).into();
     // A distributed run's shards share one `run` label: its id.

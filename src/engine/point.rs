@@ -140,6 +140,23 @@ pub(crate) async fn run_point(
     Ok(result)
 }
 
+/// The database's size and bytes per row: what a long run will need (see
+/// `--store-responses`).
+fn log_storage(dir: &Path, rows: f64) {
+    let db = dir.join("benchmark_data.db");
+    let Ok(m) = std::fs::metadata(&db) else {
+        return;
+    };
+    if rows > 0.0 {
+        log::info(format!(
+            "{}: {:.1} MB for {rows} rows ({:.0} bytes per row)",
+            db.display(),
+            m.len() as f64 / 1e6,
+            m.len() as f64 / rows
+        ));
+    }
+}
+
 /// Whether the client could have been the bottleneck: its CPU time per request
 /// (with --api sim this includes the in-process simulator).
 fn log_cpu(name: &str, sent: u64, cpu0: Option<f64>, secs: f64) {
@@ -264,6 +281,7 @@ fn open_store(
             queue,
             reserve: ctx.reserve.clone(),
             on_failure: Box::new(move |cause| stop.fail(cause)),
+            responses: cfg.store_responses,
         },
     )
 }
@@ -365,6 +383,7 @@ fn report_point(
     let cfg = &ctx.cfg;
     let result = report::load_run(dir, point.clone(), cfg.goodput)?;
     let any_success = result.num(crate::stats::Metric::SuccessRequests) > 0.0;
+    log_storage(dir, result.num(crate::stats::Metric::TotalRequests));
     report::write_run_files(&result, args)?;
     if matches!(
         cfg.dataset.kind,
@@ -565,9 +584,6 @@ async fn request(
     let mut rec = ctx.client.execute(ticket, &ctx.stop.abort).await;
     if let Some(t) = &c.tokenizer {
         c.protocol.fill_token_counts(t, &mut rec);
-        if !c.debug {
-            rec.response_messages = None;
-        }
     }
     if row_id.is_some() {
         // evalscope stores a workload_trace row's own request_id.

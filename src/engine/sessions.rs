@@ -257,9 +257,6 @@ async fn run_conversation(
             agent_depth: None,
             prefix_blocks: None,
         });
-        if !cfg.debug {
-            rec.response_messages = None;
-        }
         if measured {
             if s.out.send(rec).await.is_err() {
                 return;

@@ -19,4 +19,6 @@ pub use reserve::{Reserve, RESERVE_FILE};
 pub use rows::{Rows, RunRows, TurnRow};
 pub use schema::{open, SCHEMA};
 pub use server::ServerSamples;
-pub use writer::{RunMeta, Stored as WriterStored, Writer, WriterOptions, BUSY_LIMIT};
+pub use writer::{
+    RunMeta, StoreResponses, Stored as WriterStored, Writer, WriterOptions, BUSY_LIMIT,
+};

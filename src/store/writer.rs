@@ -85,6 +85,38 @@ pub struct WriterOptions {
     pub reserve: Option<Arc<Reserve>>,
     /// Called once, from the writer thread, with the cause, when a write fails.
     pub on_failure: Box<dyn Fn(&str) + Send>,
+    /// Which rows keep their response text (`--store-responses`).
+    pub responses: StoreResponses,
+}
+
+/// `--store-responses`: which rows keep `response_messages`. The rest of a row
+/// (timings, tokens, the error text, the request) is always stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreResponses {
+    /// Every row, as evalscope.
+    #[default]
+    All,
+    /// Failed requests only (what a failure needs to be understood).
+    Failures,
+    None,
+}
+
+impl StoreResponses {
+    pub fn parse(s: &str) -> Option<StoreResponses> {
+        Some(match s {
+            "all" => StoreResponses::All,
+            "failures" => StoreResponses::Failures,
+            "none" => StoreResponses::None,
+            _ => return None,
+        })
+    }
+    fn keeps(self, r: &RequestRecord) -> bool {
+        match self {
+            StoreResponses::All => true,
+            StoreResponses::Failures => !r.success,
+            StoreResponses::None => false,
+        }
+    }
 }
 
 pub struct Writer {
@@ -229,7 +261,10 @@ struct Pending {
 }
 
 impl Pending {
-    fn push(&mut self, r: RequestRecord) {
+    fn push(&mut self, mut r: RequestRecord, responses: StoreResponses) {
+        if !responses.keeps(&r) {
+            r.response_messages = None;
+        }
         self.bytes += r.request.len() + r.response_messages.as_ref().map_or(0, |m| m.len());
         self.rows.push(r);
     }
@@ -265,6 +300,7 @@ struct Thread {
     commit_every: usize,
     reserve: Option<Arc<Reserve>>,
     on_failure: Box<dyn Fn(&str) + Send>,
+    responses: StoreResponses,
     out: Stored,
     /// The first time a lock was met, while it lasts.
     busy_since: Option<Instant>,
@@ -279,7 +315,7 @@ impl Thread {
         loop {
             if pending.rows.is_empty() {
                 match rx.blocking_recv() {
-                    Some(r) => pending.push(r),
+                    Some(r) => pending.push(r, self.responses),
                     None => break,
                 }
             }
@@ -313,7 +349,7 @@ impl Thread {
                 return true;
             }
             match rx.try_recv() {
-                Ok(r) => pending.push(r),
+                Ok(r) => pending.push(r, self.responses),
                 Err(TryRecvError::Empty) if !waiting && opened.elapsed() < COMMIT_WINDOW => {
                     std::thread::sleep(POLL);
                 }
@@ -425,6 +461,7 @@ impl Writer {
             commit_every: opts.commit_every.max(1),
             reserve: opts.reserve,
             on_failure: opts.on_failure,
+            responses: opts.responses,
             out: Stored::default(),
             busy_since: None,
             given_up: false,

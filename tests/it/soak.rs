@@ -174,3 +174,53 @@ fn stop_on_saturation_needs_a_rate() {
         "{e}"
     );
 }
+
+/// (successful rows with a response, failed rows with one, failed rows).
+fn responses(ran: &common::Ran) -> (i64, i64, i64) {
+    ran.db()
+        .query_row(
+            "SELECT SUM(success AND response_messages IS NOT NULL), \
+             SUM(NOT success AND response_messages IS NOT NULL), SUM(NOT success) FROM result",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+}
+
+#[test]
+fn store_responses_keeps_all_failures_or_none() {
+    let run = |mode: Option<&str>| {
+        let mut b = Bench::sim_with(SimConfig {
+            zero_delay: true,
+            in_band_error_rate: 0.2,
+            seed: 11,
+            ..SimConfig::default()
+        })
+        .parallel(4)
+        .number(200)
+        .max_tokens(8);
+        if let Some(m) = mode {
+            b = b.arg("--store-responses", m);
+        }
+        b.run()
+    };
+    // The default is evalscope's: every row keeps its response chunks.
+    let all = run(None);
+    let (ok, bad, failed) = responses(&all);
+    assert!(failed > 0);
+    assert_eq!((ok, bad), (200 - failed, failed));
+    let text: String = all
+        .db()
+        .query_row(
+            "SELECT response_messages FROM result WHERE success LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let chunks: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert!(chunks.iter().any(|c| c["choices"].is_array()), "{text}");
+    let (ok, bad, failed) = responses(&run(Some("failures")));
+    assert_eq!((ok, bad), (0, failed));
+    let (ok, bad, _) = responses(&run(Some("none")));
+    assert_eq!((ok, bad), (0, 0));
+}
