@@ -97,7 +97,14 @@ fn main() -> anyhow::Result<()> {
     let sim_port = free_port()?;
     let _sim = Kill(
         Command::new(BIN)
-            .args(["sim", "--port", &sim_port.to_string(), "--zero-delay", "--threads", "1"])
+            .args([
+                "sim",
+                "--port",
+                &sim_port.to_string(),
+                "--zero-delay",
+                "--threads",
+                "1",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,

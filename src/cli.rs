@@ -456,6 +456,17 @@ pub struct PerfArgs {
     /// token counts, the error text and the request are always stored.
     #[arg(long, default_value = "all", value_parser = ["all", "failures", "none"])]
     pub store_responses: String,
+    /// `--duration` runs: every this many seconds, the window's figures (throughput,
+    /// errors, TTFT/TPOT/latency percentiles, drift) go to `timeseries.jsonl` in the
+    /// run directory, to the tracker as a history point, and to the HTML report.
+    /// 0 turns it off.
+    #[arg(long, default_value_t = 60.0)]
+    pub snapshot_interval: f64,
+    /// Flag drift when a window's TTFT or TPOT p50 is worse than the steady state's
+    /// (the median window p50 after the first 20 % of the run) by more than this
+    /// share: 0.2 or 20%.
+    #[arg(long, default_value = "0.2")]
+    pub drift_threshold: String,
 
     // ---- Visualizers (the keys stay at the top level of benchmark_args.json)
     #[command(flatten)]

@@ -19,7 +19,8 @@ use crate::protocol::GenParams;
 use crate::sim::SimConfig;
 use resolve::{
     check_decision_dataset, resolve_api, resolve_headers, resolve_objectives, resolve_points,
-    resolve_protocol, resolve_sla, resolve_stop_rules, resolve_url,
+    resolve_protocol, resolve_sla, resolve_snapshots, resolve_stop_rules, resolve_store_responses,
+    resolve_url,
 };
 use stages::*;
 
@@ -101,6 +102,9 @@ pub struct RunConfig {
     pub objectives: crate::slo::Objectives,
     /// `--store-responses`: which rows keep their response text.
     pub store_responses: crate::store::StoreResponses,
+    /// `--snapshot-interval` seconds (None: off) and `--drift-threshold` as a ratio;
+    /// used by runs with a duration.
+    pub snapshots: Option<(f64, f64)>,
     /// `--max-error-rate`, `--stop-on-saturation`.
     pub stop_rules: crate::slo::StopRules,
     /// Experiment tracker (`--visualizer`, or a deprecated key alone).
@@ -166,8 +170,7 @@ impl RunConfig {
         dataset.num_workers = work.num_workers;
         let name = a.name.as_deref().map(sanitize_name);
         let (metrics_addr, otel) = resolve_observability(a)?;
-        let goodput = crate::stats::Goodput::parse(&a.goodput)?;
-        let sla = resolve_sla(a)?;
+        let (goodput, sla) = (crate::stats::Goodput::parse(&a.goodput)?, resolve_sla(a)?);
         let objectives = resolve_objectives(a, goodput, sla.as_ref())?;
         let scale = scale::resolve_scale(a, &points, &url, &|k| std::env::var(k).ok())?;
         let mut args_json = args::masked_args(a);
@@ -224,21 +227,8 @@ impl RunConfig {
             goodput,
             objectives,
             stop_rules: resolve_stop_rules(a)?,
-            // --debug keeps every response, whatever --store-responses says.
-            store_responses: crate::store::StoreResponses::parse(&a.store_responses)
-                .map(|s| {
-                    if a.debug {
-                        crate::store::StoreResponses::All
-                    } else {
-                        s
-                    }
-                })
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--store-responses: `{}` is not all, failures or none",
-                        a.store_responses
-                    )
-                })?,
+            snapshots: resolve_snapshots(a)?,
+            store_responses: resolve_store_responses(a)?,
             sla,
             progress_tracker: a.enable_progress_tracker,
             sink: crate::sinks::SinkSettings::resolve(&a.tracker.flags())?,

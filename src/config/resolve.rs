@@ -294,6 +294,36 @@ pub(crate) fn resolve_stop_rules(a: &PerfArgs) -> Result<crate::slo::StopRules> 
     })
 }
 
+/// `--snapshot-interval` and `--drift-threshold` (the engine keeps a time series
+/// for runs with a duration only: a run of N requests has its summary).
+pub(crate) fn resolve_snapshots(a: &PerfArgs) -> Result<Option<(f64, f64)>> {
+    let every = a.snapshot_interval;
+    if !(every >= 0.0 && every.is_finite()) {
+        bail!("--snapshot-interval: {every} is not a number of seconds (0 turns it off)");
+    }
+    let t = a.drift_threshold.trim();
+    let threshold = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().ok().map(|x| x / 100.0),
+        None => t.parse::<f64>().ok(),
+    };
+    let Some(threshold) = threshold.filter(|x| *x > 0.0 && x.is_finite()) else {
+        bail!("--drift-threshold: `{t}` is not a positive ratio (0.2) or percentage (20%)");
+    };
+    Ok((every > 0.0).then_some((every, threshold)))
+}
+
+/// `--store-responses`; `--debug` keeps every response whatever it says.
+pub(crate) fn resolve_store_responses(a: &PerfArgs) -> Result<crate::store::StoreResponses> {
+    match crate::store::StoreResponses::parse(&a.store_responses) {
+        Some(_) if a.debug => Ok(crate::store::StoreResponses::All),
+        Some(s) => Ok(s),
+        None => bail!(
+            "--store-responses: `{}` is not all, failures or none",
+            a.store_responses
+        ),
+    }
+}
+
 pub(crate) fn resolve_sla(a: &PerfArgs) -> Result<Option<SlaConfig>> {
     if !a.sla_auto_tune {
         if let Some(p) = a.sla_params.as_deref() {

@@ -38,6 +38,8 @@ pub(crate) struct Ctx {
     /// Σ `number` of the runs done: evalscope advances `dataset_offset` by each
     /// run's number so the next run starts elsewhere in the dataset.
     pub(crate) offset_advance: std::sync::atomic::AtomicU64,
+    /// The tracker run's point sender, once started: snapshots push to it live.
+    pub(crate) sink: std::sync::OnceLock<crate::sinks::PointSender>,
 }
 
 impl Ctx {

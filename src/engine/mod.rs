@@ -11,6 +11,7 @@
 
 mod agentx;
 mod ctx;
+mod observe;
 mod point;
 mod scale;
 mod sessions;
@@ -214,6 +215,7 @@ async fn run_inner(
         reserve,
         scrape_reported: Default::default(),
         offset_advance: Default::default(),
+        sink: Default::default(),
     });
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;
@@ -230,6 +232,9 @@ async fn run_inner(
         None => None,
         Some(settings) => Some(start_sink(settings, &ctx.cfg, clock).await?),
     };
+    if let Some(s) = sink.as_ref().and_then(sinks::Sink::sender) {
+        let _ = ctx.sink.set(s);
+    }
     let started_unix = clock.unix(0.0);
     let result = match &ctx.cfg.sla {
         Some(sla) => sla_tune(&ctx, root, sla.clone()).await,

@@ -8,6 +8,7 @@ pub mod otel;
 pub mod progress;
 pub mod prometheus;
 pub mod slo;
+pub mod snapshot;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -112,6 +113,8 @@ pub struct Observers {
     pub encoder: bool,
     /// The stop rules, and what to do when one trips (stop dispatching).
     pub guard: Option<(guard::Guard, OnTrip)>,
+    /// Periodic summaries (`--snapshot-interval`).
+    pub snapshots: Option<snapshot::Snapshots>,
 }
 
 /// Consumes records until every sender is gone; returns the live totals.
@@ -129,13 +132,33 @@ pub async fn fanout(
         progress,
         encoder,
         mut guard,
+        mut snapshots,
     } = obs;
     let mut live = Live {
         encoder,
         ..Live::default()
     };
-    while let Some(r) = rx.recv().await {
+    loop {
+        let next = match snapshots.as_mut() {
+            Some(s) => match s.wait() {
+                Some(wait) => tokio::select! {
+                    r = rx.recv() => r,
+                    _ = tokio::time::sleep(wait) => {
+                        s.tick();
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            },
+            None => rx.recv().await,
+        };
+        let Some(r) = next else {
+            break;
+        };
         live.add(&r);
+        if let Some(s) = snapshots.as_mut() {
+            s.observe(&r);
+        }
         // Multi-turn progress counts conversations (evalscope: on each last turn).
         let done = r.session.as_ref().is_none_or(|s| s.is_last);
         if done {
@@ -173,5 +196,8 @@ pub async fn fanout(
         }
     }
     bar.finish_and_clear();
+    if let Some(s) = snapshots {
+        s.finish(live.last_end);
+    }
     live
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::record::RequestRecord;
 use crate::telemetry::{
-    self as t, OutcomeLabels, RunInfoLabels, RunLabels, TraceLabel, TurnLabels,
+    self as t, MetricLabels, OutcomeLabels, RunInfoLabels, RunLabels, TraceLabel, TurnLabels,
 };
 
 type Hist = Family<RunLabels, Histogram, fn() -> Histogram>;
@@ -74,6 +74,7 @@ pub struct Metrics {
     prefix_hit_blocks: Family<RunLabels, Counter>,
     prefix_blocks: Family<RunLabels, Counter>,
     slo: super::slo::SloMetrics,
+    drift: Family<MetricLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -124,6 +125,7 @@ impl Metrics {
             prefix_hit_blocks: Family::default(),
             prefix_blocks: Family::default(),
             slo,
+            drift: Family::default(),
             registry: Registry::default(),
         };
         let s = Unit::Seconds;
@@ -193,6 +195,23 @@ impl Metrics {
     pub fn agentx_started(&self, l: &RunLabels) {
         let _ = self.prefix_hit_blocks.get_or_create(l);
         let _ = self.prefix_blocks.get_or_create(l);
+    }
+
+    /// A closed `--snapshot-interval` window's drift: its TTFT and TPOT p50 over
+    /// the steady state's.
+    pub fn drift(&self, l: &RunLabels, ttft: Option<f64>, tpot: Option<f64>) {
+        for (metric, v) in [("ttft", ttft), ("tpot", tpot)] {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                let k = MetricLabels {
+                    run: l.run.clone(),
+                    model: l.model.clone(),
+                    api: l.api.clone(),
+                    stage: l.stage.clone(),
+                    metric: metric.into(),
+                };
+                self.drift.get_or_create(&k).set(v);
+            }
+        }
     }
 
     /// Records one finished request.
@@ -365,6 +384,11 @@ fn register_counters(r: &mut Registry, m: &Metrics, progress: bool) {
         t::AGENTX_PREFIX_BLOCKS,
         "--scenario agentx: hash blocks of successful requests (the theoretical hit's denominator)",
         m.prefix_blocks.clone(),
+    );
+    r.register(
+        t::DRIFT_RATIO,
+        "--snapshot-interval: the last window's p50 over the steady state's (median window p50 after the first 20 % of the run), by metric",
+        m.drift.clone(),
     );
     if progress {
         r.register(

@@ -317,12 +317,94 @@ pub(super) fn charts(sorted: &[&RunResult]) -> Vec<String> {
             unit,
         ));
     }
-    for r in sorted {
-        if let Some(t) = &r.timeline {
-            charts.extend(timeline_charts(r, t));
+    charts.extend(sorted.iter().flat_map(|r| over_time(r)));
+    charts
+}
+
+/// A run's charts over time: client and server per scrape, then its
+/// `--snapshot-interval` windows.
+fn over_time(r: &RunResult) -> Vec<String> {
+    let mut out = r
+        .timeline
+        .as_ref()
+        .map(|t| timeline_charts(r, t))
+        .unwrap_or_default();
+    if !r.timeseries.is_empty() {
+        out.extend(timeseries_charts(r));
+    }
+    out
+}
+
+/// A long run over time: one point per `--snapshot-interval` window (x: the
+/// window's end, seconds since the run started).
+fn timeseries_charts(r: &RunResult) -> Vec<String> {
+    let ts = &r.timeseries;
+    let stage = ts.first().map_or("", |s| s.stage.as_str());
+    let every = ts.len().div_ceil(10).max(1);
+    let xs: Vec<String> = ts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if i % every == 0 {
+                format!("{:.0}", s.end_s)
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    type Pick = fn(&crate::recorder::snapshot::Snapshot) -> Option<f64>;
+    let series = |picks: &[(&str, Pick)]| -> Vec<(String, Vec<f64>)> {
+        picks
+            .iter()
+            .map(|(n, f)| {
+                (
+                    n.to_string(),
+                    ts.iter().map(|s| f(s).unwrap_or(f64::NAN)).collect(),
+                )
+            })
+            .filter(|(_, v): &(String, Vec<f64>)| v.iter().any(|x| x.is_finite()))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (title, unit, s) in [
+        (
+            "TTFT over time",
+            "ms",
+            series(&[
+                ("p50", |s| s.ttft_ms.map(|f| f.p50)),
+                ("p99", |s| s.ttft_ms.map(|f| f.p99)),
+            ]),
+        ),
+        (
+            "TPOT over time",
+            "ms",
+            series(&[
+                ("p50", |s| s.tpot_ms.map(|f| f.p50)),
+                ("p99", |s| s.tpot_ms.map(|f| f.p99)),
+            ]),
+        ),
+        (
+            "throughput over time",
+            "req/s",
+            series(&[("succeeded", |s| Some(s.request_throughput))]),
+        ),
+        (
+            "errors over time",
+            "%",
+            series(&[("error rate", |s| Some(100.0 * s.error_rate))]),
+        ),
+    ] {
+        if !s.is_empty() {
+            out.push(line_chart(
+                &format!("{stage}: {title}"),
+                "seconds",
+                &xs,
+                &s,
+                unit,
+            ));
         }
     }
-    charts
+    out
 }
 
 /// One run's client and server on one time axis (x: seconds since the first

@@ -247,7 +247,7 @@ pub fn multi_run_summary(runs: &[RunResult], h: &super::run::Header, out_path: &
     } else {
         llm_summary(runs, h, out_path)
     };
-    let notes = cut_short_notes(runs);
+    let notes = run_notes(runs);
     if notes.is_empty() {
         text
     } else {
@@ -255,18 +255,27 @@ pub fn multi_run_summary(runs: &[RunResult], h: &super::run::Header, out_path: &
     }
 }
 
-/// One line per run that did not complete: its figures cover only what it stored.
-pub fn cut_short_notes(runs: &[RunResult]) -> Vec<String> {
-    runs.iter()
-        .filter_map(|r| {
-            let why = r.cut_short.as_ref()?;
-            let name = r.dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            Some(format!(
-                "Note: run {name} was cut short: {why}. Its figures cover the {} requests it stored.",
-                r.num(Metric::TotalRequests)
-            ))
-        })
-        .collect()
+/// One line per run that did not complete (its figures cover only what it
+/// stored), and per run whose last `--snapshot-interval` window drifted.
+pub fn run_notes(runs: &[RunResult]) -> Vec<String> {
+    let name = |r: &RunResult| {
+        r.dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    let cut = runs.iter().filter_map(|r| {
+        let why = r.cut_short.as_ref()?;
+        Some(format!(
+            "Note: run {} was cut short: {why}. Its figures cover the {} requests it stored.",
+            name(r),
+            r.num(Metric::TotalRequests)
+        ))
+    });
+    let drift = runs.iter().filter_map(|r| {
+        let note = r.timeseries.last()?.drift_note()?;
+        Some(format!("Note: run {}: {note}.", name(r)))
+    });
+    cut.chain(drift).collect()
 }
 
 /// evalscope's multi-turn scalar rows of the detail table (and the estimate).

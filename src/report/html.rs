@@ -38,7 +38,7 @@ pub fn render(runs: &[RunResult], meta: &Meta) -> String {
         recs: recs(&recommendations(&sorted)),
         charts,
         tables: sorted.iter().map(|r| percentile_table(r)).collect(),
-        notes: super::console::cut_short_notes(runs),
+        notes: super::console::run_notes(runs),
     };
     let mut env = minijinja::Environment::new();
     env.add_filter("esc", |s: String| esc(&s));
@@ -84,7 +84,7 @@ struct Page<'a> {
     recs: Vec<Rec>,
     charts: Vec<String>,
     tables: Vec<PctTable>,
-    /// Runs that did not complete (see `console::cut_short_notes`).
+    /// Runs that did not complete (see `console::run_notes`).
     notes: Vec<String>,
 }
 

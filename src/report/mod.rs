@@ -16,9 +16,7 @@ use std::path::Path;
 
 use crate::telemetry::log;
 
-pub use console::{
-    cut_short_notes, multi_run_summary, percentile_table, speed_benchmark, summary_table,
-};
+pub use console::{multi_run_summary, percentile_table, run_notes, speed_benchmark, summary_table};
 pub use json::{percentile_json, to_py_json, write_run_files};
 pub use run::{endpoint, recommendations, sweep_order, Header, RunResult};
 pub use stored::load_run;
@@ -97,7 +95,7 @@ pub fn regenerate(dir: &Path) -> Result<()> {
                 .to_string()
         });
     let header = Header::from_args(model_id, cfg);
-    for note in cut_short_notes(&runs) {
+    for note in run_notes(&runs) {
         log::warn(note);
     }
     let summary = multi_run_summary(&runs, &header, dir);

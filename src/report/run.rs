@@ -23,6 +23,8 @@ pub struct RunResult {
     pub cut_short: Option<String>,
     /// `--scenario agentx`: the run's AgentX figures, pushed to trackers per step.
     pub agentx: Vec<(String, f64)>,
+    /// `--snapshot-interval` windows (`timeseries.jsonl`; empty without).
+    pub timeseries: Vec<crate::recorder::snapshot::Snapshot>,
 }
 
 impl RunResult {

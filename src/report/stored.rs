@@ -39,6 +39,7 @@ pub fn load_run(
     r.workload = crate::stats::workload(&rows)?;
     r.cut_short = rows.cut_short.clone();
     r.agentx = crate::agentx::summary::tracked_in(dir);
+    r.timeseries = crate::recorder::snapshot::read(dir);
     Ok(r)
 }
 
@@ -72,5 +73,6 @@ pub fn figures(
         workload: None,
         cut_short: rows.cut_short.clone(),
         agentx: Vec::new(),
+        timeseries: Vec::new(),
     })
 }

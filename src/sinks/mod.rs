@@ -21,12 +21,14 @@ pub mod wandb;
 
 pub use payload::{
     base36_id, final_payload, group, now_unix, percentile_table, point, point_values, rfc3339,
-    url_segment, Final, Outcome, Point, RunMeta, Table, Tracker,
+    snapshot_point, url_segment, Final, Outcome, Point, RunMeta, Table, Tracker,
 };
 pub use settings::{SinkFlags, SinkSettings, Visualizer};
 
 use anyhow::{bail, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::telemetry::log;
@@ -89,6 +91,22 @@ pub struct Sink {
     handle: Option<std::thread::JoinHandle<bool>>,
     pub kind: Visualizer,
     pub url: String,
+    steps: Arc<AtomicU64>,
+}
+
+/// Pushes history points to a started run from anywhere (the fan-out's
+/// snapshots); points get the run's next step, in the order they are pushed.
+#[derive(Clone)]
+pub struct PointSender {
+    tx: mpsc::Sender<Msg>,
+    steps: Arc<AtomicU64>,
+}
+
+impl PointSender {
+    pub fn point(&self, mut p: Point) {
+        p.step = self.steps.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(Msg::Point(p));
+    }
 }
 
 impl Sink {
@@ -107,9 +125,14 @@ impl Sink {
             .spawn(move || {
                 let _log = tracing::dispatcher::set_default(&log);
                 loop {
+                    let mut last = false;
                     let r = match rx.recv_timeout(every) {
                         Ok(Msg::Point(p)) => t.point(&p),
-                        Ok(Msg::Finish(f)) => t.finish(&f),
+                        // The end, even while a point sender is still held.
+                        Ok(Msg::Finish(f)) => {
+                            last = true;
+                            t.finish(&f)
+                        }
                         // A step of an hours-long soak: keep the run from going stale.
                         Err(mpsc::RecvTimeoutError::Timeout) => t.heartbeat(),
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -121,6 +144,9 @@ impl Sink {
                         ));
                         return false;
                     }
+                    if last {
+                        break;
+                    }
                 }
                 true
             })?;
@@ -129,13 +155,23 @@ impl Sink {
             handle: Some(handle),
             kind: settings.kind,
             url,
+            steps: Arc::new(AtomicU64::new(0)),
         })
     }
 
+    /// Pushes a sweep step as the run's next history step.
     pub fn point(&self, p: Point) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Point(p));
+        if let Some(s) = self.sender() {
+            s.point(p);
         }
+    }
+
+    /// A handle that pushes points while the run goes (None once finished).
+    pub fn sender(&self) -> Option<PointSender> {
+        Some(PointSender {
+            tx: self.tx.clone()?,
+            steps: self.steps.clone(),
+        })
     }
 
     /// Sends the final summary and state, then waits for everything queued (bounded).

@@ -77,8 +77,11 @@ pub fn group(key: &str) -> (&str, &str) {
             }
         }
     }
-    match key.strip_prefix("Summary ") {
-        Some(rest) => ("Summary", rest),
+    if let Some(rest) = key.strip_prefix("Summary ") {
+        return ("Summary", rest);
+    }
+    match key.strip_prefix("Window ") {
+        Some(rest) => ("Time series", rest),
         None => ("Performance Metrics", key),
     }
 }
@@ -131,6 +134,51 @@ pub fn point(step: u64, r: &RunResult, unix: f64) -> Point {
             .unwrap_or_default(),
         values: point_values(r),
         unix,
+    }
+}
+
+/// A `--snapshot-interval` window as a history point (a soak's chart over time):
+/// its figures under `Window …` keys, with the window's end in seconds since the
+/// run started as `Window elapsed (s)` (the x axis to plot against).
+pub fn snapshot_point(s: &crate::recorder::snapshot::Snapshot) -> Point {
+    let mut v: Vec<(String, f64)> = vec![
+        ("Window elapsed (s)".into(), s.end_s),
+        ("Window requests".into(), s.requests as f64),
+        ("Window error rate (%)".into(), 100.0 * s.error_rate),
+        (
+            "Window request throughput (req/s)".into(),
+            s.request_throughput,
+        ),
+        (
+            "Window output token throughput (tok/s)".into(),
+            s.output_token_throughput,
+        ),
+    ];
+    for (name, f) in [
+        ("TTFT (ms)", s.ttft_ms),
+        ("TPOT (ms)", s.tpot_ms),
+        ("latency (s)", s.latency_s),
+    ] {
+        if let Some(f) = f {
+            v.push((format!("Window {name} p50"), f.p50));
+            v.push((format!("Window {name} p90"), f.p90));
+            v.push((format!("Window {name} p99"), f.p99));
+        }
+    }
+    for (name, r) in [
+        ("TTFT p50 drift", s.drift.ttft_p50_ratio),
+        ("TPOT p50 drift", s.drift.tpot_p50_ratio),
+    ] {
+        if let Some(r) = r {
+            v.push((format!("Window {name} (x steady)"), r));
+        }
+    }
+    v.retain(|(_, x)| x.is_finite());
+    Point {
+        step: 0,
+        stage: s.stage.clone(),
+        values: v,
+        unix: s.end_unix,
     }
 }
 

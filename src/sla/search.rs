@@ -165,5 +165,6 @@ pub fn average(runs: &[RunResult]) -> Option<RunResult> {
         workload: None,
         cut_short: runs.iter().find_map(|r| r.cut_short.clone()),
         agentx: Vec::new(),
+        timeseries: Vec::new(),
     })
 }

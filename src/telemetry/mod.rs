@@ -51,6 +51,9 @@ pub const OBJECTIVE_ERROR_RATIO: &str = "objective_error_ratio";
 pub const OBJECTIVE_GOODPUT_RATIO: &str = "objective_goodput_ratio";
 pub const GOOD_REQUESTS: &str = "good_requests";
 pub const OBJECTIVE_BREACH: &str = "objective_breach_timestamp";
+/// `--snapshot-interval`: the last window's p50 over the steady state's, by metric
+/// (`ttft`, `tpot`); flagged as drift past `--drift-threshold`.
+pub const DRIFT_RATIO: &str = "window_drift_ratio";
 /// The constant label naming the shard of a distributed run on every series.
 pub const SHARD_LABEL: &str = "shard";
 /// `--enable-progress-tracker`: the invocation's finished and planned requests.
@@ -120,6 +123,16 @@ pub struct TurnLabels {
     pub api: String,
     pub stage: String,
     pub turn: String,
+}
+
+/// A run's series for one metric (`ttft`, `tpot`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricLabels {
+    pub run: String,
+    pub model: String,
+    pub api: String,
+    pub stage: String,
+    pub metric: String,
 }
 
 /// Exemplar label: the request's W3C trace id (32 lowercase hex characters), the same

@@ -224,3 +224,100 @@ fn store_responses_keeps_all_failures_or_none() {
     let (ok, bad, _) = responses(&run(Some("none")));
     assert_eq!((ok, bad), (0, 0));
 }
+
+/// The nearest-rank percentile of sorted values.
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).max(1);
+    sorted[rank - 1]
+}
+
+#[test]
+fn a_duration_run_writes_its_time_series_and_flags_drift() {
+    // Offered 25 req/s against about 14: the queue, and so TTFT, grows each window.
+    let ran = Bench::sim_with(small_server())
+        .parallel(1000)
+        .number(100_000)
+        .rate(25.0)
+        .max_tokens(20)
+        .args(&[
+            "--open-loop",
+            "--duration",
+            "12",
+            "--snapshot-interval",
+            "2",
+        ])
+        .run();
+    let dir = ran.only_step();
+    let text = std::fs::read_to_string(dir.join("timeseries.jsonl")).unwrap();
+    let windows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(windows.len() >= 6, "{text}");
+    let db = ran.db();
+    let (rows, ok): (i64, i64) = db
+        .query_row("SELECT COUNT(*), SUM(success) FROM result", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let sum = |k: &str| windows.iter().map(|w| w[k].as_i64().unwrap()).sum::<i64>();
+    // Every stored request is in exactly one window.
+    assert_eq!(sum("requests"), rows);
+    assert_eq!(sum("succeeded"), ok);
+    for (i, w) in windows.iter().enumerate() {
+        assert_eq!(w["window"].as_u64(), Some(i as u64));
+        let (start, end) = (w["start_s"].as_f64().unwrap(), w["end_s"].as_f64().unwrap());
+        if i + 1 < windows.len() {
+            assert!((end - start - 2.0).abs() < 1e-9, "{w}");
+        }
+        // The window's TTFT p50 against the exact one of the rows that ended in it.
+        let end_unix = w["end_unix"].as_f64().unwrap();
+        let mut ttft: Vec<f64> = db
+            .prepare(
+                "SELECT first_chunk_latency FROM result WHERE success = 1 \
+                 AND end_unix >= ?1 AND end_unix < ?2",
+            )
+            .unwrap()
+            .query_map([end_unix - (end - start), end_unix], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if ttft.len() < 5 {
+            continue;
+        }
+        ttft.sort_by(f64::total_cmp);
+        let exact = nearest_rank(&ttft, 0.5) * 1000.0;
+        let got = w["ttft_ms"]["p50"].as_f64().unwrap();
+        assert!(
+            (got / exact - 1.0).abs() < 0.01,
+            "window {i}: {got} vs {exact}"
+        );
+    }
+    // The last full window is far over the steady state, and the summary says so.
+    let last = &windows[windows.len() - 2];
+    assert!(
+        last["drift"]["flagged"]
+            .as_array()
+            .unwrap()
+            .contains(&"ttft".into()),
+        "{last}"
+    );
+    let summary =
+        std::fs::read_to_string(dir.parent().unwrap().join("performance_summary.txt")).unwrap();
+    assert!(summary.contains("drift: TTFT p50"), "{summary}");
+    let html = std::fs::read_to_string(dir.parent().unwrap().join("perf_report.html")).unwrap();
+    assert!(html.contains("TTFT over time"));
+}
+
+#[test]
+fn a_run_of_n_requests_keeps_no_time_series() {
+    let ran = Bench::sim_with(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    })
+    .parallel(2)
+    .number(50)
+    .args(&["--snapshot-interval", "1"])
+    .run();
+    assert!(!ran.only_step().join("timeseries.jsonl").exists());
+}

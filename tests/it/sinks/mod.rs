@@ -80,6 +80,7 @@ fn step(parallel: i64, scale: f64) -> RunResult {
         workload: None,
         cut_short: None,
         agentx: Vec::new(),
+        timeseries: Vec::new(),
         point: SweepPoint {
             parallel,
             number: 10,
@@ -768,5 +769,57 @@ fn a_multi_turn_cache_estimate_is_labelled_everywhere() {
             .iter()
             .any(|k| k.contains("KV Cache Hit Rate") && !k.contains("Estimated")),
         "{pushed:?}"
+    );
+}
+
+/// A `--duration` run pushes each `--snapshot-interval` window as a history step
+/// while it runs (a soak's chart over time), then its sweep step, steps in order;
+/// the windows' figures equal `timeseries.jsonl`.
+#[test]
+fn snapshots_are_history_steps() {
+    let m = mock::wandb();
+    let out = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let o = bin()
+        .args([
+            "perf", "--api", "sim", "--model", "m", "--parallel", "2", "--rate", "20",
+            "--number", "100000", "--duration", "4.5", "--snapshot-interval", "1",
+            "--max-tokens", "8", "--metrics-addr", "off", "--wandb-api-key", mock::WANDB_KEY,
+            "--outputs-dir", out.path().join("out").to_str().unwrap(),
+            "--sim-args", r#"{"ttft_ms": 5.0, "itl_ms": 1.0}"#,
+        ])
+        .env("WANDB_BASE_URL", &m.url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let history = wandb_history(&m);
+    let dir = common::run_dirs(&run_dir(&out.path().join("out")))[0].clone();
+    let text = std::fs::read_to_string(dir.join("timeseries.jsonl")).unwrap();
+    let windows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(windows.len() >= 4, "{text}");
+    assert_eq!(history.len(), windows.len() + 1, "{history:?}");
+    for (i, h) in history.iter().enumerate() {
+        assert_eq!(h["_step"].as_u64(), Some(i as u64), "{h}");
+    }
+    for (h, w) in history.iter().zip(&windows) {
+        assert_eq!(h["Window elapsed (s)"].as_f64(), w["end_s"].as_f64());
+        assert_eq!(h["Window requests"].as_f64(), w["requests"].as_f64());
+        assert_eq!(
+            h["Window TTFT (ms) p99"].as_f64(),
+            w["ttft_ms"]["p99"].as_f64()
+        );
+    }
+    let last = history.last().unwrap();
+    assert!(
+        last["Window requests"].is_null() && last["Total Requests"].is_number(),
+        "{last}"
     );
 }
