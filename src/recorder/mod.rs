@@ -138,19 +138,26 @@ pub async fn fanout(
         encoder,
         ..Live::default()
     };
+    // One timer, re-armed only when the open window changes (not per record).
+    let timer = tokio::time::sleep(std::time::Duration::from_secs(86_400));
+    tokio::pin!(timer);
+    let mut armed: Option<f64> = None;
     loop {
-        let next = match snapshots.as_mut() {
-            Some(s) => match s.wait() {
-                Some(wait) => tokio::select! {
-                    r = rx.recv() => r,
-                    _ = tokio::time::sleep(wait) => {
-                        s.tick();
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
-            },
-            None => rx.recv().await,
+        if let Some((due, wait)) = snapshots.as_ref().and_then(|s| s.due()) {
+            if armed != Some(due) {
+                timer.as_mut().reset(tokio::time::Instant::now() + wait);
+                armed = Some(due);
+            }
+        }
+        let next = tokio::select! {
+            r = rx.recv() => r,
+            _ = &mut timer, if armed.is_some() => {
+                if let Some(s) = snapshots.as_mut() {
+                    s.tick();
+                }
+                armed = None;
+                continue;
+            }
         };
         let Some(r) = next else {
             break;

@@ -239,14 +239,13 @@ impl Snapshots {
         }
     }
 
-    /// How long until the open window must be closed even if no request ends (None
-    /// before the first request).
-    pub fn wait(&self) -> Option<std::time::Duration> {
+    /// When the open window must be closed even if no request ends (clock seconds;
+    /// None before the first request), and how long that is from now.
+    pub fn due(&self) -> Option<(f64, std::time::Duration)> {
         self.origin?;
         let due = self.window_start + self.interval + CLOSE_GRACE_S;
-        Some(std::time::Duration::from_secs_f64(
-            (due - self.clock.now()).max(0.0),
-        ))
+        let wait = std::time::Duration::from_secs_f64((due - self.clock.now()).max(0.0));
+        Some((due, wait))
     }
 
     pub fn observe(&mut self, r: &RequestRecord) {
