@@ -1,12 +1,12 @@
 //! `perfscope push RUN_DIR --visualizer NAME`: sends a stored invocation to a tracker
-//! from its SQLite databases alone (for when the tracker was down during the run, or
-//! to log an old run to another tracker).
+//! from its SQLite databases (and each step's `timeseries.jsonl`), for when the
+//! tracker was down during the run, or to log an old run to another tracker.
 
 use anyhow::{bail, Result};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{final_payload, point, Outcome, RunMeta, Sink, SinkSettings};
+use super::{final_payload, point, snapshot_point, Outcome, RunMeta, Sink, SinkSettings};
 use crate::report::stored;
 use crate::store::steps;
 use crate::telemetry::log;
@@ -38,7 +38,11 @@ pub fn push(dir: &Path, settings: &SinkSettings, name: Option<&str>) -> Result<S
     let sink = Sink::start(settings, &meta)?;
     let url = sink.url.clone();
     log::info(format!("{} run: {url}", settings.kind.title()));
+    // As live: each step's `--snapshot-interval` windows, then the step.
     for (i, (s, r)) in stored.iter().zip(&runs).enumerate() {
+        for w in &r.timeseries {
+            sink.point(snapshot_point(w));
+        }
         sink.point(point(i as u64, r, s.finished));
     }
     let outcome = if stored.iter().any(|s| s.status == "interrupted") {

@@ -774,7 +774,7 @@ fn a_multi_turn_cache_estimate_is_labelled_everywhere() {
 
 /// A `--duration` run pushes each `--snapshot-interval` window as a history step
 /// while it runs (a soak's chart over time), then its sweep step, steps in order;
-/// the windows' figures equal `timeseries.jsonl`.
+/// the windows' figures equal `timeseries.jsonl`; `perfscope push` sends the same.
 #[test]
 fn snapshots_are_history_steps() {
     let m = mock::wandb();
@@ -822,4 +822,12 @@ fn snapshots_are_history_steps() {
         last["Window requests"].is_null() && last["Total Requests"].is_number(),
         "{last}"
     );
+    // `perfscope push` sends the same steps from the run directory.
+    let pushed = wandb_history(&push_to_wandb(&run_dir(&out.path().join("out")), &[]));
+    assert_eq!(pushed.len(), history.len());
+    for (p, h) in pushed.iter().zip(&history) {
+        assert_eq!(p["_step"], h["_step"]);
+        assert_eq!(p["Window requests"], h["Window requests"]);
+        assert_eq!(p["Window TTFT (ms) p50"], h["Window TTFT (ms) p50"]);
+    }
 }
