@@ -37,6 +37,21 @@ pub enum Command {
     Merge(MergeArgs),
     /// Compare two stored runs point by point, with bootstrap confidence intervals.
     Compare(CompareArgs),
+    /// Browse the runs under output directories in a web page (read-only).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The output trees to list (the `--outputs-dir` of perfscope's or evalscope's
+    /// runs); runs written there later appear without a restart.
+    #[arg(long, num_args = 1.., default_values_t = ["outputs".to_string()])]
+    pub outputs: Vec<String>,
+    /// The address to listen on (loopback: only this machine can browse the runs).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 9000)]
+    pub port: u16,
 }
 
 #[derive(Args, Debug)]

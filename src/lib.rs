@@ -42,3 +42,4 @@ pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod tokenizer;
+pub mod web;

@@ -56,6 +56,7 @@ fn main() {
             }
         },
         Command::Compare(a) => compare(&a),
+        Command::Serve(a) => serve(&a),
         Command::Report(a) => match perfscope::report::regenerate(&a.run_dir) {
             Ok(()) => 0,
             Err(e) => {
@@ -65,6 +66,34 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+/// `perfscope serve`: 2 for a bad address, 1 when it cannot serve.
+fn serve(a: &perfscope::cli::ServeArgs) -> i32 {
+    let addr = match format!("{}:{}", a.host, a.port)
+        .parse::<std::net::SocketAddr>()
+        .or_else(|_| format!("[{}]:{}", a.host, a.port).parse())
+    {
+        Ok(addr) => addr,
+        Err(_) => {
+            perfscope::telemetry::log::err(&format!(
+                "error: --host: `{}` is not an IP address (e.g. 127.0.0.1)",
+                a.host
+            ));
+            return 2;
+        }
+    };
+    let o = perfscope::web::ServeOptions {
+        trees: a.outputs.iter().map(std::path::PathBuf::from).collect(),
+        addr,
+    };
+    match perfscope::web::serve_blocking(o) {
+        Ok(()) => 0,
+        Err(e) => {
+            perfscope::telemetry::log::err(&format!("error: {e:#}"));
+            1
+        }
+    }
 }
 
 fn push(a: &perfscope::cli::PushArgs) -> i32 {

@@ -35,4 +35,5 @@ mod stack_config;
 mod timing;
 mod tokenizer;
 mod typed_apis;
+mod web;
 mod workloads;
