@@ -298,11 +298,13 @@ impl Snapshots {
         let secs = (end - self.window_start).max(1e-9);
         let ok = a.requests - a.failed;
         let origin = self.origin.unwrap_or(self.window_start);
+        // Microseconds: window edges are sums of the interval (10.000000000000002).
+        let us = |x: f64| (x * 1e6).round() / 1e6;
         let mut s = Snapshot {
             stage: self.stage.clone(),
             window: self.index,
-            start_s: self.window_start - origin,
-            end_s: end - origin,
+            start_s: us(self.window_start - origin),
+            end_s: us(end - origin),
             end_unix: self.clock.unix(end),
             requests: a.requests,
             succeeded: ok,
