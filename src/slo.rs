@@ -79,12 +79,6 @@ pub struct Objectives {
     pub goodput_ratio: Option<f64>,
 }
 
-impl Objectives {
-    pub fn is_empty(&self) -> bool {
-        *self == Objectives::default()
-    }
-}
-
 /// The targets of `--slo`: (error ratio, goodput ratio).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SloFlags {
@@ -242,7 +236,7 @@ mod tests {
         assert_eq!(o.p99.e2el_ms, Some(2000.0));
         assert_eq!(o.goodput_ratio, Some(DEFAULT_GOODPUT_TARGET));
         let none = objectives(None, Bounds::default(), SloFlags::default()).unwrap();
-        assert!(none.is_empty());
+        assert_eq!(none, Objectives::default());
         let flags = SloFlags {
             goodput_ratio: Some(0.9),
             ..SloFlags::default()

@@ -183,6 +183,30 @@ struct Acc {
     latency: LogHist,
 }
 
+impl Acc {
+    fn new() -> Acc {
+        Acc {
+            requests: 0,
+            failed: 0,
+            output_tokens: 0,
+            input_tokens: 0,
+            ttft: LogHist::new(),
+            tpot: LogHist::new(),
+            latency: LogHist::new(),
+        }
+    }
+    /// Empties it for the next window, keeping the histograms' memory.
+    fn clear(&mut self) {
+        self.requests = 0;
+        self.failed = 0;
+        self.output_tokens = 0;
+        self.input_tokens = 0;
+        self.ttft.clear();
+        self.tpot.clear();
+        self.latency.clear();
+    }
+}
+
 pub struct Snapshots {
     stage: String,
     interval: f64,
@@ -224,15 +248,7 @@ impl Snapshots {
             origin: None,
             window_start: 0.0,
             index: 0,
-            acc: Acc {
-                requests: 0,
-                failed: 0,
-                output_tokens: 0,
-                input_tokens: 0,
-                ttft: LogHist::new(),
-                tpot: LogHist::new(),
-                latency: LogHist::new(),
-            },
+            acc: Acc::new(),
             p50s: Vec::new(),
             clock,
             on_snapshot,
@@ -327,14 +343,7 @@ impl Snapshots {
         s.drift = self.drift();
         self.write(&s);
         (self.on_snapshot)(&s);
-        let a = &mut self.acc;
-        a.requests = 0;
-        a.failed = 0;
-        a.output_tokens = 0;
-        a.input_tokens = 0;
-        a.ttft.clear();
-        a.tpot.clear();
-        a.latency.clear();
+        self.acc.clear();
         self.window_start = end;
         self.index += 1;
     }
