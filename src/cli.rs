@@ -52,6 +52,10 @@ pub struct ServeArgs {
     pub host: String,
     #[arg(long, default_value_t = 9000)]
     pub port: u16,
+    /// Let the page start and stop runs (`perf` with the form's flags, into the
+    /// first of --outputs). Every such request needs the token printed at start-up.
+    #[arg(long)]
+    pub allow_run: bool,
 }
 
 #[derive(Args, Debug)]

@@ -86,6 +86,7 @@ fn serve(a: &perfscope::cli::ServeArgs) -> i32 {
     let o = perfscope::web::ServeOptions {
         trees: a.outputs.iter().map(std::path::PathBuf::from).collect(),
         addr,
+        allow_run: a.allow_run,
     };
     match perfscope::web::serve_blocking(o) {
         Ok(()) => 0,

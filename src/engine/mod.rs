@@ -172,7 +172,7 @@ async fn run_inner(
             .display()
             .to_string(),
     };
-    let (metrics, metrics_server) = start_metrics(&cfg, &run_label, &url).await?;
+    let (metrics, metrics_server) = start_metrics(&cfg, &run_label, &url, root).await?;
     let tracing = match &cfg.otel {
         None => None,
         Some(oc) => {

@@ -182,6 +182,13 @@ async fn start_measuring(
                 ctx.clock,
                 dir.join("benchmark_data.db"),
                 ctx.scrape_reported.clone(),
+                ctx.metrics.as_ref().map(|m| {
+                    let m = m.clone();
+                    let labels = ctx.run_labels(&stage_name(dir));
+                    std::sync::Arc::new(move |s: &[crate::scrape::parse::Sample]| {
+                        m.server_state(&labels, s)
+                    }) as crate::scrape::OnScrape
+                }),
             )
             .await
         }
@@ -192,6 +199,13 @@ async fn start_measuring(
         _ => go,
     };
     (anchor, go, scraper)
+}
+
+/// A step's name (its directory's).
+fn stage_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// This shard's point, warmup and measured requests (all of them when not sharded).

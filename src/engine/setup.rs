@@ -22,6 +22,7 @@ pub(crate) async fn start_metrics(
     cfg: &RunConfig,
     run_label: &str,
     url: &str,
+    root: &Path,
 ) -> Result<(
     Option<Arc<Metrics>>,
     Option<tokio::sync::oneshot::Sender<()>>,
@@ -59,13 +60,28 @@ pub(crate) async fn start_metrics(
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let local = listener.local_addr().unwrap_or(addr);
+    // The live page (`/`) beside `/metrics`, with the output tree's history for the
+    // rows its slow points link to.
+    let rel = root.strip_prefix(&cfg.outputs_dir).unwrap_or(root);
+    let live = crate::web::live_router(
+        crate::web::live::Feed {
+            metrics: metrics.clone(),
+            planned: cfg.points.iter().map(|p| p.number).sum(),
+            run_id: format!("0/{}", rel.display()),
+            started: std::time::Instant::now(),
+            drift_threshold: cfg.snapshots.map(|(_, t)| t),
+        },
+        PathBuf::from(&cfg.outputs_dir),
+    );
     tokio::spawn(
-        recorder::prometheus::serve(listener, metrics.clone(), async {
+        recorder::prometheus::serve(listener, metrics.clone(), live, async {
             let _ = rx.await;
         })
         .with_current_subscriber(),
     );
-    log::info(format!("Prometheus metrics on http://{local}/metrics"));
+    log::info(format!(
+        "Prometheus metrics on http://{local}/metrics; live page on http://{local}/"
+    ));
     Ok((Some(metrics), Some(tx)))
 }
 

@@ -75,6 +75,8 @@ pub struct Metrics {
     prefix_blocks: Family<RunLabels, Counter>,
     slo: super::slo::SloMetrics,
     drift: Family<MetricLabels, Gauge<f64, AtomicU64>>,
+    server_running: Family<RunLabels, Gauge<f64, AtomicU64>>,
+    server_waiting: Family<RunLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -126,6 +128,8 @@ impl Metrics {
             prefix_blocks: Family::default(),
             slo,
             drift: Family::default(),
+            server_running: Family::default(),
+            server_waiting: Family::default(),
             registry: Registry::default(),
         };
         let s = Unit::Seconds;
@@ -210,6 +214,28 @@ impl Metrics {
                     metric: metric.into(),
                 };
                 self.drift.get_or_create(&k).set(v);
+            }
+        }
+    }
+
+    /// The served model's running and waiting requests at its latest scrape (the
+    /// first candidate series it has, summed over its label sets, as the summary's
+    /// Server Peak Running/Waiting read them).
+    pub fn server_state(&self, l: &RunLabels, samples: &[crate::scrape::parse::Sample]) {
+        use crate::stats::Metric;
+        for (metric, family) in [
+            (Metric::ServerPeakRunning, &self.server_running),
+            (Metric::ServerPeakWaiting, &self.server_waiting),
+        ] {
+            let found = crate::stats::server::candidates(metric)
+                .iter()
+                .find_map(|name| {
+                    let mut it = samples.iter().filter(|s| s.name == *name).peekable();
+                    it.peek()?;
+                    Some(it.map(|s| s.value).sum::<f64>())
+                });
+            if let Some(v) = found {
+                family.get_or_create(l).set(v);
             }
         }
     }
@@ -390,6 +416,16 @@ fn register_counters(r: &mut Registry, m: &Metrics, progress: bool) {
         "--snapshot-interval: the last window's p50 over the steady state's (median window p50 after the first 20 % of the run), by metric",
         m.drift.clone(),
     );
+    r.register(
+        t::SERVER_RUNNING,
+        "The served model's running requests at its latest scrape (--server-metrics)",
+        m.server_running.clone(),
+    );
+    r.register(
+        t::SERVER_WAITING,
+        "The served model's waiting (queued) requests at its latest scrape (--server-metrics)",
+        m.server_waiting.clone(),
+    );
     if progress {
         r.register(
             t::PROGRESS_PROCESSED,
@@ -404,12 +440,13 @@ fn register_counters(r: &mut Registry, m: &Metrics, progress: bool) {
     }
 }
 
-/// Serves `/metrics` on an already bound listener until `shutdown` resolves.
-/// OpenMetrics when the scraper asks for it (Prometheus does by default), else the
-/// Prometheus 0.0.4 text format.
+/// Serves `/metrics` (and the routes of `beside`) on an already bound listener
+/// until `shutdown` resolves. OpenMetrics when the scraper asks for it (Prometheus
+/// does by default), else the Prometheus 0.0.4 text format.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: std::sync::Arc<Metrics>,
+    beside: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::{header, HeaderMap};
@@ -442,7 +479,7 @@ pub async fn serve(
             }
         }),
     );
-    serve_bounded(listener, app, shutdown).await
+    serve_bounded(listener, app.merge(beside), shutdown).await
 }
 
 /// Most connections `/metrics` keeps at once: a scraper needs one; the load's

@@ -74,6 +74,35 @@ pub fn percentile_json(columns: &[Column]) -> String {
     to_py_json(&Value::Array(rows)).replace("\"\\u0000NaN\"", "NaN")
 }
 
+/// Reads JSON as Python's `json` writes it: the bare `NaN`, `Infinity` and
+/// `-Infinity` tokens (outside strings) read as null.
+pub fn parse_py_json(text: &str) -> serde_json::Result<Value> {
+    let mut out = String::with_capacity(text.len());
+    let mut in_str = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_str {
+            in_str = c != '"' || escaped;
+            escaped = c == '\\' && !escaped;
+        } else if c == '"' {
+            in_str = true;
+        } else {
+            let token = ["-Infinity", "Infinity", "NaN"]
+                .into_iter()
+                .find(|t| rest.starts_with(t));
+            if let Some(t) = token {
+                out.push_str("null");
+                rest = &rest[t.len()..];
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    serde_json::from_str(&out)
+}
+
 pub fn write_run_files(r: &RunResult, args: &Map<String, Value>) -> Result<()> {
     let w = |name: &str, text: String| -> Result<()> {
         let p = r.dir.join(name);
@@ -101,6 +130,11 @@ pub fn write_run_files(r: &RunResult, args: &Map<String, Value>) -> Result<()> {
         )?;
         w("workload_timeline.json", to_py_json(&wl.timeline_json()))?;
     }
+    // perfscope: the client and server on one time axis, so that a viewer draws it
+    // without reading every row again.
+    if let Some(t) = &r.timeline {
+        w("server_timeline.json", to_py_json(&t.to_json()))?;
+    }
     Ok(())
 }
 
@@ -121,5 +155,9 @@ mod tests {
         }];
         let j = percentile_json(&cols);
         assert!(j.contains("\"TTFT (ms)\": NaN"), "{j}");
+        let back = parse_py_json(&j).unwrap();
+        assert_eq!(back[0]["TTFT (ms)"], Value::Null);
+        let odd = parse_py_json(r#"{"NaN \" x": [-Infinity, Infinity, 1.5]}"#).unwrap();
+        assert_eq!(odd, serde_json::json!({"NaN \" x": [null, null, 1.5]}));
     }
 }

@@ -17,9 +17,15 @@ use std::path::Path;
 use crate::telemetry::log;
 
 pub use console::{multi_run_summary, percentile_table, run_notes, speed_benchmark, summary_table};
-pub use json::{percentile_json, to_py_json, write_run_files};
+pub use json::{parse_py_json, percentile_json, to_py_json, write_run_files};
 pub use run::{endpoint, recommendations, sweep_order, Header, RunResult};
 pub use stored::load_run;
+
+/// The report's charts (sweep, percentile curves, each step over time) as SVG
+/// elements, for a viewer that has the steps' figures.
+pub fn charts_svg(runs: &[RunResult]) -> Vec<String> {
+    charts::charts(&sweep_order(runs))
+}
 
 /// `perfscope merge OUT DIR…`: the shards' databases merged into OUT, then every
 /// report written from them as for one run.

@@ -151,6 +151,7 @@ fn scrape_all(
     clock: &Clock,
     store: &mut ServerSamples,
     reported: &Reported,
+    on_scrape: Option<&OnScrape>,
 ) {
     for (url, agent) in cfg.endpoints.iter().zip(agents) {
         let sent = clock.now();
@@ -159,6 +160,9 @@ fn scrape_all(
         let ts = clock.unix((sent + clock.now()) / 2.0);
         let problem = match result {
             Ok(samples) => {
+                if let Some(f) = on_scrape {
+                    f(&samples);
+                }
                 // `_created` samples (a counter's creation time, about 90 per vLLM
                 // scrape) are timestamps, not measurements: not stored.
                 let rows: Vec<(String, String, f64)> = samples
@@ -192,6 +196,9 @@ fn scrape_all(
 /// A run's scraper: the before-scrape is taken when it starts, then one every
 /// interval on its own thread (off the request path), and the after-scrape when
 /// it finishes.
+/// Told every successful scrape's samples (the live gauges of the server's state).
+pub type OnScrape = std::sync::Arc<dyn Fn(&[parse::Sample]) + Send + Sync>;
+
 pub struct Scraper {
     stop: mpsc::Sender<()>,
     done: tokio::sync::oneshot::Receiver<()>,
@@ -206,6 +213,7 @@ impl Scraper {
         clock: Clock,
         db: PathBuf,
         reported: Reported,
+        on_scrape: Option<OnScrape>,
     ) -> Option<Scraper> {
         if cfg.endpoints.is_empty() {
             return None;
@@ -234,13 +242,34 @@ impl Scraper {
                     .iter()
                     .map(|u| agent(cfg.timeout(), u))
                     .collect();
-                scrape_all(&agents, &cfg, &clock, &mut store, &reported);
+                scrape_all(
+                    &agents,
+                    &cfg,
+                    &clock,
+                    &mut store,
+                    &reported,
+                    on_scrape.as_ref(),
+                );
                 let _ = ready_tx.send(());
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(cfg.interval)
                 {
-                    scrape_all(&agents, &cfg, &clock, &mut store, &reported);
+                    scrape_all(
+                        &agents,
+                        &cfg,
+                        &clock,
+                        &mut store,
+                        &reported,
+                        on_scrape.as_ref(),
+                    );
                 }
-                scrape_all(&agents, &cfg, &clock, &mut store, &reported);
+                scrape_all(
+                    &agents,
+                    &cfg,
+                    &clock,
+                    &mut store,
+                    &reported,
+                    on_scrape.as_ref(),
+                );
                 let _ = done_tx.send(());
             });
         if let Err(e) = spawned {

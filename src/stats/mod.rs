@@ -26,7 +26,7 @@ mod columns;
 mod inputs;
 mod pd;
 mod percentile;
-mod server;
+pub(crate) mod server;
 mod summary;
 mod timeline;
 mod traces;

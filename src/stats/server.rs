@@ -154,6 +154,14 @@ fn probe_name(name: &str, read: Read) -> String {
     }
 }
 
+/// A figure's candidate series names (the first a server has is the one read).
+pub(crate) fn candidates(metric: Metric) -> &'static [&'static str] {
+    SOURCES
+        .iter()
+        .find(|(m, _, _)| *m == metric)
+        .map_or(&[], |(_, names, _)| names)
+}
+
 /// The first of a figure's candidate series the run has (None: no such source).
 pub(crate) fn source_of(rows: &RunRows, metric: Metric) -> Result<Option<&'static str>> {
     for &(m, names, how) in SOURCES {

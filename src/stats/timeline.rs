@@ -23,6 +23,57 @@ pub struct Timeline {
     pub server_kv_pct: Vec<f64>,
 }
 
+impl Timeline {
+    /// The series by name (`server_timeline.json`; gaps as null).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (name, v) in self.series() {
+            let cells = v
+                .iter()
+                .map(|x| {
+                    serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into)
+                })
+                .collect();
+            m.insert(name.into(), serde_json::Value::Array(cells));
+        }
+        serde_json::Value::Object(m)
+    }
+    /// Read back from `to_json` (None when it is not one).
+    pub fn from_json(v: &serde_json::Value) -> Option<Timeline> {
+        let get = |name: &str| -> Option<Vec<f64>> {
+            v.get(name)?
+                .as_array()?
+                .iter()
+                .map(|x| Some(x.as_f64().unwrap_or(f64::NAN)))
+                .collect()
+        };
+        let t = Timeline {
+            secs: get("secs")?,
+            client_in_flight: get("client_in_flight")?,
+            client_ttft_ms: get("client_ttft_ms")?,
+            server_running: get("server_running")?,
+            server_waiting: get("server_waiting")?,
+            server_ttft_ms: get("server_ttft_ms")?,
+            server_kv_pct: get("server_kv_pct")?,
+        };
+        t.series()
+            .iter()
+            .all(|(_, s)| s.len() == t.secs.len())
+            .then_some(t)
+    }
+    fn series(&self) -> [(&'static str, &Vec<f64>); 7] {
+        [
+            ("secs", &self.secs),
+            ("client_in_flight", &self.client_in_flight),
+            ("client_ttft_ms", &self.client_ttft_ms),
+            ("server_running", &self.server_running),
+            ("server_waiting", &self.server_waiting),
+            ("server_ttft_ms", &self.server_ttft_ms),
+            ("server_kv_pct", &self.server_kv_pct),
+        ]
+    }
+}
+
 /// The run's timeline; None without server samples.
 pub fn timeline(rows: &RunRows) -> Result<Option<Timeline>> {
     let times = rows.scrape_times()?;

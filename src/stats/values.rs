@@ -97,6 +97,28 @@ impl Summary {
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
+    /// A summary read back from its `benchmark_summary.json` (the numbers and the
+    /// failures by kind; keys this version does not know are skipped).
+    pub fn from_json(map: &Map<String, Value>) -> Summary {
+        let mut s = Summary::default();
+        for (k, v) in map {
+            let Some(m) = Metric::from_key(k) else {
+                continue;
+            };
+            match v {
+                Value::Number(n) => s.set_as_is(m, n.as_f64().unwrap_or(f64::NAN)),
+                Value::Null => s.set_unknown(m),
+                Value::Object(kinds) if m == Metric::FailuresByKind => s.set_failures_by_kind(
+                    kinds
+                        .iter()
+                        .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                        .collect(),
+                ),
+                _ => {}
+            }
+        }
+        s
+    }
     /// Only the numeric metrics present, in the file's order.
     pub fn numbers(&self) -> impl Iterator<Item = (Metric, f64)> + '_ {
         Metric::ALL

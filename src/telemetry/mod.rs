@@ -54,6 +54,9 @@ pub const OBJECTIVE_BREACH: &str = "objective_breach_timestamp";
 /// `--snapshot-interval`: the last window's p50 over the steady state's, by metric
 /// (`ttft`, `tpot`); flagged as drift past `--drift-threshold`.
 pub const DRIFT_RATIO: &str = "window_drift_ratio";
+/// The served model's state at its latest scrape, for the live page and dashboards.
+pub const SERVER_RUNNING: &str = "server_running_requests";
+pub const SERVER_WAITING: &str = "server_waiting_requests";
 /// The constant label naming the shard of a distributed run on every series.
 pub const SHARD_LABEL: &str = "shard";
 /// `--enable-progress-tracker`: the invocation's finished and planned requests.

@@ -32,6 +32,9 @@ pub struct RunEntry {
     pub success_rate: Option<f64>,
     /// Why the run, or one of its steps, cannot be read (it is listed anyway).
     pub problem: Option<String>,
+    /// perfscope is still writing it (its claim file is there): what is missing
+    /// is not written yet rather than lost.
+    pub running: bool,
 }
 
 /// Every run under `trees` (canonical paths), newest first.
@@ -89,7 +92,8 @@ pub fn is_step(dir: &Path) -> bool {
 
 pub fn read_json(p: &Path) -> Result<Map<String, Value>, String> {
     let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    match serde_json::from_str(&text) {
+    // evalscope's files are Python's JSON (bare NaN).
+    match crate::report::parse_py_json(&text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(format!("{}: not a JSON object", p.display())),
         Err(e) => Err(format!("{}: {e}", p.display())),
@@ -161,7 +165,9 @@ pub fn read_run(dir: &Path, id: String) -> RunEntry {
     if total > 0.0 {
         e.success_rate = Some(100.0 * ok / total);
     }
-    if !problems.is_empty() {
+    // perfscope's claim on a directory it is writing (removed when the run ends).
+    e.running = dir.join(".perfscope-lock").exists();
+    if !problems.is_empty() && !e.running {
         e.problem = Some(problems.join("; "));
     }
     e

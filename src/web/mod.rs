@@ -1,17 +1,27 @@
-//! `perfscope serve`: the run history in a browser, read-only, from the given
-//! output trees (perfscope's and evalscope's runs). Every script and style ships in
-//! the binary; the page requests nothing outside this server.
+//! The web UI, one in the binary: `perfscope serve` (the run history of the given
+//! output trees, a run's page, comparisons, and, with `--allow-run`, starting and
+//! stopping runs) and the live page of a running benchmark on its `--metrics-addr`
+//! listener (next to `/metrics`). Every script and style ships in the binary; the
+//! pages request nothing outside this server.
 //!
-//! The server is axum on tokio, as `/metrics` and the simulator; the page is one
-//! HTML file, one stylesheet and one small script without a framework.
+//! The server is axum on tokio, as `/metrics` and the simulator; the front end is
+//! plain HTML, one stylesheet and small scripts without a framework or a build
+//! step, the charts SVG.
 
+mod api;
 pub mod history;
+pub mod jobs;
+pub mod live;
 pub mod paths;
+mod respond;
+pub mod rows;
+pub mod run;
 
 use anyhow::{Context, Result};
-use axum::http::{header, StatusCode, Uri};
+use api::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,20 +33,37 @@ pub struct ServeOptions {
     /// The output trees (`--outputs-dir` of the runs), as given.
     pub trees: Vec<PathBuf>,
     pub addr: SocketAddr,
+    /// `--allow-run`: runs can be started and stopped from the page.
+    pub allow_run: bool,
 }
 
 const INDEX: &str = include_str!("assets/index.html");
-const APP_JS: &str = include_str!("assets/app.js");
-const APP_CSS: &str = include_str!("assets/app.css");
+const LIVE: &str = include_str!("assets/live.html");
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "/assets/app.js",
+        include_str!("assets/app.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/assets/live.js",
+        include_str!("assets/live.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/assets/chart.js",
+        include_str!("assets/chart.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/assets/app.css",
+        include_str!("assets/app.css"),
+        "text/css; charset=utf-8",
+    ),
+];
 
-/// The trees, canonical (so that a run's path can be checked against them).
-struct State {
-    trees: Vec<PathBuf>,
-}
-
-/// The router (the tests serve it on 127.0.0.1:0).
-pub fn router(trees: Vec<PathBuf>) -> Result<axum::Router> {
-    let trees = trees
+fn canonical_trees(trees: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    trees
         .iter()
         .map(|t| {
             std::fs::canonicalize(t).with_context(|| {
@@ -46,38 +73,75 @@ pub fn router(trees: Vec<PathBuf>) -> Result<axum::Router> {
                 )
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let state = Arc::new(State { trees });
-    let s = state.clone();
+        .collect()
+}
 
-    Ok(axum::Router::new()
-        .route(
-            "/",
-            get(|| async { page(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/assets/app.js",
-            get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/assets/app.css",
-            get(|| async { page(APP_CSS, "text/css; charset=utf-8") }),
-        )
-        .route(
-            "/api/runs",
-            get(move |uri: Uri| {
-                let s = s.clone();
-                async move { runs(&s, &uri).await }
-            }),
-        )
-        .route(
-            "/api/run",
-            get(move |uri: Uri| {
-                let s = state.clone();
-                async move { run(&s, &uri).await }
-            }),
-        )
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") }))
+/// `perfscope serve`'s router, read-only (the tests serve it on 127.0.0.1:0).
+pub fn router(trees: Vec<PathBuf>) -> Result<axum::Router> {
+    router_with(trees, None)
+}
+
+/// `perfscope serve`'s router; with `jobs`, runs can be started and stopped.
+pub fn router_with(trees: Vec<PathBuf>, jobs: Option<jobs::Jobs>) -> Result<axum::Router> {
+    let state = Arc::new(State {
+        trees: canonical_trees(&trees)?,
+        jobs,
+        live: None,
+    });
+    Ok(app(state, INDEX))
+}
+
+/// The live page of a running benchmark (`/`), its event stream, and the run
+/// history of its output tree (`/history`, where a slow point's request is found),
+/// to be merged with `/metrics` on the `--metrics-addr` listener.
+pub use respond::{query_param, query_params};
+
+pub fn live_router(feed: live::Feed, outputs: PathBuf) -> axum::Router {
+    // The output tree exists once the run has started writing; a tree that cannot
+    // be read leaves the history empty, never the live page without its feed.
+    let trees = canonical_trees(&[outputs]).unwrap_or_default();
+    let state = Arc::new(State {
+        trees,
+        jobs: None,
+        live: Some(feed),
+    });
+    let history = axum::Router::new().route(
+        "/history",
+        get(|| async { page(INDEX, "text/html; charset=utf-8") }),
+    );
+    app(state, LIVE).merge(history)
+}
+
+fn app(state: Arc<State>, index: &'static str) -> axum::Router {
+    let mut r = axum::Router::new().route(
+        "/",
+        get(move || async move { page(index, "text/html; charset=utf-8") }),
+    );
+    for &(path, body, kind) in ASSETS {
+        r = r.route(path, get(move || async move { page(body, kind) }));
+    }
+    macro_rules! api {
+        ($method:ident, $path:expr, $handler:path) => {{
+            let s = state.clone();
+            r = r.route(
+                $path,
+                $method(move |req: axum::extract::Request| {
+                    let s = s.clone();
+                    async move { $handler(s, req).await }
+                }),
+            );
+        }};
+    }
+    api!(get, "/api/config", api::config);
+    api!(get, "/api/runs", api::runs);
+    api!(get, "/api/run", api::run);
+    api!(get, "/api/rows", api::rows);
+    api!(get, "/api/compare", api::compare);
+    api!(get, "/api/jobs", api::jobs_list);
+    api!(post, "/api/jobs", api::jobs_start);
+    api!(post, "/api/jobs/stop", api::jobs_stop);
+    api!(get, "/live/events", api::live_events);
+    r.fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
 }
 
 fn page(body: &'static str, kind: &'static str) -> Response {
@@ -96,101 +160,17 @@ fn page(body: &'static str, kind: &'static str) -> Response {
         .into_response()
 }
 
-/// `GET /api/runs?q=WORDS`: the runs, newest first, those matching every word.
-async fn runs(s: &State, uri: &Uri) -> Response {
-    let q = query_param(uri, "q").unwrap_or_default();
-    let trees = s.trees.clone();
-    // The scan reads files: off the async threads.
-    let list = tokio::task::spawn_blocking(move || history::scan(&trees))
-        .await
-        .unwrap_or_default();
-    let list: Vec<_> = list
-        .into_iter()
-        .filter(|e| history::matches(e, &q))
-        .collect();
-    json(&list)
-}
-
-/// One step of a run as `/api/run` shows it: its summary, or why it is unreadable.
-#[derive(serde::Serialize)]
-struct Step {
-    name: String,
-    summary: serde_json::Map<String, serde_json::Value>,
-    problem: Option<String>,
-}
-
-/// `GET /api/run?id=ID`: a run's entry and its steps' summaries. 404 for an id
-/// outside the served trees.
-async fn run(s: &State, uri: &Uri) -> Response {
-    let Some(id) = query_param(uri, "id") else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "give the run as ?id=<tree>/<path>\n",
-        )
-            .into_response();
-    };
-    let Some(dir) = paths::resolve(&s.trees, &id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            "no such run under the served output trees\n",
-        )
-            .into_response();
-    };
-    let detail = tokio::task::spawn_blocking(move || {
-        let steps: Vec<Step> = history::steps_of(&dir)
-            .iter()
-            .map(|p| {
-                let name = p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                match history::read_json(&p.join("benchmark_summary.json")) {
-                    Ok(summary) => Step {
-                        name,
-                        summary,
-                        problem: None,
-                    },
-                    Err(e) => Step {
-                        name,
-                        summary: Default::default(),
-                        problem: Some(e),
-                    },
-                }
-            })
-            .collect();
-        serde_json::json!({"entry": history::read_run(&dir, id), "steps": steps})
-    })
-    .await;
-    match detail {
-        Ok(v) => json(&v),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "reading the run failed\n",
-        )
-            .into_response(),
-    }
-}
-
-/// A JSON answer.
-fn json<T: serde::Serialize>(v: &T) -> Response {
-    match serde_json::to_string(v) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
-}
-
-/// A query parameter, percent-decoded.
-pub fn query_param(uri: &Uri, key: &str) -> Option<String> {
-    let q = uri.query()?;
-    let url = reqwest::Url::parse(&format!("http://x/?{q}")).ok()?;
-    url.query_pairs()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// Serves until Ctrl-C.
 pub fn serve_blocking(o: ServeOptions) -> Result<()> {
-    let app = router(o.trees.clone())?;
+    let jobs = if o.allow_run {
+        Some(jobs::Jobs::new(
+            o.trees.first().cloned().unwrap_or_default(),
+        )?)
+    } else {
+        None
+    };
+    let token = jobs.as_ref().map(|j| j.token().to_string());
+    let app = router_with(o.trees.clone(), jobs)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -201,14 +181,23 @@ pub fn serve_blocking(o: ServeOptions) -> Result<()> {
             .await
             .with_context(|| format!("--host/--port: cannot listen on {}", o.addr))?;
         let local = listener.local_addr().unwrap_or(o.addr);
-        log::info(format!(
-            "Serving the runs under {} on http://{local}/ (Ctrl-C to stop)",
-            o.trees
-                .iter()
-                .map(|t| t.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        let trees = o
+            .trees
+            .iter()
+            .map(|t| t.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match &token {
+            // The token goes in the fragment: browsers never send it, so it stays
+            // out of access logs; the page keeps it for its requests.
+            Some(t) => log::info(format!(
+                "Serving the runs under {trees} on http://{local}/#token={t} \
+                 (runs can be started and stopped with this token; Ctrl-C to stop)"
+            )),
+            None => log::info(format!(
+                "Serving the runs under {trees} on http://{local}/ (Ctrl-C to stop)"
+            )),
+        }
         crate::recorder::prometheus::serve_bounded(listener, app, async {
             let _ = tokio::signal::ctrl_c().await;
         })
