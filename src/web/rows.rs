@@ -2,8 +2,7 @@
 //! `result` table (perfscope's or evalscope's), sorted by a whitelisted column and
 //! filtered by outcome, failure kind or trace id. Only the shown columns are read;
 //! the stored request and response text (which can make rows kilobytes long) is
-//! never selected, except the start of a failed evalscope row's response, where
-//! evalscope keeps its error.
+//! never selected (evalscope's is a pickle, never read).
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
@@ -80,11 +79,6 @@ pub fn page(step: &Path, q: &RowQuery) -> Result<Value> {
         .iter()
         .map(|&c| match c {
             _ if has(c) => c.to_string(),
-            // evalscope keeps a failed request's error in its response text.
-            "error" if has("response_messages") => {
-                "CASE WHEN success = 0 THEN substr(response_messages, 1, 2000) END AS error"
-                    .to_string()
-            }
             _ => format!("NULL AS {c}"),
         })
         .collect();

@@ -91,9 +91,19 @@ function show(ev) {
   draw();
 }
 
+// `?updates=N` stops after N updates (a still picture: a screenshot, a page saved
+// for a report); without it the page follows the run until it is closed.
 document.addEventListener("DOMContentLoaded", () => {
+  const limit = Number(new URLSearchParams(location.search).get("updates")) || 0;
   const src = new EventSource("/live/events");
+  let seen = 0;
   src.onopen = () => $("dot").classList.add("on");
   src.onerror = () => $("dot").classList.remove("on");
-  src.onmessage = m => { try { show(JSON.parse(m.data)); } catch (e) { console.error(e); } };
+  src.onmessage = m => {
+    const ev = JSON.parse(m.data);
+    if (seen === 0) $("done").dataset.first = ev.done;
+    seen += 1;
+    show(ev);
+    if (limit && seen >= limit) { src.close(); $("dot").classList.remove("on"); document.body.dataset.updates = seen; }
+  };
 });
