@@ -36,4 +36,5 @@ mod timing;
 mod tokenizer;
 mod typed_apis;
 mod web;
+mod web_browser;
 mod workloads;
