@@ -95,8 +95,9 @@ pub(super) async fn run(s: Arc<State>, req: Request) -> Response {
     blocking(move || json(&super::run::detail(&dir, id))).await
 }
 
-/// `GET /api/rows?id=ID&step=NAME&page=N&per_page=N&sort=COL&desc=1&filter=KIND&trace=T`:
-/// one page of a step's request rows.
+/// `GET /api/rows?id=ID&step=NAME&page=N&per_page=N&sort=COL&desc=1&filter=KIND&trace=T&after=ROWID`:
+/// one page of a step's request rows (`after`: in stored order, the rows after that
+/// one, which is how the page asks for the next page).
 pub(super) async fn rows(s: Arc<State>, req: Request) -> Response {
     let (_, dir) = match run_dir(&s, &req) {
         Ok(x) => x,
@@ -123,6 +124,7 @@ pub(super) async fn rows(s: Arc<State>, req: Request) -> Response {
         descending: query_param(&uri, "desc").is_some_and(|v| v == "1" || v == "true"),
         filter: query_param(&uri, "filter"),
         trace_id: query_param(&uri, "trace"),
+        after_rowid: query_param(&uri, "after").and_then(|v| v.parse().ok()),
     };
     blocking(move || match rows::page(&step_dir, &q) {
         Ok(v) => json(&v),

@@ -267,10 +267,16 @@ pub(super) async fn start(jobs: Option<&Jobs>, req: Request) -> Response {
         Ok(a) => a,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let live = args
-        .windows(2)
-        .find(|w| w[0] == "--metrics-addr")
-        .map(|w| format!("http://{}/", w[1]));
+    // The run's live page, unless it was turned off.
+    let addr = args
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix("--metrics-addr") {
+            Some("") => args.get(i + 1).cloned(),
+            Some(rest) => rest.strip_prefix('=').map(str::to_string),
+            None => None,
+        });
+    let live = addr.filter(|a| a != "off").map(|a| format!("http://{a}/"));
     let mut child = match Command::new(&jobs.program)
         .args(&args)
         .stdin(Stdio::null())

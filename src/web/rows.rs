@@ -1,5 +1,7 @@
-//! A step's request rows, a page at a time, in SQL: `LIMIT`/`OFFSET` over the
-//! `result` table (perfscope's or evalscope's), sorted by a whitelisted column and
+//! A step's request rows, a page at a time, in SQL over the `result` table
+//! (perfscope's or evalscope's): in stored order by rowid after the last row of the
+//! page before (a b-tree seek), sorted by a whitelisted column with `LIMIT`/`OFFSET`,
+//! and
 //! filtered by outcome, failure kind or trace id. Only the shown columns are read;
 //! the stored request and response text (which can make rows kilobytes long) is
 //! never selected (evalscope's is a pickle, never read).
@@ -53,6 +55,9 @@ pub struct RowQuery {
     /// `ok`, `failed`, or a failure kind (`timeout`, `http_5xx`, …).
     pub filter: Option<String>,
     pub trace_id: Option<String>,
+    /// In stored order: the rows after this rowid (the last of the page before),
+    /// found through the table's b-tree rather than by skipping `page` pages.
+    pub after_rowid: Option<i64>,
 }
 
 /// One page: `{rows: [{column: value…}], more: bool, page, per_page}`.
@@ -83,7 +88,7 @@ pub fn page(step: &Path, q: &RowQuery) -> Result<Value> {
         })
         .collect();
     let mut sql = format!("SELECT rowid, {} FROM result", select.join(", "));
-    let mut params: Vec<String> = Vec::new();
+    let mut params: Vec<rusqlite::types::Value> = Vec::new();
     let mut wheres: Vec<&str> = Vec::new();
     match q.filter.as_deref() {
         None | Some("") | Some("all") => {}
@@ -91,7 +96,7 @@ pub fn page(step: &Path, q: &RowQuery) -> Result<Value> {
         Some("failed") => wheres.push("success = 0"),
         Some(kind) if has("failure_kind") => {
             wheres.push("failure_kind = ?");
-            params.push(kind.to_string());
+            params.push(kind.to_string().into());
         }
         // evalscope records no kinds: every failure is of an unknown kind.
         Some(_) => wheres.push("0"),
@@ -99,10 +104,20 @@ pub fn page(step: &Path, q: &RowQuery) -> Result<Value> {
     if let Some(t) = q.trace_id.as_deref().filter(|t| !t.is_empty()) {
         if has("trace_id") {
             wheres.push("trace_id = ?");
-            params.push(t.to_string());
+            params.push(t.to_string().into());
         } else {
             wheres.push("0");
         }
+    }
+    let sorted = matches!(q.sort.as_deref(), Some(s) if !s.is_empty() && s != "rowid");
+    let keyset = q.after_rowid.filter(|_| !sorted);
+    if let Some(after) = keyset {
+        wheres.push(if q.descending {
+            "rowid < ?"
+        } else {
+            "rowid > ?"
+        });
+        params.push(after.into());
     }
     if !wheres.is_empty() {
         sql.push_str(" WHERE ");
@@ -127,11 +142,14 @@ pub fn page(step: &Path, q: &RowQuery) -> Result<Value> {
     }
     let per = q.per_page.clamp(1, MAX_PER_PAGE);
     // One more than a page: whether there is a next one, without counting the table.
-    sql.push_str(&format!(
-        " LIMIT {} OFFSET {}",
-        per + 1,
+    // OFFSET walks every row before the page, which on a cold multi-gigabyte table
+    // takes seconds; the keyset form does not.
+    let offset = if keyset.is_some() {
+        0
+    } else {
         q.page.saturating_mul(per)
-    ));
+    };
+    sql.push_str(&format!(" LIMIT {} OFFSET {offset}", per + 1));
     let mut st = conn.prepare(&sql)?;
     let mut rows = Vec::new();
     let mut it = st.query(rusqlite::params_from_iter(params.iter()))?;

@@ -360,6 +360,19 @@ fn a_runs_page_rows_paged_sorted_and_filtered_in_sql_and_comparisons() {
     );
     let page: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["rows"][0]["rowid"], all[20].0);
+    // The same page found by its predecessor's last row (how Next asks), both ways.
+    for (after, desc, first) in [(all[19].0, "0", all[20].0), (all[20].0, "1", all[19].0)] {
+        let (_, body) = request(
+            server.addr,
+            "GET",
+            &format!("/api/rows?id={id}&step={name}&per_page=10&after={after}&desc={desc}"),
+            &[],
+            "",
+        );
+        let keyset: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(keyset["rows"][0]["rowid"], first, "{body}");
+        assert_eq!(keyset["rows"].as_array().unwrap().len(), 10);
+    }
     let (_, body) = request(
         server.addr,
         "GET",

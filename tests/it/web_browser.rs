@@ -207,6 +207,19 @@ fn the_live_page_follows_a_running_benchmark_in_chromium() {
     assert!(last > first, "{first} → {last}");
     assert!(last < 80.0, "the run was still going");
     assert_eq!(attr(&live.dom, "data-charts").as_deref(), Some("5"));
+    // The simulator's running/waiting from its scrape: at most 2 running
+    // (--parallel 2; one may be between requests at the scrape), none waiting.
+    let server = live
+        .dom
+        .split("id=\"server\">")
+        .nth(1)
+        .and_then(|x| x.split('<').next())
+        .unwrap();
+    assert!(
+        server == "2 / 0" || server == "1 / 0",
+        "{server}: {}",
+        live.dom
+    );
     // A slow (p99) point links to its exemplar's row in the run's history, served
     // by the same listener: the row is there (once the writer has committed it).
     let link = live

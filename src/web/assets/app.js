@@ -15,8 +15,15 @@ const $ = id => document.getElementById(id);
 
 // The --allow-run token arrives in the address's fragment (#token=…), which the
 // browser never sends; it is kept for this tab only.
-const hashToken = new URLSearchParams(location.hash.slice(1)).get("token");
-if (hashToken) { sessionStorage.setItem("perfscope-token", hashToken); history.replaceState(null, "", location.pathname); }
+{
+  const h = new URLSearchParams(location.hash.slice(1));
+  if (h.has("token")) {
+    sessionStorage.setItem("perfscope-token", h.get("token"));
+    h.delete("token");
+    const rest = h.toString().replace(/=$/, "").replace(/=&/g, "&");
+    history.replaceState(null, "", location.pathname + (rest ? "#" + rest : ""));
+  }
+}
 const token = () => sessionStorage.getItem("perfscope-token") || "";
 const authed = (init) => Object.assign(init || {}, { headers: Object.assign({ Authorization: "Bearer " + token() }, (init || {}).headers) });
 
@@ -63,7 +70,9 @@ function row(e) {
 
 const SWEEP_KEYS = ["Total Requests", "Success Requests", "Req Throughput (req/s)", "Output Throughput (tok/s)",
   "Avg Latency (s)", "Avg TTFT (ms)", "Avg TPOT (ms)", "Avg ITL (ms)", "Failed Requests"];
-const rowsState = { id: "", step: "", page: 0, sort: "", desc: false, filter: "", trace: "", per: 50 };
+// In stored order, Next asks for the rows after the page's last rowid (a seek, however
+// deep); `afters` remembers each visited page's starting point for Previous.
+const rowsState = { id: "", step: "", page: 0, sort: "", desc: false, filter: "", trace: "", per: 50, afters: [null], last: null };
 
 async function showRun(id, trace, step) {
   const r = await fetch("/api/run?id=" + encodeURIComponent(id));
@@ -178,7 +187,10 @@ const ROW_COLS = [
 
 async function loadRows() {
   const s = rowsState;
-  const p = new URLSearchParams({ id: s.id, step: s.step, page: s.page, per_page: s.per });
+  const p = new URLSearchParams({ id: s.id, step: s.step, per_page: s.per });
+  if (s.page === 0) s.afters = [null];
+  const after = s.afters[s.page];
+  if (!s.sort && after !== null && after !== undefined) p.set("after", after); else p.set("page", s.page);
   if (s.sort) { p.set("sort", s.sort); if (s.desc) p.set("desc", "1"); }
   if (s.filter) p.set("filter", s.filter);
   if (s.trace) p.set("trace", s.trace);
@@ -192,6 +204,7 @@ async function loadRows() {
   }
   $("rows-problem").hidden = true;
   const page = await r.json();
+  s.last = page.rows.length ? page.rows[page.rows.length - 1].rowid : null;
   const head = el("tr");
   for (const [, label, sortKey] of ROW_COLS) {
     const th = el("th", label + (s.sort && s.sort === sortKey ? (s.desc ? " ↓" : " ↑") : ""));
@@ -302,7 +315,7 @@ function route() {
   const show = name => { for (const s of ["history", "run", "comparison", "start"]) $(s).hidden = s !== name; };
   if (h.has("run")) { show("run"); showRun(h.get("run"), h.get("trace"), h.get("step")); }
   else if (h.has("compare")) { show("comparison"); showCompare(h.get("compare").split(",")); }
-  else if (location.hash === "#start") { show("start"); loadJobs(); }
+  else if (h.has("start")) { show("start"); loadJobs(); }
   else show("history");
 }
 
@@ -318,7 +331,11 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("rows-filter").addEventListener("change", ev => { rowsState.filter = ev.target.value; rowsState.page = 0; loadRows(); });
   $("rows-trace").addEventListener("change", ev => { rowsState.trace = ev.target.value.trim(); rowsState.page = 0; loadRows(); });
   $("rows-prev").addEventListener("click", () => { rowsState.page = Math.max(0, rowsState.page - 1); loadRows(); });
-  $("rows-next").addEventListener("click", () => { rowsState.page += 1; loadRows(); });
+  $("rows-next").addEventListener("click", () => {
+    rowsState.afters[rowsState.page + 1] = rowsState.last;
+    rowsState.page += 1;
+    loadRows();
+  });
   $("run-form").addEventListener("submit", startRun);
   const cfg = await (await fetch("/api/config")).json();
   $("nav-start").hidden = !cfg.allow_run;
