@@ -29,6 +29,9 @@ set -- $ids
 shot "http://127.0.0.1:19090/" docs/images/web-history.png 700
 shot "http://127.0.0.1:19090/#run=$1" docs/images/web-run.png 2600
 shot "http://127.0.0.1:19090/#compare=$2,$1" docs/images/web-compare.png 1400
+curl -s -H "Authorization: Bearer ${token#token=}" -d '{"api":"sim","parallel":"2","number":"200","name":"from-the-page"}' \
+  http://127.0.0.1:19090/api/jobs >/dev/null
+sleep 3
 shot "http://127.0.0.1:19090/#start&$token" docs/images/web-start.png 900
 "$bin" perf --api sim --parallel 4 --number 100000 --duration 40 --outputs-dir "$out" \
   --metrics-addr 127.0.0.1:19091 --snapshot-interval 2 >/dev/null 2>&1 &

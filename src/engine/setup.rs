@@ -70,6 +70,7 @@ pub(crate) async fn start_metrics(
             run_id: format!("0/{}", rel.display()),
             started: std::time::Instant::now(),
             drift_threshold: cfg.snapshots.map(|(_, t)| t),
+            planned_secs: cfg.duration.map(|d| d * cfg.points.len() as f64),
         },
         PathBuf::from(&cfg.outputs_dir),
     );

@@ -37,6 +37,9 @@ pub struct Feed {
     pub started: Instant,
     /// `--drift-threshold` when the run keeps windows (`--snapshot-interval`).
     pub drift_threshold: Option<f64>,
+    /// `--duration` of each point times the points: a run bounded by time ends by
+    /// then whatever its --number.
+    pub planned_secs: Option<f64>,
 }
 
 /// The histograms shown, by the page's name for them.
@@ -212,11 +215,8 @@ impl Feed {
     fn event(&self, now: &Reading, before: Option<&Reading>, dt: f64) -> Value {
         let done = now.ok + now.failures.values().sum::<f64>();
         let done_before = before.map_or(0.0, |b| b.ok + b.failures.values().sum::<f64>());
-        let rate = if dt > 0.0 {
-            (done - done_before) / dt
-        } else {
-            0.0
-        };
+        // No rate before a second reading (the first event has nothing to compare).
+        let rate = (before.is_some() && dt > 0.0).then(|| (done - done_before) / dt);
         // The stage: the one whose count rose last, else the last created.
         let stage = now
             .by_stage
@@ -241,7 +241,16 @@ impl Feed {
             hists.insert(short.into(), w.unwrap_or(Value::Null));
         }
         let planned = self.planned as f64;
-        let eta = (planned > 0.0 && rate > 0.0).then(|| ((planned - done).max(0.0)) / rate);
+        let by_count = rate
+            .filter(|r| planned > 0.0 && *r > 0.0)
+            .map(|r| (planned - done).max(0.0) / r);
+        let by_time = self
+            .planned_secs
+            .map(|s| (s - self.started.elapsed().as_secs_f64()).max(0.0));
+        let eta = match (by_count, by_time) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         json!({
             "t": self.started.elapsed().as_secs_f64(),
             "run_id": self.run_id,
