@@ -73,6 +73,7 @@ pub(crate) async fn start_metrics(
             planned_secs: cfg.duration.map(|d| d * cfg.points.len() as f64),
         },
         PathBuf::from(&cfg.outputs_dir),
+        local.ip().is_loopback(),
     );
     tokio::spawn(
         recorder::prometheus::serve(listener, metrics.clone(), live, async {
@@ -91,8 +92,9 @@ pub(crate) async fn start_metrics(
 pub(crate) fn public_bind_warning(addr: std::net::SocketAddr) -> Option<String> {
     (!addr.ip().is_loopback()).then(|| {
         format!(
-            "--metrics-addr {addr}: /metrics is reachable from other hosts (run labels, model and \
-             endpoint are visible); bind 127.0.0.1 unless a remote Prometheus must scrape it"
+            "--metrics-addr {addr}: /metrics and the live page are reachable from other hosts \
+             (run labels, model and endpoint are visible; the run history and request rows \
+             are served on loopback only); bind 127.0.0.1 unless a remote Prometheus must scrape it"
         )
     })
 }

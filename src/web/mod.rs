@@ -27,6 +27,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::telemetry::log;
+use respond::text;
+pub use respond::{query_param, query_params};
 
 /// What `perfscope serve` serves, and where.
 pub struct ServeOptions {
@@ -93,23 +95,36 @@ pub fn router_with(trees: Vec<PathBuf>, jobs: Option<jobs::Jobs>) -> Result<axum
 
 /// The live page of a running benchmark (`/`), its event stream, and the run
 /// history of its output tree (`/history`, where a slow point's request is found),
-/// to be merged with `/metrics` on the `--metrics-addr` listener.
-pub use respond::{query_param, query_params};
-
-pub fn live_router(feed: live::Feed, outputs: PathBuf) -> axum::Router {
+/// to be merged with `/metrics` on the `--metrics-addr` listener. Without
+/// `with_history` (a listener other hosts can reach) the rows and history are not
+/// served: the live page shows what `/metrics` already does, and no more.
+pub fn live_router(feed: live::Feed, outputs: PathBuf, with_history: bool) -> axum::Router {
     // The output tree exists once the run has started writing; a tree that cannot
     // be read leaves the history empty, never the live page without its feed.
-    let trees = canonical_trees(&[outputs]).unwrap_or_default();
+    let trees = if with_history {
+        canonical_trees(&[outputs]).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let state = Arc::new(State {
         trees,
         jobs: None,
         live: Some(feed),
     });
-    let history = axum::Router::new().route(
+    let page_route = axum::Router::new().route(
         "/history",
-        get(|| async { page(INDEX, "text/html; charset=utf-8") }),
+        get(move || async move {
+            if with_history {
+                page(INDEX, "text/html; charset=utf-8")
+            } else {
+                text(
+                    StatusCode::NOT_FOUND,
+                    "the run history is served on a loopback --metrics-addr only;                      browse it with `perfscope serve`\n",
+                )
+            }
+        }),
     );
-    app(state, LIVE).merge(history)
+    app(state, LIVE).merge(page_route)
 }
 
 fn app(state: Arc<State>, index: &'static str) -> axum::Router {

@@ -572,3 +572,51 @@ fn starting_and_stopping_runs_needs_allow_run_and_its_token() {
     );
     assert!(!serde_json::to_string(&jobs).unwrap().contains(&token));
 }
+
+#[test]
+fn a_live_page_other_hosts_can_reach_serves_no_history_or_rows() {
+    let ran = Bench::sim_with(SimConfig {
+        zero_delay: true,
+        ..SimConfig::default()
+    })
+    .parallel(1)
+    .number(5)
+    .run();
+    let metrics = std::sync::Arc::new(perfscope::recorder::prometheus::Metrics::new(
+        perfscope::telemetry::RunInfoLabels {
+            run: "r".into(),
+            model: "m".into(),
+            api: "openai".into(),
+            url: "http://127.0.0.1:1".into(),
+            dataset: "openqa".into(),
+            version: "0".into(),
+        },
+        0,
+        false,
+        perfscope::slo::Objectives::default(),
+    ));
+    let feed = perfscope::web::live::Feed {
+        metrics,
+        planned: 5,
+        run_id: "0/x".into(),
+        started: std::time::Instant::now(),
+        drift_threshold: None,
+        planned_secs: None,
+    };
+    let tree = ran.out.path().to_path_buf();
+    for (with_history, runs) in [(true, 1), (false, 0)] {
+        let server = common::serve(perfscope::web::live_router(
+            feed.clone(),
+            tree.clone(),
+            with_history,
+        ));
+        let (status, page, _) = get(server.addr, "/");
+        assert_eq!(status, 200);
+        assert!(page.contains("/assets/live.js"));
+        let (status, body, _) = get(server.addr, "/history");
+        assert_eq!(status, if with_history { 200 } else { 404 }, "{body}");
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&get(server.addr, "/api/runs").1).unwrap();
+        assert_eq!(list.len(), runs);
+    }
+}
