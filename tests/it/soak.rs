@@ -95,7 +95,7 @@ fn a_windowed_error_rate_names_its_window_and_a_healthy_run_is_not_stopped() {
 
 /// A simulator that decodes 4 sequences at a time, 20 tokens each at about 14 ms
 /// a step: about 14 requests a second.
-fn small_server() -> SimConfig {
+pub(crate) fn small_server() -> SimConfig {
     SimConfig {
         max_num_seqs: 4,
         decode_base_ms: 10.0,

@@ -259,3 +259,64 @@ fn the_live_page_follows_a_running_benchmark_in_chromium() {
     let o = run.join().unwrap();
     assert!(o.dir.is_dir());
 }
+
+#[test]
+fn the_live_page_says_when_a_run_drifts() {
+    if !common::external("chromium") {
+        return;
+    }
+    let _g = common::lock();
+    // Offered 25 req/s against about 14 (as soak.rs): the queue, and so TTFT, grows
+    // window after window.
+    let sim = common::start_sim(crate::soak::small_server());
+    let out = tempfile::tempdir().unwrap();
+    let port = crate::prometheus_scrape::free_port();
+    let url = format!("{}/v1/chat/completions", sim.base_url());
+    #[rustfmt::skip]
+    let args: Vec<String> = [
+        "--url", &url, "--model", "m", "--no-test-connection", "--parallel", "1000",
+        "--number", "100000", "--rate", "25", "--max-tokens", "20", "--open-loop",
+        "--duration", "16", "--snapshot-interval", "2", "--drift-threshold", "0.1",
+        "--metrics-addr", &format!("127.0.0.1:{port}"), "--outputs-dir", out.path().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = std::thread::spawn(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::run(&a).unwrap()
+    });
+    // Drift is judged once the steady state (after the first 20 %) has 3 windows;
+    // the page holds it to the run's own --drift-threshold.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let live = open(&format!("http://127.0.0.1:{port}/?updates=2"), 8000);
+    let note = live
+        .dom
+        .split("id=\"drift-note\"")
+        .nth(1)
+        .and_then(|x| x.split("</p>").next())
+        .unwrap();
+    let drift = live
+        .dom
+        .split("id=\"drift\">")
+        .nth(1)
+        .and_then(|x| x.split("<").next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!note.contains("hidden"), "{note} (drift card: {drift})");
+    assert!(note.contains("Drifting: TTFT p50 is"), "{note}");
+    let o = run.join().unwrap();
+    // The run's own record agrees: its time series flags TTFT drift.
+    let ts = common::files_under(&o.dir)
+        .into_iter()
+        .find(|p| p.ends_with("timeseries.jsonl"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap();
+    let flagged = ts.lines().any(|l| {
+        let w: serde_json::Value = serde_json::from_str(l).unwrap();
+        w["drift"]["flagged"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|m| m == "ttft"))
+    });
+    assert!(flagged, "{ts}");
+}
