@@ -242,17 +242,7 @@ impl Scraper {
                     .iter()
                     .map(|u| agent(cfg.timeout(), u))
                     .collect();
-                scrape_all(
-                    &agents,
-                    &cfg,
-                    &clock,
-                    &mut store,
-                    &reported,
-                    on_scrape.as_ref(),
-                );
-                let _ = ready_tx.send(());
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(cfg.interval)
-                {
+                let mut scrape = || {
                     scrape_all(
                         &agents,
                         &cfg,
@@ -260,16 +250,15 @@ impl Scraper {
                         &mut store,
                         &reported,
                         on_scrape.as_ref(),
-                    );
+                    )
+                };
+                scrape();
+                let _ = ready_tx.send(());
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(cfg.interval)
+                {
+                    scrape();
                 }
-                scrape_all(
-                    &agents,
-                    &cfg,
-                    &clock,
-                    &mut store,
-                    &reported,
-                    on_scrape.as_ref(),
-                );
+                scrape();
                 let _ = done_tx.send(());
             });
         if let Err(e) = spawned {
