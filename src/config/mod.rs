@@ -279,6 +279,18 @@ impl RunConfig {
             .collect()
     }
 
+    /// The run's target once it listens: `--api sim` picks a free port, and every
+    /// output (benchmark_args.json's `url` and `port`, the reports' endpoint, the
+    /// labels) names the one used rather than `--port`'s default.
+    pub fn with_target(mut self, url: &str) -> RunConfig {
+        self.url = url.to_string();
+        self.args_json.insert("url".into(), redact_url(url).into());
+        if let Some(port) = reqwest::Url::parse(url).ok().and_then(|u| u.port()) {
+            self.args_json.insert("port".into(), port.into());
+        }
+        self
+    }
+
     /// benchmark_args.json for one run: the flags with this run's parallel, number
     /// and rate, and as evalscope 1.14.1 records them, the run's own directory as
     /// `outputs_dir` and the dataset offset advanced past the earlier runs; keys in

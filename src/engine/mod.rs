@@ -140,7 +140,13 @@ async fn run_inner(
         Some(setup::files_needed(&cfg)),
         "the run's connections (one per stream, two with --api sim)",
     );
-    let (_local, _sim, url) = start_target(&cfg, &stop, root).await?;
+    let (_local, sim, url) = start_target(&cfg, &stop, root).await?;
+    // One URL from here on: the one the load goes to.
+    let cfg = if sim.is_some() {
+        cfg.with_target(&url)
+    } else {
+        cfg
+    };
     let max_par = cfg.points.iter().map(|p| p.parallel).max().unwrap_or(1);
     let pool = if max_par > 0 { max_par as usize } else { 1024 };
     let reserve = setup::reserve_space(&cfg, root, pool);

@@ -709,3 +709,47 @@ fn workload_files_recomputed_from_sqlite() {
         "completion tok/s in the page"
     );
 }
+
+#[test]
+fn with_api_sim_every_output_names_the_port_used() {
+    let _g = common::lock();
+    let out = tempfile::tempdir().unwrap();
+    let o = common::run(&[
+        "--api",
+        "sim",
+        "--parallel",
+        "1",
+        "--number",
+        "3",
+        "--max-tokens",
+        "4",
+        "--outputs-dir",
+        out.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    // The simulator's own line: the port it listens on (a free one, not --port 8877).
+    let log = std::fs::read_to_string(o.dir.join("benchmark.log")).unwrap();
+    let base = log
+        .split("Simulator listening on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 8877);
+    let step = std::fs::read_dir(&o.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("benchmark_args.json").is_file())
+        .unwrap();
+    let args = common::json(&step.join("benchmark_args.json"));
+    assert_eq!(args["url"], format!("{base}/v1/chat/completions"));
+    assert_eq!(args["port"], port);
+    let endpoint = format!("127.0.0.1:{port}");
+    for f in ["performance_summary.txt", "perf_report.html"] {
+        let text = std::fs::read_to_string(o.dir.join(f)).unwrap();
+        assert!(text.contains(&endpoint), "{f} does not name {endpoint}");
+        assert!(!text.contains(":8877"), "{f} names --port's default");
+    }
+}
