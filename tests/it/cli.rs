@@ -517,3 +517,36 @@ fn every_dataset_and_api_name_is_in_the_help_and_the_docs() {
         );
     }
 }
+
+/// `perfscope perf --help` explains itself: every option has a description and sits
+/// under a heading, and there are at least 5 headings.
+#[test]
+fn every_perf_option_is_described_under_a_heading() {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let perf = cmd
+        .get_subcommands()
+        .find(|c| c.get_name() == "perf")
+        .unwrap();
+    let mut undescribed = Vec::new();
+    let mut unheaded = Vec::new();
+    let mut headings = std::collections::BTreeSet::new();
+    for a in perf.get_arguments() {
+        let Some(long) = a.get_long() else { continue };
+        if long == "help" {
+            continue;
+        }
+        if a.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+            undescribed.push(long.to_string());
+        }
+        match a.get_help_heading() {
+            Some(h) => {
+                headings.insert(h.to_string());
+            }
+            None => unheaded.push(long.to_string()),
+        }
+    }
+    assert!(undescribed.is_empty(), "no description: {undescribed:?}");
+    assert!(unheaded.is_empty(), "no heading: {unheaded:?}");
+    assert!(headings.len() >= 5, "{headings:?}");
+}
