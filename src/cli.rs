@@ -15,7 +15,7 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 #[derive(Parser, Debug)]
 #[command(
     name = "perfscope",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PERFSCOPE_COMMIT"), ")"),
     about = "Load generator and benchmark for LLM serving endpoints"
 )]
 pub struct Cli {

@@ -180,3 +180,23 @@ fn bad_inputs_are_one_line_naming_the_flag_with_exit_2() {
         assert!(!err.contains("sk-a"), "the key is never echoed: {err}");
     }
 }
+
+#[test]
+fn version_names_the_version_and_the_commit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_perfscope"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(
+        text,
+        format!("perfscope {} ({commit})", env!("CARGO_PKG_VERSION"))
+    );
+}
