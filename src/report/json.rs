@@ -130,10 +130,11 @@ pub fn write_run_files(r: &RunResult, args: &Map<String, Value>) -> Result<()> {
         )?;
         w("workload_timeline.json", to_py_json(&wl.timeline_json()))?;
     }
-    // perfscope: the client and server on one time axis, so that a viewer draws it
+    // perfscope: the client and server on one time axis, kept in the database (not
+    // a file: the tree keeps evalscope's file names) so that a viewer draws it
     // without reading every row again.
-    if let Some(t) = &r.timeline {
-        w("server_timeline.json", to_py_json(&t.to_json()))?;
+    if let Some(serde_json::Value::Object(series)) = r.timeline.as_ref().map(|t| t.to_json()) {
+        crate::store::write_timeline(&r.dir.join("benchmark_data.db"), &series)?;
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// The series by name (`server_timeline.json`; gaps as null).
+    /// The series by name (the database's `server_timeline` table; gaps as null).
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         for (name, v) in self.series() {

@@ -18,7 +18,7 @@ pub use read::{
 pub use reserve::{Reserve, RESERVE_FILE};
 pub use rows::{Rows, RunRows, TurnRow};
 pub use schema::{open, SCHEMA};
-pub use server::ServerSamples;
+pub use server::{read_timeline, write_timeline, ServerSamples};
 pub use writer::{
     RunMeta, StoreResponses, Stored as WriterStored, Writer, WriterOptions, BUSY_LIMIT,
 };

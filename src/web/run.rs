@@ -1,6 +1,6 @@
-//! A run's page: every figure from the files the run wrote (its steps' summaries,
-//! percentiles, workload windows, time series and server timeline), never from its
-//! rows, so that a run of a million requests opens as fast as one of ten. The
+//! A run's page: every figure from what the run wrote (its steps' summaries,
+//! percentiles, workload windows and time series, and the server timeline its
+//! database keeps), never from its rows, so that a run of a million requests opens as fast as one of ten. The
 //! charts are the HTML report's own (SVG drawn here from the same figures).
 
 use serde_json::{json, Map, Value};
@@ -49,9 +49,8 @@ fn step(dir: &Path) -> (Value, Option<RunResult>) {
     };
     let percentiles = read(dir, "benchmark_percentile.json").unwrap_or(Value::Null);
     let windows = read(dir, "workload_throughput.json").unwrap_or(Value::Null);
-    let timeline = read(dir, "server_timeline.json")
-        .ok()
-        .and_then(|v| Timeline::from_json(&v));
+    let timeline = crate::store::read_timeline(&dir.join("benchmark_data.db"))
+        .and_then(|m| Timeline::from_json(&Value::Object(m)));
     let timeseries = crate::recorder::snapshot::read(dir);
     let mut out = json!({
         "name": name,

@@ -287,7 +287,10 @@ fn a_runs_page_rows_paged_sorted_and_filtered_in_sql_and_comparisons() {
     );
     assert_eq!(step["windows"]["rows"][0]["metric"], "Total Prompt tok/s");
     // The sim is scraped: the client-vs-server axis was written and is drawn.
-    assert!(dir.join("server_timeline.json").is_file());
+    let kept: i64 = conn
+        .query_row("SELECT COUNT(*) FROM server_timeline", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 7, "one row per series");
     assert_eq!(step["has_timeline"], true);
     let charts: Vec<&str> = run["charts"]
         .as_array()
