@@ -129,6 +129,18 @@ async fn log_interruption(stop: Stop) {
     ));
 }
 
+/// The `run` label of the live series. A distributed run's shards share one: its id.
+fn run_label(cfg: &RunConfig, root: &Path) -> String {
+    match &cfg.scale.shard {
+        Some(s) => s.run_id.clone(),
+        None => root
+            .strip_prefix(&cfg.outputs_dir)
+            .unwrap_or(root)
+            .display()
+            .to_string(),
+    }
+}
+
 async fn run_inner(
     cfg: RunConfig,
     stop: Stop,
@@ -169,15 +181,7 @@ async fn run_inner(
         cfg.store_responses != crate::store::StoreResponses::None || cfg.tokenizer.is_some();
     // From here on the URL is only shown (logs, labels, errors): credentials masked.
     let url: Arc<str> = crate::config::redact_url(&url).into();
-    // A distributed run's shards share one `run` label: its id.
-    let run_label = match &cfg.scale.shard {
-        Some(s) => s.run_id.clone(),
-        None => root
-            .strip_prefix(&cfg.outputs_dir)
-            .unwrap_or(root)
-            .display()
-            .to_string(),
-    };
+    let run_label = run_label(&cfg, root);
     let (metrics, metrics_server) = start_metrics(&cfg, &run_label, &url, root).await?;
     let tracing = match &cfg.otel {
         None => None,

@@ -64,6 +64,12 @@ fn read_shard(dir: &Path) -> Result<ShardFile> {
     for k in crate::scheduler::SHARD_LOCAL_KEYS {
         shared.shift_remove(*k);
     }
+    // `--api sim`: each shard's own simulator listens on a free port, which its
+    // outputs record; the address is the shard's, not the configuration's.
+    if args.get("api").and_then(Value::as_str) == Some("sim") {
+        shared.shift_remove("url");
+        shared.shift_remove("port");
+    }
     Ok(ShardFile {
         dir: dir.to_path_buf(),
         run_id: v
