@@ -305,8 +305,8 @@ pub fn raise_fd_limit(need: Option<u64>, purpose: &str) {
     }
 }
 
-/// The file an invocation holds locked in its output directory while it runs.
-pub(crate) const LOCK_FILE: &str = ".perfscope-lock";
+// The file an invocation holds locked in its output directory while it runs.
+pub(crate) use crate::store::LOCK_FILE;
 
 /// The output directory of an invocation: `<outputs-dir>/<YYYYmmdd_HHMMSS>/<name|model_id>`,
 /// claimed before anything is written into it, and held (an advisory lock on its

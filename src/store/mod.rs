@@ -16,6 +16,10 @@ pub use read::{
     evalscope_args, import_evalscope, is_evalscope_db, speed_rows, steps, SpeedRow, Stored,
 };
 pub use reserve::{Reserve, RESERVE_FILE};
+
+/// The claim a running invocation holds on its output directory, removed when it
+/// ends (the engine takes it; the run history reads it as "still running").
+pub const LOCK_FILE: &str = ".perfscope-lock";
 pub use rows::{Rows, RunRows, TurnRow};
 pub use schema::{open, SCHEMA};
 pub use server::{read_timeline, write_timeline, ServerSamples};

@@ -166,7 +166,7 @@ pub fn read_run(dir: &Path, id: String) -> RunEntry {
         e.success_rate = Some(100.0 * ok / total);
     }
     // perfscope's claim on a directory it is writing (removed when the run ends).
-    e.running = dir.join(".perfscope-lock").exists();
+    e.running = dir.join(crate::store::LOCK_FILE).exists();
     if !problems.is_empty() && !e.running {
         e.problem = Some(problems.join("; "));
     }
