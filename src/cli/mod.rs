@@ -4,128 +4,13 @@
 //! `--sla-fixed-parallel`, and our own `--sim-args`. Validation that needs more than
 //! one flag lives in `config::RunConfig::resolve`.
 
-use clap::{Args, Parser, Subcommand};
-
-use crate::sim::SimConfig;
-
+mod args_file;
+mod commands;
 mod perf;
 
+pub use args_file::{json_to_flags, perf_args_from_file};
+pub use commands::{
+    write_completions, write_man_pages, Cli, Command, CompareArgs, CompletionsArgs, ManArgs,
+    MergeArgs, PushArgs, ReportArgs, ServeArgs, SimArgs,
+};
 pub use perf::{PerfArgs, TrackerArgs, DEFAULT_METRICS_ADDR, DEFAULT_URL};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "perfscope",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PERFSCOPE_COMMIT"), ")"),
-    about = "Load generator and benchmark for LLM serving endpoints"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Benchmark an endpoint (drop-in for `evalscope perf`).
-    Perf(Box<PerfArgs>),
-    /// Run the simulated OpenAI-compatible LLM server.
-    Sim(SimArgs),
-    /// Push a stored run to W&B, SwanLab or ClearML from its SQLite databases.
-    Push(PushArgs),
-    /// Regenerate every output file and perf_report.html from the SQLite databases.
-    Report(ReportArgs),
-    /// Merge the shards of a distributed run (--shard-count) into one output tree.
-    Merge(MergeArgs),
-    /// Compare two stored runs point by point, with bootstrap confidence intervals.
-    Compare(CompareArgs),
-    /// Browse the runs under output directories in a web page (read-only).
-    Serve(ServeArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct ServeArgs {
-    /// The output trees to list (the `--outputs-dir` of perfscope's or evalscope's
-    /// runs); runs written there later appear without a restart.
-    #[arg(long, num_args = 1.., default_values_t = ["outputs".to_string()])]
-    pub outputs: Vec<String>,
-    /// The address to listen on (loopback: only this machine can browse the runs).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    #[arg(long, default_value_t = 9000)]
-    pub port: u16,
-    /// Let the page start and stop runs (`perf` with the form's flags, into the
-    /// first of --outputs). Every such request needs the token printed at start-up.
-    #[arg(long)]
-    pub allow_run: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct MergeArgs {
-    /// The merged run's directory (created; must be new or empty).
-    pub out: std::path::PathBuf,
-    /// Every shard's run directory (`<outputs-dir>/<timestamp>/<name|model>`).
-    #[arg(required = true, num_args = 1..)]
-    pub dirs: Vec<std::path::PathBuf>,
-}
-
-#[derive(Args, Debug)]
-pub struct CompareArgs {
-    /// The baseline run's directory (perfscope's, merged, or evalscope's).
-    pub base: std::path::PathBuf,
-    /// The run to judge against it.
-    pub new: std::path::PathBuf,
-    /// Exit non-zero when a change crosses a threshold: `METRIC:+N%` fails when NEW is
-    /// more than N% above BASE, `METRIC:-N%` when more than N% below. Metric names as
-    /// in --sla-params: avg_latency, avg_ttft, avg_tpot, p50/p90/p99_latency,
-    /// p50/p90/p99_ttft, p50/p90/p99_tpot, rps, tps, total_token_throughput, goodput.
-    #[arg(long)]
-    pub fail_on: Option<String>,
-    /// Output: console, markdown or json.
-    #[arg(long, default_value = "console")]
-    pub format: String,
-    /// Bootstrap resamples per run.
-    #[arg(long, default_value_t = 200)]
-    pub resamples: u32,
-    /// Confidence level of the intervals.
-    #[arg(long, default_value_t = 0.95)]
-    pub confidence: f64,
-    /// Seed of the resampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Smallest relative change (percent) that counts as better or worse even when
-    /// the interval excludes zero: run-to-run drift of one machine is not a
-    /// regression. Figures without an interval (the server's) need 5 times this.
-    #[arg(long, default_value_t = 2.0)]
-    pub min_effect: f64,
-}
-
-#[derive(Args, Debug)]
-pub struct ReportArgs {
-    /// The run's directory: `<outputs-dir>/<timestamp>/<name|model>`.
-    pub run_dir: std::path::PathBuf,
-}
-
-#[derive(Args, Debug)]
-pub struct PushArgs {
-    /// The run's directory: `<outputs-dir>/<timestamp>/<name|model>` (or one
-    /// `parallel_*` directory of it).
-    pub run_dir: std::path::PathBuf,
-    #[command(flatten)]
-    pub tracker: TrackerArgs,
-    /// Run name in the tracker (default: the stored name and start time).
-    #[arg(long)]
-    pub name: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct SimArgs {
-    /// Address to bind (loopback by default; bind a public interface only on purpose).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    #[arg(long, default_value_t = 8877)]
-    pub port: u16,
-    /// Runtime worker threads for the server.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-    #[command(flatten)]
-    pub config: SimConfig,
-}

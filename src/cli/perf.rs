@@ -1,8 +1,25 @@
 //! `perfscope perf`'s flags (and the tracker flags `push` shares), under the
 //! headings `--help` groups them by.
 
+use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::Args;
 use serde::Serialize;
+
+/// `--api`'s values, from the table the configuration selects the API by.
+fn api_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(crate::config::api::Api::ALL.iter().map(|(n, _)| *n))
+}
+
+/// `--dataset`'s values, from the table the configuration selects the dataset by;
+/// evalscope's other plugin names are accepted but not listed.
+fn dataset_names() -> PossibleValuesParser {
+    use crate::dataset::DatasetKind;
+    let listed = DatasetKind::ALL.iter().map(|(n, _)| PossibleValue::new(*n));
+    let aliases = DatasetKind::ALIASES
+        .iter()
+        .map(|(n, _)| PossibleValue::new(*n).hide(true));
+    PossibleValuesParser::new(listed.chain(aliases))
+}
 
 /// `--metrics-addr` default: loopback only.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
@@ -59,11 +76,10 @@ pub struct PerfArgs {
     /// Model name or path (sent as the body's `model`).
     #[arg(help_heading = "Connection", long)]
     pub model: Option<String>,
-    /// API protocol: openai, openai_responses (or openai_response, responses),
-    /// anthropic, sim (built-in simulator), local, local_vllm, dashscope, embedding
-    /// (or openai_embedding), rerank (or openai_rerank), systemone, autotrust
-    /// (decision APIs), custom.
-    #[arg(help_heading = "Connection", long, default_value = "openai")]
+    /// API protocol: sim is the built-in simulator; local and local_vllm start a
+    /// server; embedding, rerank, systemone and autotrust are evalscope's non-chat
+    /// APIs; custom takes --api-config.
+    #[arg(help_heading = "Connection", long, default_value = "openai", value_parser = api_names())]
     pub api: String,
     /// API endpoint URL (completed with /v1/chat/completions when it has no API path).
     #[arg(help_heading = "Connection", long, default_value = DEFAULT_URL)]
@@ -177,14 +193,10 @@ pub struct PerfArgs {
     pub sla_fixed_parallel: Option<u64>,
 
     // ---- Dataset / prompt
-    /// Dataset: openqa, line_by_line, random, longalpaca, speed_benchmark,
-    /// speed_benchmark_long, random_vl, flickr8k, kontext_bench, mmmu_multi_image,
-    /// open_decisions (--api systemone), embedding_dataset, rerank_dataset,
-    /// random_embedding, random_rerank, custom, share_gpt_zh, share_gpt_en; with
-    /// --multi-turn random_multi_turn, share_gpt_zh_multi_turn, share_gpt_en_multi_turn,
-    /// custom_multi_turn, swe_smith, trie_agentic_coding, trie_code_qa, trie_office_work; trace
-    /// replay mooncake_trace, workload_trace.
-    #[arg(help_heading = "Dataset", long, default_value = "openqa")]
+    /// Dataset: the `*_multi_turn`, swe_smith and trie_* ones with --multi-turn;
+    /// mooncake_trace and workload_trace replay a trace; open_decisions is for --api
+    /// systemone.
+    #[arg(help_heading = "Dataset", long, default_value = "openqa", value_parser = dataset_names())]
     pub dataset: String,
     /// The dataset file or directory (a local path; `line_by_line`, `custom`, `share_gpt_*`, trace and hub-style datasets read it).
     #[arg(help_heading = "Dataset", long)]
@@ -368,6 +380,17 @@ pub struct PerfArgs {
     /// Write `progress.json` in the output directory (evalscope's progress file), updated every second.
     #[arg(help_heading = "Outputs", long)]
     pub enable_progress_tracker: bool,
+    /// Once the run's directory exists, write its path to FILE: scripts and the Python
+    /// API find the run there (to compare, push or read it).
+    #[arg(help_heading = "Outputs", long, value_name = "FILE")]
+    #[serde(skip)]
+    pub run_dir_file: Option<String>,
+    /// Take every argument from a JSON object keyed by evalscope's argument names,
+    /// as its `run_perf_benchmark` takes them (`{"parallel": [1, 2], "stream": false}`);
+    /// no other flag may be given with it.
+    #[arg(help_heading = "Outputs", long, value_name = "FILE", exclusive = true)]
+    #[serde(skip)]
+    pub args_file: Option<String>,
     /// Goodput service-level objectives, vLLM-style: `ttft:MS tpot:MS e2el:MS` (any
     /// subset). Adds the rate and share of requests meeting every bound to the summary.
     #[arg(help_heading = "Objectives and long runs", long, num_args = 1.., value_delimiter = ',')]

@@ -22,6 +22,42 @@ pub enum Api {
 }
 
 impl Api {
+    /// Every `--api` name and the API it selects (evalscope's plugin names too):
+    /// what `--api` accepts and what `--help`, the shell completions and the errors
+    /// list.
+    pub const ALL: &'static [(&'static str, Api)] = &[
+        ("openai", Api::OpenAi),
+        ("openai_responses", Api::Responses),
+        ("openai_response", Api::Responses),
+        ("responses", Api::Responses),
+        ("anthropic", Api::Anthropic),
+        ("sim", Api::Sim),
+        ("local", Api::Local),
+        ("local_vllm", Api::LocalVllm),
+        ("dashscope", Api::DashScope),
+        ("embedding", Api::Embedding),
+        ("openai_embedding", Api::Embedding),
+        ("rerank", Api::Rerank),
+        ("openai_rerank", Api::Rerank),
+        ("systemone", Api::SystemOne),
+        ("autotrust", Api::AutoTrust),
+        ("custom", Api::Custom),
+    ];
+
+    /// The API a `--api` name selects.
+    pub fn from_name(name: &str) -> Option<Api> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+    }
+
+    /// The names, for error messages.
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Api::OpenAi => "openai",

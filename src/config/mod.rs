@@ -1,7 +1,7 @@
 //! `RunConfig`: the validated, resolved configuration the engine consumes and the
 //! results store (secrets masked). Parse (cli), then resolve (here).
 
-mod api;
+pub mod api;
 mod args;
 mod resolve;
 mod scale;
@@ -29,7 +29,7 @@ pub use crate::redact::{is_secret_header, redact_url, split_query, MASK};
 pub use crate::scheduler::{py_float, SweepPoint, SHARD_LOCAL_KEYS};
 pub use crate::sla::SlaConfig;
 pub use api::Api;
-pub use resolve::{complete_url, sanitize_name, url_path, API_NAMES};
+pub use resolve::{complete_url, sanitize_name, url_path};
 pub use scale::{
     hostname, parse_source_addrs, ClockRef, ScaleConfig, ShardInfo, ENV_RUN_ID, ENV_SHARD_COUNT,
     ENV_SHARD_INDEX, ENV_START_AT,
@@ -77,6 +77,8 @@ pub struct RunConfig {
     pub gen: GenParams,
     pub outputs_dir: String,
     pub no_timestamp: bool,
+    /// `--run-dir-file`: where the run's directory is written once claimed.
+    pub run_dir_file: Option<String>,
     pub debug: bool,
     pub log_every_n_query: u64,
     pub db_commit_interval: usize,
@@ -212,6 +214,7 @@ impl RunConfig {
             gen,
             outputs_dir: a.outputs_dir.clone(),
             no_timestamp: a.no_timestamp,
+            run_dir_file: a.run_dir_file.clone(),
             debug: a.debug,
             log_every_n_query: a.log_every_n_query.max(1),
             // evalscope coerces values <= 0 to 1.

@@ -62,30 +62,14 @@ pub(crate) fn read_at_file(flag: &str, v: &str) -> Result<String> {
     }
 }
 
-/// Every `--api` name, for the error message and the test that keeps `perf --help`
-/// and the docs in step.
-pub const API_NAMES: &str = "openai, openai_responses, openai_response, responses, anthropic, \
-     sim, local, local_vllm, dashscope, embedding, openai_embedding, rerank, openai_rerank, systemone, \
-     autotrust, custom";
-
 /// The API, after failing fast on flags whose feature is not available yet.
 pub(crate) fn resolve_api(a: &PerfArgs) -> Result<Api> {
-    // Features that belong to later releases fail fast, naming the flag.
-    let api = match a.api.as_str() {
-        "openai" => Api::OpenAi,
-        "sim" => Api::Sim,
-        "local" => Api::Local,
-        "local_vllm" => Api::LocalVllm,
-        "dashscope" => Api::DashScope,
-        "openai_responses" | "openai_response" | "responses" => Api::Responses,
-        "anthropic" => Api::Anthropic,
-        // evalscope's plugin names are accepted too.
-        "embedding" | "openai_embedding" => Api::Embedding,
-        "rerank" | "openai_rerank" => Api::Rerank,
-        "systemone" => Api::SystemOne,
-        "autotrust" => Api::AutoTrust,
-        "custom" => Api::Custom,
-        other => bail!("--api: unknown API `{other}`; use one of {API_NAMES}"),
+    let Some(api) = Api::from_name(&a.api) else {
+        bail!(
+            "--api: unknown API `{}`; use one of {}",
+            a.api,
+            Api::names()
+        );
     };
     if !["parallel", "rate"].contains(&a.sla_variable.as_str()) {
         bail!(

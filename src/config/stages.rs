@@ -24,7 +24,7 @@ pub(crate) fn resolve_dataset_kind(a: &PerfArgs) -> Result<DatasetKind> {
         bail!(
             "--dataset: unknown dataset `{}`; use {}",
             a.dataset,
-            DatasetKind::NAMES
+            DatasetKind::names()
         );
     };
     if matches!(kind, DatasetKind::LineByLine | DatasetKind::Custom)

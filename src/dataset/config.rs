@@ -41,57 +41,94 @@ pub enum DatasetKind {
 }
 
 impl DatasetKind {
-    /// The kind a `--dataset` name selects (evalscope's plugin names included).
+    /// Every `--dataset` name and the kind it selects: what `--dataset` accepts and
+    /// what `--help`, the shell completions and the errors list.
+    pub const ALL: &'static [(&'static str, DatasetKind)] = &[
+        ("openqa", DatasetKind::OpenQa),
+        ("line_by_line", DatasetKind::LineByLine),
+        ("random", DatasetKind::Random),
+        ("longalpaca", DatasetKind::LongAlpaca),
+        (
+            "speed_benchmark",
+            DatasetKind::SpeedBenchmark { long: false },
+        ),
+        (
+            "speed_benchmark_long",
+            DatasetKind::SpeedBenchmark { long: true },
+        ),
+        ("random_vl", DatasetKind::RandomVl),
+        ("flickr8k", DatasetKind::Flickr8k),
+        ("kontext_bench", DatasetKind::KontextBench),
+        ("mmmu_multi_image", DatasetKind::MmmuMultiImage),
+        ("open_decisions", DatasetKind::OpenDecisions),
+        ("embedding_dataset", DatasetKind::Embedding),
+        ("rerank_dataset", DatasetKind::Rerank),
+        ("random_embedding", DatasetKind::RandomEmbedding),
+        ("random_rerank", DatasetKind::RandomRerank),
+        ("custom", DatasetKind::Custom),
+        ("share_gpt_zh", DatasetKind::ShareGpt { zh: true }),
+        ("share_gpt_en", DatasetKind::ShareGpt { zh: false }),
+        (
+            "random_multi_turn",
+            DatasetKind::MultiTurn(MultiTurnKind::Random),
+        ),
+        (
+            "share_gpt_zh_multi_turn",
+            DatasetKind::MultiTurn(MultiTurnKind::ShareGpt { zh: true }),
+        ),
+        (
+            "share_gpt_en_multi_turn",
+            DatasetKind::MultiTurn(MultiTurnKind::ShareGpt { zh: false }),
+        ),
+        (
+            "custom_multi_turn",
+            DatasetKind::MultiTurn(MultiTurnKind::Custom),
+        ),
+        ("swe_smith", DatasetKind::MultiTurn(MultiTurnKind::SweSmith)),
+        (
+            "trie_agentic_coding",
+            DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::AgenticCoding)),
+        ),
+        (
+            "trie_code_qa",
+            DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::CodeQa)),
+        ),
+        (
+            "trie_office_work",
+            DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::OfficeWork)),
+        ),
+        ("mooncake_trace", DatasetKind::MooncakeTrace),
+        ("workload_trace", DatasetKind::WorkloadTrace),
+    ];
+
+    /// evalscope's other plugin names for the same kinds, accepted but not listed.
+    /// random_embedding_batch is random_embedding with batching, which `batch_size`
+    /// in --extra-args turns on for either name here.
+    pub const ALIASES: &'static [(&'static str, &'static str)] = &[
+        ("embedding", "embedding_dataset"),
+        ("embed", "embedding_dataset"),
+        ("embedding_batch", "embedding_dataset"),
+        ("rerank", "rerank_dataset"),
+        ("random_embedding_batch", "random_embedding"),
+    ];
+
+    /// The kind a `--dataset` name (or alias) selects.
     pub fn from_name(name: &str) -> Option<DatasetKind> {
-        Some(match name {
-            "openqa" => DatasetKind::OpenQa,
-            "line_by_line" => DatasetKind::LineByLine,
-            "random" => DatasetKind::Random,
-            "longalpaca" => DatasetKind::LongAlpaca,
-            "custom" => DatasetKind::Custom,
-            "speed_benchmark" => DatasetKind::SpeedBenchmark { long: false },
-            "speed_benchmark_long" => DatasetKind::SpeedBenchmark { long: true },
-            "random_vl" => DatasetKind::RandomVl,
-            "embedding_dataset" | "embedding" | "embed" | "embedding_batch" => {
-                DatasetKind::Embedding
-            }
-            "rerank_dataset" | "rerank" => DatasetKind::Rerank,
-            // evalscope's random_embedding_batch is random_embedding with batching,
-            // which `batch_size` in --extra-args turns on for either name here.
-            "random_embedding" | "random_embedding_batch" => DatasetKind::RandomEmbedding,
-            "random_rerank" => DatasetKind::RandomRerank,
-            "flickr8k" => DatasetKind::Flickr8k,
-            "kontext_bench" => DatasetKind::KontextBench,
-            "mmmu_multi_image" => DatasetKind::MmmuMultiImage,
-            "open_decisions" => DatasetKind::OpenDecisions,
-            "share_gpt_zh" => DatasetKind::ShareGpt { zh: true },
-            "share_gpt_en" => DatasetKind::ShareGpt { zh: false },
-            "random_multi_turn" => DatasetKind::MultiTurn(MultiTurnKind::Random),
-            "share_gpt_zh_multi_turn" => {
-                DatasetKind::MultiTurn(MultiTurnKind::ShareGpt { zh: true })
-            }
-            "share_gpt_en_multi_turn" => {
-                DatasetKind::MultiTurn(MultiTurnKind::ShareGpt { zh: false })
-            }
-            "custom_multi_turn" => DatasetKind::MultiTurn(MultiTurnKind::Custom),
-            "swe_smith" => DatasetKind::MultiTurn(MultiTurnKind::SweSmith),
-            "trie_agentic_coding" => {
-                DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::AgenticCoding))
-            }
-            "trie_code_qa" => DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::CodeQa)),
-            "trie_office_work" => DatasetKind::MultiTurn(MultiTurnKind::Trie(TrieSet::OfficeWork)),
-            "mooncake_trace" => DatasetKind::MooncakeTrace,
-            "workload_trace" => DatasetKind::WorkloadTrace,
-            _ => return None,
-        })
+        let name = Self::ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == name)
+            .map_or(name, |(_, to)| *to);
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
     }
 
-    /// The names `--dataset` accepts, for error messages.
-    pub const NAMES: &'static str = "openqa, line_by_line, random, longalpaca, speed_benchmark, \
-         random_vl, flickr8k, kontext_bench, mmmu_multi_image, open_decisions, embedding_dataset, rerank_dataset, random_embedding, random_rerank, \
-         custom, share_gpt_zh, share_gpt_en, random_multi_turn, share_gpt_zh_multi_turn, \
-         share_gpt_en_multi_turn, custom_multi_turn, swe_smith, trie_agentic_coding, trie_code_qa, \
-         trie_office_work, mooncake_trace or workload_trace";
+    /// The listed names, for error messages.
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 
     /// Whether the arrival times come from the dataset (trace replay).
     pub fn is_trace(self) -> bool {

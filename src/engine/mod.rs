@@ -85,6 +85,10 @@ pub fn run_blocking(cfg: RunConfig, stop: Stop, ctrl_c: bool) -> Result<Outcome>
 pub async fn run(cfg: RunConfig, stop: Stop) -> Result<Outcome> {
     crate::dataset::preflight(&cfg.dataset)?;
     let (root, claim) = setup::claim_output_root(&cfg)?;
+    if let Some(f) = &cfg.run_dir_file {
+        std::fs::write(f, format!("{}\n", root.display()))
+            .with_context(|| format!("--run-dir-file: cannot write `{f}`; check the path"))?;
+    }
     let run_log = RunLog::open(&root.join("benchmark.log"), cfg.debug)
         .with_context(|| format!("cannot write {}", root.join("benchmark.log").display()))?;
     // Every line of this invocation, from its tasks and threads too, goes to its

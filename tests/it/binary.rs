@@ -200,3 +200,87 @@ fn version_names_the_version_and_the_commit() {
         format!("perfscope {} ({commit})", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// `perfscope completions bash` completes `--api` and `--dataset` values from the
+/// same tables the configuration selects by (run in a real bash), and `perfscope
+/// man` writes a page per command naming every `perf` option.
+#[test]
+fn completions_and_man_pages_come_from_the_flag_definitions() {
+    use clap::CommandFactory;
+    let bin = env!("CARGO_BIN_EXE_perfscope");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("perfscope.bash");
+    let out = std::process::Command::new(bin)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&script, &out.stdout).unwrap();
+    let complete = |flag: &str, prefix: &str| -> Vec<String> {
+        let cmd = format!(
+            "source '{}'; COMP_WORDS=(perfscope perf {flag} {prefix}); COMP_CWORD=3; \
+             _perfscope perfscope '{prefix}' {flag}; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &cmd])
+            .output()
+            .unwrap();
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut apis: Vec<String> = perfscope::config::Api::ALL
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .filter(|n| n.starts_with("op"))
+        .collect();
+    apis.sort();
+    assert_eq!(complete("--api", "op"), apis);
+    let mut traces: Vec<String> = perfscope::dataset::DatasetKind::ALL
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .filter(|n| n.starts_with("share_gpt"))
+        .collect();
+    traces.sort();
+    assert_eq!(complete("--dataset", "share_gpt"), traces);
+
+    for shell in ["zsh", "fish"] {
+        let out = std::process::Command::new(bin)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("mooncake_trace") && text.contains("--sla-params"),
+            "{shell}"
+        );
+    }
+
+    let man = dir.path().join("man");
+    let st = std::process::Command::new(bin)
+        .args(["man", "--dir"])
+        .arg(&man)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let page = std::fs::read_to_string(man.join("perfscope-perf.1")).unwrap();
+    let cli = perfscope::cli::Cli::command();
+    let perf = cli.find_subcommand("perf").unwrap();
+    for arg in perf.get_arguments() {
+        if let Some(long) = arg.get_long() {
+            // roff escapes the dashes: \-\-sla\-params.
+            let escaped = format!("\\-\\-{}", long.replace('-', "\\-"));
+            assert!(
+                page.contains(&escaped),
+                "--{long} missing from perfscope-perf.1"
+            );
+        }
+    }
+    for sub in ["sim", "compare", "serve", "completions"] {
+        assert!(man.join(format!("perfscope-{sub}.1")).exists(), "{sub}");
+    }
+}

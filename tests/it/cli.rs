@@ -482,21 +482,22 @@ fn every_dataset_and_api_name_is_in_the_help_and_the_docs() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/datasets-and-apis.md"),
     )
     .unwrap();
-    let split = |list: &str| -> Vec<String> {
-        list.replace(" or ", ", ")
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
-    let datasets = split(perfscope::dataset::DatasetKind::NAMES);
+    let datasets: Vec<String> = perfscope::dataset::DatasetKind::ALL
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
     assert!(datasets.len() >= 23, "{datasets:?}");
-    let apis = split(perfscope::config::API_NAMES);
-    for d in &datasets {
-        assert!(
-            perfscope::dataset::DatasetKind::from_name(d).is_some(),
-            "{d} is listed but not parsed"
+    let apis: Vec<String> = perfscope::config::Api::ALL
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    for (alias, to) in perfscope::dataset::DatasetKind::ALIASES {
+        assert_eq!(
+            perfscope::dataset::DatasetKind::from_name(alias),
+            perfscope::dataset::DatasetKind::from_name(to),
+            "{alias}"
         );
+        assert!(datasets.contains(&to.to_string()), "{alias} -> {to}");
     }
     for name in datasets.iter().chain(&apis) {
         let word = |text: &str| {
@@ -549,4 +550,71 @@ fn every_perf_option_is_described_under_a_heading() {
     assert!(undescribed.is_empty(), "no description: {undescribed:?}");
     assert!(unheaded.is_empty(), "no heading: {unheaded:?}");
     assert!(headings.len() >= 5, "{headings:?}");
+}
+
+/// `perf --args-file`: evalscope's argument names as JSON resolve to exactly the
+/// configuration the same flags give (switches, `false` as `--no-…`, lists, header
+/// objects, JSON objects, null left out); an unknown key is refused by name.
+#[test]
+fn args_file_resolves_like_the_same_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("args.json");
+    std::fs::write(
+        &file,
+        r#"{"model": "m", "api": "sim", "parallel": [1, 2], "number": [4, 8],
+            "stream": false, "headers": {"X-Team": "perf"}, "extra_args": {"ignore_eos": true},
+            "max_tokens": 16, "temperature": 0.5, "func": null, "api_key": null,
+            "debug": false, "prompt": "-starts with a dash"}"#,
+    )
+    .unwrap();
+    let a = perfscope::cli::perf_args_from_file(file.to_str().unwrap()).unwrap();
+    let from_json = perfscope::config::RunConfig::resolve(&a).unwrap();
+    let from_flags = common::resolve(&[
+        "--model",
+        "m",
+        "--api",
+        "sim",
+        "--parallel",
+        "1",
+        "2",
+        "--number",
+        "4",
+        "8",
+        "--no-stream",
+        "--headers",
+        "X-Team=perf",
+        "--extra-args",
+        r#"{"ignore_eos":true}"#,
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0.5",
+        "--prompt=-starts with a dash",
+    ])
+    .unwrap();
+    assert_eq!(
+        serde_json::Value::Object(from_json.args_json.clone()),
+        serde_json::Value::Object(from_flags.args_json.clone())
+    );
+    assert_eq!(a.parallel, vec![1, 2]);
+    assert!(a.no_stream);
+    assert_eq!(a.prompt.as_deref(), Some("-starts with a dash"));
+
+    std::fs::write(&file, r#"{"model": "m", "parallell": 2}"#).unwrap();
+    let e = perfscope::cli::perf_args_from_file(file.to_str().unwrap()).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("`parallell` is not a perf argument"),
+        "{e:#}"
+    );
+    std::fs::write(&file, r#"{"model": "m", "parallel": "x"}"#).unwrap();
+    let e = perfscope::cli::perf_args_from_file(file.to_str().unwrap()).unwrap_err();
+    assert!(format!("{e:#}").contains("--parallel"), "{e:#}");
+    std::fs::write(&file, r#"{"model": "m", "stream": "yes"}"#).unwrap();
+    let e = perfscope::cli::perf_args_from_file(file.to_str().unwrap()).unwrap_err();
+    assert!(format!("{e:#}").contains("`stream` is a switch"), "{e:#}");
+    // Given with other flags, it is refused rather than merged.
+    assert!(
+        Cli::try_parse_from(["perfscope", "perf", "--args-file", "x.json", "--model", "m"])
+            .is_err()
+    );
 }

@@ -23,6 +23,7 @@ mod metrics;
 mod otel;
 mod outputs;
 mod prometheus_scrape;
+mod python_api;
 mod report;
 mod scale;
 mod server_metrics;
