@@ -3,6 +3,7 @@
 
 pub mod api;
 mod args;
+mod endpoint;
 mod resolve;
 mod scale;
 pub mod scenario;
@@ -29,6 +30,7 @@ pub use crate::redact::{is_secret_header, redact_url, split_query, MASK};
 pub use crate::scheduler::{py_float, SweepPoint, SHARD_LOCAL_KEYS};
 pub use crate::sla::SlaConfig;
 pub use api::Api;
+pub use endpoint::Endpoint;
 pub use resolve::{complete_url, sanitize_name, url_path};
 pub use scale::{
     hostname, parse_source_addrs, ClockRef, ScaleConfig, ShardInfo, ENV_RUN_ID, ENV_SHARD_COUNT,
@@ -47,7 +49,8 @@ pub struct RunConfig {
     pub protocol: crate::protocol::Protocol,
     /// `--api local` / `local_vllm`: the child server to start.
     pub local_server: Option<crate::local_server::LocalServerConfig>,
-    pub url: String,
+    /// The endpoint, parsed once; `shown()` wherever it is displayed or stored.
+    pub url: Endpoint,
     /// Datasets yield chat messages (true) or plain prompts (false).
     pub chat: bool,
     /// `--tokenizer-path`: token counts when the server sends no usage.
@@ -189,7 +192,7 @@ impl RunConfig {
             api,
             protocol,
             local_server,
-            url,
+            url: Endpoint::parse(&url)?,
             chat,
             tokenizer,
             client,
@@ -285,12 +288,13 @@ impl RunConfig {
     /// The run's target once it listens: `--api sim` picks a free port, and every
     /// output (benchmark_args.json's `url` and `port`, the reports' endpoint, the
     /// labels) names the one used rather than `--port`'s default.
-    pub fn with_target(mut self, url: &str) -> RunConfig {
-        self.url = url.to_string();
-        self.args_json.insert("url".into(), redact_url(url).into());
-        if let Some(port) = reqwest::Url::parse(url).ok().and_then(|u| u.port()) {
+    pub fn with_target(mut self, target: Endpoint) -> RunConfig {
+        self.args_json
+            .insert("url".into(), target.shown().to_string().into());
+        if let Some(port) = target.port() {
             self.args_json.insert("port".into(), port.into());
         }
+        self.url = target;
         self
     }
 
@@ -306,7 +310,7 @@ impl RunConfig {
     ) -> Map<String, Value> {
         let mut m = self.args_json.clone();
         m.insert("model_id".into(), self.model_id.clone().into());
-        m.insert("url".into(), redact_url(&self.url).into());
+        m.insert("url".into(), self.url.shown().to_string().into());
         m.insert("apply_chat_template".into(), self.chat.into());
         m.insert("parallel".into(), point.parallel.into());
         m.insert("number".into(), point.number.into());

@@ -85,9 +85,6 @@ pub(crate) fn resolve_api(a: &PerfArgs) -> Result<Api> {
 /// server's port for `local` / `local_vllm`.
 pub(crate) fn resolve_url(api: Api, a: &PerfArgs) -> Result<String> {
     let url = a.url.clone();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        bail!("--url: `{url}` must start with http:// or https://");
-    }
     let is_default = url == crate::cli::DEFAULT_URL;
     Ok(match api {
         Api::OpenAi | Api::Sim => complete_url(&url, "chat/completions"),

@@ -17,9 +17,6 @@ pub(crate) struct Ctx {
     pub(crate) log: Arc<crate::telemetry::log::RunLog>,
     /// The load client: its connections to the target, protocol and clock.
     pub(crate) client: client::Client,
-    pub(crate) url: Arc<str>,
-    /// Parsed once, for span attributes.
-    pub(crate) parsed_url: reqwest::Url,
     pub(crate) clock: Clock,
     pub(crate) stop: Stop,
     /// Live Prometheus metrics, when `--metrics-addr` is not `off`.

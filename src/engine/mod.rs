@@ -156,12 +156,11 @@ async fn run_inner(
         Some(setup::files_needed(&cfg)),
         "the run's connections (one per stream, two with --api sim)",
     );
-    let (_local, sim, url) = start_target(&cfg, &stop, root).await?;
+    let (_local, _sim, target) = start_target(&cfg, &stop, root).await?;
     // One URL from here on: the one the load goes to.
-    let cfg = if sim.is_some() {
-        cfg.with_target(&url)
-    } else {
-        cfg
+    let cfg = match target {
+        Some(t) => cfg.with_target(t),
+        None => cfg,
     };
     let max_par = cfg.points.iter().map(|p| p.parallel).max().unwrap_or(1);
     let pool = if max_par > 0 { max_par as usize } else { 1024 };
@@ -169,24 +168,21 @@ async fn run_inner(
     if !cfg.masked_headers().is_empty() {
         log::debug(format!("headers: {:?}", cfg.masked_headers()));
     }
-    let parsed_url = reqwest::Url::parse(&url).with_context(|| {
-        format!(
-            "--url: `{}` is not a valid URL",
-            crate::config::redact_url(&url)
-        )
-    })?;
-    let mut load_client =
-        client::Client::new(&cfg.client, &parsed_url, pool, cfg.protocol.clone(), clock)?;
-    setup::connection_notes(&cfg, &parsed_url, &load_client);
+    let mut load_client = client::Client::new(
+        &cfg.client,
+        cfg.url.url(),
+        pool,
+        cfg.protocol.clone(),
+        clock,
+    )?;
+    setup::connection_notes(&cfg, cfg.url.url(), &load_client);
     // The payloads are kept for the rows that store them (--store-responses, all by
     // default as evalscope), and with a tokenizer until the token counts a server
     // left out are filled in; the writer drops what is not to be stored.
     load_client.keep_messages =
         cfg.store_responses != crate::store::StoreResponses::None || cfg.tokenizer.is_some();
-    // From here on the URL is only shown (logs, labels, errors): credentials masked.
-    let url: Arc<str> = crate::config::redact_url(&url).into();
     let run_label = run_label(&cfg, root);
-    let (metrics, metrics_server) = start_metrics(&cfg, &run_label, &url, root).await?;
+    let (metrics, metrics_server) = start_metrics(&cfg, &run_label, cfg.url.shown(), root).await?;
     let tracing = match &cfg.otel {
         None => None,
         Some(oc) => {
@@ -212,13 +208,11 @@ async fn run_inner(
                 .map(|m| (m.progress_processed.clone(), m.progress_total.clone())),
         )
     });
-    let scrape = find_server_metrics(&cfg, &url).await;
+    let scrape = find_server_metrics(&cfg, cfg.url.shown()).await;
     let ctx = Arc::new(Ctx {
         cfg,
         log: run_log,
         client: load_client,
-        url,
-        parsed_url,
         clock,
         stop: stop.clone(),
         metrics,
@@ -265,7 +259,8 @@ async fn run_inner(
 }
 
 /// The server under test: a local server perfscope starts (stopped on Drop), the
-/// in-process simulator, or the URL as given. Returns them and the URL to load.
+/// in-process simulator, or the URL as given. Returns them and, for the simulator,
+/// the endpoint it listens on.
 async fn start_target(
     cfg: &RunConfig,
     stop: &Stop,
@@ -273,7 +268,7 @@ async fn start_target(
 ) -> Result<(
     Option<crate::local_server::LocalServer>,
     Option<crate::sim::SimHandle>,
-    Arc<str>,
+    Option<crate::config::Endpoint>,
 )> {
     let mut sim = None;
     // Stopped when the invocation drops it, on every path (Drop).
@@ -288,23 +283,23 @@ async fn start_target(
         },
         None => None,
     };
-    let url: Arc<str> = match (&cfg.api, &cfg.sim) {
+    let target = match (&cfg.api, &cfg.sim) {
         (Api::Sim, Some(sc)) => {
             let h = crate::sim::spawn("127.0.0.1:0".parse()?, sc.clone(), 1)?;
             // The in-process simulator is never behind a proxy.
             crate::proxy::register_direct(h.base_url().trim_start_matches("http://").to_string());
-            let u = format!("{}{}", h.base_url(), crate::config::url_path(&cfg.url));
+            let u = format!("{}{}", h.base_url(), cfg.url.path_and_query());
             log::info(format!(
                 "Simulator listening on {} (settings: {})",
                 h.base_url(),
                 serde_json::to_string(sc).unwrap_or_default()
             ));
             sim = Some(h);
-            u.into()
+            Some(crate::config::Endpoint::parse(&u)?)
         }
-        _ => cfg.url.clone().into(),
+        _ => None,
     };
-    Ok((local, sim, url))
+    Ok((local, sim, target))
 }
 
 /// Sends the final summary and state to the tracker (bounded: a tracker that went
@@ -445,7 +440,7 @@ async fn finish_invocation(
             alias: ctx.cfg.alias.clone(),
             dataset: ctx.cfg.dataset.name.clone(),
             api: ctx.cfg.api.as_str().to_string(),
-            endpoint: report::endpoint(&ctx.cfg.url),
+            endpoint: report::endpoint(ctx.cfg.url.shown()),
         };
         let text = report::multi_run_summary(&runs, &header, root);
         log::block(&text);

@@ -36,7 +36,7 @@ pub(super) fn observers(
         .as_ref()
         .map(|(m, l)| m.in_flight.get_or_create(l).clone());
     let spans = ctx.tracing.clone().map(|t| {
-        let u = &ctx.parsed_url;
+        let u = &ctx.cfg.url.url();
         let common = crate::recorder::otel::SpanCommon {
             operation: cfg.protocol.operation(cfg.chat),
             model: cfg.model.clone(),

@@ -250,7 +250,7 @@ fn open_store(
         name: cfg.name.clone().unwrap_or_else(|| cfg.model_id.clone()),
         model: cfg.model.clone(),
         api: cfg.api.as_str().into(),
-        url: crate::redact::redact_url(&cfg.url),
+        url: cfg.url.shown().to_string(),
         parallel: point.parallel,
         number: point.number,
         rate: point.rate,

@@ -149,7 +149,7 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
                 // Not a server still starting (that refuses): a port that does not
                 // speak TLS. No point in trying again.
                 if text.contains("plain HTTP") || text.contains("plain-HTTP") {
-                    bail!("connection test to {}: {text}", ctx.url);
+                    bail!("connection test to {}: {text}", ctx.cfg.url);
                 }
                 last = text;
             }
@@ -170,7 +170,7 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
                     if let Some(why) = refused {
                         bail!(why);
                     }
-                    log::info(format!("Connection test passed: {}", ctx.url));
+                    log::info(format!("Connection test passed: {}", ctx.cfg.url));
                     return Ok(());
                 }
                 last = r.error.unwrap_or_default();
@@ -178,7 +178,7 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
                     if (400..500).contains(&s) && s != 429 {
                         bail!(
                             "connection test to {} failed: {last}\nCheck --model, --url and --api (or skip the test with --no-test-connection)",
-                            ctx.url
+                            ctx.cfg.url
                         );
                     }
                 }
@@ -189,7 +189,7 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
         }
         log::warn(format!(
             "Connection test attempt {attempt}/3 to {} failed: {last}; retrying",
-            ctx.url
+            ctx.cfg.url
         ));
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(attempt as u64)) => {}
@@ -198,7 +198,7 @@ pub(crate) async fn connection_test(ctx: &Arc<Ctx>) -> Result<()> {
     }
     bail!(
         "connection test to {} failed after 3 attempts: {last}\nIs the server up? Check --url (or skip the test with --no-test-connection)",
-        ctx.url
+        ctx.cfg.url
     )
 }
 
@@ -234,7 +234,7 @@ async fn limits_check(ctx: &Arc<Ctx>) -> Result<Option<String>> {
             "connection test to {}: the server refuses the run's --max-tokens {}: HTTP {s}: {text}\n\
              Lower --max-tokens to fit the model's context (prompt + max_tokens), or skip \
              the test with --no-test-connection",
-            ctx.url,
+            ctx.cfg.url,
             ctx.cfg.gen.max_tokens.1,
         )),
         _ => None,

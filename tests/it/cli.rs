@@ -74,7 +74,10 @@ fn every_reference_flag_parses() {
 #[test]
 fn defaults_match_the_reference() {
     let cfg = common::resolve(&["--model", "m"]).unwrap();
-    assert_eq!(cfg.url, "http://127.0.0.1:8877/v1/chat/completions");
+    assert_eq!(
+        cfg.url.as_str(),
+        "http://127.0.0.1:8877/v1/chat/completions"
+    );
     assert!(cfg.chat && cfg.test_connection && cfg.gen.stream);
     assert_eq!(cfg.points.len(), 1);
     assert_eq!(
@@ -119,7 +122,7 @@ fn defaults_match_the_reference() {
     let cfg = common::resolve(&["--model", "m", "--url", "http://h:9/v1/completions"]).unwrap();
     assert!(!cfg.chat);
     let cfg = common::resolve(&["--model", "m", "--url", "http://h:9"]).unwrap();
-    assert_eq!(cfg.url, "http://h:9/v1/chat/completions");
+    assert_eq!(cfg.url.as_str(), "http://h:9/v1/chat/completions");
 }
 
 fn err(args: &[&str]) -> String {
