@@ -1,9 +1,13 @@
 # perfscope image: the load generator and the simulator in one binary.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
+# `perfscope --version` names the commit: there is no .git in the build context, so
+# pass it (docker build --build-arg PERFSCOPE_COMMIT=$(git rev-parse --short=12 HEAD)).
+ARG PERFSCOPE_COMMIT=unknown
+ENV PERFSCOPE_COMMIT=$PERFSCOPE_COMMIT
 # The image can export spans over OTLP/gRPC as well as HTTP.
 RUN cargo build --release --locked --features otlp-grpc --bin perfscope
 

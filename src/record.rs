@@ -203,7 +203,7 @@ pub struct SessionTag {
     pub parent_session: Option<u64>,
     /// When the conversation's first turn was sent (run-clock seconds).
     pub started: f64,
-    /// evalscope's multi-turn estimate of the cached prompt tokens (§7.4), set only
+    /// evalscope's multi-turn estimate of the cached prompt tokens, set only
     /// when the server reported none: kept apart from `cached_tokens`, which holds
     /// only what the server said, so an estimate never reads as a measurement.
     pub cached_estimate: Option<u64>,

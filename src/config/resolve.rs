@@ -17,7 +17,7 @@ pub fn sanitize_name(s: &str) -> String {
         .collect()
 }
 
-/// evalscope §1.10: append the API path (`default`, e.g. `chat/completions`) when the
+/// evalscope: append the API path (`default`, e.g. `chat/completions`) when the
 /// URL has none. The query string and fragment are kept after the path (evalscope
 /// 1.14.1; `?api-version=…` on Azure-style endpoints).
 pub fn complete_url(url: &str, default: &str) -> String {

@@ -110,7 +110,7 @@ fn parse_object(flag: &str, s: &str) -> Result<Map<String, Value>> {
     }
 }
 
-/// evalscope 1.14 §5.1: the deprecated `--multi-turn-args` keys are copied into
+/// evalscope 1.14.1: the deprecated `--multi-turn-args` keys are copied into
 /// `--dataset-args` unless set there (which wins, with a warning); `num_workers` is
 /// never copied.
 fn fold_multi_turn_args(mt: Map<String, Value>, args: &mut Map<String, Value>) {
@@ -176,7 +176,7 @@ fn resolve_turns(a: &PerfArgs, kind: DatasetKind, chat: bool) -> Result<Option<T
     }))
 }
 
-/// evalscope 1.14 §5.3: `--prefix-count` is an integer >= 1; above 1 it needs the
+/// evalscope 1.14.1: `--prefix-count` is an integer >= 1; above 1 it needs the
 /// `random` dataset, no `--prompt` and a positive `--prefix-length`.
 fn check_prefix_count(a: &PerfArgs) -> Result<()> {
     if a.prefix_count < 1 {

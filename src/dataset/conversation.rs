@@ -11,7 +11,7 @@ pub struct Turn {
     /// Seconds to wait before sending this turn (a trie trace's tool-call time).
     pub tool_call_latency: Option<f64>,
     /// The conversation's request id (swe_smith's `rid`): turn k's body gets
-    /// `rid = "<rid>_t<k>"` unless it has one (evalscope §7.2).
+    /// `rid = "<rid>_t<k>"` unless it has one (evalscope).
     pub rid: Option<String>,
 }
 

@@ -1,4 +1,4 @@
-//! Datasets: where prompts come from (evalscope §5). Each kind materialises a list of
+//! Datasets: where prompts come from (evalscope). Each kind materialises a list of
 //! prompts; the engine cycles over it until a run has its number of requests.
 //!
 //! Prompt lengths are in tokens with `--tokenizer-path`, else in characters, as

@@ -1,4 +1,4 @@
-//! Multi-turn conversations (evalscope 1.14 §7.1): `random_multi_turn`,
+//! Multi-turn conversations (evalscope 1.14.1): `random_multi_turn`,
 //! `share_gpt_{zh,en}_multi_turn` and `custom_multi_turn`. A conversation is a list of
 //! turns; a turn is the messages it adds to the context (the model's real replies are
 //! added between turns by the session driver, never the dataset's own).

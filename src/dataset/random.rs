@@ -1,5 +1,5 @@
 //! Random texts: `random` prompts, and `random_embedding` / `random_rerank` inputs.
-//! With `--tokenizer-path` lengths are in tokens (evalscope §5.1: vocabulary
+//! With `--tokenizer-path` lengths are in tokens (evalscope: vocabulary
 //! windows converged by decode/re-encode, see `Vocab`); without one, random
 //! lowercase words whose length in characters is uniform in [--min-prompt-length,
 //! --max-prompt-length], after a shared random prefix of --prefix-length characters
@@ -59,7 +59,7 @@ pub fn generate(
 }
 
 /// `--prefix-count` distinct prefixes of `--prefix-length` characters (one, possibly
-/// empty, by default). Request i gets prefix i mod count (evalscope 1.14 §5.3).
+/// empty, by default). Request i gets prefix i mod count (evalscope 1.14.1).
 fn char_prefixes(cfg: &DatasetConfig, rng: &mut fastrand::Rng) -> Result<Vec<String>> {
     let n = cfg.prefix_count.max(1) as usize;
     let mut out: Vec<String> = Vec::with_capacity(n);
@@ -79,7 +79,7 @@ fn char_prefixes(cfg: &DatasetConfig, rng: &mut fastrand::Rng) -> Result<Vec<Str
     Ok(out)
 }
 
-/// `--prefix-count` distinct token prefixes (evalscope 1.14 §5.3): each drawn
+/// `--prefix-count` distinct token prefixes (evalscope 1.14.1): each drawn
 /// uniformly from the allowed ids; one equal to an earlier prefix is counted up as a
 /// base-V number (last position first, with carry) until it is new.
 fn token_prefixes(
@@ -210,7 +210,7 @@ struct Plan {
     seed: u64,
 }
 
-/// The vocabulary random texts are made of (evalscope §5.1): every id but special and
+/// The vocabulary random texts are made of (evalscope): every id but special and
 /// byte-fallback tokens, and the word-initial ones used to fill a short text up.
 struct Vocab<'a> {
     tok: &'a crate::tokenizer::Tokenizer,
@@ -346,7 +346,7 @@ fn log_error(what: String, built: &[(usize, String)]) {
     ));
 }
 
-/// evalscope §5.1 with a tokenizer: a shared prefix of `--prefix-length` random
+/// evalscope with a tokenizer: a shared prefix of `--prefix-length` random
 /// tokens, then a contiguous window of the allowed vocabulary (specials and
 /// byte-fallback tokens excluded) of a length uniform in [min, max], converged by
 /// decode/re-encode so the text re-encodes to the target length. With a chat URL the

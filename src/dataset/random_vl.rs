@@ -1,7 +1,7 @@
 //! `random_vl`: random text (as `random`) plus `--image-num` generated PNG images of
 //! `--image-width` x `--image-height` in mode `--image-format` (`RGB`, `RGBA` or `L`),
 //! each a random solid colour with 1-5 random rectangles, ellipses or lines, sent as
-//! `data:image/png;base64,...` `image_url` parts of one user message (evalscope §5).
+//! `data:image/png;base64,...` `image_url` parts of one user message (evalscope).
 //! evalscope sends only the first character of the text to a non-chat endpoint (a
 //! bug); here a completions URL is refused with a message instead.
 

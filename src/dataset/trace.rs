@@ -289,7 +289,7 @@ const RESERVED: [&str; 4] = [
     "__evalscope_is_warmup",
 ];
 
-/// evalscope's `workload_trace` (1.14 §8): every line is validated and all errors are
+/// evalscope 1.14.1's `workload_trace`: every line is validated and all errors are
 /// reported together; rows are stably sorted by timestamp.
 pub fn workload(cfg: &DatasetConfig, speed: f64, count: u64) -> Result<Trace> {
     let path = cfg

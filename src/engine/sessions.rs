@@ -1,4 +1,4 @@
-//! Multi-turn sessions (evalscope 1.14 §7.2): `parallel` workers claim
+//! Multi-turn sessions (evalscope 1.14.1): `parallel` workers claim
 //! conversations from one shared counter and send each conversation's turns one after
 //! another, every turn carrying the whole history. Concurrency therefore counts
 //! conversations, and at most `parallel` requests are in flight.
@@ -119,7 +119,7 @@ async fn worker(s: Arc<Shared>, index: u64) {
     }
 }
 
-/// evalscope §7.4's estimate for a turn whose server reported no cached tokens:
+/// evalscope's estimate for a turn whose server reported no cached tokens:
 /// after a turn that counted its prompt, that turn's prompt + completion (the
 /// history the server could have cached); else 0 (the first turn). None when the
 /// server reported its own figure or the turn has no prompt count. evalscope
@@ -145,7 +145,7 @@ async fn pause(ctx: &Ctx, secs: f64) -> bool {
 }
 
 /// The turn's body as sent: with a conversation's `rid`, turn k gets
-/// `rid = "<rid>_t<k>"` unless the body has one (evalscope §7.2, setdefault).
+/// `rid = "<rid>_t<k>"` unless the body has one (evalscope, setdefault).
 fn with_rid(mut b: serde_json::Map<String, Value>, rid: Option<&str>, k: usize) -> String {
     if let Some(rid) = rid {
         b.entry("rid")
@@ -179,7 +179,7 @@ async fn run_conversation(
         if ctx.stop.dispatch.is_cancelled() {
             return;
         }
-        // evalscope §7.2: a trie trace's tool-call time passes before the turn.
+        // evalscope: a trie trace's tool-call time passes before the turn.
         if !pause(ctx, turn.tool_call_latency.unwrap_or(0.0)).await {
             return;
         }

@@ -1,5 +1,5 @@
 //! OpenAI-compatible `/v1/chat/completions` and `/v1/completions`: request bodies in
-//! evalscope's field order and defaults (§6.1), and chunk interpretation as evalscope
+//! evalscope's field order and defaults, and chunk interpretation as evalscope
 //! 1.14's `default_api.py`.
 
 use serde_json::{Map, Value};
@@ -79,7 +79,7 @@ pub fn build_body(prompt: &Prompt, p: &GenParams, rng: &mut fastrand::Rng) -> Ma
 }
 
 /// The connection-test body: the same shape with `max_tokens` 1 so the test is cheap
-/// (evalscope sends a full 2048-token request, §2.6).
+/// (evalscope sends a full 2048-token request).
 pub fn connection_test_body(chat: bool, p: &GenParams) -> Map<String, Value> {
     let prompt = if chat {
         Prompt::Messages(serde_json::json!([{"role": "user", "content": "hello"}]))

@@ -18,7 +18,7 @@ use crate::record::RequestRecord;
 use crate::telemetry::log;
 
 /// Running totals for the live log line: O(1) per record (evalscope recomputes
-/// its ITL mean over every value so far on each request, §10).
+/// its ITL mean over every value so far on each request).
 #[derive(Default, Debug, Clone)]
 pub struct Live {
     pub total: u64,

@@ -1,5 +1,5 @@
-//! The console tables: each run's summary and percentiles (evalscope §4.3), the
-//! multi-run summary (§4.4) written to performance_summary.txt, and the
+//! The console tables: each run's summary and percentiles (evalscope), the
+//! multi-run summary written to performance_summary.txt, and the
 //! speed_benchmark table.
 
 use anyhow::{Context, Result};
@@ -74,7 +74,7 @@ impl Layout<'_> {
     }
 }
 
-/// The per-run "Benchmarking summary" table (evalscope §4.3 layout, plus our rows).
+/// The per-run "Benchmarking summary" table (evalscope's layout, plus our rows).
 pub fn summary_table(r: &RunResult) -> String {
     use Metric::*;
     let s = &r.summary;
@@ -212,7 +212,7 @@ fn fmt_g(v: f64) -> String {
     }
 }
 
-/// "Percentile results": rows = metrics, columns = min … max (evalscope §4.3), the
+/// "Percentile results": rows = metrics, columns = min … max (evalscope), the
 /// 4-dp values as tabulate prints them.
 pub fn percentile_table(r: &RunResult) -> String {
     let mut headers = vec!["Metrics"];
@@ -496,7 +496,7 @@ fn basic_information(runs: &[RunResult], h: &super::run::Header, out_path: &Path
     render(Some("Basic Information"), &["Item", "Value"], &info)
 }
 
-/// evalscope's "Embedding/Rerank Performance Test Summary" (§4.4): one table of
+/// evalscope's "Embedding/Rerank Performance Test Summary": one table of
 /// latency and input throughput per run.
 fn encoder_summary(runs: &[RunResult], h: &super::run::Header, out_path: &Path) -> String {
     let sorted = sweep_order(runs);

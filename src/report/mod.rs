@@ -1,5 +1,5 @@
 //! Reports computed from stored rows: evalscope's JSON files, the per-run console
-//! tables (§4.3) and the multi-run summary (§4.4) written to performance_summary.txt.
+//! tables and the multi-run summary written to performance_summary.txt.
 
 mod charts;
 mod console;

@@ -46,7 +46,7 @@ impl RunResult {
     }
 }
 
-/// The multi-run "Performance Test Summary Report" (evalscope §4.4), plus the best
+/// The multi-run "Performance Test Summary Report" (evalscope), plus the best
 /// configuration and recommendations evalscope shows in its HTML report.
 /// Runs by concurrency, then rate (unbounded last), as evalscope's summary lists them.
 pub fn sweep_order(runs: &[RunResult]) -> Vec<&RunResult> {
@@ -60,7 +60,7 @@ pub fn sweep_order(runs: &[RunResult]) -> Vec<&RunResult> {
     sorted
 }
 
-/// evalscope's best-configuration and recommendation rules (§4.4).
+/// evalscope's best-configuration and recommendation rules.
 pub fn recommendations(sorted: &[&RunResult]) -> Vec<String> {
     let mut out = vec!["Best Performance Configuration".to_string()];
     let label = |r: &RunResult| {

@@ -1,5 +1,5 @@
 //! SLA auto-tune (`--sla-auto-tune`): find the largest concurrency or rate meeting a
-//! set of constraints, or the one optimising a metric, by evalscope's search (§7):
+//! set of constraints, or the one optimising a metric, by evalscope's search:
 //! double from the start while it passes, then binary-search the last interval.
 //!
 //! Constraints come in two formats:

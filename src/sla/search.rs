@@ -1,4 +1,4 @@
-//! evalscope's searches (§7) over an integer variable, and the averaging of repeats.
+//! evalscope's searches over an integer variable, and the averaging of repeats.
 
 use anyhow::Result;
 

@@ -145,7 +145,7 @@ impl<F: FnMut(&SweepPoint, u64, String) -> Result<RunResult>> Search<'_, F> {
     }
 }
 
-/// evalscope's search (§7) per constraint group. `run` executes one sweep point
+/// evalscope's search per constraint group. `run` executes one sweep point
 /// (blocking); `cancelled` says a signal stopped the invocation. Returns the summary
 /// table's rows and every tested value's averaged result.
 pub fn tune(

@@ -1,5 +1,5 @@
 //! Summary and percentile computation from the rows stored in SQLite (the canonical
-//! store), with evalscope 1.14.1's definitions (its §2.2 and §3):
+//! store), with evalscope 1.14.1's definitions:
 //!
 //! - `Test Duration (s)` spans the rows with a valid interval (start_time > 0 and
 //!   completed_time ≥ start_time, failures included): max(completed_time) −

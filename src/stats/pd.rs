@@ -1,5 +1,4 @@
-//! evalscope 1.14's prefill/decode disaggregation values (`--enable-pd-metrics`, its
-//! §1.6): per successful request with gaps, the handoff latency ITL[0]; with two
+//! evalscope 1.14.1's prefill/decode disaggregation values (`--enable-pd-metrics`): per successful request with gaps, the handoff latency ITL[0]; with two
 //! gaps or more, the steady gaps ITL[1:] and the handoff overhead
 //! max(0, ITL[0] − median(ITL[1:])), the median of an even count being the mean of
 //! the two middle values. Summary keys and percentile columns exist only when their

@@ -250,7 +250,7 @@ fn cache_and_decode_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
     )? {
         s.set(Metric::KvCacheHitRate, r);
     }
-    // evalscope 1.14 §7.4 stores its multi-turn estimate as the turn's cached tokens
+    // evalscope 1.14.1 stores its multi-turn estimate as the turn's cached tokens
     // and reports the mix under the key above; perfscope keeps it apart and names it
     // an estimate, written only when some turn needed one.
     if rows.has_column("cached_tokens_estimate")?

@@ -1,4 +1,4 @@
-//! `trace_summary.json` of a multi-turn run (evalscope 1.14 §7.5): per conversation
+//! `trace_summary.json` of a multi-turn run (evalscope 1.14.1): per conversation
 //! ("trace") figures from its successful turns, then their distribution across
 //! conversations with numpy's default (linear) percentiles. Values are unrounded.
 

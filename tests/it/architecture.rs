@@ -382,3 +382,30 @@ fn no_file_over_600_lines_and_no_function_over_120() {
     }
     assert!(long.is_empty(), "too long:\n{}", long.join("\n"));
 }
+
+/// No comment cites a section of a document that is not in the repository
+/// ("evalscope §7.2"): a reader cannot follow it. Public standards (RFC …) may be
+/// cited by section.
+#[test]
+fn no_comment_cites_a_section_of_a_document_outside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for dir in ["src", "tests/it", "benches"] {
+        for f in crate::common::files_under(&root.join(dir)) {
+            if f.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                let cites = line.match_indices('§').any(|(at, _)| {
+                    line[at + '§'.len_utf8()..].starts_with(|c: char| c.is_ascii_digit())
+                        && !line[..at].trim_end().ends_with(|c: char| c.is_ascii_digit())
+                });
+                if cites && !line.contains("RFC") {
+                    found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "section citations:\n{}", found.join("\n"));
+}

@@ -118,7 +118,7 @@ fn defaults_match_the_reference() {
     .unwrap();
     let pairs: Vec<(i64, u64)> = cfg.points.iter().map(|p| (p.parallel, p.number)).collect();
     assert_eq!(pairs, vec![(1, 100), (5, 500), (10, 1000)]);
-    // URL completion and chat detection (evalscope §1.10).
+    // URL completion and chat detection (evalscope).
     let cfg = common::resolve(&["--model", "m", "--url", "http://h:9/v1/completions"]).unwrap();
     assert!(!cfg.chat);
     let cfg = common::resolve(&["--model", "m", "--url", "http://h:9"]).unwrap();

@@ -108,3 +108,60 @@ fn manifests_agree_with_each_other_and_with_perfscope() {
         "{argv:?}"
     );
 }
+
+/// `apply.sh` fills the start barrier in as it applies (the shell computes it; the
+/// ConfigMap keeps `""`), run here against a stand-in `kubectl`.
+#[test]
+fn apply_sh_sets_the_start_barrier_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let applied = dir.path().join("applied.yaml");
+    let kubectl = dir.path().join("kubectl");
+    std::fs::write(
+        &kubectl,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  kustomize) cat \"$2/configmap.yaml\" ;;\n  apply) cat > '{}' ;;\nesac\n",
+            applied.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &kubectl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = std::process::Command::new(format!("{DIR}/apply.sh"))
+        .arg("300")
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = std::fs::read_to_string(&applied).unwrap();
+    let at: u64 = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PERFSCOPE_START_AT: \""))
+        .and_then(|v| v.trim_end_matches('"').parse().ok())
+        .unwrap_or_else(|| panic!("no start time filled in:\n{yaml}"));
+    assert!((now + 295..=now + 310).contains(&at), "{at} vs now {now}");
+    // The manifest itself keeps no shell arithmetic.
+    let cm = std::fs::read_to_string(format!("{DIR}/configmap.yaml")).unwrap();
+    assert!(!cm.contains("$(("), "shell arithmetic in the ConfigMap");
+    let bad = std::process::Command::new(format!("{DIR}/apply.sh"))
+        .arg("soon")
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

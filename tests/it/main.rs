@@ -10,6 +10,7 @@ mod binary;
 mod cli;
 mod common;
 mod decisions;
+mod docs_blocks;
 mod evalscope_parity;
 mod failures;
 mod faults;

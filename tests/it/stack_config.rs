@@ -56,7 +56,7 @@ fn compose_file_is_valid_and_its_mounts_exist() {
     // The soak is bounded and paced.
     assert!(compose.contains("--duration") && compose.contains("--rate"));
     let dockerfile = std::fs::read_to_string("Dockerfile").unwrap();
-    for copied in ["Cargo.toml", "Cargo.lock", "src", "benches"] {
+    for copied in ["Cargo.toml", "Cargo.lock", "build.rs", "src", "benches"] {
         assert!(
             dockerfile.contains(copied) && std::path::Path::new(copied).exists(),
             "{copied}"
@@ -72,11 +72,19 @@ fn compose_file_is_valid_and_its_mounts_exist() {
 
 #[test]
 fn prometheus_config_is_valid() {
-    if let Some((ok, text)) = run(
-        "promtool",
-        &["check", "config", "dashboards/prometheus/prometheus.yml"],
-    ) {
-        assert!(ok, "{text}");
-        assert!(text.contains("10 rules found"), "{text}");
+    // The compose stack's, and the one for a Prometheus on the host.
+    for config in [
+        "dashboards/prometheus/prometheus.yml",
+        "dashboards/prometheus/local.yml",
+    ] {
+        if let Some((ok, text)) = run("promtool", &["check", "config", config]) {
+            assert!(ok, "{config}: {text}");
+            assert!(text.contains("10 rules found"), "{config}: {text}");
+        }
     }
+    // Both scrape a run on the default --metrics-addr.
+    let local = std::fs::read_to_string("dashboards/prometheus/local.yml").unwrap();
+    assert!(local.contains(&format!("\"{}\"", perfscope::cli::DEFAULT_METRICS_ADDR)));
+    let compose = std::fs::read_to_string("dashboards/prometheus/prometheus.yml").unwrap();
+    assert!(compose.contains("host.docker.internal:9464"));
 }

@@ -326,3 +326,26 @@ fn random_embedding_and_rerank_texts_have_the_requested_token_count() {
         );
     }
 }
+
+/// `examples/tokenizer/` (what the docs' token-exact examples pass to
+/// `--tokenizer-path`) is this test tokenizer; PERFSCOPE_UPDATE_GOLDEN=1 rewrites it.
+#[test]
+fn the_examples_tokenizer_is_the_test_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tokenizer(dir.path(), true);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tokenizer");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        let made = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        if std::env::var_os("PERFSCOPE_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(&examples).unwrap();
+            std::fs::write(examples.join(f), &made).unwrap();
+            continue;
+        }
+        let kept = std::fs::read_to_string(examples.join(f))
+            .unwrap_or_else(|e| panic!("examples/tokenizer/{f}: {e} (PERFSCOPE_UPDATE_GOLDEN=1)"));
+        assert!(
+            kept == made,
+            "examples/tokenizer/{f} differs from the test tokenizer"
+        );
+    }
+}

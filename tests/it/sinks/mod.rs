@@ -722,7 +722,7 @@ fn a_multi_turn_cache_estimate_is_labelled_everywhere() {
     );
     assert_eq!(turns.len(), 12);
     assert!(turns.iter().all(|t| t.1.is_none()), "nothing reported");
-    // evalscope §7.4: turn 1 is 0, a later turn the previous prompt + completion.
+    // evalscope: turn 1 is 0, a later turn the previous prompt + completion.
     for (k, t) in turns.iter().enumerate() {
         let want = if k % 3 == 0 {
             0
