@@ -163,7 +163,7 @@ fn main() -> anyhow::Result<()> {
     // The barrier lines up the measured load: after the warmup (its ramp, then one
     // request's duration), with a margin for the processes' setup.
     let warmup_s = streams as f64 / rate + ttft_ms / 1000.0 + 1.0;
-    let at = perfscope::sinks::now_unix() + 5.0 + shards as f64 + warmup_s * 1.2;
+    let at = perfscope::trackers::now_unix() + 5.0 + shards as f64 + warmup_s * 1.2;
     let children: Vec<(PathBuf, Child)> = (0..shards)
         .map(|i| {
             let out = tmp.path().join(format!("shard{i}"));

@@ -8,7 +8,7 @@
 //!                                ▼
 //!               record::RequestRecord (always, failures included)
 //!                                ▼
-//! recorder (fan-out) ──▶ store (SQLite, canonical) ──▶ stats ──▶ report ──▶ sinks, sla, compare
+//! recorder (fan-out) ──▶ store (SQLite, canonical) ──▶ stats ──▶ report ──▶ trackers, sla, compare
 //!                    ├─▶ prometheus, otel, progress
 //! scrape (the served model's /metrics) ──▶ store (server_metrics)
 //! engine wires one invocation; sim, slo, telemetry, redact, retry, tokenizer stand alone.
@@ -35,11 +35,11 @@ pub mod retry;
 pub mod scheduler;
 pub mod scrape;
 pub mod sim;
-pub mod sinks;
 pub mod sla;
 pub mod slo;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod tokenizer;
+pub mod trackers;
 pub mod web;

@@ -120,14 +120,14 @@ fn serve(a: &perfscope::cli::ServeArgs) -> Result<(), Failure> {
 
 /// `perfscope push`: 2 without a usable tracker, 1 when the push fails.
 fn push(a: &perfscope::cli::PushArgs) -> Result<(), Failure> {
-    let settings = perfscope::sinks::SinkSettings::resolve(&a.tracker.flags())
+    let settings = perfscope::trackers::TrackerSettings::resolve(&a.tracker.flags())
         .map_err(usage)?
         .ok_or_else(|| {
             usage(anyhow::anyhow!(
                 "--visualizer: name the tracker to push to (wandb, swanlab or clearml)"
             ))
         })?;
-    perfscope::sinks::push::push(&a.run_dir, &settings, a.name.as_deref())
+    perfscope::trackers::push::push(&a.run_dir, &settings, a.name.as_deref())
         .map(|_| ())
         .map_err(failed)
 }

@@ -1,5 +1,5 @@
 //! URLs as they may be shown: credentials masked. A leaf module (it imports nothing
-//! of the crate), so the client, the recorders and the sinks can use it.
+//! of the crate), so the client, the recorders and the trackers can use it.
 
 pub const MASK: &str = "**********";
 

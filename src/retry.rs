@@ -1,5 +1,5 @@
 //! Retry waits shared by the exporters that talk to other services (the OTLP
-//! exporter, the tracker sinks): exponential backoff that honours a server's
+//! exporter, the trackers): exponential backoff that honours a server's
 //! `Retry-After`.
 
 use std::time::Duration;

@@ -42,8 +42,8 @@ pub struct TrackerArgs {
 }
 
 impl TrackerArgs {
-    pub fn flags(&self) -> crate::sinks::SinkFlags<'_> {
-        crate::sinks::SinkFlags {
+    pub fn flags(&self) -> crate::trackers::TrackerFlags<'_> {
+        crate::trackers::TrackerFlags {
             visualizer: self.visualizer.as_deref(),
             wandb_api_key: self.wandb_api_key.as_deref(),
             swanlab_api_key: self.swanlab_api_key.as_deref(),

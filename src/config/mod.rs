@@ -113,7 +113,7 @@ pub struct RunConfig {
     /// `--max-error-rate`, `--stop-on-saturation`.
     pub stop_rules: crate::slo::StopRules,
     /// Experiment tracker (`--visualizer`, or a deprecated key alone).
-    pub sink: Option<crate::sinks::SinkSettings>,
+    pub tracker: Option<crate::trackers::TrackerSettings>,
     /// Shards, the start barrier, the clock reference, source addresses.
     pub scale: ScaleConfig,
     /// The flags as given, secrets masked: written to benchmark_args.json and the DB.
@@ -237,7 +237,7 @@ impl RunConfig {
             store_responses: resolve_store_responses(a)?,
             sla,
             progress_tracker: a.enable_progress_tracker,
-            sink: crate::sinks::SinkSettings::resolve(&a.tracker.flags())?,
+            tracker: crate::trackers::TrackerSettings::resolve(&a.tracker.flags())?,
             scale,
             args_json,
         })

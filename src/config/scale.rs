@@ -91,7 +91,7 @@ pub(crate) fn resolve_scale(
         Some(s) => Some(check_shard(a, points, s, env)?),
         None => None,
     };
-    let now = crate::sinks::now_unix();
+    let now = crate::trackers::now_unix();
     let env_at =
         match env(ENV_START_AT).filter(|v| !v.trim().is_empty()) {
             Some(v) => Some(v.trim().parse::<f64>().map_err(|_| {
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn the_environment_of_an_indexed_job_gives_the_defaults() {
-        let at = format!("{}", crate::sinks::now_unix() + 60.0);
+        let at = format!("{}", crate::trackers::now_unix() + 60.0);
         let s = resolve(
             &[],
             &[

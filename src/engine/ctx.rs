@@ -36,7 +36,7 @@ pub(crate) struct Ctx {
     /// run's number so the next run starts elsewhere in the dataset.
     pub(crate) offset_advance: std::sync::atomic::AtomicU64,
     /// The tracker run's point sender, once started: snapshots push to it live.
-    pub(crate) sink: std::sync::OnceLock<crate::sinks::PointSender>,
+    pub(crate) tracker: std::sync::OnceLock<crate::trackers::PointSender>,
 }
 
 impl Ctx {

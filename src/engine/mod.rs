@@ -29,8 +29,8 @@ use crate::client;
 use crate::config::{Api, RunConfig};
 use crate::record::Clock;
 use crate::report::{self, RunResult};
-use crate::sinks;
 use crate::telemetry::log::{self, RunLog};
+use crate::trackers;
 use tracing::instrument::WithSubscriber;
 
 use ctx::Ctx;
@@ -223,33 +223,33 @@ async fn run_inner(
         reserve,
         scrape_reported: Default::default(),
         offset_advance: Default::default(),
-        sink: Default::default(),
+        tracker: Default::default(),
     });
     if ctx.cfg.test_connection {
         connection_test(&ctx).await?;
     }
     let offset = scale::clock_offset(&ctx.cfg).await;
     scale::write_shard_file(&ctx.cfg, root, offset.as_ref())?;
-    if ctx.cfg.sla.is_some() && (ctx.cfg.sink.is_some() || ctx.cfg.progress_tracker) {
+    if ctx.cfg.sla.is_some() && (ctx.cfg.tracker.is_some() || ctx.cfg.progress_tracker) {
         // evalscope: SLA mode bypasses the visualizer and the progress tracker.
         log::warn(
             "--sla-auto-tune: --visualizer and --enable-progress-tracker are not used in SLA mode",
         );
     }
-    let sink = match ctx.cfg.sink.clone().filter(|_| ctx.cfg.sla.is_none()) {
+    let tracker = match ctx.cfg.tracker.clone().filter(|_| ctx.cfg.sla.is_none()) {
         None => None,
-        Some(settings) => Some(start_sink(settings, &ctx.cfg, clock).await?),
+        Some(settings) => Some(start_tracker(settings, &ctx.cfg, clock).await?),
     };
-    if let Some(s) = sink.as_ref().and_then(sinks::Sink::sender) {
-        let _ = ctx.sink.set(s);
+    if let Some(s) = tracker.as_ref().and_then(trackers::TrackerRun::sender) {
+        let _ = ctx.tracker.set(s);
     }
     let started_unix = clock.unix(0.0);
     let result = match &ctx.cfg.sla {
         Some(sla) => sla_tune(&ctx, root, sla.clone()).await,
-        None => sweep(&ctx, root, sink.as_ref()).await,
+        None => sweep(&ctx, root, tracker.as_ref()).await,
     };
-    if let Some(sink) = sink {
-        finish_sink(&ctx, root, sink, &result, started_unix).await;
+    if let Some(tracker) = tracker {
+        finish_tracker(&ctx, root, tracker, &result, started_unix).await;
     }
     if let Some(p) = &ctx.progress {
         p.finish(result.is_ok());
@@ -304,28 +304,28 @@ async fn start_target(
 
 /// Sends the final summary and state to the tracker (bounded: a tracker that went
 /// down costs at most a minute at the end).
-async fn finish_sink(
+async fn finish_tracker(
     ctx: &Ctx,
     root: &Path,
-    sink: sinks::Sink,
+    tracker: trackers::TrackerRun,
     result: &Result<Vec<RunResult>>,
     started_unix: f64,
 ) {
     let (runs, outcome) = match result {
-        Ok(runs) if ctx.stop.dispatch.is_cancelled() => (&runs[..], sinks::Outcome::Interrupted),
+        Ok(runs) if ctx.stop.dispatch.is_cancelled() => (&runs[..], trackers::Outcome::Interrupted),
         Ok(runs)
             if runs
                 .iter()
                 .all(|r| r.num(crate::stats::Metric::SuccessRequests) > 0.0) =>
         {
-            (&runs[..], sinks::Outcome::Finished)
+            (&runs[..], trackers::Outcome::Finished)
         }
-        Ok(runs) => (&runs[..], sinks::Outcome::Failed),
-        Err(_) => (&[][..], sinks::Outcome::Failed),
+        Ok(runs) => (&runs[..], trackers::Outcome::Failed),
+        Err(_) => (&[][..], trackers::Outcome::Failed),
     };
-    let now = sinks::now_unix();
-    let fin = sinks::final_payload(runs, outcome, now, now - started_unix);
-    let (kind, url) = (sink.kind, sink.url.clone());
+    let now = trackers::now_unix();
+    let fin = trackers::final_payload(runs, outcome, now, now - started_unix);
+    let (kind, url) = (tracker.kind, tracker.url.clone());
     // Bounded: a tracker that went down costs at most a minute at the end, and
     // 3 s after a signal (the process must end within `docker stop`'s grace; the
     // warning below says how to push the stored results later).
@@ -336,7 +336,7 @@ async fn finish_sink(
     };
     let d = tracing::dispatcher::get_default(|d| d.clone());
     let pushed = tokio::task::spawn_blocking(move || {
-        tracing::dispatcher::with_default(&d, || sink.finish(fin, bound))
+        tracing::dispatcher::with_default(&d, || tracker.finish(fin, bound))
     })
     .await
     .unwrap_or(false);
@@ -354,11 +354,11 @@ async fn finish_sink(
 }
 
 /// Authenticates with the tracker and creates its run before any load.
-async fn start_sink(
-    settings: sinks::SinkSettings,
+async fn start_tracker(
+    settings: trackers::TrackerSettings,
     cfg: &RunConfig,
     clock: Clock,
-) -> Result<sinks::Sink> {
+) -> Result<trackers::TrackerRun> {
     let name = cfg.name.clone().unwrap_or_else(|| {
         format!(
             "{}_{}",
@@ -366,25 +366,29 @@ async fn start_sink(
             chrono::Local::now().format("%Y%m%d_%H%M%S")
         )
     });
-    let meta = sinks::RunMeta {
+    let meta = trackers::RunMeta {
         name,
         config: cfg.args_json.clone(),
         started_unix: clock.unix(0.0),
     };
     let title = settings.kind.title();
     let d = tracing::dispatcher::get_default(|d| d.clone());
-    let sink = tokio::task::spawn_blocking(move || {
-        tracing::dispatcher::with_default(&d, || sinks::Sink::start(&settings, &meta))
+    let tracker = tokio::task::spawn_blocking(move || {
+        tracing::dispatcher::with_default(&d, || trackers::TrackerRun::start(&settings, &meta))
     })
     .await
     .map_err(|e| anyhow::anyhow!("{title} setup: {e}"))?
     .with_context(|| format!("--visualizer: cannot start the {title} run (no load was sent)"))?;
-    log::info(format!("{title} run: {}", sink.url));
-    Ok(sink)
+    log::info(format!("{title} run: {}", tracker.url));
+    Ok(tracker)
 }
 
 /// Runs every sweep point; each finished point is pushed to the tracker.
-async fn sweep(ctx: &Arc<Ctx>, root: &Path, sink: Option<&sinks::Sink>) -> Result<Vec<RunResult>> {
+async fn sweep(
+    ctx: &Arc<Ctx>,
+    root: &Path,
+    tracker: Option<&trackers::TrackerRun>,
+) -> Result<Vec<RunResult>> {
     let mut runs = Vec::new();
     for (i, point) in ctx.cfg.points.clone().iter().enumerate() {
         if ctx.stop.dispatch.is_cancelled() {
@@ -419,8 +423,8 @@ async fn sweep(ctx: &Arc<Ctx>, root: &Path, sink: Option<&sinks::Sink>) -> Resul
             Err(e) if e.is::<Interrupted>() && !runs.is_empty() => break,
             Err(e) => return Err(e),
         };
-        if let Some(sink) = sink {
-            sink.point(sinks::point(i as u64, &r, sinks::now_unix()));
+        if let Some(tracker) = tracker {
+            tracker.point(trackers::point(i as u64, &r, trackers::now_unix()));
         }
         runs.push(r);
     }

@@ -70,11 +70,11 @@ pub(super) fn observers(
 /// `timeseries.jsonl`, the tracker, the drift gauges, and the log when it drifted.
 fn snapshots(ctx: &Ctx, name: &str, dir: &Path) -> Option<recorder::snapshot::Snapshots> {
     let (every, threshold) = ctx.cfg.snapshots.filter(|_| ctx.cfg.duration.is_some())?;
-    let sink = ctx.sink.get().cloned();
+    let tracker = ctx.tracker.get().cloned();
     let prom = ctx.metrics.clone().map(|m| (m, ctx.run_labels(name)));
     let on_snapshot = Box::new(move |s: &recorder::snapshot::Snapshot| {
-        if let Some(sink) = &sink {
-            sink.point(crate::sinks::snapshot_point(s));
+        if let Some(tracker) = &tracker {
+            tracker.point(crate::trackers::snapshot_point(s));
         }
         if let Some((m, l)) = &prom {
             m.drift(l, s.drift.ttft_p50_ratio, s.drift.tpot_p50_ratio);

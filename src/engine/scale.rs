@@ -24,7 +24,7 @@ pub struct ClockOffset {
 }
 
 fn now_unix() -> f64 {
-    crate::sinks::now_unix()
+    crate::trackers::now_unix()
 }
 
 /// Measures the offset (blocking; at most a few seconds).

@@ -399,7 +399,9 @@ fn no_comment_cites_a_section_of_a_document_outside_the_repository() {
             for (i, line) in text.lines().enumerate() {
                 let cites = line.match_indices('§').any(|(at, _)| {
                     line[at + '§'.len_utf8()..].starts_with(|c: char| c.is_ascii_digit())
-                        && !line[..at].trim_end().ends_with(|c: char| c.is_ascii_digit())
+                        && !line[..at]
+                            .trim_end()
+                            .ends_with(|c: char| c.is_ascii_digit())
                 });
                 if cites && !line.contains("RFC") {
                     found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));

@@ -140,7 +140,7 @@ fn three_shards_merge_to_the_union_of_their_rows() {
     let url = format!("{}/v1/chat/completions", sim.base_url());
     let out = tempfile::tempdir().unwrap();
     // One barrier for all: the shards' paced schedules share one absolute clock.
-    let start_at = perfscope::sinks::now_unix() + 4.0;
+    let start_at = perfscope::trackers::now_unix() + 4.0;
     let at = format!("{start_at:.6}");
     let dirs = run_shards(
         &url,

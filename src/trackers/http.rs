@@ -1,4 +1,4 @@
-//! Blocking HTTP for the tracker sinks (ureq): JSON in and out, retries with backoff
+//! Blocking HTTP for the trackers (ureq): JSON in and out, retries with backoff
 //! on 429, 5xx, timeouts and refused connections, and errors that name the tracker
 //! and the URL but never a header value (keys, tokens and cookies travel in headers).
 

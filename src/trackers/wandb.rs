@@ -10,14 +10,14 @@ use super::http::{Body, Http};
 use super::payload::{
     base36_id, url_segment as seg, Final, Outcome, Point, RunMeta, Table, Tracker,
 };
-use super::settings::{http_url, SinkFlags, SinkSettings};
+use super::settings::{http_url, TrackerFlags, TrackerSettings};
 
 const UPSERT: &str = "mutation UpsertBucket($id: String, $name: String, $project: String, $entity: String, $groupName: String, $description: String, $displayName: String, $notes: String, $commit: String, $config: JSONString, $host: String, $debug: Boolean, $program: String, $repo: String, $jobType: String, $state: String, $sweep: String, $tags: [String!], $summaryMetrics: JSONString) { upsertBucket(input: {id: $id, name: $name, groupName: $groupName, modelName: $project, entityName: $entity, description: $description, displayName: $displayName, notes: $notes, config: $config, commit: $commit, host: $host, debug: $debug, jobProgram: $program, jobRepo: $repo, jobType: $jobType, state: $state, sweep: $sweep, tags: $tags, summaryMetrics: $summaryMetrics}) { bucket { id name displayName description config sweepName project { id name entity { id name } } historyLineCount } inserted } }";
 const VIEWER: &str = "query Viewer { viewer { id entity username } }";
 const CREATE_FILES: &str = "mutation CreateRunFiles($entity: String!, $project: String!, $run: String!, $files: [String!]!) { createRunFiles(input: {entityName: $entity, projectName: $project, runName: $run, files: $files}) { runID uploadHeaders files { name uploadUrl } } }";
 
 pub struct Wandb {
-    s: SinkSettings,
+    s: TrackerSettings,
     http: Http,
     auth: String,
     entity: String,
@@ -28,7 +28,7 @@ pub struct Wandb {
 }
 
 impl Wandb {
-    pub fn new(s: SinkSettings) -> Wandb {
+    pub fn new(s: TrackerSettings) -> Wandb {
         let auth = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("api:{}", s.key))
@@ -270,10 +270,10 @@ impl Tracker for Wandb {
 /// W&B: the key from --wandb-api-key or WANDB_API_KEY (the flag wins, as
 /// evalscope's `wandb.login(key=...)`), host and project from W&B's variables.
 pub fn settings(
-    f: &SinkFlags,
+    f: &TrackerFlags,
     env: &dyn Fn(&str) -> Option<String>,
-    base: SinkSettings,
-) -> Result<SinkSettings> {
+    base: TrackerSettings,
+) -> Result<TrackerSettings> {
     let url = http_url;
     // The flag wins, as evalscope's `wandb.login(key=...)`.
     let Some(key) = f
@@ -283,7 +283,7 @@ pub fn settings(
     else {
         bail!("--visualizer wandb: no API key; pass --wandb-api-key or set WANDB_API_KEY");
     };
-    Ok(SinkSettings {
+    Ok(TrackerSettings {
         key,
         host: url(
             "WANDB_BASE_URL",

@@ -11,10 +11,10 @@ use super::http::{Body, Http};
 use super::payload::{
     base36_id, group, rfc3339, url_segment as seg, Final, Outcome, Point, RunMeta, Tracker,
 };
-use super::settings::{http_url, SinkFlags, SinkSettings};
+use super::settings::{http_url, TrackerFlags, TrackerSettings};
 
 pub struct Swanlab {
-    s: SinkSettings,
+    s: TrackerSettings,
     http: Http,
     cookie: String,
     workspace: String,
@@ -30,7 +30,7 @@ pub struct Swanlab {
 }
 
 impl Swanlab {
-    pub fn new(s: SinkSettings) -> Swanlab {
+    pub fn new(s: TrackerSettings) -> Swanlab {
         Swanlab {
             http: Http::new("SwanLab", s.timeout, s.attempts, s.first_wait),
             s,
@@ -275,10 +275,10 @@ impl Tracker for Swanlab {
 /// SwanLab: the key from --swanlab-api-key or SWANLAB_API_KEY, the host from
 /// --swanlab-host, SWANLAB_HOST or SWANLAB_API_HOST.
 pub fn settings(
-    f: &SinkFlags,
+    f: &TrackerFlags,
     env: &dyn Fn(&str) -> Option<String>,
-    base: SinkSettings,
-) -> Result<SinkSettings> {
+    base: TrackerSettings,
+) -> Result<TrackerSettings> {
     let url = http_url;
     let Some(key) = f
         .swanlab_api_key
@@ -305,7 +305,7 @@ pub fn settings(
     let web = env("SWANLAB_WEB_HOST")
         .map(|u| u.trim_end_matches('/').to_string())
         .or_else(|| (host != "https://api.swanlab.cn").then(|| host.clone()));
-    Ok(SinkSettings {
+    Ok(TrackerSettings {
         key,
         host,
         web_host: web.or(Some("https://swanlab.cn".into())),

@@ -6,13 +6,13 @@ use anyhow::{bail, Result};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{final_payload, point, snapshot_point, Outcome, RunMeta, Sink, SinkSettings};
+use super::{final_payload, point, snapshot_point, Outcome, RunMeta, TrackerRun, TrackerSettings};
 use crate::report::stored;
 use crate::store::steps;
 use crate::telemetry::log;
 
 /// Pushes the stored run; returns the tracker's run URL.
-pub fn push(dir: &Path, settings: &SinkSettings, name: Option<&str>) -> Result<String> {
+pub fn push(dir: &Path, settings: &TrackerSettings, name: Option<&str>) -> Result<String> {
     let stored = steps(dir)?;
     let first = &stored[0];
     let started = first.started;
@@ -35,15 +35,15 @@ pub fn push(dir: &Path, settings: &SinkSettings, name: Option<&str>) -> Result<S
         config: first.config.clone(),
         started_unix: started,
     };
-    let sink = Sink::start(settings, &meta)?;
-    let url = sink.url.clone();
+    let tracker = TrackerRun::start(settings, &meta)?;
+    let url = tracker.url.clone();
     log::info(format!("{} run: {url}", settings.kind.title()));
     // As live: each step's `--snapshot-interval` windows, then the step.
     for (i, (s, r)) in stored.iter().zip(&runs).enumerate() {
         for w in &r.timeseries {
-            sink.point(snapshot_point(w));
+            tracker.point(snapshot_point(w));
         }
-        sink.point(point(i as u64, r, s.finished));
+        tracker.point(point(i as u64, r, s.finished));
     }
     let outcome = if stored.iter().any(|s| s.status == "interrupted") {
         Outcome::Interrupted
@@ -57,7 +57,7 @@ pub fn push(dir: &Path, settings: &SinkSettings, name: Option<&str>) -> Result<S
     };
     let end = stored.iter().map(|s| s.finished).fold(started, f64::max);
     let fin = final_payload(&runs, outcome, end, end - started);
-    if !sink.finish(fin, Duration::from_secs(600)) {
+    if !tracker.finish(fin, Duration::from_secs(600)) {
         bail!(
             "{}: pushing {} did not complete; see the warnings above",
             settings.kind.title(),

@@ -4,41 +4,41 @@ use anyhow::{bail, Result};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Visualizer {
+pub enum TrackerKind {
     Wandb,
     Swanlab,
     Clearml,
 }
 
-impl Visualizer {
-    pub fn parse(flag: &str, v: &str) -> Result<Visualizer> {
+impl TrackerKind {
+    pub fn parse(flag: &str, v: &str) -> Result<TrackerKind> {
         Ok(match v.trim().to_ascii_lowercase().as_str() {
-            "wandb" => Visualizer::Wandb,
-            "swanlab" => Visualizer::Swanlab,
-            "clearml" => Visualizer::Clearml,
+            "wandb" => TrackerKind::Wandb,
+            "swanlab" => TrackerKind::Swanlab,
+            "clearml" => TrackerKind::Clearml,
             other => bail!("{flag}: `{other}` is not a visualizer; use wandb, swanlab or clearml"),
         })
     }
     pub fn title(self) -> &'static str {
         match self {
-            Visualizer::Wandb => "W&B",
-            Visualizer::Swanlab => "SwanLab",
-            Visualizer::Clearml => "ClearML",
+            TrackerKind::Wandb => "W&B",
+            TrackerKind::Swanlab => "SwanLab",
+            TrackerKind::Clearml => "ClearML",
         }
     }
     pub fn flag_value(self) -> &'static str {
         match self {
-            Visualizer::Wandb => "wandb",
-            Visualizer::Swanlab => "swanlab",
-            Visualizer::Clearml => "clearml",
+            TrackerKind::Wandb => "wandb",
+            TrackerKind::Swanlab => "swanlab",
+            TrackerKind::Clearml => "clearml",
         }
     }
 }
 
 /// Where and as whom to push. Secrets are never printed: `Debug` masks them.
 #[derive(Clone)]
-pub struct SinkSettings {
-    pub kind: Visualizer,
+pub struct TrackerSettings {
+    pub kind: TrackerKind,
     /// W&B / SwanLab API key, ClearML access key.
     pub key: String,
     /// ClearML secret key.
@@ -58,9 +58,9 @@ pub struct SinkSettings {
     pub heartbeat: Option<Duration>,
 }
 
-impl std::fmt::Debug for SinkSettings {
+impl std::fmt::Debug for TrackerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SinkSettings")
+        f.debug_struct("TrackerSettings")
             .field("kind", &self.kind)
             .field("key", &"***")
             .field("host", &self.host)
@@ -72,17 +72,17 @@ impl std::fmt::Debug for SinkSettings {
 
 /// The flag values that select and configure a tracker.
 #[derive(Default)]
-pub struct SinkFlags<'a> {
+pub struct TrackerFlags<'a> {
     pub visualizer: Option<&'a str>,
     pub wandb_api_key: Option<&'a str>,
     pub swanlab_api_key: Option<&'a str>,
     pub swanlab_host: Option<&'a str>,
 }
 
-impl SinkSettings {
+impl TrackerSettings {
     /// A tracker's settings before its own flags and variables are read.
-    pub fn defaults(kind: Visualizer) -> SinkSettings {
-        SinkSettings {
+    pub fn defaults(kind: TrackerKind) -> TrackerSettings {
+        TrackerSettings {
             kind,
             key: String::new(),
             secret: None,

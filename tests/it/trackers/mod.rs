@@ -1,4 +1,4 @@
-//! Tracker sinks against in-process mock W&B, SwanLab and ClearML servers that reject
+//! Trackers against in-process mock W&B, SwanLab and ClearML servers that reject
 //! anything off-protocol: golden transcripts of what is sent, retries, outages, the
 //! `push` subcommand, and keys never reaching logs or output files.
 use crate::common;
@@ -6,15 +6,15 @@ mod mock;
 
 use perfscope::config::SweepPoint;
 use perfscope::report::RunResult;
-use perfscope::sinks::{self, Outcome, RunMeta, Sink, SinkSettings, Visualizer};
 use perfscope::stats::{Col, Column, Metric, Summary};
+use perfscope::trackers::{self, Outcome, RunMeta, TrackerKind, TrackerRun, TrackerSettings};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn settings(kind: Visualizer, host: &str, key: &str) -> SinkSettings {
-    SinkSettings {
+fn settings(kind: TrackerKind, host: &str, key: &str) -> TrackerSettings {
+    TrackerSettings {
         kind,
         key: key.into(),
         secret: Some(mock::CLEARML_SECRET.into()),
@@ -29,19 +29,19 @@ fn settings(kind: Visualizer, host: &str, key: &str) -> SinkSettings {
     }
 }
 
-fn key_of(kind: Visualizer) -> &'static str {
+fn key_of(kind: TrackerKind) -> &'static str {
     match kind {
-        Visualizer::Wandb => mock::WANDB_KEY,
-        Visualizer::Swanlab => mock::SWANLAB_KEY,
-        Visualizer::Clearml => mock::CLEARML_ACCESS,
+        TrackerKind::Wandb => mock::WANDB_KEY,
+        TrackerKind::Swanlab => mock::SWANLAB_KEY,
+        TrackerKind::Clearml => mock::CLEARML_ACCESS,
     }
 }
 
-fn mock_of(kind: Visualizer) -> mock::Mock {
+fn mock_of(kind: TrackerKind) -> mock::Mock {
     match kind {
-        Visualizer::Wandb => mock::wandb(),
-        Visualizer::Swanlab => mock::swanlab(),
-        Visualizer::Clearml => mock::clearml(),
+        TrackerKind::Wandb => mock::wandb(),
+        TrackerKind::Swanlab => mock::swanlab(),
+        TrackerKind::Clearml => mock::clearml(),
     }
 }
 
@@ -125,16 +125,20 @@ fn wandb_history(m: &mock::Mock) -> Vec<Value> {
         .collect()
 }
 
-fn push_fixed(s: &SinkSettings) -> anyhow::Result<String> {
+fn push_fixed(s: &TrackerSettings) -> anyhow::Result<String> {
     let runs = [step(1, 1.0), step(4, 2.0)];
-    let sink = Sink::start(s, &meta())?;
+    let tracker = TrackerRun::start(s, &meta())?;
     for (i, r) in runs.iter().enumerate() {
-        sink.point(sinks::point(i as u64, r, 1_755_770_110.0 + 10.0 * i as f64));
+        tracker.point(trackers::point(
+            i as u64,
+            r,
+            1_755_770_110.0 + 10.0 * i as f64,
+        ));
     }
-    let url = sink.url.clone();
-    let fin = sinks::final_payload(&runs, Outcome::Finished, 1_755_770_140.0, 40.0);
+    let url = tracker.url.clone();
+    let fin = trackers::final_payload(&runs, Outcome::Finished, 1_755_770_140.0, 40.0);
     assert!(
-        sink.finish(fin, Duration::from_secs(30)),
+        tracker.finish(fin, Duration::from_secs(30)),
         "every push succeeded"
     );
     Ok(url)
@@ -188,9 +192,9 @@ fn transcript(log: &[mock::Req], run_id: &str) -> String {
 #[test]
 fn golden_transcripts_for_every_tracker() {
     for (kind, file) in [
-        (Visualizer::Wandb, "wandb.txt"),
-        (Visualizer::Swanlab, "swanlab.txt"),
-        (Visualizer::Clearml, "clearml.txt"),
+        (TrackerKind::Wandb, "wandb.txt"),
+        (TrackerKind::Swanlab, "swanlab.txt"),
+        (TrackerKind::Clearml, "clearml.txt"),
     ] {
         let m = mock_of(kind);
         let url = push_fixed(&settings(kind, &m.url, key_of(kind))).unwrap();
@@ -200,14 +204,14 @@ fn golden_transcripts_for_every_tracker() {
         let run_id = st.run_id.clone();
         drop(st);
         match kind {
-            Visualizer::Wandb => {
+            TrackerKind::Wandb => {
                 assert_eq!(url, format!("{}/alice/perf_benchmark/runs/{run_id}", m.url))
             }
-            Visualizer::Swanlab => assert_eq!(
+            TrackerKind::Swanlab => assert_eq!(
                 url,
                 format!("{}/@alice/perf_benchmark/runs/run-slug", m.url)
             ),
-            Visualizer::Clearml => assert_eq!(
+            TrackerKind::Clearml => assert_eq!(
                 url,
                 format!("{}/projects/proj-1/experiments/task-1/output/log", m.url)
             ),
@@ -229,7 +233,7 @@ fn golden_transcripts_for_every_tracker() {
 fn what_each_tracker_received() {
     // W&B: one history line per step, the summary with the best step and the table.
     let m = mock::wandb();
-    push_fixed(&settings(Visualizer::Wandb, &m.url, mock::WANDB_KEY)).unwrap();
+    push_fixed(&settings(TrackerKind::Wandb, &m.url, mock::WANDB_KEY)).unwrap();
     let st = m.state.lock().unwrap();
     assert_eq!(st.history_lines, 2);
     let fin = st.finished.clone().unwrap();
@@ -251,7 +255,7 @@ fn what_each_tracker_received() {
     drop(st);
     // SwanLab: every step's scalars at its index; TTFT p99 of step 1 is 70 * 2.0 * 2.
     let m = mock::swanlab();
-    push_fixed(&settings(Visualizer::Swanlab, &m.url, mock::SWANLAB_KEY)).unwrap();
+    push_fixed(&settings(TrackerKind::Swanlab, &m.url, mock::SWANLAB_KEY)).unwrap();
     let st = m.state.lock().unwrap();
     let p99 = st
         .scalars
@@ -263,7 +267,12 @@ fn what_each_tracker_received() {
     drop(st);
     // ClearML: Performance Metrics per step, single values, a plot, completed.
     let m = mock::clearml();
-    push_fixed(&settings(Visualizer::Clearml, &m.url, mock::CLEARML_ACCESS)).unwrap();
+    push_fixed(&settings(
+        TrackerKind::Clearml,
+        &m.url,
+        mock::CLEARML_ACCESS,
+    ))
+    .unwrap();
     let st = m.state.lock().unwrap();
     let rps: Vec<(i64, f64)> = st
         .events
@@ -284,11 +293,15 @@ fn what_each_tracker_received() {
 
 #[test]
 fn bad_keys_fail_at_start_without_echoing_the_key() {
-    for kind in [Visualizer::Wandb, Visualizer::Swanlab, Visualizer::Clearml] {
+    for kind in [
+        TrackerKind::Wandb,
+        TrackerKind::Swanlab,
+        TrackerKind::Clearml,
+    ] {
         let m = mock_of(kind);
         let mut s = settings(kind, &m.url, "wrong-key-value-xyz");
         s.secret = Some("wrong-secret-xyz".into());
-        let e = match Sink::start(&s, &meta()) {
+        let e = match TrackerRun::start(&s, &meta()) {
             Ok(_) => panic!("{kind:?}: a wrong key must fail"),
             Err(e) => format!("{e:#}"),
         };
@@ -305,9 +318,9 @@ fn bad_keys_fail_at_start_without_echoing_the_key() {
 #[test]
 fn graphql_errors_in_a_200_are_errors() {
     let m = mock::wandb();
-    let mut s = settings(Visualizer::Wandb, &m.url, mock::WANDB_KEY);
+    let mut s = settings(TrackerKind::Wandb, &m.url, mock::WANDB_KEY);
     s.project = "forbidden".into();
-    let e = Sink::start(&s, &meta())
+    let e = TrackerRun::start(&s, &meta())
         .err()
         .expect("GraphQL errors fail the start");
     assert!(format!("{e:#}").contains("permission denied"), "{e:#}");
@@ -321,7 +334,7 @@ fn transient_failures_are_retried() {
         .unwrap()
         .fail_next
         .insert("file_stream".into(), 2);
-    push_fixed(&settings(Visualizer::Wandb, &m.url, mock::WANDB_KEY)).unwrap();
+    push_fixed(&settings(TrackerKind::Wandb, &m.url, mock::WANDB_KEY)).unwrap();
     assert!(m.violations().is_empty(), "{:?}", m.violations());
     let st = m.state.lock().unwrap();
     assert_eq!(st.history_lines, 2, "no line lost or duplicated");
@@ -332,7 +345,12 @@ fn transient_failures_are_retried() {
         .unwrap()
         .fail_next
         .insert("events.add_batch".into(), 2);
-    push_fixed(&settings(Visualizer::Clearml, &m.url, mock::CLEARML_ACCESS)).unwrap();
+    push_fixed(&settings(
+        TrackerKind::Clearml,
+        &m.url,
+        mock::CLEARML_ACCESS,
+    ))
+    .unwrap();
     assert!(m.violations().is_empty(), "{:?}", m.violations());
 }
 
@@ -589,15 +607,20 @@ fn unreachable_tracker_fails_before_load() {
 /// A long step (a soak) sends heartbeats between points so the run never goes stale.
 #[test]
 fn heartbeats_between_points() {
-    for kind in [Visualizer::Wandb, Visualizer::Swanlab, Visualizer::Clearml] {
+    for kind in [
+        TrackerKind::Wandb,
+        TrackerKind::Swanlab,
+        TrackerKind::Clearml,
+    ] {
         let m = mock_of(kind);
         let mut s = settings(kind, &m.url, key_of(kind));
         s.heartbeat = Some(Duration::from_millis(40));
         let before = m.state.lock().unwrap().heartbeats;
-        let sink = Sink::start(&s, &meta()).unwrap();
+        let tracker = TrackerRun::start(&s, &meta()).unwrap();
         std::thread::sleep(Duration::from_millis(400));
-        let fin = sinks::final_payload(&[step(1, 1.0)], Outcome::Finished, 1_755_770_140.0, 40.0);
-        assert!(sink.finish(fin, Duration::from_secs(30)));
+        let fin =
+            trackers::final_payload(&[step(1, 1.0)], Outcome::Finished, 1_755_770_140.0, 40.0);
+        assert!(tracker.finish(fin, Duration::from_secs(30)));
         let beats = m.state.lock().unwrap().heartbeats - before;
         assert!(
             beats >= 3,

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::http::{Body, Http, Reply};
 use super::payload::{group, Final, Outcome, Point, RunMeta, Tracker};
-use super::settings::{http_url, SinkFlags, SinkSettings};
+use super::settings::{http_url, TrackerFlags, TrackerSettings};
 
 /// The newest API version whose calls we use; the server's own maximum is lower on
 /// old servers (read from the login token).
@@ -19,7 +19,7 @@ const MAX_VERSION: (u32, u32) = (2, 23);
 const SINGLE_VALUE_ITER: i64 = -2_147_483_648;
 
 pub struct Clearml {
-    s: SinkSettings,
+    s: TrackerSettings,
     http: Http,
     token: String,
     version: String,
@@ -28,7 +28,7 @@ pub struct Clearml {
 }
 
 impl Clearml {
-    pub fn new(s: SinkSettings) -> Clearml {
+    pub fn new(s: TrackerSettings) -> Clearml {
         Clearml {
             http: Http::new("ClearML", s.timeout, s.attempts, s.first_wait),
             s,
@@ -299,10 +299,10 @@ impl Tracker for Clearml {
 /// ClearML: the access and secret keys and the host from ClearML's (or the older
 /// TRAINS_) variables.
 pub fn settings(
-    _flags: &SinkFlags,
+    _flags: &TrackerFlags,
     env: &dyn Fn(&str) -> Option<String>,
-    base: SinkSettings,
-) -> Result<SinkSettings> {
+    base: TrackerSettings,
+) -> Result<TrackerSettings> {
     let url = http_url;
     let access = env("CLEARML_API_ACCESS_KEY").or_else(|| env("TRAINS_API_ACCESS_KEY"));
     let secret = env("CLEARML_API_SECRET_KEY").or_else(|| env("TRAINS_API_SECRET_KEY"));
@@ -312,7 +312,7 @@ pub fn settings(
                  (ClearML web UI → Settings → Workspace → Create new credentials)"
         );
     };
-    Ok(SinkSettings {
+    Ok(TrackerSettings {
         key,
         secret: Some(secret),
         host: url(

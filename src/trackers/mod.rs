@@ -23,7 +23,7 @@ pub use payload::{
     base36_id, final_payload, group, now_unix, percentile_table, point, point_values, rfc3339,
     snapshot_point, url_segment, Final, Outcome, Point, RunMeta, Table, Tracker,
 };
-pub use settings::{SinkFlags, SinkSettings, Visualizer};
+pub use settings::{TrackerFlags, TrackerKind, TrackerSettings};
 
 use anyhow::{bail, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,9 +33,9 @@ use std::time::Duration;
 
 use crate::telemetry::log;
 
-impl SinkSettings {
+impl TrackerSettings {
     /// Resolves from the flags and the process environment; `Ok(None)`: no tracker.
-    pub fn resolve(f: &SinkFlags) -> Result<Option<SinkSettings>> {
+    pub fn resolve(f: &TrackerFlags) -> Result<Option<TrackerSettings>> {
         Self::resolve_with(f, |k| {
             std::env::var(k).ok().filter(|v| !v.trim().is_empty())
         })
@@ -43,15 +43,15 @@ impl SinkSettings {
 
     /// Picks the tracker, then lets it read its own flags and variables (`env`).
     pub fn resolve_with(
-        f: &SinkFlags,
+        f: &TrackerFlags,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<SinkSettings>> {
+    ) -> Result<Option<TrackerSettings>> {
         // evalscope: without --visualizer, either deprecated key alone enables its
         // tracker.
         let kind = match (f.visualizer, f.wandb_api_key, f.swanlab_api_key) {
-            (Some(v), _, _) => Visualizer::parse("--visualizer", v)?,
-            (None, Some(_), None) => Visualizer::Wandb,
-            (None, None, Some(_)) => Visualizer::Swanlab,
+            (Some(v), _, _) => TrackerKind::parse("--visualizer", v)?,
+            (None, Some(_), None) => TrackerKind::Wandb,
+            (None, None, Some(_)) => TrackerKind::Swanlab,
             (None, Some(_), Some(_)) => bail!(
                 "--wandb-api-key and --swanlab-api-key both given without --visualizer; \
                  add --visualizer wandb or --visualizer swanlab"
@@ -63,20 +63,20 @@ impl SinkSettings {
                 return Ok(None);
             }
         };
-        let base = SinkSettings::defaults(kind);
+        let base = TrackerSettings::defaults(kind);
         Ok(Some(match kind {
-            Visualizer::Wandb => wandb::settings(f, &env, base)?,
-            Visualizer::Swanlab => swanlab::settings(f, &env, base)?,
-            Visualizer::Clearml => clearml::settings(f, &env, base)?,
+            TrackerKind::Wandb => wandb::settings(f, &env, base)?,
+            TrackerKind::Swanlab => swanlab::settings(f, &env, base)?,
+            TrackerKind::Clearml => clearml::settings(f, &env, base)?,
         }))
     }
 }
 
-pub fn tracker(s: &SinkSettings) -> Box<dyn Tracker> {
+pub fn client(s: &TrackerSettings) -> Box<dyn Tracker> {
     match s.kind {
-        Visualizer::Wandb => Box::new(wandb::Wandb::new(s.clone())),
-        Visualizer::Swanlab => Box::new(swanlab::Swanlab::new(s.clone())),
-        Visualizer::Clearml => Box::new(clearml::Clearml::new(s.clone())),
+        TrackerKind::Wandb => Box::new(wandb::Wandb::new(s.clone())),
+        TrackerKind::Swanlab => Box::new(swanlab::Swanlab::new(s.clone())),
+        TrackerKind::Clearml => Box::new(clearml::Clearml::new(s.clone())),
     }
 }
 
@@ -86,10 +86,10 @@ enum Msg {
 }
 
 /// A started tracker run, pushed to from a dedicated thread.
-pub struct Sink {
+pub struct TrackerRun {
     tx: Option<mpsc::Sender<Msg>>,
     handle: Option<std::thread::JoinHandle<bool>>,
-    pub kind: Visualizer,
+    pub kind: TrackerKind,
     pub url: String,
     steps: Arc<AtomicU64>,
 }
@@ -109,11 +109,11 @@ impl PointSender {
     }
 }
 
-impl Sink {
+impl TrackerRun {
     /// Authenticates and creates the run (blocking; before any load, so a bad key or
     /// an unreachable tracker stops the command with a clear message).
-    pub fn start(settings: &SinkSettings, meta: &RunMeta) -> Result<Sink> {
-        let mut t = tracker(settings);
+    pub fn start(settings: &TrackerSettings, meta: &RunMeta) -> Result<TrackerRun> {
+        let mut t = client(settings);
         let url = t.start(meta)?;
         let every = settings.heartbeat.unwrap_or_else(|| t.heartbeat_every());
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -121,7 +121,7 @@ impl Sink {
         // The thread logs to the invocation's log, like the task that started it.
         let log = tracing::dispatcher::get_default(|d| d.clone());
         let handle = std::thread::Builder::new()
-            .name("perfscope-sink".into())
+            .name("perfscope-tracker".into())
             .spawn(move || {
                 let _log = tracing::dispatcher::set_default(&log);
                 loop {
@@ -150,7 +150,7 @@ impl Sink {
                 }
                 true
             })?;
-        Ok(Sink {
+        Ok(TrackerRun {
             tx: Some(tx),
             handle: Some(handle),
             kind: settings.kind,
@@ -204,18 +204,18 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn resolve(f: SinkFlags, env: &[(&str, &str)]) -> Result<Option<SinkSettings>> {
+    fn resolve(f: TrackerFlags, env: &[(&str, &str)]) -> Result<Option<TrackerSettings>> {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        SinkSettings::resolve_with(&f, |k| env.get(k).cloned())
+        TrackerSettings::resolve_with(&f, |k| env.get(k).cloned())
     }
 
     #[test]
     fn deprecated_keys_alone_enable_their_tracker() {
         let s = resolve(
-            SinkFlags {
+            TrackerFlags {
                 wandb_api_key: Some("k"),
                 ..Default::default()
             },
@@ -223,11 +223,11 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(s.kind, Visualizer::Wandb);
+        assert_eq!(s.kind, TrackerKind::Wandb);
         assert_eq!(s.host, "https://api.wandb.ai");
         assert_eq!(s.project, "perf_benchmark");
         let s = resolve(
-            SinkFlags {
+            TrackerFlags {
                 swanlab_api_key: Some("k"),
                 ..Default::default()
             },
@@ -235,8 +235,8 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(s.kind, Visualizer::Swanlab);
-        assert!(resolve(SinkFlags::default(), &[("WANDB_API_KEY", "x")])
+        assert_eq!(s.kind, TrackerKind::Swanlab);
+        assert!(resolve(TrackerFlags::default(), &[("WANDB_API_KEY", "x")])
             .unwrap()
             .is_none());
     }
@@ -250,7 +250,7 @@ mod tests {
             ("WANDB_ENTITY", "team"),
         ];
         let s = resolve(
-            SinkFlags {
+            TrackerFlags {
                 visualizer: Some("wandb"),
                 ..Default::default()
             },
@@ -266,7 +266,7 @@ mod tests {
             (s.project.as_str(), s.workspace.as_deref()),
             ("p", Some("team"))
         );
-        let f = SinkFlags {
+        let f = TrackerFlags {
             visualizer: Some("wandb"),
             wandb_api_key: Some("flagkey"),
             ..Default::default()
@@ -277,7 +277,7 @@ mod tests {
             ("SWANLAB_HOST", "http://sl:8000"),
             ("SWANLAB_PROJ_NAME", "x"),
         ];
-        let f = SinkFlags {
+        let f = TrackerFlags {
             visualizer: Some("swanlab"),
             swanlab_host: Some("http://flag:1"),
             ..Default::default()
@@ -292,7 +292,7 @@ mod tests {
             ("CLEARML_PROJECT_NAME", "c"),
         ];
         let s = resolve(
-            SinkFlags {
+            TrackerFlags {
                 visualizer: Some("clearml"),
                 ..Default::default()
             },
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn missing_keys_and_bad_values_name_what_to_set() {
         let e = resolve(
-            SinkFlags {
+            TrackerFlags {
                 visualizer: Some("wandb"),
                 ..Default::default()
             },
@@ -320,7 +320,7 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("WANDB_API_KEY"), "{e}");
         let e = resolve(
-            SinkFlags {
+            TrackerFlags {
                 visualizer: Some("clearml"),
                 ..Default::default()
             },
@@ -329,7 +329,7 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("CLEARML_API_SECRET_KEY"), "{e}");
         let e = resolve(
-            SinkFlags {
+            TrackerFlags {
                 visualizer: Some("tensorboard"),
                 ..Default::default()
             },
@@ -338,7 +338,7 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("--visualizer"), "{e}");
         let e = resolve(
-            SinkFlags {
+            TrackerFlags {
                 swanlab_api_key: Some("local"),
                 ..Default::default()
             },
@@ -346,7 +346,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("local"), "{e}");
-        let f = SinkFlags {
+        let f = TrackerFlags {
             wandb_api_key: Some("k"),
             ..Default::default()
         };
