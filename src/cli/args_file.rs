@@ -77,9 +77,10 @@ pub fn json_to_flags(map: &serde_json::Map<String, Value>) -> Result<Vec<String>
             continue;
         }
         let values: Vec<String> = match value {
-            Value::Array(items) => items.iter().map(scalar).collect(),
-            // A multi-value flag of KEY=VALUE pairs (--headers) takes an object's
-            // entries; any other flag takes the object as JSON text.
+            // A multi-value flag takes a list's items (--parallel [1, 2]), or an
+            // object's entries as KEY=VALUE (--headers); a single-value flag takes
+            // either as JSON text (--sla-params [{"p99_ttft": "<=500"}]).
+            Value::Array(items) if takes_many(arg) => items.iter().map(scalar).collect(),
             Value::Object(o) if takes_many(arg) => o
                 .iter()
                 .map(|(k, v)| format!("{k}={}", scalar(v)))

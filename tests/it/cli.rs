@@ -567,7 +567,8 @@ fn args_file_resolves_like_the_same_flags() {
         r#"{"model": "m", "api": "sim", "parallel": [1, 2], "number": [4, 8],
             "stream": false, "headers": {"X-Team": "perf"}, "extra_args": {"ignore_eos": true},
             "max_tokens": 16, "temperature": 0.5, "func": null, "api_key": null,
-            "debug": false, "prompt": "-starts with a dash"}"#,
+            "debug": false, "prompt": "-starts with a dash",
+            "goodput": ["ttft:500", "tpot:50"], "sla_params": [{"p99_ttft": "<=500"}]}"#,
     )
     .unwrap();
     let a = perfscope::cli::perf_args_from_file(file.to_str().unwrap()).unwrap();
@@ -593,6 +594,11 @@ fn args_file_resolves_like_the_same_flags() {
         "--temperature",
         "0.5",
         "--prompt=-starts with a dash",
+        "--goodput",
+        "ttft:500",
+        "tpot:50",
+        "--sla-params",
+        r#"[{"p99_ttft":"<=500"}]"#,
     ])
     .unwrap();
     assert_eq!(
