@@ -233,20 +233,29 @@ fn completions_and_man_pages_come_from_the_flag_definitions() {
         v.sort();
         v
     };
-    let mut apis: Vec<String> = perfscope::config::Api::ALL
+    // The table's names with the prefix, sorted as the completion is.
+    let starting = |names: Vec<&str>, prefix: &str| -> Vec<String> {
+        let mut v: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let apis = perfscope::config::Api::ALL
         .iter()
-        .map(|(n, _)| n.to_string())
-        .filter(|n| n.starts_with("op"))
+        .map(|(n, _)| *n)
         .collect();
-    apis.sort();
-    assert_eq!(complete("--api", "op"), apis);
-    let mut traces: Vec<String> = perfscope::dataset::DatasetKind::ALL
+    assert_eq!(complete("--api", "op"), starting(apis, "op"));
+    let datasets = perfscope::dataset::DatasetKind::ALL
         .iter()
-        .map(|(n, _)| n.to_string())
-        .filter(|n| n.starts_with("share_gpt"))
+        .map(|(n, _)| *n)
         .collect();
-    traces.sort();
-    assert_eq!(complete("--dataset", "share_gpt"), traces);
+    assert_eq!(
+        complete("--dataset", "share_gpt"),
+        starting(datasets, "share_gpt")
+    );
 
     for shell in ["zsh", "fish"] {
         let out = std::process::Command::new(bin)
