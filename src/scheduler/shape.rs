@@ -9,7 +9,7 @@
 //! - `--duration`: nothing is released at or after the deadline.
 
 use super::point::SweepPoint;
-use super::poisson::poisson_schedule;
+use super::poisson::poisson_schedule_until;
 
 /// The load one run puts on the server.
 #[derive(Clone, Debug)]
@@ -43,8 +43,10 @@ impl LoadShape {
         LoadShape {
             count,
             concurrency: (point.parallel > 0).then_some(point.parallel as usize),
+            // With --duration only the arrivals before it are kept: a release past
+            // them is past the deadline.
             schedule: (point.rate > 0.0)
-                .then(|| poisson_schedule(count as usize, point.rate, seed)),
+                .then(|| poisson_schedule_until(count as usize, point.rate, seed, duration)),
             duration,
         }
     }
@@ -70,7 +72,14 @@ impl LoadShape {
         if deadline.is_some_and(|d| now >= d) {
             return Release::DurationReached;
         }
-        let intended = self.schedule.as_ref().map(|s| anchor + s[seq as usize]);
+        let intended = match &self.schedule {
+            None => None,
+            Some(s) => match s.get(seq as usize) {
+                Some(o) => Some(anchor + o),
+                // Only arrivals before the deadline are laid out.
+                None => return deadline.map_or(Release::Done, Release::StopAt),
+            },
+        };
         match (intended, deadline) {
             (Some(t), Some(d)) if t >= d => Release::StopAt(d),
             _ => Release::Request { seq, intended },
@@ -124,7 +133,7 @@ mod tests {
     fn rate_and_duration_bound_the_releases() {
         let s = LoadShape::new(&point(-1, 2.0), 8, 1, Some(2.0));
         assert_eq!(s.concurrency, None);
-        let offsets = poisson_schedule(8, 2.0, 1);
+        let offsets = poisson_schedule_until(8, 2.0, 1, None);
         let Release::Request { intended, .. } = s.next(0, 10.0, 10.0) else {
             panic!("first request")
         };
@@ -132,5 +141,16 @@ mod tests {
         // The last arrival is at 4 s, after the 2 s deadline: stop at the deadline.
         assert_eq!(s.next(7, 10.0, 10.5), Release::StopAt(12.0));
         assert_eq!(s.next(1, 10.0, 12.0), Release::DurationReached);
+    }
+
+    #[test]
+    fn a_deadline_lays_out_only_the_arrivals_before_it() {
+        // A soak: a hundred million requests asked for, ten seconds at 20 req/s.
+        let s = LoadShape::new(&point(64, 20.0), 100_000_000, 3, Some(10.0));
+        let laid = s.schedule.as_ref().unwrap().len();
+        assert!((150..250).contains(&laid), "{laid}");
+        let last = s.next(laid as u64 - 1, 0.0, 0.0);
+        assert!(matches!(last, Release::Request { intended: Some(t), .. } if t < 10.0));
+        assert_eq!(s.next(laid as u64, 0.0, 0.0), Release::StopAt(10.0));
     }
 }

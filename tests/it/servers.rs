@@ -431,8 +431,7 @@ fn a_stream_of_only_done_succeeds_with_zero_times() {
 }
 
 /// The binary against an endless body: every request is a row of the right kind, and
-/// the process stays small. Peak RSS: the kernel's maximum over waited-for children
-/// (`getrusage(RUSAGE_CHILDREN)`), an upper bound for this child.
+/// the process stays small. Peak RSS: the kernel's figure for this child (`wait4`).
 /// A stored row's failure kind and HTTP status.
 type KindStatus = (Option<String>, Option<i64>);
 
@@ -441,7 +440,7 @@ fn endless_run(mode: Mode) -> (i32, u64, Vec<KindStatus>) {
     let out = tempfile::tempdir().unwrap();
     let url = format!("http://{}/v1/chat/completions", server.addr);
     #[rustfmt::skip]
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_perfscope"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_perfscope"))
         .args([
             "perf", "--url", &url, "--model", "m", "--parallel", "2", "--number", "4",
             "--total-timeout", "6", "--no-test-connection", "--metrics-addr", "off",
@@ -451,13 +450,22 @@ fn endless_run(mode: Mode) -> (i32, u64, Vec<KindStatus>) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let code = child.wait().unwrap().code().unwrap_or(-1);
-    // SAFETY: getrusage fills the struct it is given.
-    let peak_kb = unsafe {
+    // This child's own peak RSS, from wait4: RUSAGE_CHILDREN would be the largest
+    // of every child the test process ever waited for, other tests' included.
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: wait4 fills the status and the struct it is given.
+    let (reaped, u) = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
-        u.ru_maxrss as u64
+        (libc::wait4(pid, &mut status, 0, &mut u), u)
     };
+    assert_eq!(reaped, pid);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let peak_kb = u.ru_maxrss as u64;
     assert!(peak_kb > 0);
     let dir = out.path().join("m").join("parallel_2_number_4");
     let conn = rusqlite::Connection::open(dir.join("benchmark_data.db")).unwrap();
