@@ -435,6 +435,8 @@ fn a_stream_of_only_done_succeeds_with_zero_times() {
 /// A stored row's failure kind and HTTP status.
 type KindStatus = (Option<String>, Option<i64>);
 
+// The child is reaped by wait4, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn endless_run(mode: Mode) -> (i32, u64, Vec<KindStatus>) {
     let server = start(mode);
     let out = tempfile::tempdir().unwrap();
