@@ -7,7 +7,7 @@ use serde::Serialize;
 
 /// `--api`'s values, from the table the configuration selects the API by.
 fn api_names() -> PossibleValuesParser {
-    PossibleValuesParser::new(crate::config::api::Api::ALL.iter().map(|(n, _)| *n))
+    PossibleValuesParser::new(crate::protocol::Api::ALL.iter().map(|(n, _)| *n))
 }
 
 /// `--dataset`'s values, from the table the configuration selects the dataset by;

@@ -1,7 +1,6 @@
 //! `RunConfig`: the validated, resolved configuration the engine consumes and the
 //! results store (secrets masked). Parse (cli), then resolve (here).
 
-pub mod api;
 mod args;
 mod endpoint;
 mod resolve;
@@ -26,10 +25,10 @@ use resolve::{
 use stages::*;
 
 pub use crate::protocol::is_encoder_run;
+pub use crate::protocol::Api;
 pub use crate::redact::{is_secret_header, redact_url, split_query, MASK};
 pub use crate::scheduler::{py_float, SweepPoint, SHARD_LOCAL_KEYS};
 pub use crate::sla::SlaConfig;
-pub use api::Api;
 pub use endpoint::Endpoint;
 pub use resolve::{complete_url, sanitize_name, url_path};
 pub use scale::{

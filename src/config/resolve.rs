@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context, Result};
 
-use super::api::Api;
 use crate::cli::PerfArgs;
 use crate::protocol::is_encoder_run;
+use crate::protocol::Api;
 use crate::redact::split_query;
 use crate::scheduler::SweepPoint;
 use crate::sla::SlaConfig;

@@ -5,12 +5,12 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::api::Api;
 use super::resolve::read_at_file;
 use crate::cli::PerfArgs;
 use crate::client::ClientConfig;
 use crate::dataset::{DatasetConfig, DatasetKind, ImageSpec};
 use crate::local_server::{LocalServerConfig, LocalServerFlags};
+use crate::protocol::Api;
 use crate::protocol::{GenParams, Protocol};
 use crate::recorder::otel::OtelConfig;
 use crate::redact::split_query;

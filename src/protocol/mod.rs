@@ -2,6 +2,7 @@
 //! read. One module per wire format; [`Protocol`] picks one for a run.
 
 pub mod anthropic;
+mod api;
 pub mod body;
 pub mod chunk;
 pub mod custom;
@@ -12,6 +13,7 @@ pub mod openai;
 pub mod params;
 pub mod responses;
 
+pub use api::Api;
 pub use params::GenParams;
 
 use serde_json::{Map, Value};

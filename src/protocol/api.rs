@@ -1,4 +1,5 @@
-//! `--api`: which server and wire format a run targets.
+//! `--api`: which server and wire format a run targets (the names `--api` accepts,
+//! read by the flags and the configuration alike).
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Api {
