@@ -8,57 +8,35 @@ use super::pd::PdValues;
 use super::percentile::percentiles_of_sorted;
 use super::summary::ttft_filter;
 use super::values::Column;
-use crate::store::{Rows, RunRows};
+use crate::store::{Build, Expr, Field::*, Filter, RunRows};
 
-/// The rows, the value expression and the filter of a column; `ttft` is the filter
-/// of the TTFT rows.
-fn spec(col: Col, ttft: &'static str) -> (Rows, &'static str, &'static str) {
-    let ok = "success=1";
-    match col {
-        Col::Latency => (Rows::Requests, "latency", ok),
-        Col::Ttft => (Rows::Requests, "first_chunk_latency * 1000", ttft),
-        Col::Itl => (Rows::ItlGaps, "j.value * 1000", ok),
+/// The value and the rows of a column; `ttft` selects the TTFT rows. None for the
+/// PD columns, computed from each row's own gap list (`pd.rs`).
+fn spec(col: Col, ttft: &Filter) -> Option<(Expr, Filter)> {
+    let ok = Filter::Success;
+    let ms = 1000.0;
+    Some(match col {
+        Col::Latency => (Latency.into(), ok),
+        Col::Ttft => (FirstChunkLatency * ms, ttft.clone()),
+        Col::Itl => (Gap * ms, ok),
         // evalscope 1.13+: a stream row with TPOT ≤ 0 (one token) is NaN and dropped;
         // a pure non-stream run keeps its zeros.
         Col::Tpot => (
-            Rows::Requests,
-            "CASE WHEN is_stream=1 AND time_per_output_token <= 0 THEN NULL ELSE time_per_output_token * 1000 END",
-            ttft,
+            (TimePerOutputToken * ms)
+                .only_where(!Filter::Stream.and(TimePerOutputToken.at_most(0))),
+            ttft.clone(),
         ),
-        Col::InputTokens => (Rows::Requests, "prompt_tokens * 1.0", ok),
-        Col::OutputTokens => (Rows::Requests, "completion_tokens * 1.0", ok),
-        // NULL (excluded) when latency ≤ 0: evalscope's NaN.
-        Col::OutputTps => (
-            Rows::Requests,
-            "CASE WHEN latency > 0 THEN completion_tokens * 1.0 / latency END",
-            ok,
-        ),
-        Col::TotalTps => (
-            Rows::Requests,
-            "CASE WHEN latency > 0 THEN (prompt_tokens + completion_tokens) * 1.0 / latency END",
-            ok,
-        ),
-        Col::DecodeTps => (
-            Rows::Requests,
-            "CASE WHEN time_per_output_token > 0 THEN 1.0 / time_per_output_token END",
-            ttft,
-        ),
-        Col::InputTps => (
-            Rows::Requests,
-            "CASE WHEN latency > 0 THEN prompt_tokens * 1.0 / latency END",
-            ok,
-        ),
-        Col::Ttfe => (Rows::Requests, "time_to_first_event * 1000", ttft),
-        // Computed from each row's own gap list (`pd.rs`), not by SQL.
-        Col::SteadyItl | Col::PdHandoffLatency | Col::PdHandoffOverhead => {
-            (Rows::Requests, "NULL", "0")
-        }
-        Col::ScheduleLag => (
-            Rows::Requests,
-            "MAX(start_time - intended_start, 0) * 1000",
-            "1",
-        ),
-    }
+        Col::InputTokens => (PromptTokens.into(), ok),
+        Col::OutputTokens => (CompletionTokens.into(), ok),
+        // Unknown (excluded) when latency ≤ 0: evalscope's NaN.
+        Col::OutputTps => (CompletionTokens.per(Latency), ok),
+        Col::TotalTps => ((PromptTokens + CompletionTokens).per(Latency), ok),
+        Col::DecodeTps => (Expr::Num(1.0).per(TimePerOutputToken), ttft.clone()),
+        Col::InputTps => (PromptTokens.per(Latency), ok),
+        Col::Ttfe => (TimeToFirstEvent * ms, ttft.clone()),
+        Col::ScheduleLag => ((StartTime - IntendedStart).non_negative() * ms, Filter::All),
+        Col::SteadyItl | Col::PdHandoffLatency | Col::PdHandoffOverhead => return None,
+    })
 }
 
 /// benchmark_percentile.json's columns of a run, in the catalogue's order.
@@ -83,10 +61,10 @@ pub fn percentile_columns(rows: &RunRows, encoder: bool) -> Result<Vec<Column>> 
                 percentiles_of_sorted(ms.len(), ms.into_iter())
             }
             None => {
-                let (from, expr, filter) = spec(col, ttft);
-                rows.sorted(from, expr, filter, |n, values| {
-                    percentiles_of_sorted(n, values)
-                })?
+                let Some((expr, filter)) = spec(col, &ttft) else {
+                    continue;
+                };
+                rows.sorted(expr, &filter, |n, values| percentiles_of_sorted(n, values))?
             }
         };
         out.push(Column { col, values });

@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 
+use crate::store::{Build, Field, Field::*, Filter};
+
 pub struct RunInputs {
     pub parallel: i64,
     pub rate: f64,
@@ -49,21 +51,20 @@ impl Goodput {
         Ok((g != Goodput::default()).then_some(g))
     }
 
-    /// The SQL condition for a good request.
-    pub(crate) fn condition(&self) -> String {
-        let mut w = vec!["success=1".to_string()];
+    /// The rows of the good requests.
+    pub(crate) fn filter(&self) -> Filter {
+        let ms = |f: Field| f * 1000.0;
+        let mut w = Filter::Success;
         if let Some(t) = self.ttft_ms {
-            w.push(format!("first_chunk_latency * 1000.0 <= {t}"));
+            w = w.and(ms(FirstChunkLatency).at_most(t));
         }
         if let Some(t) = self.tpot_ms {
             // One-token outputs have no TPOT; they meet any TPOT bound (vLLM counts 0).
-            w.push(format!(
-                "COALESCE(time_per_output_token, 0) * 1000.0 <= {t}"
-            ));
+            w = w.and((TimePerOutputToken.or(0) * 1000.0).at_most(t));
         }
         if let Some(t) = self.e2el_ms {
-            w.push(format!("latency * 1000.0 <= {t}"));
+            w = w.and(ms(Latency).at_most(t));
         }
-        w.join(" AND ")
+        w
     }
 }

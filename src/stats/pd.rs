@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use crate::store::RunRows;
+use crate::store::{Filter, RunRows};
 
 /// The PD values of a run, in seconds.
 #[derive(Debug, Default, PartialEq)]
@@ -46,7 +46,7 @@ impl PdValues {
         if !rows.pd_metrics {
             return Ok(None);
         }
-        Ok(Some(PdValues::of_lists(rows.itl_lists("success=1")?)))
+        Ok(Some(PdValues::of_lists(rows.itl_lists(&Filter::Success)?)))
     }
 }
 

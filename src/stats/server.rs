@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::catalogue::Metric;
 use super::values::Summary;
-use crate::store::{Rows, RunRows};
+use crate::store::{Agg, Build, Field, Field::*, Filter, RunRows};
 
 /// How a figure is read from its samples.
 #[derive(Clone, Copy)]
@@ -221,16 +221,16 @@ pub(crate) fn server_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
     }
     prefix_cache(rows, s)?;
     dcgm(rows, s)?;
-    let client_sum = |col: &str| -> Result<f64> {
+    let client_sum = |tokens: Field| -> Result<f64> {
         Ok(rows
-            .aggregate(Rows::Requests, &format!("SUM({col})"), "success=1")?
+            .aggregate(Agg::Sum, tokens, &Filter::Success)?
             .unwrap_or(0.0))
     };
     // A client TTFT of 0 (embedding) or -1000 (nothing succeeded) has no overhead;
     // nor has a run without streamed replies, whose client TTFT is the whole
     // latency (evalscope: first_chunk_latency = latency) and would set decode time
     // against the server's TTFT.
-    let streamed = rows.count(Rows::Requests, "success=1 AND is_stream=1")? > 0;
+    let streamed = rows.count(&Filter::Success.and(Filter::Stream))? > 0;
     if let (Some(client), Some(server), true) = (
         s.get(Metric::AvgTtft),
         s.get(Metric::ServerAvgTtft),
@@ -241,8 +241,8 @@ pub(crate) fn server_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
         }
     }
     for (metric, col, what) in [
-        (Metric::ServerPromptTokens, "prompt_tokens", "prompt"),
-        (Metric::ServerOutputTokens, "completion_tokens", "output"),
+        (Metric::ServerPromptTokens, PromptTokens, "prompt"),
+        (Metric::ServerOutputTokens, CompletionTokens, "output"),
     ] {
         if let Some(server) = s.get(metric) {
             let client = client_sum(col)?;
@@ -265,7 +265,7 @@ pub(crate) fn server_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
     if let Some(j) = s.get(Metric::Energy).filter(|j| *j > 0.0) {
         s.set(
             Metric::OutputTokensPerJoule,
-            client_sum("completion_tokens")? / j,
+            client_sum(CompletionTokens)? / j,
         );
     }
     Ok(())
@@ -279,8 +279,8 @@ fn cached_check(rows: &RunRows, s: &mut Summary) -> Result<()> {
     let Some(server) = s.get(Metric::ServerCachedPromptTokens).filter(|_| vllm) else {
         return Ok(());
     };
-    let w = "success=1 AND cached_tokens IS NOT NULL";
-    if rows.count(Rows::Requests, w)? == 0 {
+    let w = Filter::Success.and(CachedTokens.known());
+    if rows.count(&w)? == 0 {
         if server > 0.0 {
             s.warn(format!(
                 "the server served {server} prompt tokens from its prefix cache, but its \
@@ -290,9 +290,7 @@ fn cached_check(rows: &RunRows, s: &mut Summary) -> Result<()> {
         }
         return Ok(());
     }
-    let client = rows
-        .aggregate(Rows::Requests, "SUM(cached_tokens)", w)?
-        .unwrap_or(0.0);
+    let client = rows.aggregate(Agg::Sum, CachedTokens, &w)?.unwrap_or(0.0);
     let near = |c: f64| (server - c).abs() <= (0.005 * c).max(16.0);
     if !near(client) && !near(client * rows.n_choices as f64) {
         s.warn(format!(

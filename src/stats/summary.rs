@@ -5,9 +5,7 @@ use anyhow::Result;
 use super::catalogue::Metric;
 use super::inputs::RunInputs;
 use super::values::Summary;
-use crate::store::{Rows, RunRows};
-
-use Rows::Requests;
+use crate::store::{Agg, Build, Expr, Field::*, Filter, RunRows};
 
 /// The counts and sums most summary keys divide.
 struct Totals {
@@ -24,33 +22,41 @@ struct Totals {
     sum_completion: f64,
 }
 
-/// Rows with both token counts (the token averages and throughputs use only these).
-const KNOWN: &str = "success=1 AND prompt_tokens IS NOT NULL AND completion_tokens IS NOT NULL";
+/// Successes with both token counts (the token averages and throughputs use only
+/// these).
+fn known() -> Filter {
+    Filter::Success
+        .and(PromptTokens.known())
+        .and(CompletionTokens.known())
+}
+
+/// Successful streams.
+fn streams() -> Filter {
+    Filter::Success.and(Filter::Stream)
+}
 
 impl Totals {
     fn read(rows: &RunRows) -> Result<Totals> {
         // evalscope 1.14's wall window: rows with a valid interval, failures included.
-        let valid = "start_time > 0 AND completed_time >= start_time";
-        let start = rows.aggregate(Requests, "MIN(start_time)", valid)?;
-        let end = rows.aggregate(Requests, "MAX(completed_time)", valid)?;
+        let valid = StartTime.above(0).and(CompletedTime.at_least(StartTime));
+        let start = rows.aggregate(Agg::Min, StartTime, &valid)?;
+        let end = rows.aggregate(Agg::Max, CompletedTime, &valid)?;
         let duration = match (start, end) {
             (Some(s), Some(e)) => (e - s).max(0.0),
             _ => 1.0,
         };
-        let sum = |col: &str| -> Result<f64> {
-            Ok(rows
-                .aggregate(Requests, &format!("SUM({col})"), KNOWN)?
-                .unwrap_or(0.0))
+        let sum = |tokens| -> Result<f64> {
+            Ok(rows.aggregate(Agg::Sum, tokens, &known())?.unwrap_or(0.0))
         };
         Ok(Totals {
-            total: rows.count(Requests, "1")?,
-            succ: rows.count(Requests, "success=1")?,
-            streams: rows.count(Requests, "is_stream=1")?,
+            total: rows.count(&Filter::All)?,
+            succ: rows.count(&Filter::Success)?,
+            streams: rows.count(&Filter::Stream)?,
             duration,
             start: start.unwrap_or(0.0),
-            n_known: rows.count(Requests, KNOWN)?,
-            sum_prompt: sum("prompt_tokens")?,
-            sum_completion: sum("completion_tokens")?,
+            n_known: rows.count(&known())?,
+            sum_prompt: sum(PromptTokens)?,
+            sum_completion: sum(CompletionTokens)?,
         })
     }
     fn per_dur(&self, x: f64) -> f64 {
@@ -76,13 +82,13 @@ impl Totals {
     }
 }
 
-/// The filter selecting rows that count for TTFT/TPOT: successful streams, or all
-/// successes when no stream succeeded.
-pub(crate) fn ttft_filter(rows: &RunRows) -> Result<&'static str> {
-    Ok(if rows.count(Requests, "success=1 AND is_stream=1")? > 0 {
-        "success=1 AND is_stream=1"
+/// The rows that count for TTFT/TPOT: successful streams, or all successes when
+/// no stream succeeded.
+pub(crate) fn ttft_filter(rows: &RunRows) -> Result<Filter> {
+    Ok(if rows.count(&streams())? > 0 {
+        streams()
     } else {
-        "success=1"
+        Filter::Success
     })
 }
 
@@ -104,25 +110,25 @@ pub fn summary(rows: &RunRows, run: &RunInputs) -> Result<Summary> {
 /// evalscope's own keys.
 fn evalscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) -> Result<()> {
     let sub = ttft_filter(rows)?;
-    let avg = |expr: &str, w: &str| rows.aggregate(Requests, &format!("AVG({expr})"), w);
+    let avg = |expr: Expr, w: &Filter| rows.aggregate(Agg::Avg, expr, w);
     // Σ over the TTFT rows / their count; with no success at all evalscope divides
     // by n = 0 and reports -1 (× 1000).
-    let avg_ttft = avg("COALESCE(first_chunk_latency, 0)", sub)?.unwrap_or(-1.0) * 1000.0;
-    let avg_tpot = if rows.count(Requests, "success=1 AND is_stream=1")? > 0 {
+    let avg_ttft = avg(FirstChunkLatency.or(0), &sub)?.unwrap_or(-1.0) * 1000.0;
+    let avg_tpot = if rows.count(&streams())? > 0 {
         // evalscope 1.13+: one-token streamed replies have no TPOT and are left out.
         avg(
-            "time_per_output_token",
-            "success=1 AND is_stream=1 AND completion_tokens > 1",
+            TimePerOutputToken.into(),
+            &streams().and(CompletionTokens.above(1)),
         )?
         .unwrap_or(0.0)
     } else {
-        avg("COALESCE(time_per_output_token, 0)", "success=1")?.unwrap_or(-1.0)
+        avg(TimePerOutputToken.or(0), &Filter::Success)?.unwrap_or(-1.0)
     } * 1000.0;
     let avg_itl = rows
-        .aggregate(Rows::ItlGaps, "AVG(j.value)", "success=1")?
+        .aggregate(Agg::Avg, Gap, &Filter::Success)?
         .map_or(0.0, |v| v * 1000.0);
     let sum_latency = rows
-        .aggregate(Requests, "SUM(latency)", "success=1")?
+        .aggregate(Agg::Sum, Latency, &Filter::Success)?
         .unwrap_or(0.0);
     s.set(Metric::TestDuration, t.duration);
     s.set(Metric::Concurrency, run.parallel as f64);
@@ -173,9 +179,7 @@ fn evalscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
     } else {
         // Σ input tokens / Σ per-request latency (a per-request average, as
         // evalscope defines it; Total Throughput is the system rate).
-        let lat = rows
-            .aggregate(Requests, "SUM(latency)", KNOWN)?
-            .unwrap_or(0.0);
+        let lat = rows.aggregate(Agg::Sum, Latency, &known())?.unwrap_or(0.0);
         if lat > 0.0 {
             t.sum_prompt / lat
         } else {
@@ -208,20 +212,22 @@ fn pd_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
 /// index of successful turns over all successes, and the mean TTFT of first and of
 /// later turns (each when it has turns).
 fn multi_turn_keys(rows: &RunRows, t: &Totals, s: &mut Summary) -> Result<()> {
-    if !rows.has_column("turn")? || rows.count(Requests, "turn IS NOT NULL")? == 0 {
+    // Unknown in every row of a single-turn run, and of databases without turns.
+    if rows.count(&Turn.known())? == 0 {
         return Ok(());
     }
     let turns = rows
-        .aggregate(Requests, "SUM(turn)", "success=1 AND turn IS NOT NULL")?
+        .aggregate(Agg::Sum, Turn, &Filter::Success.and(Turn.known()))?
         .unwrap_or(0.0);
     if turns > 0.0 {
         s.set(Metric::AvgTurnsPerRequest, t.per_succ(turns));
     }
     for (m, w) in [
-        (Metric::AvgFirstTurnTtft, "success=1 AND turn = 1"),
-        (Metric::AvgSubsequentTurnTtft, "success=1 AND turn > 1"),
+        (Metric::AvgFirstTurnTtft, Turn.equals(1)),
+        (Metric::AvgSubsequentTurnTtft, Turn.above(1)),
     ] {
-        if let Some(v) = rows.aggregate(Requests, "AVG(COALESCE(first_chunk_latency, 0))", w)? {
+        let w = Filter::Success.and(w);
+        if let Some(v) = rows.aggregate(Agg::Avg, FirstChunkLatency.or(0), &w)? {
             s.set(m, v * 1000.0);
         }
     }
@@ -231,36 +237,26 @@ fn multi_turn_keys(rows: &RunRows, t: &Totals, s: &mut Summary) -> Result<()> {
 /// evalscope's conditional keys: the KV-cache hit rate (when a server reports cached
 /// tokens) and decoded tokens per iteration (when some iteration decoded several).
 fn cache_and_decode_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
-    let rate = |cached: &str, w: &str| -> Result<Option<f64>> {
-        if rows.count(Requests, w)? == 0 {
+    let rate = |cached: Expr| -> Result<Option<f64>> {
+        let w = Filter::Success
+            .and(PromptTokens.above(0))
+            .and(cached.clone().known());
+        if rows.count(&w)? == 0 {
             return Ok(None);
         }
-        let sum = |col: &str| -> Result<f64> {
-            Ok(rows
-                .aggregate(Requests, &format!("SUM({col})"), w)?
-                .unwrap_or(0.0))
-        };
-        let (c, p) = (sum(cached)?, sum("prompt_tokens")?);
+        let sum = |e: Expr| -> Result<f64> { Ok(rows.aggregate(Agg::Sum, e, &w)?.unwrap_or(0.0)) };
+        let (c, p) = (sum(cached)?, sum(PromptTokens.into())?);
         Ok(Some(if p > 0.0 { 100.0 * c / p } else { 0.0 }))
     };
-    let served = "success=1 AND prompt_tokens > 0";
-    if let Some(r) = rate(
-        "cached_tokens",
-        &format!("{served} AND cached_tokens IS NOT NULL"),
-    )? {
+    if let Some(r) = rate(CachedTokens.into())? {
         s.set(Metric::KvCacheHitRate, r);
     }
     // evalscope 1.14.1 stores its multi-turn estimate as the turn's cached tokens
     // and reports the mix under the key above; perfscope keeps it apart and names it
     // an estimate, written only when some turn needed one.
-    if rows.has_column("cached_tokens_estimate")?
-        && rows.count(
-            Requests,
-            &format!("{served} AND cached_tokens_estimate IS NOT NULL"),
-        )? > 0
-    {
-        let mixed = "COALESCE(cached_tokens, cached_tokens_estimate)";
-        if let Some(r) = rate(mixed, &format!("{served} AND {mixed} IS NOT NULL"))? {
+    let served = Filter::Success.and(PromptTokens.above(0));
+    if rows.count(&served.and(CachedTokensEstimate.known()))? > 0 {
+        if let Some(r) = rate(CachedTokens.or(CachedTokensEstimate))? {
             s.set(Metric::EstKvCacheHitRate, r);
         }
     }
@@ -268,15 +264,10 @@ fn cache_and_decode_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
     // with L > 1 (speculative decoding or multi-token chunks). Chunks are evalscope
     // 1.14's n_decode_chunks (empty deltas after the first output included), else
     // len(ITL) + 1 for databases that do not store them (evalscope's own).
-    let chunks = if rows.has_column("decode_chunks")? {
-        "COALESCE(NULLIF(decode_chunks, 0), json_array_length(inter_token_latencies) + 1)"
-    } else {
-        "json_array_length(inter_token_latencies) + 1"
-    };
-    let n = format!("(CASE WHEN json_valid(inter_token_latencies) THEN {chunks} ELSE 0 END)");
-    let l = format!("((completion_tokens - 1) * 1.0 / ({n} - 1))");
-    let w = format!("success=1 AND completion_tokens > 1 AND {n} > 1 AND {l} > 1");
-    if let Some(l) = rows.aggregate(Requests, &format!("AVG({l})"), &w)? {
+    // (L > 1 holds only where tokens > chunks > 1.)
+    let l = (CompletionTokens - 1).per(DecodeChunks - 1);
+    let w = Filter::Success.and(l.clone().above(1));
+    if let Some(l) = rows.aggregate(Agg::Avg, l, &w)? {
         s.set(Metric::AvgDecodedTokPerIter, l);
         s.set(Metric::SpecAcceptRate, (1.0 - 1.0 / l).clamp(0.0, 1.0));
     }
@@ -286,7 +277,7 @@ fn cache_and_decode_keys(rows: &RunRows, s: &mut Summary) -> Result<()> {
 /// perfscope's additions (extra keys only, after evalscope's).
 fn perfscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) -> Result<()> {
     if let Some(g) = &run.goodput {
-        let good = rows.count(Requests, &g.condition())?;
+        let good = rows.count(&g.filter())?;
         s.set(Metric::GoodputRps, t.per_dur(good as f64));
         let share = if t.total > 0 {
             100.0 * good as f64 / t.total as f64
@@ -297,7 +288,7 @@ fn perfscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
     }
     let first_send = t.start;
     let last_send = rows
-        .aggregate(Requests, "MAX(start_time)", "1")?
+        .aggregate(Agg::Max, StartTime, &Filter::All)?
         .unwrap_or(0.0);
     let measured_rate = if t.total > 1 && last_send > first_send {
         (t.total - 1) as f64 / (last_send - first_send)
@@ -306,7 +297,7 @@ fn perfscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
     };
     s.set(Metric::MeasuredRequestRate, measured_rate);
     let busy = rows
-        .aggregate(Requests, "SUM(MAX(end_time - start_time, 0))", "1")?
+        .aggregate(Agg::Sum, (EndTime - StartTime).non_negative(), &Filter::All)?
         .unwrap_or(0.0);
     s.set(Metric::MeasuredConcurrencyAvg, t.per_dur(busy));
     s.set(
@@ -315,22 +306,25 @@ fn perfscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
     );
     // perfscope's own key: with nothing to average it is unknown (null, "n/a"), not
     // a sentinel in the wrong unit beside evalscope's -1000 ms TTFT.
-    match rows.aggregate(Requests, "AVG(time_to_first_event)", ttft_filter(rows)?)? {
+    match rows.aggregate(Agg::Avg, TimeToFirstEvent, &ttft_filter(rows)?)? {
         Some(v) => s.set(Metric::AvgTimeToFirstEvent, v * 1000.0),
         None => s.set_unknown(Metric::AvgTimeToFirstEvent),
     }
     let lag = rows
-        .aggregate(Requests, "AVG(MAX(start_time - intended_start, 0))", "1")?
+        .aggregate(
+            Agg::Avg,
+            (StartTime - IntendedStart).non_negative(),
+            &Filter::All,
+        )?
         .unwrap_or(0.0);
     s.set(Metric::AvgScheduleLag, lag * 1000.0);
-    s.set_failures_by_kind(rows.count_by("COALESCE(failure_kind, 'other')", "success=0")?);
+    s.set_failures_by_kind(failures_by_kind(rows)?);
     // Requests resent once because a reused keep-alive connection was closed by the
     // server before any response byte (not failures; timed from the resend).
-    let resent = if rows.has_column("resent")? {
-        rows.aggregate(Requests, "SUM(resent)", "1")?.unwrap_or(0.0)
-    } else {
-        0.0
-    };
+    // (Unknown, so 0, in databases that predate it.)
+    let resent = rows
+        .aggregate(Agg::Sum, Resent, &Filter::All)?
+        .unwrap_or(0.0);
     s.set(Metric::ResentRequests, resent);
     s.set(Metric::NotSentRequests, rows.not_sent()? as f64);
     let (succ, unknown) = (t.succ, t.succ - t.n_known);
@@ -345,4 +339,16 @@ fn perfscope_keys(rows: &RunRows, run: &RunInputs, t: &Totals, s: &mut Summary) 
         )
     });
     Ok(())
+}
+
+/// The failed requests by kind, in the kinds' order; an unclassified failure is
+/// `other`.
+fn failures_by_kind(rows: &RunRows) -> Result<Vec<(String, u64)>> {
+    let mut kinds = std::collections::BTreeMap::<String, u64>::new();
+    for (kind, n) in rows.failure_kinds()? {
+        *kinds
+            .entry(kind.unwrap_or_else(|| "other".into()))
+            .or_default() += n;
+    }
+    Ok(kinds.into_iter().collect())
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::catalogue::Metric;
 use super::server::source_of;
-use crate::store::{Rows, RunRows};
+use crate::store::{Field::*, Filter, RunRows};
 
 /// Series aligned on the scrape times (NaN where a value is missing).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -155,12 +155,8 @@ fn counts_up_to(times: &[f64], values: &mut dyn Iterator<Item = f64>) -> Vec<u64
 /// Requests in flight (sent, not ended) at each time: sends so far minus ends so
 /// far, from two sorted scans (one pass over the rows, however many scrapes).
 fn in_flight(rows: &RunRows, times: &[f64]) -> Result<Vec<f64>> {
-    let sent = rows.sorted(Rows::Requests, "start_unix", "1", |_, v| {
-        counts_up_to(times, v)
-    })?;
-    let ended = rows.sorted(Rows::Requests, "end_unix", "1", |_, v| {
-        counts_up_to(times, v)
-    })?;
+    let sent = rows.sorted(StartUnix, &Filter::All, |_, v| counts_up_to(times, v))?;
+    let ended = rows.sorted(EndUnix, &Filter::All, |_, v| counts_up_to(times, v))?;
     Ok(sent
         .iter()
         .zip(&ended)
@@ -174,9 +170,9 @@ fn client_ttft(rows: &RunRows, times: &[f64]) -> Result<Vec<f64>> {
     let mut sums = vec![(0.0f64, 0u64); times.len()];
     let mut i = 0;
     rows.ordered_pairs(
-        "start_unix + first_chunk_latency",
-        "first_chunk_latency * 1000",
-        "success = 1",
+        StartUnix + FirstChunkLatency,
+        FirstChunkLatency * 1000.0,
+        &Filter::Success,
         |at, ttft| {
             while i < times.len() && times[i] < at {
                 i += 1;

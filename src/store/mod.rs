@@ -1,9 +1,11 @@
 //! The canonical store: one SQLite database per run (`benchmark_data.db`). This
 //! module owns its schema, the writer and every read of stored runs: `stats` asks
-//! `RunRows` for counts, aggregates and sorted values, and never sees SQL
-//! statements or the connection.
+//! `RunRows` for counts, aggregates and sorted values in the typed words of
+//! `query` (fields, expressions, filters), and never sees SQL text or the
+//! connection.
 
 mod merge;
+mod query;
 mod read;
 mod reserve;
 mod rows;
@@ -20,7 +22,8 @@ pub use reserve::{Reserve, RESERVE_FILE};
 /// The claim a running invocation holds on its output directory, removed when it
 /// ends (the engine takes it; the run history reads it as "still running").
 pub const LOCK_FILE: &str = ".perfscope-lock";
-pub use rows::{Rows, RunRows, TurnRow};
+pub use query::{Agg, Build, Cmp, Expr, Field, Filter};
+pub use rows::{RunRows, TurnRow};
 pub use schema::{open, SCHEMA};
 pub use server::{read_timeline, write_timeline, ServerSamples};
 pub use writer::{

@@ -1,6 +1,7 @@
 //! The rows of one stored run, as `stats` asks for them: counts, aggregates and
 //! sorted scans of expressions over the `result` columns. The SQL text, the table
-//! names and the connection stay here; `stats` names columns and row filters only.
+//! names and the connection stay here; `stats` speaks in `query`'s fields,
+//! expressions and filters.
 //!
 //! Every figure is an SQL aggregate or an ordered scan that SQLite sorts itself, so
 //! reading a run of 200,000 requests (12 million ITL values) needs no more memory
@@ -9,23 +10,19 @@
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
+use std::cell::OnceCell;
+use std::collections::HashSet;
 use std::path::Path;
 
-/// Which rows an expression runs over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rows {
-    /// One row per request (the `result` table).
-    Requests,
-    /// One row per inter-token gap of each request (`j.value`: the gap in seconds).
-    ItlGaps,
-}
+use super::query::{Agg, Columns, Expr, Filter};
 
-impl Rows {
-    fn from(self) -> &'static str {
-        match self {
-            Rows::Requests => "result",
-            Rows::ItlGaps => "result, json_each(result.inter_token_latencies) AS j",
-        }
+/// The rows an expression runs over: one per request, or one per inter-token gap
+/// of each request (`j.value`, see `Field::Gap`).
+fn from(gaps: bool) -> &'static str {
+    if gaps {
+        "result, json_each(result.inter_token_latencies) AS j"
+    } else {
+        "result"
     }
 }
 
@@ -81,6 +78,8 @@ pub struct RunRows {
     /// closed: the process was killed), with the stored reason; None when it
     /// completed.
     pub cut_short: Option<String>,
+    /// The `result` table's columns, read at the first query that names one.
+    columns: OnceCell<HashSet<String>>,
 }
 
 /// How a stored run ended, when it did not complete: its status, why, and what
@@ -141,6 +140,7 @@ impl RunRows {
                     .unwrap_or(1)
                     .max(1),
                 cut_short: None,
+                columns: OnceCell::new(),
             });
         }
         let conn = super::schema::open(&db)?;
@@ -172,6 +172,7 @@ impl RunRows {
             pd_metrics,
             n_choices,
             cut_short,
+            columns: OnceCell::new(),
         })
     }
 
@@ -184,6 +185,7 @@ impl RunRows {
             pd_metrics: false,
             n_choices: 1,
             cut_short: None,
+            columns: OnceCell::new(),
         }
     }
 
@@ -226,6 +228,7 @@ impl RunRows {
             pd_metrics: self.pd_metrics,
             n_choices: self.n_choices,
             cut_short: self.cut_short.clone(),
+            columns: OnceCell::new(),
         })
     }
 
@@ -255,9 +258,10 @@ impl RunRows {
 
     /// The inter-token gap lists (seconds) of the rows meeting a filter, in row
     /// order (PD metrics need each request's own list).
-    pub fn itl_lists(&self, filter: &str) -> Result<Vec<Vec<f64>>> {
+    pub fn itl_lists(&self, filter: &Filter) -> Result<Vec<Vec<f64>>> {
         let mut st = self.conn.prepare(&format!(
-            "SELECT inter_token_latencies FROM result WHERE {filter} ORDER BY rowid"
+            "SELECT inter_token_latencies FROM result WHERE {} ORDER BY rowid",
+            filter.sql(self)
         ))?;
         let lists = st
             .query_map([], |r| r.get::<_, Option<String>>(0))?
@@ -323,35 +327,49 @@ impl RunRows {
         Ok(())
     }
 
-    /// How many rows meet a filter (an SQL condition over the columns).
-    pub fn count(&self, rows: Rows, filter: &str) -> Result<u64> {
+    /// How many rows meet a filter.
+    pub fn count(&self, filter: &Filter) -> Result<u64> {
         let n: Option<i64> = self.one(&format!(
-            "SELECT COUNT(*) FROM {} WHERE {filter}",
-            rows.from()
+            "SELECT COUNT(*) FROM {} WHERE {}",
+            from(filter.over_gaps()),
+            filter.sql(self)
         ))?;
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
-    /// An aggregate (`SUM(latency)`, `AVG(...)`, `MAX(...)`) over the rows meeting a
-    /// filter; None when no row contributes.
-    pub fn aggregate(&self, rows: Rows, aggregate: &str, filter: &str) -> Result<Option<f64>> {
+    /// An aggregate of an expression over the rows meeting a filter (over every
+    /// inter-token gap when it names `Field::Gap`); None when no row contributes.
+    pub fn aggregate(
+        &self,
+        agg: Agg,
+        expr: impl Into<Expr>,
+        filter: &Filter,
+    ) -> Result<Option<f64>> {
+        let expr = expr.into();
         self.one(&format!(
-            "SELECT {aggregate} FROM {} WHERE {filter}",
-            rows.from()
+            "SELECT {}({}) FROM {} WHERE {}",
+            agg.sql(),
+            expr.sql(self),
+            from(expr.over_gaps() || filter.over_gaps()),
+            filter.sql(self)
         ))
     }
 
-    /// The values of an expression over the rows meeting a filter, NULLs left out,
-    /// handed in ascending order to `f` with their count; sorted by SQLite and
-    /// streamed.
+    /// The known values of an expression over the rows meeting a filter, handed
+    /// in ascending order to `f` with their count; sorted by SQLite and streamed.
     pub fn sorted<R>(
         &self,
-        rows: Rows,
-        expr: &str,
-        filter: &str,
+        expr: impl Into<Expr>,
+        filter: &Filter,
         f: impl FnOnce(usize, &mut dyn Iterator<Item = f64>) -> R,
     ) -> Result<R> {
-        let base = format!("SELECT {expr} AS v FROM {} WHERE {filter}", rows.from());
+        let expr = expr.into();
+        let base = format!(
+            "SELECT {} AS v FROM {} WHERE {}",
+            expr.sql(self),
+            from(expr.over_gaps() || filter.over_gaps()),
+            filter.sql(self)
+        );
         let n: i64 = self.conn.query_row(
             &format!("SELECT COUNT(*) FROM ({base}) WHERE v IS NOT NULL"),
             [],
@@ -366,12 +384,15 @@ impl RunRows {
         Ok(f(n.max(0) as usize, &mut values))
     }
 
-    /// Rows meeting a filter, counted by the text of an expression, in its order.
-    pub fn count_by(&self, expr: &str, filter: &str) -> Result<Vec<(String, u64)>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {expr}, COUNT(*) FROM result WHERE {filter} GROUP BY 1 ORDER BY 1"
-        ))?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    /// The failed rows counted by their stored failure kind (None: not classified),
+    /// in the kinds' order.
+    pub fn failure_kinds(&self) -> Result<Vec<(Option<String>, u64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT failure_kind, COUNT(*) FROM result WHERE success = 0 GROUP BY 1 ORDER BY 1",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (k, n) = row?;
@@ -483,17 +504,22 @@ impl RunRows {
     }
 
     /// Pairs of expressions over the rows meeting a filter, in ascending order of
-    /// the first, NULLs left out, streamed to `f`.
+    /// the first, unknown ones left out, streamed to `f`.
     pub fn ordered_pairs(
         &self,
-        key: &str,
-        value: &str,
-        filter: &str,
+        key: impl Into<Expr>,
+        value: impl Into<Expr>,
+        filter: &Filter,
         mut f: impl FnMut(f64, f64),
     ) -> Result<()> {
+        let (key, value) = (key.into(), value.into());
+        let gaps = key.over_gaps() || value.over_gaps() || filter.over_gaps();
         let mut st = self.conn.prepare(&format!(
-            "SELECT {key} AS k, {value} AS v FROM result
-             WHERE {filter} AND k IS NOT NULL AND v IS NOT NULL ORDER BY k"
+            "SELECT {} AS k, {} AS v FROM {} WHERE ({}) AND k IS NOT NULL AND v IS NOT NULL ORDER BY k",
+            key.sql(self),
+            value.sql(self),
+            from(gaps),
+            filter.sql(self)
         ))?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
@@ -517,7 +543,7 @@ impl RunRows {
 
     /// Whether the rows have a column (databases of older versions, and evalscope's
     /// own, lack perfscope's later additions).
-    pub fn has_column(&self, name: &str) -> Result<bool> {
+    fn has_column(&self, name: &str) -> Result<bool> {
         self.table_has_column("result", name)
     }
 
@@ -545,5 +571,23 @@ impl RunRows {
             .optional()
             .with_context(|| format!("reading the stored rows: {sql}"))?
             .flatten())
+    }
+}
+
+impl Columns for RunRows {
+    fn has(&self, column: &str) -> bool {
+        self.columns
+            .get_or_init(|| {
+                let read = || -> rusqlite::Result<HashSet<String>> {
+                    self.conn
+                        .prepare("SELECT name FROM pragma_table_info('result')")?
+                        .query_map([], |r| r.get::<_, String>(0))?
+                        .collect()
+                };
+                // Unreadable: no column counts as present, and the query itself
+                // reports what is wrong with the database.
+                read().unwrap_or_default()
+            })
+            .contains(column)
     }
 }

@@ -1,7 +1,8 @@
 //! The shape of `src/` (ARCHITECTURE.md): no two modules import each other, directly
 //! or around a circle; no file over 600 lines outside its tests; no function over
-//! 120 lines. Read from the source text: `crate::` and `super::` paths, in `use`
-//! lines and in code, resolved to the file that defines the module they name.
+//! 120 lines; `stats` holds no SQL (it asks `store` in typed words). Read from the
+//! source text: `crate::` and `super::` paths, in `use` lines and in code, resolved
+//! to the file that defines the module they name.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -410,4 +411,55 @@ fn no_comment_cites_a_section_of_a_document_outside_the_repository() {
         }
     }
     assert!(found.is_empty(), "section citations:\n{}", found.join("\n"));
+}
+
+/// SQL in a file's code outside its tests: `rusqlite`, or a string holding SQL
+/// syntax (upper-case keywords and SQLite's JSON functions).
+fn sql_in(text: &str) -> Vec<String> {
+    const SQL: [&str; 13] = [
+        "rusqlite",
+        "SELECT",
+        "COALESCE(",
+        "SUM(",
+        "AVG(",
+        "MIN(",
+        "MAX(",
+        "COUNT(",
+        "IS NOT NULL",
+        "CASE WHEN",
+        "NULLIF(",
+        "json_each",
+        "json_array_length",
+    ];
+    let lines: Vec<&str> = text.lines().collect();
+    let code = &lines[..lines_outside_tests(text)];
+    code.iter()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .filter(|l| SQL.iter().any(|k| l.contains(k)))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn stats_asks_the_store_in_typed_words_not_sql() {
+    // The check sees an SQL fragment passed as a string, and not a comment or a test.
+    assert_eq!(
+        sql_in("let a = rows.aggregate(Requests, \"SUM(latency)\", \"success=1\");\n// AVG(x)\n#[cfg(test)]\nmod tests {\n use rusqlite::Connection;\n}"),
+        ["let a = rows.aggregate(Requests, \"SUM(latency)\", \"success=1\");"]
+    );
+    let s = src();
+    let mut found = Vec::new();
+    for (module, (rel, text)) in &s.files {
+        if module == "stats" || module.starts_with("stats::") {
+            for line in sql_in(text) {
+                found.push(format!("src/{}: {line}", rel.display()));
+            }
+        }
+    }
+    assert!(s.files.contains_key("stats::summary"));
+    assert!(
+        found.is_empty(),
+        "stats names store::Field / Expr / Filter, not SQL:\n{}",
+        found.join("\n")
+    );
 }
