@@ -277,10 +277,10 @@ impl RunRows {
 
     /// The successful turns of a multi-turn run, ordered by conversation and turn.
     pub fn session_turns(&self) -> Result<Vec<TurnRow>> {
-        if !self.has_column("session_id")? {
+        if !self.has("session_id") {
             return Ok(Vec::new());
         }
-        let estimate = if self.has_column("cached_tokens_estimate")? {
+        let estimate = if self.has("cached_tokens_estimate") {
             "cached_tokens_estimate"
         } else {
             "NULL"
@@ -541,12 +541,6 @@ impl RunRows {
             .flatten())
     }
 
-    /// Whether the rows have a column (databases of older versions, and evalscope's
-    /// own, lack perfscope's later additions).
-    fn has_column(&self, name: &str) -> Result<bool> {
-        self.table_has_column("result", name)
-    }
-
     /// Requests released but never sent because the run was stopped (kept on the
     /// `run` row; 0 for databases without it).
     pub fn not_sent(&self) -> Result<u64> {
@@ -574,6 +568,8 @@ impl RunRows {
     }
 }
 
+/// Whether the rows have a column: databases of older versions, and evalscope's
+/// own, lack perfscope's later additions.
 impl Columns for RunRows {
     fn has(&self, column: &str) -> bool {
         self.columns
